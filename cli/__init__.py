@@ -1,0 +1,1 @@
+"""otpfast command-line interface (installed as the ``otpfast`` command)."""

@@ -1,0 +1,46 @@
+"""Shared click parameter types and options."""
+import click
+
+from otpfast.errors import InvalidParameter
+
+
+class IntLiteral(click.ParamType):
+    """An integer written in decimal or 0x-hex (``0x100009``)."""
+
+    name = "INT"
+
+    def __init__(self, min=None):
+        self.min = min
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            n = value
+        else:
+            text = str(value).strip().replace("_", "")
+            try:
+                n = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+            except ValueError:
+                self.fail(f"{value!r} is not a decimal or 0x-hex integer", param, ctx)
+            if not text.isascii():
+                self.fail(f"{value!r} is not a decimal or 0x-hex integer", param, ctx)
+        if self.min is not None and n < self.min:
+            self.fail(f"must be at least {self.min}, got {n}", param, ctx)
+        return n
+
+
+INT = IntLiteral()
+POSITIVE_INT = IntLiteral(min=1)
+
+
+def bad_parameter(exc: InvalidParameter, ctx=None):
+    """Turn a library InvalidParameter into click's usage error (exit 2) naming the option."""
+    name = exc.field if exc.field.startswith("-") else f"--{exc.field.replace('_', '-')}"
+    return click.BadParameter(exc.message, ctx=ctx, param_hint=f"'{name}'")
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Data directory (default: $OTPFAST_DATA_DIR or the XDG data dir).",
+)

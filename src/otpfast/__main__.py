@@ -1,0 +1,3 @@
+from otpfast_cli.main import cli
+
+cli(prog_name="otpfast")

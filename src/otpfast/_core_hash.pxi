@@ -1,0 +1,1 @@
+# HMAC/hash batch kernels (included by _core.pyx).
