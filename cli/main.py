@@ -16,3 +16,26 @@ def batch():
 
 
 # --- command registrations: one import + add_command per module (insert lines here) ---
+from otpfast_cli.batch_otp import hashchain_command, hotp_command, totp_command  # noqa: E402
+from otpfast_cli.enroll_uri import enroll_uri_command, qr_command  # noqa: E402
+
+batch.add_command(hotp_command)
+batch.add_command(totp_command)
+batch.add_command(hashchain_command)
+cli.add_command(enroll_uri_command)
+cli.add_command(qr_command)
+from otpfast_cli.krb5 import krb5_group  # noqa: E402
+
+cli.add_command(krb5_group)
+from otpfast_cli.admin import COMMANDS as _ADMIN_COMMANDS  # noqa: E402
+
+for _command in _ADMIN_COMMANDS:
+    cli.add_command(_command)
+from otpfast_cli.clients import contribute, request, verify  # noqa: E402
+from otpfast_cli.servers import distserver, keyserver, serve  # noqa: E402
+
+for _command in (keyserver, distserver, serve, contribute, request, verify):
+    cli.add_command(_command)
+from otpfast_cli.demo import demo  # noqa: E402
+
+cli.add_command(demo)

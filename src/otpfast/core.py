@@ -3,6 +3,7 @@ OTPFAST_NO_EXTENSIONS=1. A missing or broken build raises; it never falls back s
 from typing import TYPE_CHECKING
 
 from ._compat import NO_EXTENSIONS
+from .errors import InvalidParameter
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from . import _core_py as _impl
@@ -19,3 +20,37 @@ else:
     IMPLEMENTATION = "c"
 
 OPENMP_ENABLED = bool(getattr(_impl, "OPENMP_ENABLED", False))
+
+effective_num_threads = _impl.effective_num_threads
+lfsr_step = _impl.lfsr_step
+lfsr_fill = _impl.lfsr_fill
+lfsr_advance = _impl.lfsr_advance
+lfsr_is_primitive = _impl.lfsr_is_primitive
+lfsr_count_primitive = _impl.lfsr_count_primitive
+lfsr_primitive_at = _impl.lfsr_primitive_at
+lfsr_primitive_all = _impl.lfsr_primitive_all
+modexp_batch = _impl.modexp_batch
+rsa_lfsr_generate = _impl.rsa_lfsr_generate
+rsa_lfsr_verify = _impl.rsa_lfsr_verify
+rsa_lfsr_verify_mask = _impl.rsa_lfsr_verify_mask
+rsa_primroot_generate = _impl.rsa_primroot_generate
+rsa_primroot_verify = _impl.rsa_primroot_verify
+rsa_primroot_verify_mask = _impl.rsa_primroot_verify_mask
+format_decimal = _impl.format_decimal
+
+_WORD_MOD = 1 << 63
+_WORD_EXP = 1 << 64
+
+
+def modexp(base, exp, mod):
+    """base^exp mod mod for any 1 < mod and exp >= 0: machine words in the core
+    (mod < 2^63, exp < 2^64), larger numbers through GMP (gmpy2.powmod)."""
+    if isinstance(mod, int) and isinstance(exp, int) and (mod >= _WORD_MOD or exp >= _WORD_EXP):
+        if exp < 0:
+            raise InvalidParameter("exp", "must not be negative")
+        if isinstance(base, int) and base < 0:
+            raise InvalidParameter("base", "must not be negative")
+        import gmpy2
+
+        return int(gmpy2.powmod(base, exp, mod))
+    return _impl.modexp(base, exp, mod)

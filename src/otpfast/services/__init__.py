@@ -1,1 +1,22 @@
-"""otpfast.services"""
+"""otpfast.services: the key ceremony, distribution (issue/verify) and administration logic,
+plain Python over the store interface. net/, radius/ and the CLI call these; never the other
+way round.
+
+API as in /work/service-api.md. Additions (no deviation from the contract):
+
+* ``ClientInfo``, ``IssuedOtp``, ``VerifyItem`` are frozen dataclasses in
+  services.distribution; ``VerifyItem.client`` defaults to None.
+* ``credential`` arguments accept bytes or str (the credential's text form; surrounding
+  whitespace such as a credential file's newline is ignored).
+* ``KeyServer(store, private_key, *, iterations=600_000, clock=time.time)``;
+  ``keyserver.encrypt_phrase(public_key_pem, phrase) -> bytes`` is the authority's side.
+* ``Admin`` (services.admin) is what the admin CLI calls; ``DataDir.admin(clock)`` builds it.
+* Refusals are recorded in the audit log (outcome "refused"); that is the only change a
+  refused call makes.
+"""
+from .distribution import ClientInfo, Distribution, IssuedOtp, VerifyItem
+from .keyserver import KeyServer, encrypt_phrase
+from .masking import unmask
+
+__all__ = ["ClientInfo", "Distribution", "IssuedOtp", "KeyServer", "VerifyItem",
+           "encrypt_phrase", "unmask"]

@@ -1,0 +1,197 @@
+"""RADIUS verifications per second on loopback: UDP, 64 outstanding requests, against a
+server process (real data dir, SQLite store with durable commits, group-commit verifier).
+
+Pre-provisioned outside the timed part: 64 hash-chain accounts and, for each, OTPs issued
+by the distribution service, as ready-made Access-Request packets. Every request must be
+accepted (each OTP once).
+
+    python -m pytest bench/test_radius.py --benchmark-enable -s
+    python -m pytest bench/test_radius.py --benchmark-disable -q     # correctness only
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from pyrad import packet as pyrad_packet
+
+from otpfast.datadir import DataDir
+from otpfast.radius.codec import load_dictionary
+from otpfast.services import masking
+from otpfast.services.distribution import Distribution
+
+OUTSTANDING = 64
+CODES_PER_ACCOUNT = int(os.environ.get("OTPFAST_BENCH_RADIUS_CODES", "100"))
+SECRET = b"bench-radius-secret"
+TARGET_PER_SECOND = 10_000
+
+FRONT_END_ONLY_SERVER = r"""
+import asyncio, sys
+from otpfast.radius.config import ClientSecrets, RadiusConfig
+from otpfast.radius.server import start_radius
+
+async def main(port, secret):
+    loop = asyncio.get_running_loop()
+    used = set()
+
+    def verify(account, otp):  # single use, answered at once: measures the RADIUS layer alone
+        future = loop.create_future()
+        future.set_result((account, otp) not in used)
+        used.add((account, otp))
+        return future
+
+    config = RadiusConfig(udp=("127.0.0.1", port), secrets=ClientSecrets(default=secret))
+    front_end = await start_radius(config, verify)
+    print("listening", flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    front_end.close()
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2].encode()))
+"""
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory):
+    """64 hash-chain accounts; for each, CODES_PER_ACCOUNT OTPs requested from the
+    distribution service as its device would, turned into Access-Request packets in the
+    order they must be used."""
+    base = tmp_path_factory.mktemp("bench-radius")
+    data_dir = DataDir(str(base / "data"))
+    data_dir.init(rsa_bits=2048)
+    admin = data_dir.admin()
+    credentials = []
+    for index in range(OUTSTANDING):
+        admin.add_account(f"bench{index}", "hashchain", chain_length=CODES_PER_ACCOUNT, ttl=3600)
+        credentials.append(admin.add_client(f"bench{index}-device", account=f"bench{index}"))
+    admin.store.close()
+    # provisioning is not timed and need not be durable
+    distribution = Distribution(data_dir.open_store(synchronous="NORMAL"))
+    rdict = load_dictionary()
+    queues = []
+    for index in range(OUTSTANDING):
+        name = f"bench{index}"
+        client = distribution.authenticate(f"{name}-device", credentials[index].encode())
+        packets = []
+        for _ in range(CODES_PER_ACCOUNT):
+            issued = distribution.request(client, name)
+            otp = masking.unmask(credentials[index], name, issued.nonce, issued.masked)
+            pkt = pyrad_packet.AuthPacket(code=1, id=index, secret=SECRET, dict=rdict)
+            pkt["User-Name"] = name
+            pkt["User-Password"] = pkt.PwCrypt(otp)
+            pkt["NAS-Identifier"] = "bench"
+            packets.append(pkt.RequestPacket())
+        queues.append(packets)
+    distribution.store.close()
+    secret_file = base / "radius.secret"
+    secret_file.write_bytes(SECRET + b"\n")
+    return data_dir, str(secret_file), queues
+
+
+@pytest.fixture
+def server(provisioned):
+    """``otpfast serve`` with RADIUS over UDP, as an admin would run it."""
+    data_dir, secret_file, _ = provisioned
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otpfast_cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
+         "--radius", f"127.0.0.1:{port}", "--radius-secret-file", secret_file],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("listening "), line + proc.stderr.read()
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def drive(port, queues):
+    """Keep one request per account (64) outstanding until every queue is empty.
+    Returns (accepted, rejected, seconds)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    positions = [0] * len(queues)
+    accepted = rejected = 0
+    total = sum(len(q) for q in queues)
+    started = time.perf_counter()
+    for index, queue in enumerate(queues):
+        sock.send(queue[0])
+    done = 0
+    while done < total:
+        reply = sock.recv(4096)
+        done += 1
+        if reply[0] == 2:
+            accepted += 1
+        else:
+            rejected += 1
+        index = reply[1]
+        positions[index] += 1
+        if positions[index] < len(queues[index]):
+            sock.send(queues[index][positions[index]])
+    seconds = time.perf_counter() - started
+    sock.close()
+    return accepted, rejected, seconds
+
+
+@pytest.fixture
+def front_end_only_server(provisioned):
+    port = free_udp_port()
+    proc = subprocess.Popen([sys.executable, "-c", FRONT_END_ONLY_SERVER, str(port), SECRET.decode()],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("listening")
+        yield proc, port
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def test_radius_front_end_only_per_second(benchmark, provisioned, front_end_only_server):
+    """The RADIUS layer alone (decode, duplicate cache, reply signing, UDP) over a verifier
+    that answers at once: the ceiling the front end puts on the whole system."""
+    _, _, queues = provisioned
+    _, port = front_end_only_server
+    _measure(benchmark, port, queues, "RADIUS/UDP front end only")
+
+
+def test_radius_verifications_per_second(benchmark, provisioned, server):
+    """``otpfast serve --radius``: every accept a durable, audited verification."""
+    _, _, queues = provisioned
+    _, port = server
+    _measure(benchmark, port, queues, "RADIUS/UDP otpfast serve")
+
+
+def _measure(benchmark, port, queues, label):
+    results = {}
+
+    def run():
+        results["outcome"] = drive(port, queues)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    accepted, rejected, seconds = results["outcome"]
+    total = sum(len(q) for q in queues)
+    rate = total / seconds
+    benchmark.extra_info.update(verifications=total, per_second=round(rate), outstanding=OUTSTANDING)
+    print(f"\n{label}: {total} verifications in {seconds:.2f} s = {rate:,.0f}/s "
+          f"({OUTSTANDING} outstanding, {os.cpu_count()} cpus)")
+    assert (accepted, rejected) == (total, 0)
+    if os.environ.get("OTPFAST_BENCH_ASSERT_TARGET") == "1":
+        assert rate >= TARGET_PER_SECOND

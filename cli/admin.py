@@ -1,0 +1,267 @@
+"""Admin commands over a local data directory: init, fingerprint, authority/client/account
+management, enrolment and the audit check. Thin: the logic lives in otpfast.services.admin."""
+import contextlib
+import json
+import sys
+
+import click
+
+from otpfast.datadir import DataDir
+from otpfast.errors import InvalidParameter, StoreError
+from otpfast.services import policy
+from otpfast.services.admin import describe
+from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
+
+
+def _usage_error(exc: InvalidParameter):
+    """InvalidParameter -> exit 2 naming the option (or the ID/NAME argument)."""
+    if exc.field in ("id", "name"):
+        return click.BadParameter(exc.message, param_hint=f"'{exc.field.upper()}'")
+    return bad_parameter(exc)
+
+
+@contextlib.contextmanager
+def _admin(data_dir):
+    """An Admin over the data dir; library errors become click errors."""
+    try:
+        admin = DataDir.resolve(data_dir).admin()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield admin
+    except InvalidParameter as exc:
+        raise _usage_error(exc) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        admin.store.close()
+
+
+def _show_credential(kind: str, name, credential: str) -> None:
+    click.echo(credential)
+    click.echo(f"This is the {kind} credential of {name}. It is shown only once: store it in a "
+               "file readable only by its user (e.g. mode 0600) and pass it with "
+               "--credential-file or $OTPFAST_CREDENTIAL.", err=True)
+
+
+@click.command("init")
+@data_dir_option
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Use this PEM certificate instead of a self-signed one (with --tls-key).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The unencrypted PEM private key of --tls-cert.")
+@click.option("--rsa-bits", type=click.IntRange(min=2048), default=3072, show_default=True,
+              help="Size of the key server's RSA key.")
+def init_command(data_dir, tls_cert, tls_key, rsa_bits):
+    """Create the data directory: store, at-rest key, RSA key pair, TLS certificate.
+    Prints the TLS fingerprint that clients pin."""
+    dd = DataDir.resolve(data_dir)
+    try:
+        fingerprint = dd.init(tls_cert=tls_cert, tls_key=tls_key, rsa_bits=rsa_bits)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+    click.echo(fingerprint)
+    click.echo(f"initialised {dd.path}", err=True)
+
+
+@click.command("fingerprint")
+@data_dir_option
+def fingerprint_command(data_dir):
+    """Print the TLS certificate fingerprint (sha256:<hex>) for clients to pin."""
+    try:
+        click.echo(DataDir.resolve(data_dir).fingerprint())
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("authority")
+def authority_group():
+    """Key-ceremony authorities (key-generation clients)."""
+
+
+@authority_group.command("add")
+@data_dir_option
+@click.argument("authority_id", metavar="ID", type=POSITIVE_INT)
+def authority_add(data_dir, authority_id):
+    """Register authority ID; prints its credential once."""
+    with _admin(data_dir) as admin:
+        credential = admin.add_authority(authority_id)
+    _show_credential("authority", authority_id, credential)
+
+
+@click.group("client")
+def client_group():
+    """OTP-requesting clients (devices) and verifier clients (relying services)."""
+
+
+@client_group.command("add")
+@data_dir_option
+@click.argument("name")
+@click.option("--account", default=None, help="The account whose OTPs this client requests.")
+@click.option("--verifier", is_flag=True, help="A relying service that may verify any account.")
+def client_add(data_dir, name, account, verifier):
+    """Register client NAME (--account A or --verifier); prints its credential once."""
+    if (account is None) == (not verifier):
+        raise click.UsageError("give exactly one of --account A or --verifier")
+    with _admin(data_dir) as admin:
+        credential = admin.add_client(name, account=account, verifier=verifier)
+    _show_credential("client", name, credential)
+
+
+@click.group("account")
+def account_group():
+    """Accounts: add, list, show, unlock, delete."""
+
+
+@account_group.command("add")
+@data_dir_option
+@click.argument("name")
+@click.option("--type", "type_", required=True, type=click.Choice(policy.TYPES),
+              help="OTP scheme. rsa-lfsr and rsa-primroot are the paper's INSECURE, "
+                   "predictable RSA-type OTPs (study only; need --insecure-paper-mode).")
+@click.option("--authorities", default=None,
+              help="Comma-separated authority ids (e.g. 1,2,3,4): the secret comes from their "
+                   "key ceremony. Without: from the CSPRNG at once.")
+@click.option("--digits", type=POSITIVE_INT, default=None, help="OTP length (default 6).")
+@click.option("--ttl", type=POSITIVE_INT, default=None,
+              help=f"Seconds an issued OTP stays valid (default {policy.DEFAULT_TTL}, "
+                   f"{policy.MIN_TTL}..{policy.MAX_TTL}).")
+@click.option("--algorithm", default=None,
+              help="hotp/totp: sha1|sha256|sha512 (default sha1); "
+                   "hashchain: sha1|sha256|sha384|sha512 (default sha256).")
+@click.option("--chain-length", type=POSITIVE_INT, default=None,
+              help=f"hashchain: number of uses (default {policy.DEFAULT_CHAIN_LENGTH}).")
+@click.option("--lockout", type=POSITIVE_INT, default=None,
+              help=f"Failed verifications before locking (default {policy.DEFAULT_LOCKOUT}, "
+                   f"max {policy.MAX_LOCKOUT}).")
+@click.option("--window", type=click.IntRange(min=0), default=None,
+              help=f"hotp/hashchain look-ahead (default {policy.DEFAULT_WINDOW}).")
+@click.option("--period", type=POSITIVE_INT, default=None, help="totp: step in seconds (30).")
+@click.option("--insecure-paper-mode", is_flag=True,
+              help="Confirm an INSECURE rsa-lfsr/rsa-primroot account (the paper's scheme).")
+def account_add(data_dir, name, type_, authorities, digits, ttl, algorithm, chain_length,
+                lockout, window, period, insecure_paper_mode):
+    """Create account NAME."""
+    if type_ in policy.INSECURE_TYPES:
+        click.echo(f"WARNING: {type_} is the paper's RSA-type OTP with a ~20-bit modulus. It is "
+                   "INSECURE: the next OTP can be predicted from a few observed ones. Use it "
+                   "for study only, never for logins.", err=True)
+    try:
+        ids = policy.parse_authorities(authorities) if authorities is not None else None
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+    with _admin(data_dir) as admin:
+        record = admin.add_account(name, type_, digits=digits, ttl=ttl, algorithm=algorithm,
+                                   chain_length=chain_length, lockout=lockout, window=window,
+                                   period=period, authorities=ids,
+                                   insecure_paper_mode=insecure_paper_mode)
+    if record.authorities:
+        click.echo(f"account {name} ({type_}) waits for the key ceremony of authorities "
+                   f"{','.join(map(str, record.authorities))}")
+    else:
+        click.echo(f"account {name} ({type_}) is active")
+
+
+@account_group.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def account_list(data_dir, as_json):
+    """List accounts (no secrets)."""
+    with _admin(data_dir) as admin:
+        records = admin.accounts()
+    for record in records:
+        if as_json:
+            click.echo(json.dumps(describe(record), sort_keys=True))
+        else:
+            flags = " LOCKED" if record.locked else ""
+            click.echo(f"{record.name}\t{record.type}\t{record.state}{flags}")
+
+
+@account_group.command("show")
+@data_dir_option
+@click.argument("name")
+def account_show(data_dir, name):
+    """Show an account's settings and state (no secrets)."""
+    with _admin(data_dir) as admin:
+        info = describe(admin.account(name))
+    for key in sorted(info):
+        value = info[key]
+        if isinstance(value, list):
+            value = ",".join(map(str, value)) or "-"
+        click.echo(f"{key}: {value}")
+
+
+@account_group.command("unlock")
+@data_dir_option
+@click.argument("name")
+def account_unlock(data_dir, name):
+    """Reset the failure count of a locked account."""
+    with _admin(data_dir) as admin:
+        admin.unlock(name)
+    click.echo(f"account {name} unlocked")
+
+
+@account_group.command("delete")
+@data_dir_option
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def account_delete(data_dir, name, yes):
+    """Delete an account, its contributions and issued OTPs."""
+    if not yes:
+        click.confirm(f"delete account {name}?", abort=True)
+    with _admin(data_dir) as admin:
+        admin.delete(name)
+    click.echo(f"account {name} deleted")
+
+
+@click.command("enroll")
+@data_dir_option
+@click.argument("name")
+@click.option("--issuer", default="otpfast", show_default=True, help="Issuer shown by the app.")
+@click.option("--png", "png", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the QR code as a PNG file.")
+@click.option("--svg", "svg", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the QR code as an SVG file.")
+def enroll_command(data_dir, name, issuer, png, svg):
+    """Show the otpauth:// URI and QR code of a hotp/totp account for an authenticator app.
+    The output contains the account's secret."""
+    from otpfast import keyuri
+
+    with _admin(data_dir) as admin:
+        uri = admin.enrollment_uri(name, issuer=issuer)
+    click.echo(uri)
+    if sys.stdout.isatty() or not (png or svg):
+        click.echo(keyuri.qr_text(uri))
+    for option, path, suffix in (("png", png, ".png"), ("svg", svg, ".svg")):
+        if path is None:
+            continue
+        if not path.lower().endswith(suffix):
+            raise click.BadParameter(f"the file name must end in {suffix}",
+                                     param_hint=f"'--{option}'")
+        try:
+            keyuri.save_qr(uri, path)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {path}: {exc.strerror}",
+                                     param_hint=f"'--{option}'") from None
+
+
+@click.group("audit")
+def audit_group():
+    """The hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@data_dir_option
+def audit_verify(data_dir):
+    """Check every audit entry and the recorded head; exit 1 naming the first bad entry."""
+    with _admin(data_dir) as admin:
+        report = admin.store.verify_audit()
+    if not report.ok:
+        click.echo(f"audit log BROKEN at entry {report.first_bad}: {report.reason}", err=True)
+        sys.exit(1)
+    click.echo(f"audit log intact: {report.entries} entries, head {report.head_seq} "
+               f"{report.head_hash.hex()}")
+
+
+COMMANDS = (init_command, fingerprint_command, authority_group, client_group, account_group,
+            enroll_command, audit_group)

@@ -1,0 +1,178 @@
+"""``otpfast batch hotp|totp|hashchain``: HOTP/TOTP ranges and hash chains at C speed."""
+import array
+import secrets
+import sys
+import time
+
+import click
+
+from otpfast import core, hashchain, rfc2289, totp
+from otpfast.errors import InvalidParameter
+from otpfast.hotp import ALGORITHMS as HOTP_ALGORITHMS
+from otpfast.hotp import HOTP, parse_key
+from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter
+
+_SECRET_HELP = "(also from the environment: OTPFAST_BATCH_{CMD}_SECRET / _SECRET_BASE32, which keeps it off argv)"
+
+
+def _secret_options(cmd):
+    def decorate(f):
+        f = click.option("--secret-base32", "secret_base32", metavar="B32",
+                         envvar=f"OTPFAST_BATCH_{cmd}_SECRET_BASE32",
+                         help="The key in base32 (case, spaces and padding ignored).")(f)
+        f = click.option("--secret", "secret_hex", metavar="HEX", envvar=f"OTPFAST_BATCH_{cmd}_SECRET",
+                         help="The key in hex, at least 128 bits. " + _SECRET_HELP.format(CMD=cmd))(f)
+        return f
+    return decorate
+
+
+def _common_output(f):
+    f = click.option("--threads", type=POSITIVE_INT, default=None,
+                     help="Worker threads (default: all cores; results never depend on it).")(f)
+    f = click.option("--out", type=click.File("wb", lazy=False), default="-", show_default=True,
+                     help="Output file ('-' for stdout).")(f)
+    f = click.option("--format", "fmt", type=click.Choice(["text", "u32"]), default="text",
+                     show_default=True,
+                     help="text: one zero-padded OTP per line; u32: little-endian uint32 per OTP.")(f)
+    f = click.option("--algorithm", type=click.Choice(HOTP_ALGORITHMS), default="sha1", show_default=True)(f)
+    f = click.option("--digits", type=INT, default=6, show_default=True, help="6 to 8.")(f)
+    f = click.option("--count", type=POSITIVE_INT, required=True, help="How many OTPs.")(f)
+    return f
+
+
+def _key(secret_hex, secret_base32):
+    if secret_hex is None and secret_base32 is None:
+        raise click.UsageError("give the key with --secret HEX or --secret-base32 B32")
+    if secret_hex is not None and secret_base32 is not None:
+        raise click.UsageError("give only one of --secret and --secret-base32")
+    try:
+        return parse_key(hex=secret_hex, base32=secret_base32)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+
+
+def _write_values(values, digits, fmt, out):
+    if fmt == "u32":
+        data = values
+        if sys.byteorder != "little":
+            data = array.array("I", values)
+            data.byteswap()
+        out.write(data.tobytes())
+    else:
+        out.write(core.format_decimal(values, digits))
+    out.flush()
+
+
+@click.command("hotp")
+@_secret_options("HOTP")
+@click.option("--counter", type=INT, default=0, show_default=True, help="First counter value.")
+@_common_output
+def hotp_command(secret_hex, secret_base32, counter, count, digits, algorithm, fmt, out, threads):
+    """RFC 4226 HOTP values for counters COUNTER .. COUNTER+COUNT-1."""
+    key = _key(secret_hex, secret_base32)
+    try:
+        generator = HOTP(key, digits=digits, algorithm=algorithm)
+        values = generator.values(counter, count, num_threads=threads)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+    _write_values(values, digits, fmt, out)
+
+
+@click.command("totp")
+@_secret_options("TOTP")
+@click.option("--time", "at", type=INT, default=None, help="Unix time of the first step (default: now).")
+@click.option("--step", type=POSITIVE_INT, default=30, show_default=True, help="Seconds per step.")
+@click.option("--t0", type=INT, default=0, show_default=True, help="Unix time of step 0.")
+@_common_output
+def totp_command(secret_hex, secret_base32, at, step, t0, count, digits, algorithm, fmt, out, threads):
+    """RFC 6238 TOTP values for COUNT consecutive steps from floor((TIME - T0) / STEP)."""
+    key = _key(secret_hex, secret_base32)
+    if at is None:
+        at = int(time.time())
+    try:
+        first, values = totp.batch_values(key, time=at, count=count, step=step, t0=t0, digits=digits,
+                                          algorithm=algorithm, num_threads=threads)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+    click.echo(f"first step: {first}", err=True)
+    _write_values(values, digits, fmt, out)
+
+
+def _read_passphrase(passphrase_file):
+    if passphrase_file is not None:
+        text = passphrase_file.read()
+    elif sys.stdin.isatty():
+        text = click.prompt("Pass-phrase", hide_input=True, err=True)
+    else:
+        text = sys.stdin.readline()
+    return text.rstrip("\r\n")
+
+
+@click.command("hashchain")
+@click.option("--rfc2289", "rfc_mode", is_flag=True,
+              help="RFC 2289 (S/KEY) mode: seed + pass-phrase, 64-bit folding, words or hex.")
+@click.option("--algorithm", default=None,
+              help="Paper mode: sha1|sha256|sha384|sha512 (default sha256). "
+                   "RFC 2289 mode: md5|sha1 (md4 where the platform has it; default md5).")
+@click.option("--seed", default=None,
+              help="Paper mode: the seed h(0) in hex (default: 32 random bytes, printed to stderr). "
+                   "RFC 2289 mode: 1-16 letters/digits.")
+@click.option("--length", type=POSITIVE_INT, default=None, help="Paper mode: chain length n.")
+@click.option("--passphrase-file", type=click.File("r", lazy=False), default=None,
+              help="RFC 2289 mode: file holding the pass-phrase (default: read it from stdin).")
+@click.option("--sequence", type=INT, default=None, help="RFC 2289 mode: the sequence number N to start from.")
+@click.option("--count", type=POSITIVE_INT, default=1, show_default=True,
+              help="RFC 2289 mode: how many OTPs, from N downwards.")
+@click.option("--format", "fmt", type=click.Choice(["words", "hex"]), default="words", show_default=True,
+              help="RFC 2289 mode: six dictionary words or hex.")
+@click.option("--out", type=click.File("w", lazy=False), default="-", show_default=True)
+def hashchain_command(rfc_mode, algorithm, seed, length, passphrase_file, sequence, count, fmt, out):
+    """Lamport hash chain (the paper's Algorithm 1) or RFC 2289 one-time passwords.
+
+    Paper mode prints 'i: OTP' for uses i = 1..n (OTP = h(n-i) in hex) and the anchor h(n),
+    which the server stores, on stderr. RFC 2289 mode prints 'n: OTP' for n = N down to N-COUNT+1.
+    """
+    if rfc_mode:
+        _rfc2289_mode(algorithm or "md5", seed, passphrase_file, sequence, count, fmt, out)
+    else:
+        _paper_mode(algorithm or "sha256", seed, length, out)
+
+
+def _paper_mode(algorithm, seed, length, out):
+    if length is None:
+        raise click.BadParameter("required in paper mode", param_hint="'--length'")
+    if seed is None:
+        seed_bytes = secrets.token_bytes(32)
+        click.echo(f"seed: {seed_bytes.hex()}", err=True)
+    else:
+        try:
+            seed_bytes = bytes.fromhex(seed.replace(" ", ""))
+        except ValueError:
+            raise click.BadParameter("not valid hex", param_hint="'--seed'") from None
+    try:
+        chain = hashchain.HashChain(seed_bytes, length, algorithm)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+    click.echo(f"anchor: {chain.anchor.hex()}", err=True)
+    for i in range(1, length + 1):
+        out.write(f"{i}: {chain.otp(i)}\n")
+    out.flush()
+
+
+def _rfc2289_mode(algorithm, seed, passphrase_file, sequence, count, fmt, out):
+    if seed is None:
+        raise click.BadParameter("required in --rfc2289 mode", param_hint="'--seed'")
+    if sequence is None:
+        raise click.BadParameter("required in --rfc2289 mode", param_hint="'--sequence'")
+    passphrase = _read_passphrase(passphrase_file)
+    try:
+        values = rfc2289.otps(passphrase, seed, sequence, count, algorithm)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc) from None
+    encode = rfc2289.to_words if fmt == "words" else rfc2289.to_hex
+    for n, value in values:
+        out.write(f"{n}: {encode(value)}\n")
+    out.flush()
+
+
+__all__ = ["hotp_command", "totp_command", "hashchain_command"]

@@ -1,0 +1,240 @@
+"""Network clients: ``otpfast contribute``, ``otpfast request``, ``otpfast verify``.
+
+Credentials come from ``--credential-file`` or ``$OTPFAST_CREDENTIAL``, never from argv.
+Exit codes: 0 success / OTP accepted, 1 OTP rejected (verify), 2 usage error,
+3 the server could not be reached, was not authenticated, or refused the request.
+"""
+import asyncio
+import os
+import sys
+
+import click
+
+from otpfast.errors import InvalidParameter, InvalidToken, OtpfastError, Refused
+from otpfast.net import tls
+from otpfast.net.client import connect, parse_address
+from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, data_dir_option
+
+CREDENTIAL_ENV = "OTPFAST_CREDENTIAL"
+EXIT_REJECTED = 1
+EXIT_UNAVAILABLE = 3
+
+
+def read_credential(path):
+    """The credential text from ``path`` or $OTPFAST_CREDENTIAL (bytes, stripped)."""
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(4096)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read it: {exc.strerror}", param_hint="'--credential-file'")
+    else:
+        env = os.environ.get(CREDENTIAL_ENV)
+        if env is None:
+            raise click.UsageError(f"give --credential-file FILE or set ${CREDENTIAL_ENV}")
+        data = env.encode("utf-8")
+    credential = data.strip()
+    if not credential or b"\n" in credential:
+        raise click.BadParameter("must hold the credential on one line", param_hint="'--credential-file'")
+    return credential
+
+
+def server_address(text):
+    try:
+        return parse_address(text)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc)
+
+
+def checked_pin(pin):
+    if pin is None:
+        return None
+    try:
+        return tls.parse_pin(pin)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc)
+
+
+def _first_use(address, fingerprint):
+    click.echo(f"note: trusting {address} on first use ({fingerprint}); remembered in "
+               f"{tls.known_servers_path()}", err=True)
+
+
+def run_client(coroutine):
+    """Run a client coroutine; network and refusal errors end with exit code 3."""
+    try:
+        return asyncio.run(coroutine)
+    except tls.FingerprintMismatch as exc:
+        click.echo(f"error: {exc}", err=True)
+    except Refused:
+        click.echo("error: the server refused the request", err=True)
+    except (OSError, asyncio.TimeoutError) as exc:
+        click.echo(f"error: cannot talk to the server: {exc.strerror or type(exc).__name__}"
+                   if isinstance(exc, OSError) else "error: the server did not answer in time", err=True)
+    except OtpfastError:
+        click.echo("error: the server broke the protocol", err=True)
+    sys.exit(EXIT_UNAVAILABLE)
+
+
+server_option = click.option("--server", required=True, metavar="HOST:PORT", help="Server address.")
+pin_option = click.option("--pin", default=None, metavar="sha256:HEX",
+                          help="Expected server certificate fingerprint (else trust on first use).")
+credential_option = click.option("--credential-file", type=click.Path(dir_okay=False), default=None,
+                                 help=f"File holding the credential (else ${CREDENTIAL_ENV}).")
+account_option = click.option("--account", required=True, help="Account name.")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                              help="Seconds to wait for the server.")
+
+
+# -- contribute -----------------------------------------------------------------------------
+def stdin_is_terminal():
+    return sys.stdin.isatty()
+
+
+def ask_value():
+    """The operator's integer: prompted (re-asked on bad input) on a terminal, else one line
+    of stdin."""
+    if stdin_is_terminal():
+        return click.prompt("Enter an integer", type=INT)
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise click.UsageError("no --value given and stdin is empty (give --value INT or pipe an integer)")
+    try:
+        return INT.convert(line.strip(), None, None)
+    except click.BadParameter:
+        raise click.UsageError("stdin does not hold a decimal or 0x-hex integer") from None
+
+
+def encrypt_phrase(public_key_pem, data):
+    """RSA-OAEP-SHA-256 ciphertext of the secret phrase under the key server's key."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+        raise Refused("the key server's public key is not an RSA key of at least 2048 bits")
+    return key.encrypt(data, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(),
+                                          label=None))
+
+
+async def contribute_async(host, port, *, pin, account, authority_id, credential, phrase_data,
+                           timeout=10.0, on_first_use=_first_use):
+    """Fetch the key server's public key, send the encrypted phrase; return the receipt."""
+    async with connect(host, port, pin=pin, timeout=timeout, on_first_use=on_first_use) as client:
+        pem = await client.public_key()
+        ciphertext = encrypt_phrase(pem, phrase_data)
+        return await client.contribute(account, authority_id, credential, ciphertext)
+
+
+@click.command()
+@server_option
+@click.option("--authority", "authority_id", type=POSITIVE_INT, required=True, help="Authority id.")
+@credential_option
+@account_option
+@click.option("--value", type=INT, default=None, help="The operator's integer (else asked for).")
+@pin_option
+@timeout_option
+def contribute(server, authority_id, credential_file, account, value, pin, timeout):
+    """Key-generation client: send this authority's secret phrase for ACCOUNT's ceremony."""
+    from otpfast.phrase import secret_phrase
+
+    host, port = server_address(server)
+    pin = checked_pin(pin)
+    credential = read_credential(credential_file)
+    if value is None:
+        value = ask_value()
+    try:
+        phrase = secret_phrase(authority_id, value)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc)
+    receipt = run_client(contribute_async(host, port, pin=pin, account=account, authority_id=authority_id,
+                                          credential=credential, phrase_data=phrase.data, timeout=timeout))
+    click.echo(f"contributed to {account} as authority {authority_id} ({phrase.algorithm})")
+    click.echo(f"receipt {receipt.hex()}")
+
+
+# -- request --------------------------------------------------------------------------------
+async def request_async(host, port, *, pin, client_name, credential, account, timeout=10.0,
+                        on_first_use=_first_use):
+    """Authenticate, request the next OTP of ``account``, unmask it; return (otp, expires_at)."""
+    from otpfast.services.masking import unmask
+
+    async with connect(host, port, pin=pin, timeout=timeout, on_first_use=on_first_use) as client:
+        await client.authenticate(client_name, credential)
+        issued = await client.request(account)
+    try:
+        otp = unmask(credential, account, issued.nonce, issued.masked)
+    except InvalidToken:
+        raise Refused("the response was not made for this credential") from None
+    return otp, issued.expires_at
+
+
+@click.command()
+@server_option
+@click.option("--client", "client_name", required=True, help="This client's name.")
+@credential_option
+@account_option
+@pin_option
+@timeout_option
+def request(server, client_name, credential_file, account, pin, timeout):
+    """Request the next OTP of ACCOUNT from a distribution server; print it."""
+    host, port = server_address(server)
+    pin = checked_pin(pin)
+    credential = read_credential(credential_file)
+    otp, _expires_at = run_client(request_async(host, port, pin=pin, client_name=client_name,
+                                                credential=credential, account=account, timeout=timeout))
+    click.echo(otp)
+
+
+# -- verify ---------------------------------------------------------------------------------
+async def verify_async(host, port, *, pin, client_name, credential, account, otp, timeout=10.0,
+                       on_first_use=_first_use):
+    async with connect(host, port, pin=pin, timeout=timeout, on_first_use=on_first_use) as client:
+        await client.authenticate(client_name, credential)
+        return await client.verify(account, otp)
+
+
+@click.command()
+@click.option("--server", default=None, metavar="HOST:PORT",
+              help="Verify over the network (else against the local data directory).")
+@click.option("--client", "client_name", default=None, help="Verifier client name (with --server).")
+@credential_option
+@account_option
+@pin_option
+@timeout_option
+@data_dir_option
+@click.argument("otp")
+def verify(server, client_name, credential_file, account, pin, timeout, data_dir, otp):
+    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected."""
+    if server is not None:
+        if data_dir is not None:
+            raise click.UsageError("give either --server or --data-dir, not both")
+        if client_name is None:
+            raise click.UsageError("--client is required with --server")
+        host, port = server_address(server)
+        pin = checked_pin(pin)
+        credential = read_credential(credential_file)
+        ok = run_client(verify_async(host, port, pin=pin, client_name=client_name, credential=credential,
+                                     account=account, otp=otp, timeout=timeout))
+    else:
+        ok = verify_local(data_dir, account, otp)
+    click.echo("accepted" if ok else "rejected")
+    sys.exit(0 if ok else EXIT_REJECTED)
+
+
+def verify_local(data_dir, account, otp):
+    from otpfast.datadir import DataDir
+
+    try:
+        distribution = DataDir.resolve(data_dir).distribution()
+    except InvalidParameter as exc:
+        raise bad_parameter(exc)
+    except OtpfastError as exc:
+        raise click.ClickException(str(exc))
+    try:
+        distribution.verify(account, otp, source="cli")
+    except InvalidToken:
+        return False
+    finally:
+        distribution.store.close()
+    return True

@@ -1,0 +1,177 @@
+"""The data directory: store, at-rest key, key server RSA key, TLS certificate, audit head.
+
+Layout (files holding secrets are created mode 0600, the directory 0700):
+
+    store.db        SQLite store (WAL: store.db-wal, store.db-shm beside it)
+    at-rest.key     32-byte at-rest key, base64url (absent if $OTPFAST_AT_REST_KEY is used)
+    keyserver.pem   the key server's RSA private key (PKCS#8 PEM)
+    tls.crt         TLS certificate (self-signed unless given to init)
+    tls.key         TLS private key
+    audit.head      "<seq> <hash hex>" of the last audit entry (tail-truncation check)
+"""
+import datetime
+import hashlib
+import ipaddress
+import os
+import shutil
+import ssl
+import time
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .errors import InvalidParameter, StoreError
+from .store import SQLiteStore, atrest
+
+STORE_FILE = "store.db"
+KEY_FILE = "at-rest.key"
+RSA_FILE = "keyserver.pem"
+CERT_FILE = "tls.crt"
+TLS_KEY_FILE = "tls.key"
+HEAD_FILE = "audit.head"
+ENV_DATA_DIR = "OTPFAST_DATA_DIR"
+
+
+def default_path() -> str:
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return os.path.join(base, "otpfast")
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _self_signed(key) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "otpfast")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1"))]
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+
+
+class DataDir:
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+
+    @classmethod
+    def resolve(cls, path: str | None) -> "DataDir":
+        """--data-dir, else $OTPFAST_DATA_DIR, else $XDG_DATA_HOME/otpfast."""
+        return cls(path if path else default_path())
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def initialised(self) -> bool:
+        return os.path.exists(self.file(STORE_FILE))
+
+    def init(self, *, tls_cert: str | None = None, tls_key: str | None = None,
+             rsa_bits: int = 3072) -> str:
+        """Create everything; returns the TLS fingerprint. Refuses an initialised dir."""
+        if rsa_bits < 2048:
+            raise InvalidParameter("rsa-bits", "must be at least 2048")
+        if (tls_cert is None) != (tls_key is None):
+            raise InvalidParameter("tls-cert", "give both --tls-cert and --tls-key, or neither")
+        if self.initialised or any(os.path.exists(self.file(f)) for f in
+                                   (KEY_FILE, RSA_FILE, CERT_FILE, TLS_KEY_FILE)):
+            raise InvalidParameter("data-dir", f"{self.path} is initialised already")
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        if tls_cert is not None:
+            with open(tls_cert, "rb") as fh:
+                cert_pem = fh.read()
+            with open(tls_key, "rb") as fh:
+                key_pem = fh.read()
+            try:
+                x509.load_pem_x509_certificate(cert_pem)
+                serialization.load_pem_private_key(key_pem, password=None)
+            except ValueError:
+                raise InvalidParameter("tls-cert", "not a PEM certificate and unencrypted "
+                                       "PEM private key") from None
+        else:
+            tls_private = ec.generate_private_key(ec.SECP256R1())
+            cert_pem = _self_signed(tls_private).public_bytes(serialization.Encoding.PEM)
+            key_pem = tls_private.private_bytes(serialization.Encoding.PEM,
+                                                serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption())
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        if os.environ.get(atrest.ENV_VAR):
+            key = atrest.decode_key(os.environ[atrest.ENV_VAR])
+        else:
+            key = atrest.new_key()
+            _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
+        _write_private(self.file(RSA_FILE), rsa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        _write_private(self.file(TLS_KEY_FILE), key_pem)
+        with open(self.file(CERT_FILE), "wb") as fh:
+            fh.write(cert_pem)
+        SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
+                    create=True).close()
+        return self.fingerprint()
+
+    def _require(self) -> None:
+        if not self.initialised:
+            raise StoreError(f"{self.path} is not an otpfast data directory "
+                             "(run `otpfast init`)")
+
+    def fingerprint(self) -> str:
+        """"sha256:<hex>" of the DER certificate."""
+        self._require()
+        with open(self.file(CERT_FILE), "rb") as fh:
+            cert = x509.load_pem_x509_certificate(fh.read())
+        return "sha256:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def ssl_server_context(self) -> ssl.SSLContext:
+        self._require()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.file(CERT_FILE), self.file(TLS_KEY_FILE))
+        return context
+
+    def open_store(self, *, synchronous: str = "FULL") -> SQLiteStore:
+        self._require()
+        key = atrest.load_key(self.file(KEY_FILE))
+        return SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
+                           synchronous=synchronous)
+
+    def rsa_private_key(self):
+        self._require()
+        with open(self.file(RSA_FILE), "rb") as fh:
+            return serialization.load_pem_private_key(fh.read(), password=None)
+
+    def keyserver(self, clock=time.time, *, iterations: int | None = None):
+        from .services.keyserver import KeyServer
+        from .services.derivation import DEFAULT_ITERATIONS
+
+        return KeyServer(self.open_store(), self.rsa_private_key(), clock=clock,
+                         iterations=DEFAULT_ITERATIONS if iterations is None else iterations)
+
+    def distribution(self, clock=time.time):
+        from .services.distribution import Distribution
+
+        return Distribution(self.open_store(), clock=clock)
+
+    def admin(self, clock=time.time):
+        from .services.admin import Admin
+
+        return Admin(self.open_store(), clock=clock)
+
+    def remove(self) -> None:
+        """Delete the whole data directory (tests and `otpfast demo` temp dirs only)."""
+        shutil.rmtree(self.path)

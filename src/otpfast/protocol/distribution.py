@@ -1,0 +1,16 @@
+"""Distribution-server conversation: Auth -> AuthOk, then Request -> Issued and
+Verify -> Accept | Reject, pipelined, replies in request order."""
+from ._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA, SERVER, Connection as _Connection
+from .messages import Accept, Auth, AuthOk, Issued, Reject, Request, Verify
+
+REQUESTS = {Request: (Issued,), Verify: (Accept, Reject)}
+CONVERSATION = {Auth: ((AuthOk,), REQUESTS)}
+
+__all__ = ["CLIENT", "SERVER", "NEED_DATA", "CONNECTION_CLOSED", "CONVERSATION", "Connection"]
+
+
+class Connection(_Connection):
+    """A distribution conversation seen from ``role`` (CLIENT = device or verifier)."""
+
+    def __init__(self, role, **kwargs):
+        super().__init__(role, CONVERSATION, **kwargs)

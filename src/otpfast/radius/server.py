@@ -1,0 +1,324 @@
+"""asyncio glue for the RADIUS front end: UDP and UNIX stream listeners.
+
+Every valid Access-Request becomes one ``verify(account, otp)`` call. Retransmissions
+(same source, identifier and request authenticator, RFC 5080 §2.2.2) are answered from
+a reply cache, and copies arriving while the first is still being verified wait for
+its answer, so a retransmission never burns an OTP nor counts as a failure.
+Everything else that is wrong is dropped, counted in :attr:`RadiusFrontEnd.counters`
+and logged without the password.
+"""
+import asyncio
+import collections
+import itertools
+import logging
+import os
+import socket
+import stat
+import time
+
+from otpfast.radius import codec
+from otpfast.radius.codec import DropReason, PacketDropped
+
+logger = logging.getLogger("otpfast.radius")
+
+_UNIX_IN_FLIGHT_PER_CONNECTION = 256
+
+
+class _Pending:
+    """One request being verified, or its cached reply; waiters get the reply."""
+
+    __slots__ = ("reply", "done", "waiters", "expires_at")
+
+    def __init__(self):
+        self.reply = None
+        self.done = False
+        self.waiters = []
+        self.expires_at = None
+
+
+class RadiusFrontEnd:
+    """The running listeners. ``counters`` maps counter names to ints:
+
+    ``requests`` (valid Access-Requests verified), ``accepted``, ``rejected``,
+    ``duplicates`` (answered from the cache or waited for), ``verify_errors``,
+    ``unknown_client``, ``overload``, ``connections``, and one counter per
+    :class:`~otpfast.radius.codec.DropReason` value.
+    """
+
+    def __init__(self, config, verify, clock=time.monotonic):
+        self.config = config
+        self._verify = verify
+        self._clock = clock
+        self.counters = collections.Counter()
+        self._cache = {}
+        self._expiry = collections.deque()
+        self._in_flight = 0
+        self._udp_transport = None
+        self._unix_server = None
+        self._unix_writers = set()
+        self._connection_ids = itertools.count(1)
+        self._closed = asyncio.Event()
+        self.udp_address = None
+        self.socket_path = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def _start(self):
+        try:
+            if self.config.udp is not None:
+                host, port = self.config.udp
+                self._udp_transport = await _UdpListener.open(self, host, port)
+                self.udp_address = self._udp_transport.address
+                logger.info("RADIUS listening on udp %s:%d", *self.udp_address)
+            if self.config.unix_socket is not None:
+                path = self.config.unix_socket
+                _remove_stale_socket(path)
+                old_umask = os.umask(0o177)
+                try:
+                    self._unix_server = await asyncio.start_unix_server(self._serve_stream, path)
+                finally:
+                    os.umask(old_umask)
+                self.socket_path = path
+                logger.info("RADIUS listening on unix socket %s", path)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Stop listening; requests being verified are abandoned."""
+        if self._udp_transport is not None:
+            self._udp_transport.close()
+            self._udp_transport = None
+        if self._unix_server is not None:
+            self._unix_server.close()
+            for writer in list(self._unix_writers):
+                writer.close()
+            self._unix_server = None
+            if self.socket_path is not None:
+                _remove_stale_socket(self.socket_path)
+        self._closed.set()
+
+    async def wait_closed(self):
+        await self._closed.wait()
+        await asyncio.sleep(0)
+
+    # --- the request path shared by both transports ----------------------------------------
+    def _drop(self, reason, source, detail):
+        self.counters[reason.value if isinstance(reason, DropReason) else reason] += 1
+        logger.warning("RADIUS packet from %s dropped: %s", source, detail)
+
+    def _expire(self, now):
+        expiry = self._expiry
+        cache = self._cache
+        while expiry and expiry[0][0] <= now:
+            _, key = expiry.popleft()
+            entry = cache.get(key)
+            if entry is not None and entry.done and entry.expires_at <= now:
+                del cache[key]
+
+    def submit(self, raw, source, secret, send):
+        """Handle one packet from ``source`` (hashable, e.g. ``("udp", ip, port)``);
+        ``send(reply_bytes)`` is called at most once, maybe later. Returns False when the
+        packet was dropped (``send`` will never be called)."""
+        if len(raw) > codec.MAX_PACKET_SIZE:
+            self._drop(DropReason.OVERSIZE, source, f"{len(raw)} bytes")
+            return False
+        if len(raw) < codec.HEADER_SIZE:
+            self._drop(DropReason.BAD_LENGTH, source, f"truncated: {len(raw)} bytes")
+            return False
+        now = self._clock()
+        if self._expiry:
+            self._expire(now)
+        key = (source, *codec.duplicate_key(raw))
+        entry = self._cache.get(key)
+        if entry is not None:
+            self.counters["duplicates"] += 1
+            if entry.done:
+                send(entry.reply)
+            else:
+                entry.waiters.append(send)
+            return True
+        if secret is None:
+            self._drop("unknown_client", source, "no shared secret for this source address")
+            return False
+        try:
+            request = codec.decode_access_request(
+                raw, secret,
+                require_message_authenticator=self.config.require_message_authenticator)
+        except PacketDropped as exc:
+            self._drop(exc.reason, source, str(exc))
+            return False
+        if self._in_flight >= self.config.max_in_flight:
+            self._drop("overload", source, "too many requests in flight")
+            return False
+        entry = _Pending()
+        entry.waiters.append(send)
+        self._cache[key] = entry
+        self._in_flight += 1
+        self.counters["requests"] += 1
+        account = self.config.account_for(request.user_name)
+        try:
+            future = asyncio.ensure_future(self._verify(account, request.password))
+        except Exception as exc:  # verify failed before returning an awaitable
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        future.add_done_callback(lambda fut: self._finish(key, entry, request, account, fut))
+        return True
+
+    def _finish(self, key, entry, request, account, future):
+        self._in_flight -= 1
+        accepted = False
+        if future.cancelled():
+            self.counters["verify_errors"] += 1
+        elif future.exception() is not None:
+            self.counters["verify_errors"] += 1
+            logger.error("RADIUS verify failed for account %r: %s", account,
+                         type(future.exception()).__name__)
+        else:
+            accepted = future.result() is True
+        self.counters["accepted" if accepted else "rejected"] += 1
+        logger.debug("RADIUS %s for account %r", "accept" if accepted else "reject", account)
+        reply = codec.encode_reply(request, accepted)
+        entry.reply = reply
+        entry.done = True
+        entry.expires_at = self._clock() + self.config.duplicate_window
+        self._expiry.append((entry.expires_at, key))
+        waiters, entry.waiters = entry.waiters, []
+        for send in waiters:
+            send(reply)
+        if self.config.duplicate_window == 0:
+            self._cache.pop(key, None)
+
+    # --- UNIX stream socket: plain packets back to back ------------------------------------
+    async def _serve_stream(self, reader, writer):
+        source_id = next(self._connection_ids)
+        source = f"unix#{source_id}"
+        self.counters["connections"] += 1
+        self._unix_writers.add(writer)
+        slots = asyncio.Semaphore(_UNIX_IN_FLIGHT_PER_CONNECTION)
+        secret = self.config.unix_secret
+
+        def sender():
+            replied = False
+
+            def send(reply):
+                nonlocal replied
+                if not replied:
+                    replied = True
+                    slots.release()
+                    if not writer.is_closing():
+                        writer.write(reply)
+            return send
+
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(4)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        self._drop(DropReason.BAD_LENGTH, source, "stream ended inside a header")
+                    return
+                try:
+                    length = codec.packet_length(header)
+                except PacketDropped as exc:
+                    # framing is lost: nothing after this can be trusted
+                    self._drop(exc.reason, source, f"{exc}; closing the connection")
+                    return
+                try:
+                    raw = header + await reader.readexactly(length - 4)
+                except asyncio.IncompleteReadError:
+                    self._drop(DropReason.BAD_LENGTH, source, "stream ended inside a packet")
+                    return
+                await slots.acquire()
+                if not self.submit(raw, source, secret, sender()):
+                    slots.release()
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self._unix_writers.discard(writer)
+            writer.close()
+
+
+def _remove_stale_socket(path):
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    os.unlink(path)
+
+
+class _UdpListener:
+    """A non-blocking UDP socket read with ``add_reader``: every wake-up drains all queued
+    datagrams (asyncio's datagram transport handles one per loop iteration)."""
+
+    _DRAIN = 512
+
+    def __init__(self, front_end, sock):
+        self._front_end = front_end
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._read_ready)
+        self.address = sock.getsockname()[:2]
+
+    @classmethod
+    async def open(cls, front_end, host, port):
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            except OSError:
+                pass
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(front_end, sock)
+
+    def _read_ready(self):
+        sock = self._sock
+        front_end = self._front_end
+        secret_for = front_end.config.secrets.secret_for
+        submit = front_end.submit
+        for _ in range(self._DRAIN):
+            try:
+                # one byte more than allowed, so an oversize datagram shows as oversize
+                data, addr = sock.recvfrom(codec.MAX_PACKET_SIZE + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP errors reported on the socket
+                logger.debug("RADIUS udp socket error: %s", exc)
+                continue
+            submit(data, ("udp", addr[0], addr[1]), secret_for(addr[0]), self._sender(addr))
+
+    def _sender(self, addr):
+        sock = self._sock
+
+        def send(reply):
+            try:
+                sock.sendto(reply, addr)
+            except (BlockingIOError, InterruptedError):
+                self._front_end.counters["send_dropped"] += 1
+            except OSError as exc:
+                if sock.fileno() != -1:
+                    logger.debug("RADIUS udp send to %s failed: %s", addr[0], exc)
+        return send
+
+    def close(self):
+        if self._sock.fileno() != -1:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+
+async def start_radius(config, verify):
+    """Start the listeners of ``config``; ``verify(account, otp)`` returns an awaitable bool.
+
+    Returns the :class:`RadiusFrontEnd` (``close()`` / ``await wait_closed()``).
+    """
+    front_end = RadiusFrontEnd(config, verify)
+    await front_end._start()
+    return front_end

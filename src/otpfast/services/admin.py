@@ -1,0 +1,122 @@
+"""Administration: authorities, clients and accounts (what the admin CLI commands call).
+
+Credentials are returned once and stored only as a hash; a client's masking key is derived
+from its credential (masking.py) and stored encrypted at rest.
+"""
+import secrets
+import time
+
+from otpfast.errors import InvalidParameter
+from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
+
+from . import audit, credentials, masking, policy, tokens
+from .derivation import SECRET_BYTES
+
+
+class Admin:
+    def __init__(self, store: Store, *, clock=time.time):
+        self.store = store
+        self.clock = clock
+
+    def _audit(self, tx, now, what: str, account: str = "-", client: str = "-"):
+        tx.audit(now, audit.ADMIN, account, client, "cli", what)
+
+    def add_authority(self, authority_id: int) -> str:
+        if isinstance(authority_id, bool) or not isinstance(authority_id, int) \
+                or not 1 <= authority_id < 2**31:
+            raise InvalidParameter("id", "must be an integer from 1 to 2**31-1")
+        credential = credentials.new_credential()
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.add_authority(authority_id, credentials.credential_hash(credential), now):
+                raise InvalidParameter("id", f"authority {authority_id} exists already")
+            self._audit(tx, now, "authority-added", client=f"authority:{authority_id}")
+        return credential
+
+    def add_client(self, name: str, *, account: str | None = None, verifier: bool = False) -> str:
+        policy.validate_name(name, "name")
+        if (account is None) == (not verifier):
+            raise InvalidParameter("account", "give exactly one of --account A or --verifier")
+        if account is not None and self.store.account(account) is None:
+            raise InvalidParameter("account", f"no account named {account!r}")
+        credential = credentials.new_credential()
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.add_client(name, account, verifier, credentials.credential_hash(credential),
+                                 masking.mask_key(credential), now):
+                raise InvalidParameter("name", f"client {name!r} exists already")
+            self._audit(tx, now, "client-added", account=account or "-", client=name)
+        return credential
+
+    def add_account(self, name: str, type: str, **settings) -> AccountRecord:
+        """Create an account. With ``authorities`` it waits for its ceremony; without, its
+        secret comes from the CSPRNG now. Settings: see policy.account_params."""
+        policy.validate_name(name, "name")
+        params = policy.account_params(type, **settings)
+        material = chain_last = None
+        counter = 0
+        if not params["authorities"]:
+            material, chain_last, counter = tokens.derive_material(
+                type, params, secrets.token_bytes(SECRET_BYTES))
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.add_account(name, type, params, material, chain_last, now, counter=counter):
+                raise InvalidParameter("name", f"account {name!r} exists already")
+            self._audit(tx, now, f"account-added:{type}", account=name)
+        return self.store.account(name)
+
+    def accounts(self) -> list[AccountRecord]:
+        return self.store.accounts()
+
+    def account(self, name: str) -> AccountRecord:
+        record = self.store.account(name)
+        if record is None:
+            raise InvalidParameter("name", f"no account named {name!r}")
+        return record
+
+    def unlock(self, name: str) -> None:
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.unlock(name):
+                raise InvalidParameter("name", f"no account named {name!r}")
+            self._audit(tx, now, "account-unlocked", account=name)
+
+    def delete(self, name: str) -> None:
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.delete_account(name):
+                raise InvalidParameter("name", f"no account named {name!r}")
+            self._audit(tx, now, "account-deleted", account=name)
+
+    def enrollment_uri(self, name: str, *, issuer: str = "otpfast") -> str:
+        """The otpauth:// URI of a hotp/totp account (contains the secret: show it only to
+        the user enrolling)."""
+        from otpfast import keyuri
+
+        record = self.account(name)
+        if record.type not in ("hotp", "totp"):
+            raise InvalidParameter("name", f"{record.type} accounts cannot be enrolled in an "
+                                   "authenticator app (hotp/totp only)")
+        if record.state != ACCOUNT_ACTIVE:
+            raise InvalidParameter("name", "the account is waiting for its key ceremony")
+        now = self.clock()
+        with self.store.transaction() as tx:
+            self._audit(tx, now, "enrolment-shown", account=name)
+        return keyuri.build_uri(record.type, bytes.fromhex(record.material["key"]), name,
+                                issuer=issuer, algorithm=record.params["algorithm"],
+                                digits=record.params["digits"],
+                                period=record.params.get("period", 30), counter=record.counter)
+
+
+def describe(record: AccountRecord) -> dict:
+    """Non-secret facts about an account, for ``account list/show``."""
+    info = {"name": record.name, "type": record.type, "state": record.state,
+            "failures": record.failures, "locked": record.locked}
+    info.update({k: v for k, v in record.params.items()})
+    if record.type in policy.SERVER_ISSUED or record.type == "hotp":
+        info["counter"] = record.counter
+    if record.type == "totp":
+        info["last_step"] = record.last_step
+    if record.transcript is not None:
+        info["transcript"] = record.transcript.hex()
+    return info

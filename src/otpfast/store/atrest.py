@@ -1,0 +1,104 @@
+"""Keys kept outside the database: the at-rest key and the keys derived from it.
+
+The at-rest key is 32 random bytes, held in a 0600 file in the data directory or in
+``$OTPFAST_AT_REST_KEY`` (base64url or hex). From it, HKDF-SHA256 derives three
+independent keys so one key never serves two purposes:
+
+* ``enc``   AES-256-GCM for secrets (token material, contribution hashes, masking keys);
+  the record's identity (e.g. the account name) is the associated data, so a ciphertext
+  moved to another row does not decrypt.
+* ``audit`` HMAC-SHA256 key chaining the audit log (someone with write access to the
+  database but not to this key cannot re-chain edited entries).
+* ``otp``   HMAC-SHA256 key for the digests of issued OTPs (a 6-digit OTP has only 10^6
+  values, so an unkeyed hash would be reversible).
+"""
+import base64
+import binascii
+import hmac
+import os
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from otpfast.errors import StoreError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+ENV_VAR = "OTPFAST_AT_REST_KEY"
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+
+
+def decode_key(text: str) -> bytes:
+    """Parse an at-rest key written as base64url (the file format) or hex."""
+    text = text.strip()
+    key = None
+    if len(text) == 2 * KEY_BYTES:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = None
+    if key is None:
+        try:
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise StoreError("the at-rest key is not base64url or hex") from None
+    if len(key) != KEY_BYTES:
+        raise StoreError(f"the at-rest key must be {KEY_BYTES} bytes")
+    return key
+
+
+def _derive(key: bytes, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"otpfast at-rest v1",
+                info=label).derive(key)
+
+
+class AtRestKeys:
+    """The AEAD and MAC keys of one store, derived from its at-rest key."""
+
+    def __init__(self, key: bytes):
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise StoreError(f"the at-rest key must be {KEY_BYTES} bytes")
+        self._aead = AESGCM(_derive(key, b"otpfast encrypt"))
+        self.audit_key = _derive(key, b"otpfast audit mac")
+        self._otp_key = _derive(key, b"otpfast otp digest")
+
+    def encrypt(self, plaintext: bytes, associated: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, associated)
+
+    def decrypt(self, blob: bytes, associated: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated)
+        except (InvalidTag, ValueError):
+            raise StoreError("a record does not decrypt: wrong at-rest key or a moved/edited "
+                             "record") from None
+
+    def otp_digest(self, account: str, otp: str) -> bytes:
+        return hmac.digest(self._otp_key, account.encode() + b"\0" + otp.encode(), "sha256")
+
+
+def load_key(path: str | None) -> bytes:
+    """The at-rest key from $OTPFAST_AT_REST_KEY, else from ``path`` (must be 0600)."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return decode_key(env)
+    if path is None:
+        raise StoreError(f"no at-rest key: set ${ENV_VAR} or give a key file")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StoreError(f"no at-rest key file at {path} (run `otpfast init`)") from None
+    if st.st_mode & 0o077:
+        raise StoreError(f"the at-rest key file {path} must be mode 0600")
+    with open(path, encoding="ascii") as fh:
+        return decode_key(fh.read())

@@ -1,0 +1,225 @@
+"""The store interface. Callers (otpfast.services) see only this module.
+
+Rules every backend keeps, so a PostgreSQL backend can follow without changing callers:
+
+* Every state change happens inside ``with store.transaction() as tx:``; the block is one
+  database transaction (commit on normal exit, rollback on exception). A backend opens it
+  in a mode that takes the write lock at once (SQLite ``BEGIN IMMEDIATE``; PostgreSQL would
+  use ``SELECT ... FOR UPDATE`` in :meth:`Transaction.account`).
+* Each state change is a single conditional statement whose result says whether it
+  happened (``UPDATE ... WHERE counter = :old`` -> True/False). Callers never write a value
+  they computed from an earlier read unless the write is conditional on that read.
+* ``now`` is always passed in by the caller (injected clock); the store never reads time.
+"""
+import abc
+import contextlib
+import dataclasses
+from typing import Iterator
+
+ACCOUNT_PENDING = "pending"   # waiting for its key ceremony
+ACCOUNT_ACTIVE = "active"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountRecord:
+    name: str
+    type: str
+    params: dict              # non-secret settings: digits, ttl, algorithm, lockout, ...
+    state: str                # ACCOUNT_PENDING | ACCOUNT_ACTIVE
+    material: dict | None     # decrypted token material (None while pending)
+    counter: int              # next HOTP counter / stream index / chain index to issue
+    last_step: int            # TOTP: last accepted time step (-1: none)
+    chain_last: bytes | None  # hash chain: last accepted value
+    failures: int             # consecutive failed verifications
+    transcript: bytes | None  # ceremony transcript hash (final receipt)
+    created_at: float
+
+    @property
+    def authorities(self) -> tuple[int, ...]:
+        return tuple(self.params.get("authorities") or ())
+
+    @property
+    def lockout(self) -> int:
+        return int(self.params["lockout"])
+
+    @property
+    def locked(self) -> bool:
+        return self.failures >= self.lockout
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientRecord:
+    name: str
+    account: str | None
+    verifier: bool
+    credential_hash: bytes
+    mask_key: bytes           # decrypted
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuthorityRecord:
+    id: int
+    credential_hash: bytes
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContributionRecord:
+    account: str
+    authority_id: int
+    salt: bytes
+    digest: bytes             # decrypted PBKDF2 output
+    ciphertext_hash: bytes    # SHA-256 of the RSA-OAEP ciphertext (transcript input)
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditReport:
+    entries: int              # entries read
+    first_bad: int | None     # seq of the first edited/missing entry (None: chain intact)
+    reason: str               # "ok" or what is wrong, for the operator
+    head_seq: int             # seq of the last entry (the head to record elsewhere)
+    head_hash: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    time: float
+    event: str
+    account: str
+    client: str
+    source: str
+    outcome: str
+    hash: bytes
+
+
+class Transaction(abc.ABC):
+    """One open write transaction. Methods returning bool report whether the conditional
+    change happened; a False leaves the row untouched."""
+
+    # -- reads inside the transaction (row locked where the backend supports it)
+    @abc.abstractmethod
+    def account(self, name: str) -> AccountRecord | None: ...
+
+    @abc.abstractmethod
+    def contributions(self, account: str) -> list[ContributionRecord]: ...
+
+    # -- principals
+    @abc.abstractmethod
+    def add_authority(self, authority_id: int, credential_hash: bytes, now: float) -> bool: ...
+
+    @abc.abstractmethod
+    def add_client(self, name: str, account: str | None, verifier: bool,
+                   credential_hash: bytes, mask_key: bytes, now: float) -> bool: ...
+
+    # -- accounts
+    @abc.abstractmethod
+    def add_account(self, name: str, type: str, params: dict, material: dict | None,
+                    chain_last: bytes | None, now: float, *, counter: int = 0) -> bool:
+        """Insert an account; ``material is None`` makes it wait for its ceremony."""
+
+    @abc.abstractmethod
+    def delete_account(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def activate_account(self, name: str, material: dict, chain_last: bytes | None,
+                         transcript: bytes, *, counter: int = 0) -> bool:
+        """pending -> active with its material; False if it was not pending."""
+
+    @abc.abstractmethod
+    def advance_counter(self, name: str, old: int, new: int) -> bool: ...
+
+    @abc.abstractmethod
+    def advance_step(self, name: str, old: int, new: int) -> bool:
+        """TOTP: last_step old -> new (callers ensure new > old)."""
+
+    @abc.abstractmethod
+    def advance_chain(self, name: str, old: bytes, new: bytes) -> bool: ...
+
+    @abc.abstractmethod
+    def record_failure(self, name: str) -> bool:
+        """failures += 1 unless already at the lockout limit."""
+
+    @abc.abstractmethod
+    def clear_failures(self, name: str) -> bool:
+        """failures -> 0 if the account is not locked (a successful verification)."""
+
+    @abc.abstractmethod
+    def unlock(self, name: str) -> bool:
+        """failures -> 0 unconditionally (the admin's ``account unlock``)."""
+
+    # -- ceremony
+    @abc.abstractmethod
+    def add_contribution(self, account: str, authority_id: int, salt: bytes, digest: bytes,
+                         ciphertext_hash: bytes, now: float) -> bool:
+        """False if this authority has contributed to this account already."""
+
+    # -- issued OTPs
+    @abc.abstractmethod
+    def issue(self, account: str, client: str, otp_digest: bytes, issued_at: float,
+              expires_at: float) -> int: ...
+
+    @abc.abstractmethod
+    def use_issued(self, account: str, otp_digest: bytes, now: float) -> bool:
+        """Mark one unused, unexpired issued OTP with this digest used."""
+
+    @abc.abstractmethod
+    def purge_issued(self, before: float) -> int:
+        """Delete issued rows that expired before ``before``; returns how many."""
+
+    # -- audit
+    @abc.abstractmethod
+    def audit(self, now: float, event: str, account: str, client: str, source: str,
+              outcome: str) -> None:
+        """Append one hash-chained entry. Never pass secrets or OTPs."""
+
+
+class Store(abc.ABC):
+    """A store of accounts, principals, ceremony contributions, issued OTPs and the audit log."""
+
+    #: HMAC/AEAD keys derived from the at-rest key (see otpfast.store.atrest)
+    keys: "object"
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]: ...
+
+    # -- reads outside any write transaction
+    @abc.abstractmethod
+    def account(self, name: str) -> AccountRecord | None: ...
+
+    @abc.abstractmethod
+    def accounts(self) -> list[AccountRecord]: ...
+
+    @abc.abstractmethod
+    def client(self, name: str) -> ClientRecord | None: ...
+
+    @abc.abstractmethod
+    def authority(self, authority_id: int) -> AuthorityRecord | None: ...
+
+    @abc.abstractmethod
+    def contributions(self, account: str) -> list[ContributionRecord]: ...
+
+    @abc.abstractmethod
+    def audit_entries(self) -> Iterator[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def verify_audit(self) -> AuditReport:
+        """Check the audit chain: every entry's MAC, no gap, and the recorded head."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

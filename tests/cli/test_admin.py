@@ -1,0 +1,161 @@
+import os
+import re
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from otpfast_cli.main import cli
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    for var in ("OTPFAST_AT_REST_KEY", "OTPFAST_DATA_DIR", "OTPFAST_CREDENTIAL"):
+        monkeypatch.delenv(var, raising=False)
+    data_dir = str(tmp_path / "data")
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, [*args[:2], "--data-dir", data_dir, *args[2:]]
+                             if args[0] in ("authority", "client", "account", "audit")
+                             else [args[0], "--data-dir", data_dir, *args[1:]], input=input)
+
+    invoke.data_dir = data_dir
+    return invoke
+
+
+@pytest.fixture
+def initialised(run):
+    result = run("init", "--rsa-bits", "2048")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_admin_init_and_fingerprint(run):
+    result = run("init", "--rsa-bits", "2048")
+    assert result.exit_code == 0, result.output
+    fingerprint = result.stdout.strip()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", fingerprint)
+    assert run("fingerprint").stdout.strip() == fingerprint
+    for name in ("at-rest.key", "keyserver.pem", "tls.key"):
+        assert os.stat(os.path.join(run.data_dir, name)).st_mode & 0o777 == 0o600
+    again = run("init", "--rsa-bits", "2048")
+    assert again.exit_code == 2 and "--data-dir" in again.output
+
+
+def test_admin_uninitialised_dir_fails_clearly(run):
+    result = run("fingerprint")
+    assert result.exit_code == 1 and "otpfast init" in result.output
+    result = run("account", "list")
+    assert result.exit_code == 1 and "otpfast init" in result.output
+
+
+def test_admin_authority_and_client_credentials(initialised):
+    run = initialised
+    result = run("authority", "add", "1")
+    assert result.exit_code == 0
+    credential = result.stdout.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", credential)
+    assert "shown only once" in result.stderr
+    dup = run("authority", "add", "1")
+    assert dup.exit_code == 2 and "'ID'" in dup.output
+    assert run("authority", "add", "0").exit_code == 2
+    assert run("account", "add", "alice", "--type", "hotp").exit_code == 0
+    device = run("client", "add", "phone", "--account", "alice")
+    verifier = run("client", "add", "vpn", "--verifier")
+    assert device.exit_code == verifier.exit_code == 0
+    assert device.stdout.strip() != verifier.stdout.strip()
+    with open(os.path.join(run.data_dir, "store.db"), "rb") as fh:
+        assert credential.encode() not in fh.read()
+    for args, hint in ((("client", "add", "x"), "--account"),
+                       (("client", "add", "x", "--account", "alice", "--verifier"), "--account"),
+                       (("client", "add", "x", "--account", "nobody"), "--account"),
+                       (("client", "add", "phone", "--verifier"), "NAME")):
+        result = run(*args)
+        assert result.exit_code == 2 and hint in result.output, (args, result.output)
+
+
+@pytest.mark.parametrize("args,option", [
+    (("--type", "hotp", "--digits", "5"), "--digits"),
+    (("--type", "totp", "--digits", "11"), "--digits"),
+    (("--type", "hotp", "--lockout", "101"), "--lockout"),
+    (("--type", "hotp", "--ttl", "0"), "--ttl"),
+    (("--type", "hotp", "--ttl", "86401"), "--ttl"),
+    (("--type", "totp", "--ttl", "60"), "--ttl"),
+    (("--type", "hotp", "--algorithm", "md5"), "--algorithm"),
+    (("--type", "hotp", "--authorities", "1,x"), "--authorities"),
+    (("--type", "hotp", "--authorities", "1,1"), "--authorities"),
+    (("--type", "hashchain", "--chain-length", "0"), "--chain-length"),
+    (("--type", "hotp", "--chain-length", "5"), "--chain-length"),
+    (("--type", "sha1"), "--type"),
+    (("--type", "rsa-lfsr"), "--insecure-paper-mode"),
+    (("--type", "rsa-primroot"), "--insecure-paper-mode"),
+])
+def test_admin_account_add_bad_input(initialised, args, option):
+    result = initialised("account", "add", "bad", *args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
+def test_admin_insecure_types_warn(initialised):
+    result = initialised("account", "add", "paper", "--type", "rsa-lfsr")
+    assert "INSECURE" in result.stderr
+
+
+def test_admin_account_lifecycle(initialised):
+    run = initialised
+    assert run("account", "add", "alice", "--type", "totp", "--digits", "8").exit_code == 0
+    result = run("account", "add", "bob", "--type", "hashchain", "--authorities", "1,2,3,4")
+    assert result.exit_code == 0 and "waits for the key ceremony" in result.stdout
+    assert run("account", "add", "alice", "--type", "hotp").exit_code == 2
+    listing = run("account", "list").stdout.splitlines()
+    assert listing == ["alice\ttotp\tactive", "bob\thashchain\tpending"]
+    show = run("account", "show", "alice").stdout
+    assert "digits: 8" in show and "lockout: 10" in show and "key" not in show
+    conn = sqlite3.connect(os.path.join(run.data_dir, "store.db"))
+    conn.execute("UPDATE accounts SET failures = 10 WHERE name = 'alice'")
+    conn.commit()
+    conn.close()
+    assert "LOCKED" in run("account", "list").stdout
+    assert run("account", "unlock", "alice").exit_code == 0
+    assert "LOCKED" not in run("account", "list").stdout
+    assert run("account", "unlock", "nobody").exit_code == 2
+    assert run("account", "delete", "bob", input="n\n").exit_code == 1
+    assert run("account", "delete", "bob", "--yes").exit_code == 0
+    assert run("account", "list").stdout.splitlines() == ["alice\ttotp\tactive"]
+    assert run("account", "show", "bob").exit_code == 2
+
+
+def test_admin_enroll(initialised, tmp_path):
+    run = initialised
+    run("account", "add", "alice", "--type", "totp")
+    run("account", "add", "chain", "--type", "hashchain")
+    result = run("enroll", "alice")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("otpauth://totp/otpfast:alice?secret=")
+    png = tmp_path / "qr.png"
+    result = run("enroll", "alice", "--png", str(png))
+    assert result.exit_code == 0 and png.read_bytes().startswith(b"\x89PNG")
+    assert run("enroll", "alice", "--svg", str(tmp_path / "qr.png")).exit_code == 2
+    result = run("enroll", "chain")
+    assert result.exit_code == 2 and "hotp/totp" in result.output
+
+
+def test_admin_audit_verify(initialised):
+    run = initialised
+    run("account", "add", "alice", "--type", "hotp")
+    run("authority", "add", "1")
+    result = run("audit", "verify")
+    assert result.exit_code == 0 and "2 entries" in result.stdout
+    conn = sqlite3.connect(os.path.join(run.data_dir, "store.db"))
+    conn.execute("UPDATE audit SET account = 'mallory' WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    result = run("audit", "verify")
+    assert result.exit_code == 1 and "entry 1" in result.output
+
+
+def test_admin_wrong_at_rest_key(initialised, monkeypatch):
+    monkeypatch.setenv("OTPFAST_AT_REST_KEY", "00" * 32)
+    result = initialised("account", "list")
+    assert result.exit_code == 1 and "at-rest key does not match" in result.output

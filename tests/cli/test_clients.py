@@ -1,0 +1,210 @@
+"""The network client commands' argument handling, and the commands against a real server
+running in a thread of this process (`serve_combined` over a real data directory)."""
+import asyncio
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from otpfast_cli import clients
+from otpfast_cli.main import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def cred_file(tmp_path):
+    path = tmp_path / "cred"
+    path.write_text("not-a-real-credential\n")
+    return str(path)
+
+
+def invoke(runner, *args, input=None, env=None):
+    return runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("server", ["localhost", "localhost:http", "localhost:99999", ":80", "host:٣٣"])
+def test_clients_bad_server_address_names_the_option(runner, cred_file, server):
+    result = invoke(runner, "request", "--server", server, "--client", "c", "--credential-file", cred_file,
+                    "--account", "a")
+    assert result.exit_code == 2
+    assert "--server" in result.output
+
+
+@pytest.mark.parametrize("pin", ["abc", "sha256:1234", "sha1:" + "0" * 40, "sha256:" + "g" * 64])
+def test_clients_bad_pin_names_the_option(runner, cred_file, pin):
+    result = invoke(runner, "verify", "--server", "127.0.0.1:1", "--client", "c", "--credential-file", cred_file,
+                    "--account", "a", "--pin", pin, "123456")
+    assert result.exit_code == 2
+    assert "--pin" in result.output
+
+
+def test_clients_missing_credential_is_a_usage_error(runner, monkeypatch):
+    monkeypatch.delenv("OTPFAST_CREDENTIAL", raising=False)
+    result = invoke(runner, "request", "--server", "127.0.0.1:1", "--client", "c", "--account", "a")
+    assert result.exit_code == 2
+    assert "OTPFAST_CREDENTIAL" in result.output
+
+
+def test_clients_unreadable_or_empty_credential_file(runner, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for path in (str(tmp_path / "missing"), str(empty)):
+        result = invoke(runner, "request", "--server", "127.0.0.1:1", "--client", "c", "--credential-file", path,
+                        "--account", "a")
+        assert result.exit_code == 2
+        assert "--credential-file" in result.output
+
+
+def test_clients_read_credential_from_file_and_environment(tmp_path, monkeypatch):
+    path = tmp_path / "cred"
+    path.write_text("  abc-DEF_123 \n")
+    assert clients.read_credential(str(path)) == b"abc-DEF_123"
+    monkeypatch.setenv("OTPFAST_CREDENTIAL", "from-env\n")
+    assert clients.read_credential(None) == b"from-env"
+
+
+def test_clients_credential_never_accepted_on_argv(runner):
+    result = invoke(runner, "request", "--credential", "x", "--server", "127.0.0.1:1", "--client", "c",
+                    "--account", "a")
+    assert result.exit_code == 2
+    assert "No such option" in result.output
+
+
+def test_clients_unreachable_server_exits_3(runner, cred_file):
+    result = invoke(runner, "verify", "--server", "127.0.0.1:1", "--client", "c", "--credential-file", cred_file,
+                    "--account", "a", "--pin", "sha256:" + "0" * 64, "--timeout", "2", "123456")
+    assert result.exit_code == 3
+    assert "cannot talk to the server" in result.output
+
+
+def test_contribute_value_from_piped_stdin(monkeypatch):
+    monkeypatch.setattr(clients, "stdin_is_terminal", lambda: False)
+    runner = CliRunner()
+    seen = {}
+
+    @clients.click.command()
+    def probe():
+        seen["value"] = clients.ask_value()
+    assert runner.invoke(probe, input="0x2a\n").exit_code == 0
+    assert seen["value"] == 42
+    result = runner.invoke(probe, input="forty-two\n")
+    assert result.exit_code == 2 and "integer" in result.output
+    result = runner.invoke(probe, input="")
+    assert result.exit_code == 2 and "--value" in result.output
+
+
+def test_contribute_value_prompt_re_asks_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(clients, "stdin_is_terminal", lambda: True)
+    runner = CliRunner()
+    seen = {}
+
+    @clients.click.command()
+    def probe():
+        seen["value"] = clients.ask_value()
+    result = runner.invoke(probe, input="abc\n١٢\n12345\n")
+    assert result.exit_code == 0, result.output
+    assert seen["value"] == 12345
+    assert result.output.count("Enter an integer") == 3
+
+
+# -- against a real server in a background thread --------------------------------------------
+class ThreadServer:
+    def __init__(self, datadir):
+        from otpfast.net import tls
+        from otpfast.net._stream import bound_address
+        from otpfast.net.server import serve_combined
+        from otpfast.net.verifier import AsyncVerifier
+
+        self.loop = asyncio.new_event_loop()
+        self.keyserver = datadir.keyserver(iterations=1000)
+        self.distribution = datadir.distribution()
+        self.verifier = AsyncVerifier(self.distribution, loop=self.loop)
+
+        async def start():
+            return await serve_combined(self.keyserver, self.verifier, tls.server_context(datadir), "127.0.0.1", 0)
+        self.server = self.loop.run_until_complete(start())
+        self.address = "%s:%d" % bound_address(self.server)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        async def stop():
+            self.server.close()
+            for protocol in list(self.server.tracker.protocols):
+                protocol.close()
+            await self.server.wait_closed()
+            await self.verifier.aclose()
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.server.executor.shutdown(wait=True)
+        self.loop.close()
+        self.keyserver.store.close()
+        self.distribution.store.close()
+
+
+@pytest.fixture
+def live(tmp_path, monkeypatch):
+    from otpfast.datadir import DataDir
+
+    monkeypatch.setenv("OTPFAST_KNOWN_SERVERS", str(tmp_path / "known_servers"))
+    datadir = DataDir(str(tmp_path / "data"))
+    fingerprint = datadir.init(rsa_bits=2048)
+    admin = datadir.admin()
+    files = {}
+
+    def save(name, credential):
+        files[name] = tmp_path / f"{name}.cred"
+        files[name].write_text(credential + "\n")
+    save("authority", admin.add_authority(1))
+    admin.add_account("alice", "hotp", authorities=[1])
+    save("phone", admin.add_client("phone", account="alice"))
+    save("verifier", admin.add_client("verifier", verifier=True))
+    admin.store.close()
+    server = ThreadServer(datadir)
+    yield server.address, fingerprint, files, datadir
+    server.stop()
+
+
+def test_clients_contribute_request_verify_against_a_live_server(runner, live):
+    address, pin, files, datadir = live
+    result = invoke(runner, "contribute", "--server", address, "--authority", "1", "--credential-file",
+                    str(files["authority"]), "--account", "alice", "--pin", pin, "--value", "31337")
+    assert result.exit_code == 0, result.output
+    assert "receipt " in result.output
+    result = invoke(runner, "request", "--server", address, "--client", "phone", "--credential-file",
+                    str(files["phone"]), "--account", "alice", "--pin", pin)
+    assert result.exit_code == 0, result.output
+    otp = result.output.strip()
+    assert otp.isdigit() and len(otp) == 6
+    verify = ["verify", "--server", address, "--client", "verifier", "--credential-file", str(files["verifier"]),
+              "--account", "alice", "--pin", pin, otp]
+    assert invoke(runner, *verify).exit_code == 0
+    assert invoke(runner, *verify).exit_code == 1
+    # local mode against the data directory: the replay is refused there too
+    result = invoke(runner, "verify", "--data-dir", datadir.path, "--account", "alice", otp)
+    assert result.exit_code == 1 and "rejected" in result.output
+
+
+def test_clients_request_with_a_verifier_credential_is_refused(runner, live):
+    address, pin, files, _ = live
+    result = invoke(runner, "request", "--server", address, "--client", "phone", "--credential-file",
+                    str(files["verifier"]), "--account", "alice", "--pin", pin)
+    assert result.exit_code == 3
+    assert "refused" in result.output
+
+
+def test_clients_trust_on_first_use_notes_it(runner, live, tmp_path):
+    address, pin, files, _ = live
+    args = ["verify", "--server", address, "--client", "verifier", "--credential-file", str(files["verifier"]),
+            "--account", "alice", "000000"]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 1  # no OTP issued: rejected, but the server was trusted
+    assert "trusting" in first.output
+    assert (tmp_path / "known_servers").read_text().split() == [address, pin]
+    second = runner.invoke(cli, args)
+    assert "trusting" not in second.output

@@ -1,0 +1,196 @@
+"""Fakes of the synchronous services and a throwaway TLS certificate for in-process servers."""
+import asyncio
+import dataclasses
+import datetime
+import ssl
+import threading
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from otpfast.errors import Refused
+
+
+def make_certificate(tmp_path, name):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+    cert_path = tmp_path / f"{name}.crt"
+    key_path = tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return context, der
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeClient:
+    name: str
+    account: str | None
+    verifier: bool
+
+
+class FakeKeyServer:
+    def __init__(self):
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.contributions = {}
+        self.threads = set()
+
+    def public_key_pem(self):
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def contribute(self, account, authority_id, credential, ciphertext):
+        self.threads.add(threading.get_ident())
+        if credential != b"authority-secret" or (account, authority_id) in self.contributions:
+            raise Refused("refused")
+        from cryptography.hazmat.primitives.asymmetric import padding
+        plain = self.private_key.decrypt(ciphertext, padding.OAEP(
+            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+        self.contributions[(account, authority_id)] = plain
+        return b"receipt:" + account.encode()
+
+
+class FakeDistribution:
+    """Valid OTPs are registered with ``issue``; each verifies once; verify_many is one batch."""
+
+    def __init__(self):
+        self.valid = {}
+        self.auth_calls = 0
+        self.batches = []
+        self.threads = set()
+        self.lock = threading.Lock()
+        self.fail_next_batch = False
+
+    def authenticate(self, client_name, credential):
+        self.auth_calls += 1
+        self.threads.add(threading.get_ident())
+        if client_name == "verifier" and credential == b"verifier-secret":
+            return FakeClient("verifier", None, True)
+        if client_name == "phone" and credential == b"phone-secret":
+            return FakeClient("phone", "alice", False)
+        raise Refused("refused")
+
+    def issue(self, account, otp):
+        self.valid.setdefault(account, set()).add(otp)
+
+    def request(self, client, account):
+        from otpfast.net.client import IssuedOtp
+        self.threads.add(threading.get_ident())
+        if client.account != account:
+            raise Refused("refused")
+        otp = f"{len(self.valid.get(account, ())):06d}"
+        self.issue(account, otp)
+        return IssuedOtp(b"n" * 16, otp.encode(), 1_900_000_000.5)
+
+    def verify_many(self, items):
+        self.threads.add(threading.get_ident())
+        if self.fail_next_batch:
+            self.fail_next_batch = False
+            raise RuntimeError("disk full")
+        self.batches.append(len(items))
+        out = []
+        for item in items:
+            allowed = item.client is None or item.client.verifier
+            valid = self.valid.get(item.account, set())
+            ok = allowed and item.otp in valid
+            if ok:
+                valid.discard(item.otp)
+            out.append(ok)
+        return out
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    return make_certificate(tmp_path_factory.mktemp("tls"), "server")
+
+
+@pytest.fixture(scope="session")
+def other_certificate(tmp_path_factory):
+    return make_certificate(tmp_path_factory.mktemp("tls-other"), "impostor")
+
+
+@pytest.fixture
+def known_servers(tmp_path, monkeypatch):
+    path = tmp_path / "known_servers"
+    monkeypatch.setenv("OTPFAST_KNOWN_SERVERS", str(path))
+    return path
+
+
+@pytest.fixture
+def run():
+    def runner(coroutine_function, *args, timeout=30):
+        async def main():
+            async with asyncio.timeout(timeout):
+                return await coroutine_function(*args)
+        return asyncio.run(main())
+    return runner
+
+
+class Running:
+    """A server running in this event loop, with its fakes and its pin."""
+
+    def __init__(self, server, verifier, distribution, keyserver, pin):
+        from otpfast.net._stream import bound_address
+        self.server = server
+        self.verifier = verifier
+        self.distribution = distribution
+        self.keyserver = keyserver
+        self.pin = pin
+        self.host, self.port = bound_address(server)
+
+    def connect(self, **kwargs):
+        from otpfast.net.client import connect
+        kwargs.setdefault("pin", self.pin)
+        return connect(self.host, self.port, **kwargs)
+
+
+def pin_of(der):
+    import hashlib
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+@pytest.fixture
+def start(certificate):
+    """``async with start(limits=None, kind="combined"|"keyserver"|"distribution") as running``."""
+    import contextlib
+
+    from otpfast.net.distribution import serve_distribution
+    from otpfast.net.keyserver import serve_keyserver
+    from otpfast.net.server import serve_combined
+    from otpfast.net.verifier import AsyncVerifier
+
+    @contextlib.asynccontextmanager
+    async def starter(limits=None, kind="combined", cert=None):
+        context, der = cert or certificate
+        distribution = FakeDistribution()
+        keyserver = FakeKeyServer()
+        verifier = AsyncVerifier(distribution)
+        if kind == "combined":
+            server = await serve_combined(keyserver, verifier, context, "127.0.0.1", 0, limits=limits)
+        elif kind == "keyserver":
+            server = await serve_keyserver(keyserver, context, "127.0.0.1", 0, limits=limits)
+        else:
+            server = await serve_distribution(verifier, context, "127.0.0.1", 0, limits=limits)
+        try:
+            yield Running(server, verifier, distribution, keyserver, pin_of(der))
+        finally:
+            server.close()
+            for protocol in list(server.tracker.protocols):
+                protocol.close()
+            await server.wait_closed()
+            await verifier.aclose()
+            if getattr(server, "executor", None) is not None:
+                server.executor.shutdown(wait=True)
+    return starter
