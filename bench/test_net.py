@@ -92,7 +92,7 @@ class PipelinedVerifier(asyncio.Protocol):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """A data directory with 64 hotp accounts and TOTAL pre-issued OTPs; the server process."""
+    """A data directory with 64 rsa-prf accounts and TOTAL pre-issued OTPs; the server process."""
     path = tmp_path_factory.mktemp("bench-net")
     datadir = DataDir(str(path / "data"))
     datadir.init(rsa_bits=2048)
@@ -100,7 +100,7 @@ def prepared(tmp_path_factory):
     verifier_credential = admin.add_client("bench-verifier", verifier=True).encode()
     phones = {}
     for i in range(CONNECTIONS):
-        admin.add_account(f"user{i}", "hotp", lockout=100)
+        admin.add_account(f"user{i}", "rsa-prf", lockout=100)
         phones[f"user{i}"] = admin.add_client(f"phone{i}", account=f"user{i}").encode()
     admin.store.close()
     # Pre-issue through the service API (outside the timed part; not durable-critical).

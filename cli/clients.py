@@ -72,7 +72,7 @@ def run_client(coroutine):
         click.echo(f"error: cannot talk to the server: {exc.strerror or type(exc).__name__}"
                    if isinstance(exc, OSError) else "error: the server did not answer in time", err=True)
     except OtpfastError:
-        click.echo("error: the server broke the protocol", err=True)
+        click.echo("error: the server closed the connection or broke the protocol", err=True)
     sys.exit(EXIT_UNAVAILABLE)
 
 

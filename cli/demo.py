@@ -24,7 +24,7 @@ class Steps:
         self.failed = 0
 
     def report(self, what, ok, detail=""):
-        click.echo(f"{what:<58} {'ok' if ok else 'FAILED'}{('  ' + detail) if detail else ''}")
+        click.echo(f"{what:<64} {'ok' if ok else 'FAILED'}{('  ' + detail) if detail else ''}")
         if not ok:
             self.failed += 1
         return ok
@@ -81,10 +81,7 @@ async def _story(datadir, fingerprint, credentials, steps, scheme):
         steps.report(f"{VERIFIER} verifies a wrong OTP: refused", await check(_wrong_otp(otp)) is False)
     finally:
         server.close()
-        for protocol in list(server.tracker.protocols):
-            protocol.close()
         await server.wait_closed()
-        server.executor.shutdown(wait=True)
         await verifier.aclose()
         keyserver.store.close()
         distribution.store.close()

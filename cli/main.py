@@ -39,3 +39,9 @@ for _command in (keyserver, distserver, serve, contribute, request, verify):
 from otpfast_cli.demo import demo  # noqa: E402
 
 cli.add_command(demo)
+from otpfast_cli.batch_rsa import rsa_lfsr, rsa_primroot  # noqa: E402
+from otpfast_cli.lfsr import lfsr_group  # noqa: E402
+
+batch.add_command(rsa_lfsr)
+batch.add_command(rsa_primroot)
+cli.add_command(lfsr_group)

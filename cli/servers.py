@@ -69,8 +69,6 @@ async def _run_until_signalled(servers, announce):
     finally:
         for server in servers:
             server.close()
-            for protocol in list(server.tracker.protocols):
-                protocol.close()
         for server in servers:
             await server.wait_closed()
 
@@ -122,7 +120,6 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
         try:
             await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint()))
         finally:
-            server.executor.shutdown(wait=True)
             service.store.close()
 
     _run(main)
@@ -143,7 +140,7 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
     async def main():
         service = datadir.distribution()
         verifier = AsyncVerifier(service)
-        front_end = None
+        front_end = server = None
         try:
             server = await serve_distribution(verifier, tls.server_context(datadir), host, port,
                                               limits=_limits(read_timeout, idle_timeout, max_connections))
@@ -181,8 +178,6 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
             await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint()))
         finally:
             await _close_radius(front_end)
-            if server is not None:
-                server.executor.shutdown(wait=True)
             await verifier.aclose()
             distribution.store.close()
             keyserver_service.store.close()

@@ -23,6 +23,7 @@ cdef extern from *:
     #include <string.h>
     #include <openssl/sha.h>
     #include <openssl/md5.h>
+    #include <openssl/crypto.h>
 
     enum { OTPFH_SHA1 = 1, OTPFH_SHA256 = 2, OTPFH_SHA512 = 3, OTPFH_SHA384 = 4, OTPFH_MD5 = 5 };
 
@@ -115,7 +116,7 @@ cdef extern from *:
         otpfh_init(alg, inner); otpfh_compress(alg, inner, pad);
         for (i = 0; i < bs; i++) pad[i] = (unsigned char)((i < keylen ? key[i] : 0) ^ 0x5c);
         otpfh_init(alg, outer); otpfh_compress(alg, outer, pad);
-        memset(pad, 0, sizeof pad);
+        OPENSSL_cleanse(pad, sizeof pad);
     }
 
     /* Fill out[k] = RFC 4226 DT(HMAC(K, counter + k)) mod modulus for k in [0, n). */
@@ -193,6 +194,7 @@ cdef extern from *:
     void otpfh_chain_down(int alg, size_t n, uint8_t *out) noexcept nogil
     void otpfh_rfc2289(int alg, const uint8_t *s0, uint64_t n, size_t keep,
                       uint8_t *out) noexcept nogil
+    void OPENSSL_cleanse(void *ptr, size_t len) noexcept nogil
 
 
 HOTP_ALGORITHMS = ("sha1", "sha256", "sha512")
@@ -213,13 +215,18 @@ def _hash_algorithm(algorithm, allowed):
 
 
 def _hash_threads(num_threads, count):
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    """sklearn's rules, as the rest of the core: None = all CPUs, -k = cpus + 1 - k; 0 is an
+    error. Small batches and builds without OpenMP run on one thread."""
+    cpus = max(1, len(_hash_os.sched_getaffinity(0)))
+    if num_threads is None:
+        threads = cpus
+    elif isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads == 0:
+        raise ValueError(f"num_threads must be a non-zero integer or None, got {num_threads!r}")
+    else:
+        threads = num_threads if num_threads > 0 else max(cpus + num_threads + 1, 1)
     if not OPENMP_ENABLED or count < _HOTP_SERIAL_BELOW:
         return 1
-    if num_threads is None:
-        return max(1, len(_hash_os.sched_getaffinity(0)))
-    return num_threads
+    return threads
 
 
 def hotp_batch(key, counter, count, digits, algorithm="sha1", num_threads=None):
@@ -260,6 +267,8 @@ def hotp_batch(key, counter, count, digits, algorithm="sha1", num_threads=None):
                 hi = min(lo + _HOTP_CHUNK, n)
                 otpfh_hotp_range(alg, &inner, &outer, first + <uint64_t>lo,
                                 <size_t>(hi - lo), modulus, out + lo)
+        OPENSSL_cleanse(&inner, sizeof(otpfh_state))  # key-derived: do not leave it behind
+        OPENSSL_cleanse(&outer, sizeof(otpfh_state))
     return result
 
 

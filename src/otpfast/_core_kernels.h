@@ -242,20 +242,60 @@ static int otpf_is_primitive(const otpf_poly *p, const otpf_factors *f) {
 static inline uint64_t otpf_berlekamp_massey(uint64_t seq, int nbits) {
     uint64_t C = 1, B = 1, window = 0;
     int L = 0, m = 1;
-    for (int n = 0; n < nbits; n++) {
+    for (int n = 0; n < nbits; n++) {             /* branch-free: d is a coin flip */
         window = (window << 1) | ((seq >> n) & 1);   /* bit i = s_{n-i} */
-        int d = __builtin_parityll(C & window);
-        if (!d) { m++; continue; }
+        uint64_t d = (uint64_t)__builtin_parityll(C & window);
         uint64_t T = C;
-        C ^= B << m;
-        if (2 * L <= n) { L = n + 1 - L; B = T; m = 1; } else m++;
+        C ^= (B << m) & ((uint64_t)0 - d);
+        int grow = (int)d & (2 * L <= n);
+        uint64_t gm = (uint64_t)0 - (uint64_t)grow;
+        L = grow ? n + 1 - L : L;
+        B = (T & gm) | (B & ~gm);
+        m = grow ? 1 : m + 1;
     }
     return C;
 }
 
-/* All primitive polynomials of degree L (2 <= L <= 32) in increasing order.
+/* Four independent Berlekamp-Massey runs interleaved (their dependency chains overlap). */
+static inline void otpf_berlekamp_massey4(const uint64_t seq[4], int nbits, uint64_t out[4]) {
+    uint64_t C[4] = {1, 1, 1, 1}, B[4] = {1, 1, 1, 1}, window[4] = {0, 0, 0, 0};
+    int L[4] = {0, 0, 0, 0}, m[4] = {1, 1, 1, 1};
+    for (int n = 0; n < nbits; n++) {
+        for (int j = 0; j < 4; j++) {
+            window[j] = (window[j] << 1) | ((seq[j] >> n) & 1);
+            uint64_t d = (uint64_t)__builtin_parityll(C[j] & window[j]);
+            uint64_t T = C[j];
+            C[j] ^= (B[j] << m[j]) & ((uint64_t)0 - d);
+            int grow = (int)d & (2 * L[j] <= n);
+            uint64_t gm = (uint64_t)0 - (uint64_t)grow;
+            L[j] = grow ? n + 1 - L[j] : L[j];
+            B[j] = (T & gm) | (B[j] & ~gm);
+            m[j] = grow ? 1 : m[j] + 1;
+        }
+    }
+    for (int j = 0; j < 4; j++) out[j] = C[j];
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define OTPF_POPCNT_CLONES __attribute__((target_clones("popcnt", "default")))
+#else
+#define OTPF_POPCNT_CLONES
+#endif
+
+static const uint8_t otpf_rev8[256] = {
+#define R2(n) n, n + 2 * 64, n + 1 * 64, n + 3 * 64
+#define R4(n) R2(n), R2(n + 2 * 16), R2(n + 1 * 16), R2(n + 3 * 16)
+#define R6(n) R4(n), R4(n + 2 * 4), R4(n + 1 * 4), R4(n + 3 * 4)
+    R6(0), R6(2), R6(1), R6(3)
+#undef R2
+#undef R4
+#undef R6
+};
+
+/* All primitive polynomials of degree L (2 <= L <= 28) in increasing order.
  * base_low: the low part of one primitive polynomial of degree L; f: factors of 2^L - 1.
  * out must hold phi(2^L - 1) / L entries. Returns the number written, or -1 (no memory). */
+OTPF_POPCNT_CLONES
 static long otpf_primitive_all(int L, uint64_t base_low, const otpf_factors *f, uint64_t *out) {
     otpf_poly p;
     otpf_poly_init(&p, base_low, L);
@@ -266,14 +306,32 @@ static long otpf_primitive_all(int L, uint64_t base_low, const otpf_factors *f, 
     uint64_t *found = (uint64_t *)calloc((size_t)(((uint64_t)1 << (L - 1)) / 64 + 1), 8);
     if (!bits || !seen || !found) { free(bits); free(seen); free(found); return -1; }
     /* the m-sequence: bit t = top bit of x^t mod P */
-    uint64_t s = 1;
-    for (uint64_t t = 0; t < M; t++) {
+    uint64_t s = 1, t = 0;
+    if (L >= 12 && base_low < ((uint64_t)1 << (L - 8))) {
+        /* feedback stays below bit L-8 for 8 steps: the next 8 output bits are the
+         * top byte of the state (reversed), and the state jumps by x^8 via a table */
+        uint64_t T8[256];
+        for (uint64_t h = 0; h < 256; h++) {
+            uint64_t v = h << (L - 8);
+            for (int i = 0; i < 8; i++) v = otpf_step(&p, v);
+            T8[h] = v;
+        }
+        uint8_t *bytes = (uint8_t *)bits;
+        for (; t + 8 <= M; t += 8) {
+            uint64_t top = s >> (L - 8);
+            bytes[t >> 3] = otpf_rev8[top];
+            s = ((s << 8) & M) ^ T8[top];
+        }
+    }
+    for (; t < M; t++) {
         bits[t >> 6] |= ((s >> (L - 1)) & 1) << (t & 63);
         s = otpf_step(&p, s);
     }
     otpf_fastmod fm[OTPF_MAX_FACTORS];
     for (int i = 0; i < f->count; i++) otpf_fastmod_init(&fm[i], (uint32_t)f->prime[i]);
-    for (uint64_t k = 1; k < M; k++) {
+    uint64_t pending[4], polys[4];
+    int npending = 0;
+    for (uint64_t k = 1; k < M; k += 2) {            /* an even k is never its coset's least */
         if ((seen[k >> 6] >> (k & 63)) & 1) continue;
         uint64_t r = k;                              /* mark the cyclotomic coset of k */
         for (int j = 0; j < L; j++) {
@@ -290,8 +348,18 @@ static long otpf_primitive_all(int L, uint64_t base_low, const otpf_factors *f, 
             idx += k;
             if (idx >= M) idx -= M;
         }
-        uint64_t c = otpf_berlekamp_massey(seq, 2 * L);
-        uint64_t slot = (c & M) >> 1;                /* c has bits 0 and L set */
+        pending[npending++] = seq;
+        if (npending == 4) {
+            otpf_berlekamp_massey4(pending, 2 * L, polys);
+            for (int j = 0; j < 4; j++) {
+                uint64_t slot = (polys[j] & M) >> 1;     /* bits 0 and L are set */
+                found[slot >> 6] |= (uint64_t)1 << (slot & 63);
+            }
+            npending = 0;
+        }
+    }
+    for (int j = 0; j < npending; j++) {
+        uint64_t slot = (otpf_berlekamp_massey(pending[j], 2 * L) & M) >> 1;
         found[slot >> 6] |= (uint64_t)1 << (slot & 63);
     }
     long count = 0;

@@ -39,8 +39,8 @@ def hotp_batch(key, counter, count, digits, algorithm="sha1", num_threads=None):
         raise ValueError(f"count must be >= 0, got {count}")
     if counter < 0 or counter + count > 2**64:
         raise ValueError("counter range must lie in [0, 2**64)")
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads == 0):
+        raise ValueError(f"num_threads must be a non-zero integer or None, got {num_threads!r}")
     key = bytes(key)
     modulus = 10**digits
     out = array.array("I")

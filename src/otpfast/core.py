@@ -37,6 +37,10 @@ rsa_primroot_generate = _impl.rsa_primroot_generate
 rsa_primroot_verify = _impl.rsa_primroot_verify
 rsa_primroot_verify_mask = _impl.rsa_primroot_verify_mask
 format_decimal = _impl.format_decimal
+hotp_batch = _impl.hotp_batch
+hashchain_batch = _impl.hashchain_batch
+rfc2289_batch = _impl.rfc2289_batch
+rfc2289_fold = _impl.rfc2289_fold
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

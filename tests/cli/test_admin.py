@@ -105,6 +105,10 @@ def test_admin_insecure_types_warn(initialised):
 def test_admin_account_lifecycle(initialised):
     run = initialised
     assert run("account", "add", "alice", "--type", "totp", "--digits", "8").exit_code == 0
+    result = run("account", "add", "bob", "--type", "hashchain", "--authorities", "1,2")
+    assert result.exit_code == 2 and "authority 1 is not registered" in result.output
+    for i in range(1, 5):
+        assert run("authority", "add", str(i)).exit_code == 0
     result = run("account", "add", "bob", "--type", "hashchain", "--authorities", "1,2,3,4")
     assert result.exit_code == 0 and "waits for the key ceremony" in result.stdout
     assert run("account", "add", "alice", "--type", "hotp").exit_code == 2

@@ -134,14 +134,11 @@ class ThreadServer:
     def stop(self):
         async def stop():
             self.server.close()
-            for protocol in list(self.server.tracker.protocols):
-                protocol.close()
             await self.server.wait_closed()
             await self.verifier.aclose()
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
-        self.server.executor.shutdown(wait=True)
         self.loop.close()
         self.keyserver.store.close()
         self.distribution.store.close()
@@ -161,7 +158,7 @@ def live(tmp_path, monkeypatch):
         files[name] = tmp_path / f"{name}.cred"
         files[name].write_text(credential + "\n")
     save("authority", admin.add_authority(1))
-    admin.add_account("alice", "hotp", authorities=[1])
+    admin.add_account("alice", "rsa-prf", authorities=[1])
     save("phone", admin.add_client("phone", account="alice"))
     save("verifier", admin.add_client("verifier", verifier=True))
     admin.store.close()

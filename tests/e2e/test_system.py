@@ -134,8 +134,8 @@ def system(tmp_path):
 
 @pytest.fixture
 def running(system):
-    """A system with a hotp account `alice` (secret from the CSPRNG) and `otpfast serve` up."""
-    system.add_account("alice", "--type", "hotp")
+    """A system with an rsa-prf account `alice` (secret from the CSPRNG) and `otpfast serve` up."""
+    system.add_account("alice", "--type", "rsa-prf")
     server = system.start()
     yield system, server
     server.stop()
@@ -215,7 +215,7 @@ def test_system_request_verify_replay(running):
 
 
 def test_system_expiry(system):
-    system.add_account("shortlived", "--type", "hotp", "--ttl", "1")
+    system.add_account("shortlived", "--type", "rsa-prf", "--ttl", "1")
     server = system.start()
     try:
         first, second = asyncio.run(issue_many(system, server, "shortlived", 2))
@@ -227,7 +227,7 @@ def test_system_expiry(system):
 
 
 def test_system_lockout_and_unlock(system):
-    system.add_account("bob", "--type", "hotp", "--lockout", "3")
+    system.add_account("bob", "--type", "rsa-prf", "--lockout", "3")
     server = system.start()
     try:
         good, later = asyncio.run(issue_many(system, server, "bob", 2))
@@ -315,7 +315,7 @@ def test_system_concurrent_verification_of_one_otp_accepts_exactly_once(running)
 
 # -- crash safety ---------------------------------------------------------------------------
 def test_system_sigkill_mid_stream_keeps_store_intact(system):
-    system.add_account("alice", "--type", "hotp", "--lockout", "100")
+    system.add_account("alice", "--type", "rsa-prf", "--lockout", "100")
     server = system.start()
     issued, accepted = [], []
     stop = threading.Event()
@@ -392,7 +392,7 @@ def test_system_audit_detects_an_edited_row(running):
 
 def test_system_distserver_and_keyserver_commands(system):
     system.add_authority(1)
-    system.add_account("carol", "--type", "hotp", "--authorities", "1")
+    system.add_account("carol", "--type", "rsa-prf", "--authorities", "1")
     keyserver = system.start("keyserver")
     distserver = system.start("distserver")
     try:

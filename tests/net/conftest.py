@@ -187,10 +187,6 @@ def start(certificate):
             yield Running(server, verifier, distribution, keyserver, pin_of(der))
         finally:
             server.close()
-            for protocol in list(server.tracker.protocols):
-                protocol.close()
             await server.wait_closed()
             await verifier.aclose()
-            if getattr(server, "executor", None) is not None:
-                server.executor.shutdown(wait=True)
     return starter

@@ -1,7 +1,9 @@
 """The asyncio front end over a fake single-use verifier: UDP, UNIX socket, duplicates,
 secrets per client, Message-Authenticator policy and the bad-packet table."""
 import logging
+import os
 import socket
+import stat
 import struct
 import time
 
@@ -84,8 +86,6 @@ def test_unix_socket_many_requests_on_one_connection(start_front_end, radius_cli
 
 
 def test_unix_socket_is_private_and_removed_on_close(start_front_end, fake_verify, loop_thread):
-    import os
-    import stat
     fe = start_front_end(fake_verify(), udp=None, secrets=None)
     assert stat.S_IMODE(os.stat(fe.socket_path).st_mode) == 0o600
     loop_thread.call(fe.close)
@@ -332,3 +332,18 @@ def test_config_requires_a_listener_and_a_secret():
     with pytest.raises(InvalidParameter) as info:
         RadiusConfig(udp=("127.0.0.1", 0))
     assert info.value.field == "radius-secret-file"
+
+
+def test_drop_warnings_are_rate_limited(start_front_end, fake_verify, caplog):
+    fe = start_front_end(fake_verify())
+    with caplog.at_level(logging.WARNING, logger="otpfast.radius"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(200):
+                s.sendto(b"\x05" * 30, fe.udp_address)
+        deadline = time.monotonic() + 3
+        while fe.counters["bad_length"] + fe.counters["unknown_code"] < 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    dropped = fe.counters["bad_length"] + fe.counters["unknown_code"]
+    assert dropped == 200
+    assert fe.counters["drop_logs_suppressed"] > 0
+    assert caplog.text.count("dropped") == dropped - fe.counters["drop_logs_suppressed"]

@@ -45,7 +45,14 @@ def test_hotp_batch_thread_count_does_not_matter(algorithm):
     assert c.hotp_batch(key, 2**33, 70_001, 8, algorithm, num_threads=2) == one
     assert c.hotp_batch(key, 2**33, 70_001, 8, algorithm, num_threads=3) == one
     assert c.hotp_batch(key, 2**33, 70_001, 8, algorithm) == one
+    assert c.hotp_batch(key, 2**33, 70_001, 8, algorithm, num_threads=-1) == one
     assert one[-1] == _reference_hotp(key, 2**33 + 70_000, 8, algorithm)
+
+
+@pytest.mark.parametrize("num_threads", [0, 1.5, True])
+def test_hotp_batch_rejects_num_threads(impl, num_threads):
+    with pytest.raises(ValueError):
+        impl.hotp_batch(b"k", 0, 1, 6, "sha1", num_threads=num_threads)
 
 
 @pytest.mark.parametrize("args", [

@@ -146,6 +146,8 @@ def test_distribution_request_refusals(case, admin, distribution, clients, store
 
 def test_distribution_request_refused_for_pending_totp_and_locked(admin, distribution, store,
                                                                   clients, state_of):
+    admin.add_authority(1)
+    admin.add_authority(2)
     admin.add_account("pending", "hashchain", authorities=(1, 2))
     admin.add_account("t", "totp")
     for account in ("pending", "t"):
@@ -180,6 +182,7 @@ def test_distribution_account_client_cannot_verify(distribution, clients, store)
 
 
 def test_distribution_unknown_and_pending_accounts(admin, distribution, clients, store):
+    admin.add_authority(1)
     admin.add_account("pending", "hashchain", authorities=(1,))
     for account in ("nobody", "pending"):
         with pytest.raises(InvalidToken):
@@ -250,3 +253,10 @@ def test_distribution_audit_has_no_otp(distribution, clients, store):
     assert otp not in text and otp.upper() not in text
     assert base64.b64encode(bytes.fromhex(otp)).decode() not in text
     assert store.verify_audit().ok
+
+
+def test_admin_account_needs_registered_authorities(admin):
+    from otpfast.errors import InvalidParameter
+    with pytest.raises(InvalidParameter) as exc:
+        admin.add_account("x", "hotp", authorities=(7,))
+    assert exc.value.field == "authorities"

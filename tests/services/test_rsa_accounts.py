@@ -111,13 +111,13 @@ def test_rsa_types_need_insecure_flag(admin):
 
 
 def test_rsa_lfsr_ceremony_derives_parameters(admin, keyserver, store):
+    credentials = {i: admin.add_authority(i) for i in (1, 2, 3, 4)}
     admin.add_account("paper", "rsa-lfsr", insecure_paper_mode=True, authorities=(1, 2, 3, 4))
     pem = keyserver.public_key_pem()
     phrases = {}
     for i in (1, 2, 3, 4):
-        credential = admin.add_authority(i)
         phrases[i] = phrase.secret_phrase(i, 1000 + i).data
-        keyserver.contribute("paper", i, credential, encrypt_phrase(pem, phrases[i]))
+        keyserver.contribute("paper", i, credentials[i], encrypt_phrase(pem, phrases[i]))
     ikm = b"".join(hashlib.pbkdf2_hmac("sha256", phrases[c.authority_id], c.salt,
                                        keyserver.iterations, 32)
                    for c in store.contributions("paper"))

@@ -325,3 +325,25 @@ def test_audit_cannot_be_rechained_without_the_key(store, store_path):
         conn.execute("UPDATE audit SET outcome = ?, hash = ? WHERE seq = ?", (outcome, prev, seq))
     conn.close()
     assert store.verify_audit().first_bad == 1
+
+
+def test_store_many_openers_migrate_once(store_path, key):
+    """Several processes' worth of openers racing on a fresh file: one schema, no error."""
+    errors, stores, barrier = [], [], threading.Barrier(6)
+
+    def opener():
+        barrier.wait()
+        try:
+            stores.append(SQLiteStore(store_path, key, create=True))
+        except Exception as exc:   # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {s.schema_version() for s in stores} == {SCHEMA_VERSION}
+    for s in stores:
+        s.close()

@@ -148,6 +148,7 @@ class ServerProtocol(asyncio.Protocol):
     # -- flow control ---------------------------------------------------------------------
     def pause_writing(self):
         self._writing_paused = True
+        self._last_activity = self._loop.time()  # the peer has read_timeout to take our replies
         self._tighten_timer()
         self._update_reading()
 
@@ -259,9 +260,47 @@ class ServerProtocol(asyncio.Protocol):
             self.close()
 
 
-async def start_server(make_connection, make_handler, ssl_context, host, port, limits=None):
-    """Listen with TLS on (host, port); return the asyncio.Server (its ``tracker`` attribute
-    holds the open connections)."""
+class Listener:
+    """A listening TLS server: the asyncio server, its open connections and its executor.
+
+    ``close()`` stops listening and closes every open connection; ``await wait_closed()``.
+    """
+
+    def __init__(self, server, tracker, executor=None):
+        self.server = server
+        self.tracker = tracker
+        self.executor = executor
+
+    @property
+    def sockets(self):
+        return self.server.sockets
+
+    @property
+    def address(self):
+        """(host, port) of the first socket (the real port when asked for port 0)."""
+        sockname = self.server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    def close(self):
+        self.server.close()
+        for protocol in list(self.tracker.protocols):
+            protocol.close()
+
+    async def wait_closed(self):
+        await self.server.wait_closed()
+        if self.executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        self.close()
+        await self.wait_closed()
+
+
+async def start_server(make_connection, make_handler, ssl_context, host, port, limits=None, executor=None):
+    """Listen with TLS on (host, port); return a Listener."""
     if ssl_context is None:
         raise ValueError("TLS is mandatory: no plaintext listener")
     limits = limits or ServerLimits()
@@ -274,11 +313,9 @@ async def start_server(make_connection, make_handler, ssl_context, host, port, l
     server = await loop.create_server(
         factory, host, port, ssl=ssl_context, ssl_handshake_timeout=limits.handshake_timeout,
         backlog=limits.backlog, reuse_address=True)
-    server.tracker = tracker
-    return server
+    return Listener(server, tracker, executor)
 
 
-def bound_address(server):
-    """(host, port) of the server's first socket (the real port when asked for port 0)."""
-    sockname = server.sockets[0].getsockname()
-    return sockname[0], sockname[1]
+def bound_address(listener):
+    """(host, port) of a Listener (the real port when asked for port 0)."""
+    return listener.address

@@ -43,7 +43,8 @@ class DistributionHandler:
 
 
 async def serve_distribution(verifier, ssl_context, host, port, *, limits=None):
-    """Serve the distribution server with TLS on (host, port); ``verifier`` is an AsyncVerifier."""
+    """Serve the distribution server with TLS on (host, port); ``verifier`` is an AsyncVerifier;
+    return a Listener."""
 
     def make_handler():
         return DistributionHandler(verifier)

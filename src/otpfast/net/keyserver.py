@@ -32,16 +32,15 @@ def keyserver_executor():
 
 
 async def serve_keyserver(keyserver, ssl_context, host, port, *, limits=None, executor=None):
-    """Serve the key server with TLS on (host, port); return the asyncio.Server."""
+    """Serve the key server with TLS on (host, port); return a Listener."""
     executor = executor or keyserver_executor()
     pem = keyserver.public_key_pem()
 
     def make_handler():
         return KeyServerHandler(keyserver, pem, executor)
 
-    server = await start_server(keyserver_protocol.Connection, make_handler, ssl_context, host, port, limits)
-    server.executor = executor
-    return server
+    return await start_server(keyserver_protocol.Connection, make_handler, ssl_context, host, port, limits,
+                              executor=executor)
 
 
 __all__ = ["serve_keyserver", "KeyServerHandler", "ServerLimits"]

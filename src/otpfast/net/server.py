@@ -21,16 +21,15 @@ class CombinedHandler:
 
 
 async def serve_combined(keyserver, verifier, ssl_context, host, port, *, limits=None, executor=None):
-    """Serve both services with TLS on one (host, port); return the asyncio.Server."""
+    """Serve both services with TLS on one (host, port); return a Listener."""
     executor = executor or keyserver_executor()
     pem = keyserver.public_key_pem()
 
     def make_handler():
         return CombinedHandler(KeyServerHandler(keyserver, pem, executor), DistributionHandler(verifier))
 
-    server = await start_server(combined_protocol.Connection, make_handler, ssl_context, host, port, limits)
-    server.executor = executor
-    return server
+    return await start_server(combined_protocol.Connection, make_handler, ssl_context, host, port, limits,
+                              executor=executor)
 
 
 __all__ = ["serve_combined", "ServerLimits"]

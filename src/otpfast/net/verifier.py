@@ -38,6 +38,8 @@ class AsyncVerifier:
         self._thread = threading.Thread(target=self._run, name="otpfast-verifier", daemon=True)
         self._started = False
         self._closed = False
+        self._tick_batch = []          # verifications submitted during this loop iteration
+        self._tick_scheduled = False
         self.batches = 0
         self.verified = 0
 
@@ -54,8 +56,18 @@ class AsyncVerifier:
         """Submit one verification; return an asyncio future resolving to True/False."""
         self._ensure_started()
         future = self._loop.create_future()
-        self._queue.put((VerifyItem(account, otp, source, client), future))
+        self._tick_batch.append((VerifyItem(account, otp, source, client), future))
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self._loop.call_soon(self._submit_tick)
         return future
+
+    def _submit_tick(self):
+        """One hand-over to the writer thread per loop iteration, however many requests came."""
+        self._tick_scheduled = False
+        if self._tick_batch:
+            self._queue.put(self._tick_batch)
+            self._tick_batch = []
 
     async def verify(self, account, otp, *, source, client=None):
         return await self.verify_future(account, otp, source=source, client=client)
@@ -64,6 +76,7 @@ class AsyncVerifier:
         """Run ``fn(*args, **kwargs)`` on the writer thread; return an asyncio future."""
         self._ensure_started()
         future = self._loop.create_future()
+        self._submit_tick()  # keep submission order
         self._queue.put(_Call(fn, args, kwargs, future))
         return future
 
@@ -73,12 +86,14 @@ class AsyncVerifier:
     def close(self):
         """Finish the queued work and stop the thread (blocking)."""
         if self._started and not self._closed:
+            self._submit_tick()
             self._queue.put(_STOP)
             self._thread.join()
         self._closed = True
 
     async def aclose(self):
         if self._started and not self._closed:
+            self._submit_tick()
             self._queue.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._closed = True
@@ -89,7 +104,7 @@ class AsyncVerifier:
         get_nowait = self._queue.get_nowait
         while True:
             work = [get()]
-            while len(work) < self.max_batch:
+            while True:
                 try:
                     work.append(get_nowait())
                 except queue.Empty:
@@ -104,7 +119,10 @@ class AsyncVerifier:
                     batch = []
                     self._run_call(item)
                 else:
-                    batch.append(item)
+                    batch.extend(item)
+                    if len(batch) >= self.max_batch:
+                        self._flush(batch)
+                        batch = []
             self._flush(batch)
             if stop:
                 return

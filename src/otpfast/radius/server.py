@@ -22,6 +22,8 @@ from otpfast.radius.codec import DropReason, PacketDropped
 logger = logging.getLogger("otpfast.radius")
 
 _UNIX_IN_FLIGHT_PER_CONNECTION = 256
+_MAX_CACHED_REPLIES = 1 << 18
+_DROP_LOGS_PER_SECOND = 20
 
 
 class _Pending:
@@ -41,8 +43,9 @@ class RadiusFrontEnd:
 
     ``requests`` (valid Access-Requests verified), ``accepted``, ``rejected``,
     ``duplicates`` (answered from the cache or waited for), ``verify_errors``,
-    ``unknown_client``, ``overload``, ``connections``, and one counter per
-    :class:`~otpfast.radius.codec.DropReason` value.
+    ``unknown_client``, ``overload``, ``connections``, ``send_dropped`` (UDP send buffer
+    full), ``drop_logs_suppressed`` (more than 20 drop warnings in a second), and one
+    counter per :class:`~otpfast.radius.codec.DropReason` value.
     """
 
     def __init__(self, config, verify, clock=time.monotonic):
@@ -57,6 +60,7 @@ class RadiusFrontEnd:
         self._unix_server = None
         self._unix_writers = set()
         self._connection_ids = itertools.count(1)
+        self._log_window = (0.0, 0)  # (second, drop warnings logged in it)
         self._closed = asyncio.Event()
         self.udp_address = None
         self.socket_path = None
@@ -95,6 +99,8 @@ class RadiusFrontEnd:
             self._unix_server = None
             if self.socket_path is not None:
                 _remove_stale_socket(self.socket_path)
+        if not self._closed.is_set():
+            logger.info("RADIUS front end closed; counters: %s", dict(sorted(self.counters.items())))
         self._closed.set()
 
     async def wait_closed(self):
@@ -104,7 +110,15 @@ class RadiusFrontEnd:
     # --- the request path shared by both transports ----------------------------------------
     def _drop(self, reason, source, detail):
         self.counters[reason.value if isinstance(reason, DropReason) else reason] += 1
-        logger.warning("RADIUS packet from %s dropped: %s", source, detail)
+        second = int(self._clock())
+        window, logged = self._log_window
+        if window != second:
+            window, logged = second, 0
+        if logged < _DROP_LOGS_PER_SECOND:  # a flood of bad packets must not flood the log
+            logger.warning("RADIUS packet from %s dropped: %s", source, detail)
+        else:
+            self.counters["drop_logs_suppressed"] += 1
+        self._log_window = (window, logged + 1)
 
     def _expire(self, now):
         expiry = self._expiry
@@ -182,6 +196,11 @@ class RadiusFrontEnd:
         entry.done = True
         entry.expires_at = self._clock() + self.config.duplicate_window
         self._expiry.append((entry.expires_at, key))
+        while len(self._expiry) > _MAX_CACHED_REPLIES:  # bound memory under a flood
+            _, old_key = self._expiry.popleft()
+            old = self._cache.get(old_key)
+            if old is not None and old.done:
+                del self._cache[old_key]
         waiters, entry.waiters = entry.waiters, []
         for send in waiters:
             send(reply)

@@ -13,6 +13,12 @@ API as in /work/service-api.md. Additions (no deviation from the contract):
 * ``Admin`` (services.admin) is what the admin CLI calls; ``DataDir.admin(clock)`` builds it.
 * Refusals are recorded in the audit log (outcome "refused"); that is the only change a
   refused call makes.
+* ``Distribution.request`` also serves hotp accounts (server-issued, sharing the counter with
+  an authenticator app: an issued OTP is verified through its issued row, an app's through
+  the look-ahead window). Hash-chain OTPs need their issued row (single use, expiry) AND the
+  paper's chain rule; H^k(x) == last for k <= window + 1 lets a chain continue past OTPs
+  that were requested but never verified.
+* ``account add --authorities`` requires the authorities to be registered first.
 """
 from .distribution import ClientInfo, Distribution, IssuedOtp, VerifyItem
 from .keyserver import KeyServer, encrypt_phrase

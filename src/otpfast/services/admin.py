@@ -53,6 +53,10 @@ class Admin:
         secret comes from the CSPRNG now. Settings: see policy.account_params."""
         policy.validate_name(name, "name")
         params = policy.account_params(type, **settings)
+        for authority_id in params["authorities"]:
+            if self.store.authority(authority_id) is None:
+                raise InvalidParameter("authorities", f"authority {authority_id} is not "
+                                       f"registered (otpfast authority add {authority_id})")
         material = chain_last = None
         counter = 0
         if not params["authorities"]:

@@ -80,23 +80,21 @@ def _current_version(conn) -> int:
 
 def migrate(conn, target: int = SCHEMA_VERSION) -> int:
     """Apply the migrations after the database's version up to ``target``, each in its own
-    transaction together with the version bump. Returns the resulting version."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO schema_version (version) SELECT 0"
-                     " WHERE NOT EXISTS (SELECT 1 FROM schema_version)")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    version = _current_version(conn)
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"the store has schema version {version}, newer than this otpfast "
-                         f"({SCHEMA_VERSION}); upgrade otpfast")
-    while version < target:
+    write transaction together with the version bump (the version is re-read under the
+    write lock, so two processes opening a store at once do not both migrate it)."""
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version (version) SELECT 0"
+                         " WHERE NOT EXISTS (SELECT 1 FROM schema_version)")
+            version = _current_version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the store has schema version {version}, newer than this "
+                                 f"otpfast ({SCHEMA_VERSION}); upgrade otpfast")
+            if version >= target:
+                conn.execute("COMMIT")
+                return version
             for statement in MIGRATIONS[version]:
                 conn.execute(statement, {"zero": ZERO_HASH} if ":zero" in statement else {})
             cur = conn.execute("UPDATE schema_version SET version = :new WHERE version = :old",
@@ -105,10 +103,9 @@ def migrate(conn, target: int = SCHEMA_VERSION) -> int:
                 raise StoreError("concurrent schema migration")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        version += 1
-    return version
 
 
 def _audit_mac(key: bytes, prev: bytes, seq: int, time: float, event: str, account: str,
@@ -486,16 +483,17 @@ class _SQLiteTransaction(Transaction):
         seq = self._head[0] + 1
         mac = _audit_mac(self._store.keys.audit_key, self._head[1], seq, now, event, account,
                          client, source, outcome)
-        self._pending_audit.append((seq, float(now), event, account, client, source, outcome,
-                                    mac))
+        self._pending_audit.append({"seq": seq, "time": float(now), "event": event,
+                                    "account": account, "client": client, "source": source,
+                                    "outcome": outcome, "hash": mac})
         self._head = (seq, mac)
 
     def _flush_audit_head(self):
         if self._head is None or self._head[0] == self._head_start:
             return
         self._conn.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
-                               " outcome, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               self._pending_audit)
+                               " outcome, hash) VALUES (:seq, :time, :event, :account, :client,"
+                               " :source, :outcome, :hash)", self._pending_audit)
         if self._run("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
                      " AND seq = :old", {"seq": self._head[0], "hash": self._head[1],
                                          "old": self._head_start}) != 1:
