@@ -6,7 +6,8 @@ synchronous=FULL (every accept durable before its reply; group commit through As
 The OTPs are issued beforehand through the service API, outside the timed part.
 
 Figures:  python -m pytest bench/test_net.py --benchmark-enable -q -s
-Size:     OTPFAST_BENCH_NET_OTPS (total OTPs verified in the timed part, default 16000)
+Size:     OTPFAST_BENCH_NET_OTPS (total OTPs verified in the timed part, default 6400),
+          OTPFAST_BENCH_NET_WINDOW (verifications in flight per connection, default 1)
 """
 import asyncio
 import os
@@ -27,8 +28,8 @@ from otpfast.services.distribution import ClientInfo, Distribution
 from otpfast.services.masking import unmask
 
 CONNECTIONS = 64
-WINDOW = 1
-TOTAL = int(os.environ.get("OTPFAST_BENCH_NET_OTPS", "16000"))
+WINDOW = int(os.environ.get("OTPFAST_BENCH_NET_WINDOW", "1"))
+TOTAL = int(os.environ.get("OTPFAST_BENCH_NET_OTPS", "6400"))
 PER_CONNECTION = max(1, TOTAL // CONNECTIONS)
 
 
@@ -46,6 +47,7 @@ class PipelinedVerifier(asyncio.Protocol):
         self.accepted = 0
         self.transport = None
         self.go = None
+        self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport):
         self.transport = transport
@@ -88,6 +90,9 @@ class PipelinedVerifier(asyncio.Protocol):
     def connection_lost(self, exc):
         if not self.done.done():
             self.done.set_exception(ConnectionError("connection lost"))
+        if not self.started.done():
+            self.started.set_exception(ConnectionError("connection lost"))
+        self.closed.set_result(None)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +109,7 @@ def prepared(tmp_path_factory):
         phones[f"user{i}"] = admin.add_client(f"phone{i}", account=f"user{i}").encode()
     admin.store.close()
     # Pre-issue through the service API (outside the timed part; not durable-critical).
-    store = datadir.open_store(synchronous="OFF")
+    store = datadir.open_store(synchronous="NORMAL")
     distribution = Distribution(store)
     work = []
     for i in range(CONNECTIONS):
@@ -116,8 +121,10 @@ def prepared(tmp_path_factory):
             items.append((account, unmask(phones[account], account, issued.nonce, issued.masked)))
         work.append(items)
     store.close()
-    server = subprocess.Popen([sys.executable, "-m", "otpfast", "serve", "--listen", "127.0.0.1:0",
-                               "--data-dir", datadir.path], stdout=subprocess.PIPE, text=True)
+    command = os.environ.get("OTPFAST_BENCH_NET_SERVER")  # profiling hook: a replacement server command
+    command = command.split() + [datadir.path] if command else [
+        sys.executable, "-m", "otpfast", "serve", "--listen", "127.0.0.1:0", "--data-dir", datadir.path]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     address = server.stdout.readline().split()[1]
     pin = server.stdout.readline().split()[1]
     host, port = address.rsplit(":", 1)
@@ -146,6 +153,7 @@ async def run_clients(host, port, pin, credential, work):
     elapsed = time.perf_counter() - begin
     for protocol in protocols:
         protocol.transport.close()
+    await asyncio.gather(*(p.closed for p in protocols))
     return elapsed, protocols
 
 

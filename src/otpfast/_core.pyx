@@ -61,6 +61,7 @@ cdef extern from "_core_kernels.h" nogil:
         uint64_t exp
         otpf_mont mont
         int n_odd
+        int avx512
     int OTPF_IDENTITY, OTPF_CRT, OTPF_SQM
     uint32_t OTPF_NONUNIT
     uint64_t otpf_gcd(uint64_t a, uint64_t b)
@@ -79,6 +80,7 @@ cdef extern from "_core_kernels.h" nogil:
     void otpf_stream_lfsr_init(otpf_stream *st, uint64_t low, int L)
     void otpf_stream_primroot_init(otpf_stream *st, uint64_t P, uint64_t g)
     void otpf_xform_narrow(otpf_xform *x, uint32_t n1, uint32_t n2)
+    int otpf_cpu_avx512()
     uint64_t otpf_stream_jump(const otpf_stream *st, uint64_t value, uint64_t k)
     size_t otpf_run(const otpf_stream *st, uint64_t value, uint64_t max_cand, uint64_t limit,
                     const otpf_xform *x, uint32_t *out, uint64_t *used, uint64_t *next)
@@ -462,6 +464,7 @@ cdef _Transform _transform(uint64_t n, uint64_t exp, object method, uint64_t wor
         otpf_fastmod_init(&x.primes[i], <uint32_t>p)
     x.exp = exp
     x.n_odd = n & 1
+    x.avx512 = otpf_cpu_avx512()
     if x.n_odd:
         otpf_mont_init(&x.mont, n)
     n1, n2 = _crt_split(powers)

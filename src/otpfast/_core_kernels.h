@@ -481,6 +481,7 @@ typedef struct {
     const uint32_t *T1, *T2;
     otpf_fastmod f1, f2;
     int narrow;                        /* 32-bit remainders are exact for a < n */
+    int avx512;                        /* the CPU runs the AVX-512F kernels */
     uint32_t c1, c2;                   /* ceil(2^32 / n1), ceil(2^32 / n2) */
     /* square-and-multiply */
     uint64_t exp;
@@ -488,8 +489,20 @@ typedef struct {
     int n_odd;
 } otpf_xform;
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#define OTPF_X86 1
+#include <immintrin.h>
+static inline int otpf_cpu_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+#else
+static inline int otpf_cpu_avx512(void) { return 0; }
+#endif
+
 /* narrow remainders (Lemire, F = 32) are exact when bits(a) + bits(d) <= 32 */
 static inline void otpf_xform_narrow(otpf_xform *x, uint32_t n1, uint32_t n2) {
+    x->avx512 = otpf_cpu_avx512();
     int nb = 32 - __builtin_clz(x->n);
     x->narrow = (uint64_t)n1 <= ((uint64_t)1 << (32 - nb)) && (uint64_t)n2 <= ((uint64_t)1 << (32 - nb));
     x->c1 = (uint32_t)(UINT64_C(0xFFFFFFFF) / n1 + 1);
@@ -553,6 +566,54 @@ static void otpf_sqm_lanes(const uint32_t *a, uint32_t *out, size_t count, uint6
     }
 }
 
+#ifdef OTPF_X86
+#define OTPF_SQM_REGS 8            /* 8 x 8 doubles in flight hide the FMA latency */
+
+/* r * s mod n on 8 lanes, exact for n < 2^26: q = floor(r*s/n) is off by at most one,
+ * the fused r*s - q*n is exact, one correction either way. */
+__attribute__((target("avx512f")))
+static inline __m512d otpf_mulmod_pd(__m512d r, __m512d s, __m512d dn, __m512d inv) {
+    __m512d p = _mm512_mul_pd(r, s);
+    __m512d q = _mm512_roundscale_pd(_mm512_mul_pd(p, inv), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512d t = _mm512_fnmadd_pd(q, dn, p);
+    t = _mm512_mask_add_pd(t, _mm512_cmp_pd_mask(t, _mm512_setzero_pd(), _CMP_LT_OQ), t, dn);
+    return _mm512_mask_sub_pd(t, _mm512_cmp_pd_mask(t, dn, _CMP_GE_OQ), t, dn);
+}
+
+/* Square-and-multiply on 64 lanes (n < 2^26); returns how many leading items it did. */
+__attribute__((target("avx512f")))
+static size_t otpf_sqm_lanes_avx512(const uint32_t *a, uint32_t *out, size_t count, uint64_t e, uint32_t n) {
+    const __m512d dn = _mm512_set1_pd((double)n), inv = _mm512_set1_pd(1.0 / (double)n);
+    const int top = 63 - __builtin_clzll(e);
+    size_t i = 0;
+    for (; i + 8 * OTPF_SQM_REGS <= count; i += 8 * OTPF_SQM_REGS) {
+        __m512d base[OTPF_SQM_REGS], r[OTPF_SQM_REGS];
+        for (int j = 0; j < OTPF_SQM_REGS; j++) {
+            base[j] = _mm512_cvtepu32_pd(_mm256_loadu_si256((const __m256i *)(a + i + 8 * j)));
+            r[j] = base[j];
+        }
+        for (int b = top - 1; b >= 0; b--) {
+            for (int j = 0; j < OTPF_SQM_REGS; j++) r[j] = otpf_mulmod_pd(r[j], r[j], dn, inv);
+            if ((e >> b) & 1)
+                for (int j = 0; j < OTPF_SQM_REGS; j++) r[j] = otpf_mulmod_pd(r[j], base[j], dn, inv);
+        }
+        for (int j = 0; j < OTPF_SQM_REGS; j++)
+            _mm256_storeu_si256((__m256i *)(out + i + 8 * j), _mm512_cvttpd_epu32(r[j]));
+    }
+    return i;
+}
+#endif
+
+/* Square-and-multiply for n < 2^26, vector lanes when the CPU has them (e >= 1). */
+static inline void otpf_sqm_batch(int avx512, const uint32_t *a, uint32_t *out, size_t count, uint64_t e,
+                                  uint32_t n) {
+    size_t done = 0;
+#ifdef OTPF_X86
+    if (avx512 && e) done = otpf_sqm_lanes_avx512(a, out, count, e, n);
+#endif
+    otpf_sqm_lanes(a + done, out + done, count - done, e, n);
+}
+
 /* CRT values of a block: v[i] = a[i]^e mod n (table lookups), ok[i] = a[i] is used.
  * Branch-free, so it vectorises (gathers) where the CPU allows. */
 OTPF_CLONES
@@ -581,12 +642,54 @@ static void otpf_crt_values(const otpf_xform *x, const uint32_t *a, size_t nb, u
     }
 }
 
+#ifdef OTPF_X86
+/* hi32(lo * d) per 32-bit lane */
+__attribute__((target("avx512f")))
+static inline __m512i otpf_mulhi_epu32(__m512i lo, __m512i d) {
+    __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(lo, d), 32);
+    __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(lo, 32), d);
+    return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
+}
+
+/* The narrow CRT path for a whole block, 16 candidates per step: remainders by
+ * multiplication, table gathers, and the used ones packed to out. Returns the count. */
+__attribute__((target("avx512f")))
+static size_t otpf_crt_block_avx512(const otpf_xform *x, const uint32_t *a, size_t nb, uint32_t *out) {
+    const __m512i vc1 = _mm512_set1_epi32((int)x->c1), vd1 = _mm512_set1_epi32((int)x->f1.d);
+    const __m512i vc2 = _mm512_set1_epi32((int)x->c2), vd2 = _mm512_set1_epi32((int)x->f2.d);
+    const __m512i vn = _mm512_set1_epi32((int)x->n), vnon = _mm512_set1_epi32(-1);
+    size_t got = 0;
+    for (size_t i = 0; i < nb; i += 16) {
+        __mmask16 live = nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nb - i)) - 1);
+        __m512i va = _mm512_maskz_loadu_epi32(live, a + i);
+        __m512i r1 = otpf_mulhi_epu32(_mm512_mullo_epi32(va, vc1), vd1);
+        __m512i r2 = otpf_mulhi_epu32(_mm512_mullo_epi32(va, vc2), vd2);
+        __m512i t1 = _mm512_i32gather_epi32(r1, (const void *)x->T1, 4);
+        __m512i t2 = _mm512_i32gather_epi32(r2, (const void *)x->T2, 4);
+        __m512i sum = _mm512_add_epi32(t1, t2);
+        sum = _mm512_min_epu32(sum, _mm512_sub_epi32(sum, vn));
+        __mmask16 used = live & _mm512_cmplt_epu32_mask(va, vn) & _mm512_cmpneq_epi32_mask(t1, vnon)
+                         & _mm512_cmpneq_epi32_mask(t2, vnon);
+        int k = __builtin_popcount((unsigned)used);
+        _mm512_mask_storeu_epi32(out + got, (__mmask16)((1u << k) - 1), _mm512_maskz_compress_epi32(used, sum));
+        got += (size_t)k;
+    }
+    return got;
+}
+#endif
+
 /* Map the used candidates among buf[0..nb) to out, at most `limit` outputs.
  * *used = candidates consumed (stops right after the candidate of output `limit`). */
 static inline size_t otpf_block(const otpf_xform *x, const uint32_t *buf, size_t nb, size_t limit,
                                 uint32_t *out, uint32_t *v, uint32_t *ok, size_t *used) {
     size_t got = 0, i = 0;
     if (x->method == OTPF_CRT) {
+#ifdef OTPF_X86
+        if (x->avx512 && x->narrow && limit >= nb) {
+            *used = nb;
+            return otpf_crt_block_avx512(x, buf, nb, out);
+        }
+#endif
         otpf_crt_values(x, buf, nb, v, ok);
         for (; i < nb && got < limit; i++) { out[got] = v[i]; got += ok[i]; }
         *used = i;
@@ -599,7 +702,7 @@ static inline size_t otpf_block(const otpf_xform *x, const uint32_t *buf, size_t
     }
     *used = i;
     if (x->method == OTPF_SQM) {
-        if (x->n < (1u << 26)) otpf_sqm_lanes(v, out, got, x->exp, x->n);
+        if (x->n < (1u << 26)) otpf_sqm_batch(x->avx512, v, out, got, x->exp, x->n);
         else for (size_t j = 0; j < got; j++) out[j] = otpf_sqm(x, v[j]);
     }
     return got;
@@ -641,7 +744,7 @@ static size_t otpf_verify_block(const otpf_xform *xd, const uint32_t *otps, cons
             otpf_crt_values(xd, in, m, res, ok);
             for (size_t j = 0; j < m; j++) if (!ok[j]) res[j] = OTPF_NONUNIT;
         } else if (n < (1u << 26)) {
-            otpf_sqm_lanes(in, res, m, xd->exp, n);
+            otpf_sqm_batch(xd->avx512, in, res, m, xd->exp, n);
         } else {
             for (size_t j = 0; j < m; j++) res[j] = otpf_sqm(xd, in[j]);
         }

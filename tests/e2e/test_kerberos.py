@@ -6,6 +6,7 @@ UNIX socket; kdc.conf's [otp] stanzas and the kadmin commands come from
 ``otpfast krb5 config``. OTPs are requested from otpfast as an account client would.
 """
 import asyncio
+import base64
 import glob
 import os
 import shutil
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import time
 
+import pyotp
 import pytest
 from click.testing import CliRunner
 
@@ -93,6 +95,8 @@ def otpfast_services(tmp_path_factory):
         # hash-chain OTPs are issued by the server (valid once, until their TTL)
         admin.add_account(account, "hashchain", lockout=lockout, chain_length=50)
         credentials[account] = admin.add_client(f"{account}-device", account=account)
+    # an authenticator-app account: the user computes HOTP codes from the enrolled key
+    admin.add_account("erin", "hotp")
     distribution = data_dir.distribution()
 
     def request_otp(account):
@@ -155,6 +159,7 @@ def realm(tmp_path_factory, front_end, require_service):
         krb5_config(*udp, "--token-type", "otpfast_udp", "--only", "kadmin",
                     "--principal", "alice", "--account", "alice",
                     "--principal", "carol", "--account", "carol",
+                    "--principal", "erin", "--account", "erin",
                     "--principal", "quoted", "--account", 'q "x" y'),
         krb5_config("--radius-socket", fe.socket_path, "--token-type", "otpfast_unix", "--only", "kadmin",
                     "--principal", "robert", "--account", "bob"),
@@ -272,6 +277,18 @@ def test_kinit_udp_accepts_otp_requested_from_otpfast(realm, otpfast_services):
     r, _ = realm["kinit_otp"]("alice", otp)
     assert r.returncode != 0
     assert "Preauthentication failed" in r.stderr
+
+
+@pytest.mark.service
+def test_kinit_with_authenticator_app_hotp_code(realm, otpfast_services):
+    record = otpfast_services["admin"].account("erin")
+    app = pyotp.HOTP(base64.b32encode(bytes.fromhex(record.material["key"])).decode())
+    r, _ = realm["kinit_otp"]("erin", app.at(record.counter))
+    assert r.returncode == 0, r.stderr
+    r, _ = realm["kinit_otp"]("erin", app.at(record.counter))
+    assert r.returncode != 0 and "Preauthentication failed" in r.stderr  # replay
+    r, _ = realm["kinit_otp"]("erin", app.at(record.counter + 2))  # within the look-ahead window
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.service

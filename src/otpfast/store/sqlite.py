@@ -11,7 +11,7 @@ commit).
 Concurrency: one connection per thread; every write transaction starts with
 ``BEGIN IMMEDIATE`` (takes the write lock at once, so a read never has to be upgraded and
 the busy timeout applies). Statements use named parameters (``:name``) and portable SQL
-(``ON CONFLICT DO NOTHING``, ``RETURNING``) that a PostgreSQL backend can reuse.
+(``ON CONFLICT DO NOTHING`` needs SQLite >= 3.24) that a PostgreSQL backend can reuse.
 """
 import contextlib
 import hmac
@@ -157,9 +157,13 @@ class SQLiteStore(Store):
         self._head_written = 0
         self._material_cache: dict = {}   # (name, ciphertext) -> decrypted material
         self._params_cache: dict = {}     # params JSON text -> dict
-        conn = self._conn()
-        migrate(conn)
-        self._check_key(conn)
+        try:
+            conn = self._conn()
+            migrate(conn)
+            self._check_key(conn)
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections ------------------------------------------------------------------
     def _conn(self):
@@ -459,12 +463,12 @@ class _SQLiteTransaction(Transaction):
                           "ch": ciphertext_hash, "now": now}) == 1
 
     def issue(self, account, client, otp_digest, issued_at, expires_at):
-        row = self._conn.execute("INSERT INTO issued (account, client, otp_digest, issued_at,"
-                                 " expires_at) VALUES (:account, :client, :d, :at, :exp)"
-                                 " RETURNING id",
+        # lastrowid rather than RETURNING: works with SQLite < 3.35 (PostgreSQL: RETURNING id)
+        cur = self._conn.execute("INSERT INTO issued (account, client, otp_digest, issued_at,"
+                                 " expires_at) VALUES (:account, :client, :d, :at, :exp)",
                                  {"account": account, "client": client, "d": otp_digest,
-                                  "at": issued_at, "exp": expires_at}).fetchone()
-        return int(row[0])
+                                  "at": issued_at, "exp": expires_at})
+        return int(cur.lastrowid)
 
     def use_issued(self, account, otp_digest, now):
         return self._run("UPDATE issued SET used_at = :now WHERE used_at IS NULL AND id ="

@@ -1,0 +1,399 @@
+"""PostgresStore: the SQLite store's behavioural checks, against a real PostgreSQL."""
+import threading
+
+import pytest
+
+from otpfast.errors import StoreError
+from otpfast.store import SCHEMA_VERSION, new_key
+from otpfast.store.atrest import AtRestKeys
+
+PARAMS = {"lockout": 3, "digits": 6, "ttl": 300}
+SECRET = bytes(range(100, 132))
+
+
+def pg():
+    """The backend module, imported lazily: a missing psycopg is reported by conftest."""
+    from otpfast.store import postgres as module
+    return module
+
+
+def open_store(url, key, **kwargs):
+    return pg().PostgresStore(url, key, **kwargs)
+
+
+def add_account(store, name="alice", material=None, now=1000.0):
+    with store.transaction() as tx:
+        assert tx.add_account(name, "hotp", PARAMS, material or {"key": SECRET.hex()}, None, now)
+
+
+# -- schema, connection -----------------------------------------------------------------
+def test_store_creates_current_schema(store, raw):
+    assert store.schema_version() == SCHEMA_VERSION == len(pg().MIGRATIONS)
+    assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    assert raw.execute("SELECT seq, hash FROM audit_head").fetchall() == [(0, bytes(32))]
+
+
+def test_store_empty_database_is_refused_without_create(pg_url, key, raw):
+    with pytest.raises(StoreError, match="no otpfast store"):
+        open_store(pg_url, key)
+    assert raw.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None
+
+
+def test_store_unreachable_server_is_a_store_error_without_password(postgres_url, key):
+    with pytest.raises(StoreError, match="cannot open the store") as info:
+        open_store("postgresql://otpfast:s3cr3t-pw@127.0.0.1:1/otpfast_test?connect_timeout=2",
+                   key)
+    assert "s3cr3t-pw" not in str(info.value)
+
+
+def test_store_session_is_durable_read_committed(store):
+    conn = store._conn()
+    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    assert conn.execute("SHOW default_transaction_isolation").fetchone()[0] == "read committed"
+    with pytest.raises(StoreError, match="synchronous_commit"):
+        pg().connect("postgresql://unused", synchronous_commit="off")
+
+
+def test_store_insert_is_not_duplicated(store):
+    add_account(store)
+    with store.transaction() as tx:
+        assert not tx.add_account("alice", "totp", PARAMS, None, None, 1.0)
+        assert tx.add_authority(1, b"h" * 32, 1.0)
+        assert not tx.add_authority(1, b"x" * 32, 2.0)
+        assert tx.add_client("dev", "alice", False, b"h" * 32, b"M" * 32, 1.0)
+        assert not tx.add_client("dev", None, True, b"x" * 32, b"N" * 32, 1.0)
+    assert store.account("alice").type == "hotp"
+    assert store.authority(1).credential_hash == b"h" * 32
+    assert store.client("dev").verifier is False and store.client("dev").account == "alice"
+    assert store.client("nobody") is None and store.authority(2) is None
+
+
+def test_store_accounts_sorted_bytewise(store):
+    for name in ("b", "B", "a", "A"):
+        add_account(store, name)
+    assert [a.name for a in store.accounts()] == ["A", "B", "a", "b"]
+
+
+def test_store_advance_counter_is_conditional(store):
+    add_account(store)
+    with store.transaction() as tx:
+        assert tx.advance_counter("alice", 0, 1)
+        assert not tx.advance_counter("alice", 0, 5)   # stale old value: no change
+        assert not tx.advance_counter("nobody", 0, 1)
+    assert store.account("alice").counter == 1
+
+
+def test_store_advance_step_only_forward(store):
+    add_account(store)
+    with store.transaction() as tx:
+        assert tx.advance_step("alice", -1, 10)
+        assert not tx.advance_step("alice", 10, 9)
+        assert not tx.advance_step("alice", -1, 11)
+    assert store.account("alice").last_step == 10
+
+
+def test_store_advance_chain_is_conditional(store):
+    with store.transaction() as tx:
+        tx.add_account("c", "hashchain", PARAMS, {"seed": "00"}, b"A" * 32, 1.0)
+        assert not tx.advance_chain("c", b"B" * 32, b"C" * 32)
+        assert tx.advance_chain("c", b"A" * 32, b"D" * 32)
+    assert store.account("c").chain_last == b"D" * 32
+
+
+def test_store_failures_stop_at_lockout_and_unlock(store):
+    add_account(store)
+    with store.transaction() as tx:
+        assert [tx.record_failure("alice") for _ in range(5)] == [True, True, True, False, False]
+        assert not tx.clear_failures("alice")           # locked: a success cannot unlock
+    assert store.account("alice").locked
+    with store.transaction() as tx:
+        assert tx.unlock("alice")
+    assert store.account("alice").failures == 0
+
+
+def test_store_pending_account_activates_once(store):
+    with store.transaction() as tx:
+        assert tx.add_account("p", "hotp", PARAMS, None, None, 1.0)
+        assert tx.add_contribution("p", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
+        assert not tx.add_contribution("p", 1, b"t" * 16, b"E" * 32, b"e" * 32, 2.0)
+        assert tx.add_contribution("p", 2, b"u" * 16, b"F" * 32, b"f" * 32, 2.0)
+    assert store.account("p").state == "pending" and store.account("p").material is None
+    with store.transaction() as tx:
+        assert [c.digest for c in tx.contributions("p")] == [b"D" * 32, b"F" * 32]
+        assert tx.activate_account("p", {"key": "ab"}, None, b"T" * 32, counter=4)
+        assert not tx.activate_account("p", {"key": "cd"}, None, b"U" * 32)
+    record = store.account("p")
+    assert (record.state, record.material, record.transcript, record.counter) == \
+        ("active", {"key": "ab"}, b"T" * 32, 4)
+
+
+def test_store_delete_account_removes_its_rows(store, raw):
+    add_account(store)
+    with store.transaction() as tx:
+        tx.add_contribution("alice", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
+        tx.issue("alice", "dev", b"d" * 32, 1.0, 100.0)
+    with store.transaction() as tx:
+        assert tx.delete_account("alice")
+        assert not tx.delete_account("alice")
+    assert store.account("alice") is None
+    for table in ("contributions", "issued"):
+        assert raw.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_store_issued_used_once_and_expires(store):
+    add_account(store)
+    digest = store.keys.otp_digest("alice", "123456")
+    with store.transaction() as tx:
+        first = tx.issue("alice", "dev", digest, 1000.0, 1300.0)
+        second = tx.issue("alice", "dev", store.keys.otp_digest("alice", "654321"), 1000.0,
+                          1300.0)
+        assert second > first
+    with store.transaction() as tx:
+        assert tx.use_issued("alice", digest, 1100.0)
+        assert not tx.use_issued("alice", digest, 1100.0)
+        assert not tx.use_issued("alice", store.keys.otp_digest("alice", "654321"), 1300.0)
+        assert not tx.use_issued("bob", store.keys.otp_digest("alice", "654321"), 1100.0)
+        assert tx.purge_issued(1300.5) == 2
+
+
+def test_store_same_value_issued_twice_is_two_uses(store):
+    add_account(store)
+    digest = store.keys.otp_digest("alice", "111111")
+    with store.transaction() as tx:
+        tx.issue("alice", "dev", digest, 1.0, 100.0)
+        tx.issue("alice", "dev", digest, 2.0, 100.0)
+    with store.transaction() as tx:
+        assert [tx.use_issued("alice", digest, 50.0) for _ in range(3)] == [True, True, False]
+
+
+def test_store_transaction_rolls_back_on_exception(store):
+    add_account(store)
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.advance_counter("alice", 0, 7)
+            tx.audit(1.0, "verify", "alice", "-", "-", "accepted")
+            raise RuntimeError("boom")
+    assert store.account("alice").counter == 0
+    assert list(store.audit_entries()) == []
+    assert store.verify_audit().ok
+    with store.transaction() as tx:     # the connection is usable again
+        assert tx.advance_counter("alice", 0, 1)
+
+
+def test_store_transactions_do_not_nest(store):
+    with store.transaction():
+        with pytest.raises(StoreError, match="do not nest"):
+            with store.transaction():
+                pass
+
+
+def test_store_lock_timeout_is_a_busy_error(pg_url, key, store, raw):
+    """A writer that cannot get the write lock in time gets StoreError, not a hang."""
+    impatient = open_store(pg_url, key, lock_timeout_ms=200)
+    try:
+        raw.execute("BEGIN")
+        raw.execute("SELECT 1 FROM audit_head FOR UPDATE")
+        with pytest.raises(StoreError, match="busy"):
+            with impatient.transaction():
+                pass
+        raw.execute("ROLLBACK")
+        with impatient.transaction() as tx:
+            tx.audit(1.0, "admin", "-", "-", "cli", "ok")
+    finally:
+        impatient.close()
+    assert store.verify_audit().entries == 1
+
+
+def test_store_reconnects_after_the_server_drops_the_session(store, raw):
+    add_account(store)
+    pid = store._conn().info.backend_pid
+    raw.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreError):
+        with store.transaction() as tx:
+            tx.advance_counter("alice", 0, 1)
+    with store.transaction() as tx:          # a fresh connection; nothing was half-written
+        assert tx.advance_counter("alice", 0, 1)
+    assert store._conn().info.backend_pid != pid
+
+
+# -- two stores = two server processes ----------------------------------------------------
+def test_two_stores_see_each_others_changes(pg_url, key, store):
+    other = open_store(pg_url, key)
+    try:
+        add_account(store)
+        assert other.account("alice").material == {"key": SECRET.hex()}
+        with other.transaction() as tx:
+            assert tx.advance_counter("alice", 0, 3)
+            assert tx.record_failure("alice")
+            tx.audit(1.0, "verify", "alice", "-", "net", "rejected")
+        record = store.account("alice")
+        assert (record.counter, record.failures) == (3, 1)
+        with store.transaction() as tx:
+            assert not tx.advance_counter("alice", 0, 1)     # the other's change is current
+            tx.audit(2.0, "verify", "alice", "-", "net", "accepted")
+        assert [e.seq for e in other.audit_entries()] == [1, 2]
+        assert store.verify_audit().ok and other.verify_audit().ok
+    finally:
+        other.close()
+
+
+def test_store_concurrent_use_of_one_otp_accepts_once(store):
+    add_account(store)
+    digest = store.keys.otp_digest("alice", "424242")
+    with store.transaction() as tx:
+        tx.issue("alice", "dev", digest, 1.0, 100.0)
+    results, barrier = [], threading.Barrier(16)
+
+    def worker():
+        barrier.wait()
+        with store.transaction() as tx:
+            results.append(tx.use_issued("alice", digest, 50.0))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 15 + [True]
+
+
+def test_store_concurrent_counter_advance_from_two_stores(pg_url, store, key):
+    """Read, then conditional update, from two stores' threads: the read stays current
+    inside the transaction (one write lock), so every advance wins and none is lost."""
+    add_account(store)
+    other = open_store(pg_url, key)
+    wins = []
+
+    def worker(s):
+        for _ in range(25):
+            with s.transaction() as tx:
+                old = tx.account("alice").counter
+                wins.append(tx.advance_counter("alice", old, old + 1))
+                tx.audit(1.0, "request", "alice", "dev", "-", "issued")
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in (store, other, store, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert all(wins) and store.account("alice").counter == 100
+    report = store.verify_audit()
+    assert report.ok and report.entries == 100
+
+
+def test_store_connections_of_finished_threads_are_closed(store):
+    def touch():
+        store.account("alice")
+
+    for _ in range(5):
+        t = threading.Thread(target=touch)
+        t.start()
+        t.join()
+    touch()
+    assert len(store._connections) <= 2
+
+
+# -- at-rest encryption -----------------------------------------------------------------
+def test_store_secret_not_in_tables(store, raw):
+    add_account(store)
+    with store.transaction() as tx:
+        tx.add_client("dev", "alice", False, b"h" * 32, b"M" * 32, 1.0)
+        tx.add_contribution("alice", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
+    data = b""
+    for table in ("accounts", "clients", "contributions", "meta"):
+        for row in raw.execute(f"SELECT * FROM {table}").fetchall():
+            for value in row:
+                data += value if isinstance(value, bytes) else str(value).encode()
+    assert b"alice" in data and b"h" * 32 in data     # the rows are the ones written
+    for secret in (SECRET, SECRET.hex().encode(), b"M" * 32, b"D" * 32):
+        assert secret not in data
+    assert store.account("alice").material == {"key": SECRET.hex()}
+    assert store.client("dev").mask_key == b"M" * 32
+    assert store.contributions("alice")[0].digest == b"D" * 32
+
+
+def test_store_encryption_is_the_sqlite_format(store, raw, key):
+    """Same AtRestKeys, same associated data: a row decrypts with the key and account name
+    exactly as the SQLite backend writes and reads it."""
+    add_account(store)
+    blob = raw.execute("SELECT material_enc FROM accounts").fetchone()[0]
+    assert AtRestKeys(key).decrypt(blob, b"account\0alice") == \
+        b'{"key": "' + SECRET.hex().encode() + b'"}'
+
+
+def test_store_wrong_key_is_refused(store, pg_url):
+    add_account(store)
+    with pytest.raises(StoreError, match="at-rest key does not match"):
+        open_store(pg_url, new_key())
+
+
+def test_store_associated_data_binds_account(store, raw):
+    add_account(store, "alice")
+    add_account(store, "bob", {"key": "ff" * 20})
+    raw.execute("UPDATE accounts SET material_enc = (SELECT material_enc FROM accounts"
+                " WHERE name = 'alice') WHERE name = 'bob'")
+    assert store.account("alice").material == {"key": SECRET.hex()}
+    with pytest.raises(StoreError, match="does not decrypt"):
+        store.account("bob")
+
+
+# -- migrations -------------------------------------------------------------------------
+def test_store_upgrades_from_v1(pg_url, key):
+    from otpfast.store.sqlite import ZERO_HASH, _audit_mac
+
+    module = pg()
+    conn = module.connect(pg_url)
+    assert module.migrate(conn, target=1) == 1
+    assert conn.execute("SELECT to_regclass('audit_head')").fetchone()[0] is None
+    # a v1 store with an account and two audit entries written by the v1 code
+    conn.execute("INSERT INTO accounts (name, type, params, state, counter, lockout, created_at)"
+                 " VALUES ('old', 'totp', '{\"lockout\": 10}', 'pending', 3, 10, 1.0)")
+    audit_key = AtRestKeys(key).audit_key
+    prev = ZERO_HASH
+    for seq in (1, 2):
+        mac = _audit_mac(audit_key, prev, seq, 5.0, "admin", "old", "-", "cli", "ok")
+        conn.execute("INSERT INTO audit VALUES (%s, 5.0, 'admin', 'old', '-', 'cli', 'ok', %s)",
+                     (seq, mac))
+        prev = mac
+    conn.close()
+    store = open_store(pg_url, key)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        record = store.account("old")
+        assert (record.counter, record.transcript, record.state) == (3, None, "pending")
+        report = store.verify_audit()
+        assert report.ok and report.head_seq == 2
+        with store.transaction() as tx:
+            tx.audit(6.0, "admin", "old", "-", "cli", "ok")
+        assert store.verify_audit().ok
+    finally:
+        store.close()
+
+
+def test_store_newer_schema_is_refused(store, raw, pg_url, key):
+    raw.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        open_store(pg_url, key)
+
+
+def test_store_many_openers_migrate_once(pg_url, key):
+    """Several processes' worth of openers racing on an empty schema: one schema, no error."""
+    errors, stores, barrier = [], [], threading.Barrier(6)
+
+    def opener():
+        barrier.wait()
+        try:
+            stores.append(open_store(pg_url, key, create=True))
+        except Exception as exc:   # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {s.schema_version() for s in stores} == {SCHEMA_VERSION}
+    for s in stores:
+        s.close()
