@@ -81,6 +81,7 @@ cdef extern from "_core_kernels.h" nogil:
     void otpf_stream_primroot_init(otpf_stream *st, uint64_t P, uint64_t g)
     void otpf_xform_narrow(otpf_xform *x, uint32_t n1, uint32_t n2)
     int otpf_cpu_avx512()
+    int otpf_simd_allowed
     uint64_t otpf_stream_jump(const otpf_stream *st, uint64_t value, uint64_t k)
     size_t otpf_run(const otpf_stream *st, uint64_t value, uint64_t max_cand, uint64_t limit,
                     const otpf_xform *x, uint32_t *out, uint64_t *used, uint64_t *next)
@@ -186,6 +187,13 @@ cdef int _threads(object num_threads, uint64_t work) except -1:
     if not OTPF_OPENMP or work < PARALLEL_MIN:
         return 1
     return max(1, min(t, MAX_THREADS))
+
+
+def _set_simd(bint enabled):
+    """Test hook: False makes later calls take the portable (non-AVX-512) paths."""
+    global otpf_simd_allowed
+    otpf_simd_allowed = enabled
+    return bool(otpf_cpu_avx512())
 
 
 def effective_num_threads(num_threads=None):

@@ -489,12 +489,15 @@ typedef struct {
     int n_odd;
 } otpf_xform;
 
+/* Tests turn this off to run the portable paths on a CPU that has the vector ones. */
+static int otpf_simd_allowed = 1;
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define OTPF_X86 1
 #include <immintrin.h>
 static inline int otpf_cpu_avx512(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return otpf_simd_allowed && __builtin_cpu_supports("avx512f");
 }
 #else
 static inline int otpf_cpu_avx512(void) { return 0; }

@@ -46,12 +46,13 @@ def test_rsa_paper_otps_have_six_digits(impl, paper):
     assert len(lines) == 500 and all(len(x) == 6 and x.isdigit() for x in lines)
 
 
-def test_rsa_lfsr_stream_skip_rule(impl, paper, reference_stream, lfsr_states):
+@pytest.mark.parametrize("method", ["auto", "crt", "sqm"])
+def test_rsa_lfsr_stream_skip_rule(impl, paper, reference_stream, lfsr_states, method):
     n, e = paper["n"], paper["e"]
     state = (1 << 20) - 1  # starts in the region >= n, so the first candidates are skipped
     count = 3000
     used, consumed = reference_stream(lfsr_states(POLY, state), n, count)
-    otps, nxt = impl.rsa_lfsr_generate(n, e, POLY, state, count)
+    otps, nxt = impl.rsa_lfsr_generate(n, e, POLY, state, count, method=method)
     assert otps.tolist() == [pow(a, e, n) for a in used]
     assert nxt == next(itertools.islice(lfsr_states(POLY, state), consumed, None))
 
@@ -229,3 +230,22 @@ def test_rsa_verify_bad_input_names_the_field(impl, paper):
     with pytest.raises(InvalidParameter) as info:
         impl.rsa_lfsr_verify(paper["n"], paper["d"], POLY, 1, [1 << 32])
     assert info.value.field == "otps"
+
+
+@pytest.mark.c_extension
+def test_rsa_portable_paths_equal_vector_paths(paper):
+    from otpfast._compat import NO_EXTENSIONS, load_impl
+    if NO_EXTENSIONS:
+        pytest.skip("OTPFAST_NO_EXTENSIONS=1")
+    c = load_impl("c")
+    n, e, d = paper["n"], paper["e"], paper["d"]
+    runs = {}
+    try:
+        for simd in (True, False):
+            c._set_simd(simd)
+            runs[simd] = [c.rsa_lfsr_generate(n, e, POLY, 7, 50000, method=m) for m in ("crt", "sqm")]
+            runs[simd].append(c.rsa_primroot_verify_mask(n, d, 999983, 5, 0, runs[simd][0][0], method="sqm"))
+    finally:
+        c._set_simd(True)
+    assert runs[True] == runs[False]
+    assert runs[True][0] == runs[True][1]
