@@ -111,7 +111,7 @@ def _run(generate, count, fmt, out_path, digits):
     """generate(position, k) -> (otps, position): the stream in chunks, to --out."""
     out = _open_out(out_path)
     try:
-        if sys.stderr.isatty() and count > CHUNK:
+        if _show_progress(count):
             with click.progressbar(length=count, label="generating", file=sys.stderr) as bar:
                 _chunks(generate, count, fmt, out, digits, bar.update)
         else:
@@ -120,6 +120,11 @@ def _run(generate, count, fmt, out_path, digits):
     finally:
         if out_path != "-":
             out.close()
+
+
+def _show_progress(count):
+    """A progress bar only for long runs, and only when stderr is a terminal."""
+    return count > CHUNK and sys.stderr.isatty()
 
 
 def _chunks(generate, count, fmt, out, digits, progress):
@@ -192,8 +197,8 @@ def rsa_lfsr(ctx, p, q, e, digits, count, fmt, out, threads, check, method, poly
     gcd(a, N) = 1. OTPs are zero-padded to the digits of N - 1.
     """
     _require_for_check(check, **{"--p": p, "--q": q, "--e": e, "--poly": poly, "--state": state})
-    if check is None and count is None:
-        raise click.UsageError("give --count (or --check FILE)")
+    if (check is None) == (count is None):
+        raise click.UsageError("give --count, or --check FILE (not both)")
     generated = {}
     params = _params(p, q, e, digits, generated)
     if poly is None:
@@ -238,8 +243,8 @@ def rsa_primroot(ctx, p, q, e, digits, count, fmt, out, threads, check, method, 
     A power is used iff 1 <= a < N and gcd(a, N) = 1. OTPs are zero-padded to the digits of N - 1.
     """
     _require_for_check(check, **{"--p": p, "--q": q, "--e": e, "--start": start})
-    if check is None and count is None:
-        raise click.UsageError("give --count (or --check FILE)")
+    if (check is None) == (count is None):
+        raise click.UsageError("give --count, or --check FILE (not both)")
     generated = {}
     params = _params(p, q, e, digits, generated)
     if generator is None:

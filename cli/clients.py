@@ -13,6 +13,7 @@ import click
 from otpfast.errors import InvalidParameter, InvalidToken, OtpfastError, Refused
 from otpfast.net import tls
 from otpfast.net.client import connect, parse_address
+from otpfast.protocol.messages import NAME_LIMIT, OTP_LIMIT
 from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, data_dir_option
 
 CREDENTIAL_ENV = "OTPFAST_CREDENTIAL"
@@ -76,12 +77,29 @@ def run_client(coroutine):
     sys.exit(EXIT_UNAVAILABLE)
 
 
+def _wire_name(ctx, param, value):
+    """Account and client names must fit the protocol (printable, 1..128 UTF-8 bytes)."""
+    if value is not None and not (value.isprintable() and 1 <= len(value.encode("utf-8")) <= NAME_LIMIT):
+        raise click.BadParameter(f"must be printable text of 1 to {NAME_LIMIT} bytes")
+    return value
+
+
+def otp_fits_the_protocol(otp):
+    return otp.isprintable() and 1 <= len(otp.encode("utf-8")) <= OTP_LIMIT
+
+
+def _authority_id(ctx, param, value):
+    if value is not None and value >= 2**31:
+        raise click.BadParameter("must be below 2**31")
+    return value
+
+
 server_option = click.option("--server", required=True, metavar="HOST:PORT", help="Server address.")
 pin_option = click.option("--pin", default=None, metavar="sha256:HEX",
                           help="Expected server certificate fingerprint (else trust on first use).")
 credential_option = click.option("--credential-file", type=click.Path(dir_okay=False), default=None,
                                  help=f"File holding the credential (else ${CREDENTIAL_ENV}).")
-account_option = click.option("--account", required=True, help="Account name.")
+account_option = click.option("--account", required=True, callback=_wire_name, help="Account name.")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                               help="Seconds to wait for the server.")
 
@@ -128,7 +146,8 @@ async def contribute_async(host, port, *, pin, account, authority_id, credential
 
 @click.command()
 @server_option
-@click.option("--authority", "authority_id", type=POSITIVE_INT, required=True, help="Authority id.")
+@click.option("--authority", "authority_id", type=POSITIVE_INT, required=True, callback=_authority_id,
+              help="Authority id.")
 @credential_option
 @account_option
 @click.option("--value", type=INT, default=None, help="The operator's integer (else asked for).")
@@ -171,7 +190,7 @@ async def request_async(host, port, *, pin, client_name, credential, account, ti
 
 @click.command()
 @server_option
-@click.option("--client", "client_name", required=True, help="This client's name.")
+@click.option("--client", "client_name", required=True, callback=_wire_name, help="This client's name.")
 @credential_option
 @account_option
 @pin_option
@@ -197,7 +216,8 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
 @click.command()
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="Verify over the network (else against the local data directory).")
-@click.option("--client", "client_name", default=None, help="Verifier client name (with --server).")
+@click.option("--client", "client_name", default=None, callback=_wire_name,
+              help="Verifier client name (with --server).")
 @credential_option
 @account_option
 @pin_option
@@ -205,7 +225,8 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
 @data_dir_option
 @click.argument("otp")
 def verify(server, client_name, credential_file, account, pin, timeout, data_dir, otp):
-    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected."""
+    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (3: server or data directory
+    unavailable, or this client refused)."""
     if server is not None:
         if data_dir is not None:
             raise click.UsageError("give either --server or --data-dir, not both")
@@ -214,9 +235,14 @@ def verify(server, client_name, credential_file, account, pin, timeout, data_dir
         host, port = server_address(server)
         pin = checked_pin(pin)
         credential = read_credential(credential_file)
-        ok = run_client(verify_async(host, port, pin=pin, client_name=client_name, credential=credential,
-                                     account=account, otp=otp, timeout=timeout))
+        # an OTP the protocol cannot even carry is simply not a valid OTP
+        ok = otp_fits_the_protocol(otp) and run_client(verify_async(
+            host, port, pin=pin, client_name=client_name, credential=credential, account=account, otp=otp,
+            timeout=timeout))
     else:
+        for name, value in (("--client", client_name), ("--credential-file", credential_file), ("--pin", pin)):
+            if value is not None:
+                raise click.UsageError(f"{name} is only used with --server")
         ok = verify_local(data_dir, account, otp)
     click.echo("accepted" if ok else "rejected")
     sys.exit(0 if ok else EXIT_REJECTED)
@@ -229,8 +255,9 @@ def verify_local(data_dir, account, otp):
         distribution = DataDir.resolve(data_dir).distribution()
     except InvalidParameter as exc:
         raise bad_parameter(exc)
-    except OtpfastError as exc:
-        raise click.ClickException(str(exc))
+    except OtpfastError as exc:  # not a data directory, wrong at-rest key: not a rejection
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
     try:
         distribution.verify(account, otp, source="cli")
     except InvalidToken:

@@ -1,7 +1,8 @@
 """Servers: ``otpfast keyserver``, ``otpfast distserver``, ``otpfast serve`` (both on one port).
 
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
-and ``fingerprint sha256:HEX``, then serves until SIGINT/SIGTERM.
+and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
+RADIUS front end runs), then serves until SIGINT/SIGTERM.
 """
 import asyncio
 import logging
@@ -16,8 +17,6 @@ from otpfast.net._stream import ServerLimits, bound_address
 from otpfast.net.client import parse_address
 from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.radius_options import radius_options
-
-log = logging.getLogger("otpfast.server")
 
 
 def listen_address(text):
@@ -74,10 +73,14 @@ async def _run_until_signalled(servers, announce):
             await server.wait_closed()
 
 
-def _announce(server, fingerprint):
+def _announce(server, fingerprint, front_end=None):
     host, port = bound_address(server)
     click.echo(f"listening {host}:{port}")
     click.echo(f"fingerprint {fingerprint}")
+    if front_end is not None and front_end.udp_address is not None:
+        click.echo("radius %s:%d" % tuple(front_end.udp_address[:2]))
+    if front_end is not None and front_end.socket_path is not None:
+        click.echo(f"radius-socket {front_end.socket_path}")
 
 
 def _run(main):
@@ -149,7 +152,7 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
             server = await serve_distribution(verifier, tls.server_context(datadir), host, port,
                                               limits=_limits(read_timeout, idle_timeout, max_connections))
             front_end = await _start_radius(radius, verifier)
-            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint()))
+            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint(), front_end))
         finally:
             await _close_radius(front_end)
             await verifier.aclose()
@@ -179,7 +182,7 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
             server = await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
                                           limits=_limits(read_timeout, idle_timeout, max_connections))
             front_end = await _start_radius(radius, verifier)
-            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint()))
+            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint(), front_end))
         finally:
             await _close_radius(front_end)
             await verifier.aclose()

@@ -72,6 +72,7 @@ fi
 DIR=$1
 shift
 PORT=
+PORT_GIVEN=0
 while [ $# -gt 0 ]; do
     case $1 in
         --port) [ $# -ge 2 ] || usage; PORT=$2; shift 2 ;;
@@ -100,7 +101,8 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
     as_owner "$BINDIR/initdb" -D "$DATA" -U postgres -A trust -E UTF8 --locale=C \
         --no-sync --no-instructions >"$DIR/initdb.log" 2>&1 \
         || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
-    [ -n "$PORT" ] || PORT=$(free_port)
+    PORT_GIVEN=1
+    [ -n "$PORT" ] || { PORT=$(free_port); PORT_GIVEN=0; }
     # loopback + socket only, trust (a throwaway test cluster); small and quick to start
     as_owner tee -a "$DATA/postgresql.conf" >/dev/null <<EOF
 
@@ -126,9 +128,23 @@ else
     PORT=$CONF_PORT
 fi
 
+start_server() {
+    as_owner "$BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 30 start >/dev/null 2>&1
+}
 if ! as_owner "$BINDIR/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-    as_owner "$BINDIR/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 30 start >/dev/null \
-        || { tail -n 20 "$DIR/server.log" >&2; die "the server did not start"; }
+    tries=0
+    until start_server; do
+        tries=$((tries + 1))
+        # a port picked by free_port can be taken before the server binds it: pick another
+        if [ "$FRESH" = 1 ] && [ "$PORT_GIVEN" = 0 ] && [ "$tries" -lt 3 ] \
+                && grep -q "could not bind\|Address already in use" "$DIR/server.log"; then
+            PORT=$(free_port)
+            as_owner sed -i "s/^port = [0-9]*$/port = $PORT/" "$DATA/postgresql.conf"
+            continue
+        fi
+        tail -n 20 "$DIR/server.log" >&2
+        die "the server did not start (log: $DIR/server.log)"
+    done
 fi
 
 psql_() {

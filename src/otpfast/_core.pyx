@@ -10,7 +10,7 @@ from cython.parallel cimport prange
 
 import array as _array_mod
 import operator
-import os
+import os as _os
 
 from otpfast.errors import InvalidParameter
 
@@ -62,6 +62,7 @@ cdef extern from "_core_kernels.h" nogil:
         otpf_mont mont
         int n_odd
         int avx512
+        int avx2
     int OTPF_IDENTITY, OTPF_CRT, OTPF_SQM
     uint32_t OTPF_NONUNIT
     uint64_t otpf_gcd(uint64_t a, uint64_t b)
@@ -78,9 +79,11 @@ cdef extern from "_core_kernels.h" nogil:
     int otpf_is_primitive(const otpf_poly *p, const otpf_factors *f)
     long otpf_primitive_all(int L, uint64_t base_low, const otpf_factors *f, uint64_t *out)
     void otpf_stream_lfsr_init(otpf_stream *st, uint64_t low, int L)
+    void otpf_fill_lanes(const otpf_stream *st, uint64_t s, uint64_t *out, size_t n)
     void otpf_stream_primroot_init(otpf_stream *st, uint64_t P, uint64_t g)
     void otpf_xform_narrow(otpf_xform *x, uint32_t n1, uint32_t n2)
     int otpf_cpu_avx512()
+    int otpf_cpu_avx2()
     int otpf_simd_allowed
     uint64_t otpf_stream_jump(const otpf_stream *st, uint64_t value, uint64_t k)
     size_t otpf_run(const otpf_stream *st, uint64_t value, uint64_t max_cand, uint64_t limit,
@@ -94,6 +97,7 @@ OPENMP_ENABLED = bool(OTPF_OPENMP)
 
 cdef enum:
     MAX_THREADS = 64
+    CHUNKS_PER_THREAD = 4
 # Work below this many items per call stays on one thread.
 cdef uint64_t PARALLEL_MIN = 1 << 15
 # Largest CRT factor for which the per-factor power tables are built.
@@ -175,7 +179,7 @@ cdef int _check_degree(object degree, int lo, int hi) except -1:
 
 cdef int _threads(object num_threads, uint64_t work) except -1:
     """sklearn's rules: None = OpenMP's default capped by the CPU count; -k = cpus + 1 - k."""
-    cdef int cpus = os.cpu_count() or 1
+    cdef int cpus = _os.cpu_count() or 1
     cdef int t
     if num_threads is None:
         t = min(otpf_omp_max_threads(), cpus)
@@ -183,17 +187,18 @@ cdef int _threads(object num_threads, uint64_t work) except -1:
         num_threads = _integer(num_threads, "num_threads")
         if num_threads == 0:
             raise InvalidParameter("num_threads", "must not be 0")
-        t = num_threads if num_threads > 0 else max(cpus + num_threads + 1, 1)
+        t = min(num_threads, MAX_THREADS) if num_threads > 0 else max(cpus + num_threads + 1, 1)
     if not OTPF_OPENMP or work < PARALLEL_MIN:
         return 1
     return max(1, min(t, MAX_THREADS))
 
 
-def _set_simd(bint enabled):
-    """Test hook: False makes later calls take the portable (non-AVX-512) paths."""
+def _set_simd(int level):
+    """Test hook: the highest vector level later calls may use (2 = AVX-512F,
+    1 = AVX2 + FMA, 0 = portable C). Returns the level the CPU then actually runs."""
     global otpf_simd_allowed
-    otpf_simd_allowed = enabled
-    return bool(otpf_cpu_avx512())
+    otpf_simd_allowed = level
+    return 2 if otpf_cpu_avx512() else 1 if otpf_cpu_avx2() else 0
 
 
 def effective_num_threads(num_threads=None):
@@ -227,8 +232,10 @@ def lfsr_fill(poly, state, n):
     cdef uint64_t s = _state(state, L)
     cdef uint64_t count = _range(n, "count", 0, _P40)
     cdef array.array out = array.clone(_U64, count, False)
+    cdef otpf_stream st
+    otpf_stream_lfsr_init(&st, p.low, L)
     with nogil:
-        otpf_fill(&p, s, <uint64_t *>out.data.as_ulonglongs, count)
+        otpf_fill_lanes(&st, s, <uint64_t *>out.data.as_ulonglongs, count)
     return out
 
 
@@ -341,7 +348,7 @@ def modexp_batch(bases, exp, mod, num_threads=None):
     cdef uint64_t *r = <uint64_t *>out.data.as_ulonglongs
     cdef Py_ssize_t i
     with nogil:
-        for i in prange(count, num_threads=threads, schedule="static"):
+        for i in prange(count, num_threads=threads, schedule="dynamic", chunksize=1024):
             r[i] = otpf_powmod(a[i], e, m)
     return out
 
@@ -383,14 +390,16 @@ cdef uint64_t _walk(const otpf_stream *st, uint64_t value, uint64_t count, const
             produced += otpf_run(st, value, <uint64_t>-1, remaining, x, out + produced, &used, &value)
             consumed += used
             break
-        T = threads
+        # a few slices per thread, handed out dynamically: a thread that the OS
+        # deschedules on a busy machine then holds up only a small slice
+        T = min(MAX_THREADS, CHUNKS_PER_THREAD * threads)
         r.out = out + produced
         for t in range(T + 1):
             r.start[t] = remaining * <uint64_t>t // <uint64_t>T
         r.value[0] = value
         for t in range(1, T):
             r.value[t] = otpf_stream_jump(st, value, r.start[t])
-        for t in prange(T, num_threads=T, schedule="static", chunksize=1):
+        for t in prange(T, num_threads=threads, schedule="dynamic", chunksize=1):
             _round_chunk(&r, t)
         w = produced + r.got[0]
         for t in range(1, T):
@@ -473,6 +482,7 @@ cdef _Transform _transform(uint64_t n, uint64_t exp, object method, uint64_t wor
     x.exp = exp
     x.n_odd = n & 1
     x.avx512 = otpf_cpu_avx512()
+    x.avx2 = otpf_cpu_avx2()
     if x.n_odd:
         otpf_mont_init(&x.mont, n)
     n1, n2 = _crt_split(powers)
@@ -571,7 +581,7 @@ cdef tuple _verify(otpf_stream *st, uint64_t first, object n, object d, object o
         _walk(st, first, c, &ident.x, <uint32_t *>expect.data.as_uints, threads, &nxt)
         step = 1 << 14
         nblocks = <Py_ssize_t>((c + step - 1) // step)
-        for b in prange(nblocks, num_threads=threads, schedule="static"):
+        for b in prange(nblocks, num_threads=threads, schedule="dynamic"):
             lo = b * step
             hi = lo + step
             if hi > c:
@@ -675,7 +685,7 @@ def format_decimal(values, digits):
     cdef Py_ssize_t step = 1 << 16, nblocks = (count + step - 1) // step, b, lo, hi
     cdef int threads = _threads(None, count)
     with nogil:
-        for b in prange(nblocks, num_threads=threads, schedule="static"):
+        for b in prange(nblocks, num_threads=threads, schedule="dynamic"):
             lo = b * step
             hi = lo + step
             if hi > count:

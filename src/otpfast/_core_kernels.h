@@ -426,6 +426,21 @@ static inline uint64_t otpf_step8(const otpf_stream *st, uint64_t s) {
     return ((s << 8) & st->poly.mask) ^ st->T8[s >> (st->poly.L - 8)];
 }
 
+/* lfsr_fill: n states from s into out; 8 interleaved lanes jumping by x^8 when L >= 8. */
+static void otpf_fill_lanes(const otpf_stream *st, uint64_t s, uint64_t *out, size_t n) {
+    if (!st->jump8 || n < 64) { otpf_fill(&st->poly, s, out, n); return; }
+    uint64_t lane[8];
+    lane[0] = s;
+    for (int j = 1; j < 8; j++) lane[j] = otpf_step(&st->poly, lane[j - 1]);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            out[i + j] = lane[j];
+            lane[j] = otpf_step8(st, lane[j]);
+        }
+    for (int j = 0; i < n; i++, j++) out[i] = lane[j];
+}
+
 /* The candidate `k` positions after the candidate `value`. */
 static inline uint64_t otpf_stream_jump(const otpf_stream *st, uint64_t value, uint64_t k) {
     if (st->kind == 0) return otpf_advance(&st->poly, value, k);
@@ -482,6 +497,7 @@ typedef struct {
     otpf_fastmod f1, f2;
     int narrow;                        /* 32-bit remainders are exact for a < n */
     int avx512;                        /* the CPU runs the AVX-512F kernels */
+    int avx2;                          /* the CPU runs the AVX2 + FMA kernels */
     uint32_t c1, c2;                   /* ceil(2^32 / n1), ceil(2^32 / n2) */
     /* square-and-multiply */
     uint64_t exp;
@@ -489,23 +505,30 @@ typedef struct {
     int n_odd;
 } otpf_xform;
 
-/* Tests turn this off to run the portable paths on a CPU that has the vector ones. */
-static int otpf_simd_allowed = 1;
+/* Highest vector level used: 2 = AVX-512F, 1 = AVX2 + FMA, 0 = portable C. Tests lower
+ * it to run every path on a CPU that has them all. */
+static int otpf_simd_allowed = 2;
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define OTPF_X86 1
 #include <immintrin.h>
 static inline int otpf_cpu_avx512(void) {
     __builtin_cpu_init();
-    return otpf_simd_allowed && __builtin_cpu_supports("avx512f");
+    return otpf_simd_allowed >= 2 && __builtin_cpu_supports("avx512f");
+}
+static inline int otpf_cpu_avx2(void) {
+    __builtin_cpu_init();
+    return otpf_simd_allowed >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #else
 static inline int otpf_cpu_avx512(void) { return 0; }
+static inline int otpf_cpu_avx2(void) { return 0; }
 #endif
 
 /* narrow remainders (Lemire, F = 32) are exact when bits(a) + bits(d) <= 32 */
 static inline void otpf_xform_narrow(otpf_xform *x, uint32_t n1, uint32_t n2) {
     x->avx512 = otpf_cpu_avx512();
+    x->avx2 = otpf_cpu_avx2();
     int nb = 32 - __builtin_clz(x->n);
     x->narrow = (uint64_t)n1 <= ((uint64_t)1 << (32 - nb)) && (uint64_t)n2 <= ((uint64_t)1 << (32 - nb));
     x->c1 = (uint32_t)(UINT64_C(0xFFFFFFFF) / n1 + 1);
@@ -605,14 +628,47 @@ static size_t otpf_sqm_lanes_avx512(const uint32_t *a, uint32_t *out, size_t cou
     }
     return i;
 }
+
+/* The same on 4 lanes per register with AVX2 + FMA. */
+__attribute__((target("avx2,fma")))
+static inline __m256d otpf_mulmod_pd4(__m256d r, __m256d s, __m256d dn, __m256d inv) {
+    __m256d p = _mm256_mul_pd(r, s);
+    __m256d q = _mm256_floor_pd(_mm256_mul_pd(p, inv));
+    __m256d t = _mm256_fnmadd_pd(q, dn, p);
+    t = _mm256_add_pd(t, _mm256_and_pd(_mm256_cmp_pd(t, _mm256_setzero_pd(), _CMP_LT_OQ), dn));
+    return _mm256_sub_pd(t, _mm256_and_pd(_mm256_cmp_pd(t, dn, _CMP_GE_OQ), dn));
+}
+
+__attribute__((target("avx2,fma")))
+static size_t otpf_sqm_lanes_avx2(const uint32_t *a, uint32_t *out, size_t count, uint64_t e, uint32_t n) {
+    const __m256d dn = _mm256_set1_pd((double)n), inv = _mm256_set1_pd(1.0 / (double)n);
+    const int top = 63 - __builtin_clzll(e);
+    size_t i = 0;
+    for (; i + 4 * OTPF_SQM_REGS <= count; i += 4 * OTPF_SQM_REGS) {
+        __m256d base[OTPF_SQM_REGS], r[OTPF_SQM_REGS];
+        for (int j = 0; j < OTPF_SQM_REGS; j++) {
+            base[j] = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(a + i + 4 * j)));
+            r[j] = base[j];
+        }
+        for (int b = top - 1; b >= 0; b--) {
+            for (int j = 0; j < OTPF_SQM_REGS; j++) r[j] = otpf_mulmod_pd4(r[j], r[j], dn, inv);
+            if ((e >> b) & 1)
+                for (int j = 0; j < OTPF_SQM_REGS; j++) r[j] = otpf_mulmod_pd4(r[j], base[j], dn, inv);
+        }
+        for (int j = 0; j < OTPF_SQM_REGS; j++)
+            _mm_storeu_si128((__m128i *)(out + i + 4 * j), _mm256_cvttpd_epi32(r[j]));
+    }
+    return i;
+}
 #endif
 
 /* Square-and-multiply for n < 2^26, vector lanes when the CPU has them (e >= 1). */
-static inline void otpf_sqm_batch(int avx512, const uint32_t *a, uint32_t *out, size_t count, uint64_t e,
-                                  uint32_t n) {
+static inline void otpf_sqm_batch(const otpf_xform *x, const uint32_t *a, uint32_t *out, size_t count,
+                                  uint64_t e, uint32_t n) {
     size_t done = 0;
 #ifdef OTPF_X86
-    if (avx512 && e) done = otpf_sqm_lanes_avx512(a, out, count, e, n);
+    if (x->avx512 && e) done = otpf_sqm_lanes_avx512(a, out, count, e, n);
+    else if (x->avx2 && e) done = otpf_sqm_lanes_avx2(a, out, count, e, n);
 #endif
     otpf_sqm_lanes(a + done, out + done, count - done, e, n);
 }
@@ -681,6 +737,52 @@ static size_t otpf_crt_block_avx512(const otpf_xform *x, const uint32_t *a, size
 }
 #endif
 
+#ifdef OTPF_X86
+__attribute__((target("avx2")))
+static inline __m256i otpf_mulhi_epu32_avx2(__m256i lo, __m256i d) {
+    __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(lo, d), 32);
+    __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(lo, 32), d);
+    return _mm256_blend_epi32(even, odd, 0xAA);
+}
+
+/* otpf_crt_values on 8 lanes with AVX2 gathers (narrow remainders only). */
+__attribute__((target("avx2")))
+static void otpf_crt_values_avx2(const otpf_xform *x, const uint32_t *a, size_t nb, uint32_t *v, uint32_t *ok) {
+    const __m256i vc1 = _mm256_set1_epi32((int)x->c1), vd1 = _mm256_set1_epi32((int)x->f1.d);
+    const __m256i vc2 = _mm256_set1_epi32((int)x->c2), vd2 = _mm256_set1_epi32((int)x->f2.d);
+    const __m256i vn = _mm256_set1_epi32((int)x->n), vlast = _mm256_set1_epi32((int)(x->n - 1));
+    const __m256i vnon = _mm256_set1_epi32(-1), one = _mm256_set1_epi32(1);
+    size_t i = 0;
+    for (; i + 8 <= nb; i += 8) {
+        __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
+        __m256i r1 = otpf_mulhi_epu32_avx2(_mm256_mullo_epi32(va, vc1), vd1);
+        __m256i r2 = otpf_mulhi_epu32_avx2(_mm256_mullo_epi32(va, vc2), vd2);
+        __m256i t1 = _mm256_i32gather_epi32((const int *)x->T1, r1, 4);
+        __m256i t2 = _mm256_i32gather_epi32((const int *)x->T2, r2, 4);
+        __m256i sum = _mm256_add_epi32(t1, t2);
+        sum = _mm256_min_epu32(sum, _mm256_sub_epi32(sum, vn));
+        __m256i below = _mm256_cmpeq_epi32(_mm256_max_epu32(va, vlast), vlast);      /* a < n */
+        __m256i bad = _mm256_or_si256(_mm256_cmpeq_epi32(t1, vnon), _mm256_cmpeq_epi32(t2, vnon));
+        _mm256_storeu_si256((__m256i *)(v + i), sum);
+        _mm256_storeu_si256((__m256i *)(ok + i), _mm256_and_si256(_mm256_andnot_si256(bad, below), one));
+    }
+    for (; i < nb; i++) {
+        uint32_t ai = a[i];
+        uint32_t t1 = x->T1[otpf_fmod(&x->f1, ai)], t2 = x->T2[otpf_fmod(&x->f2, ai)];
+        uint64_t sum = (uint64_t)t1 + t2;
+        v[i] = (uint32_t)(sum >= x->n ? sum - x->n : sum);
+        ok[i] = (ai < x->n) & (t1 != OTPF_NONUNIT) & (t2 != OTPF_NONUNIT);
+    }
+}
+#endif
+
+static inline void otpf_crt_dispatch(const otpf_xform *x, const uint32_t *a, size_t nb, uint32_t *v, uint32_t *ok) {
+#ifdef OTPF_X86
+    if (x->avx2 && x->narrow) { otpf_crt_values_avx2(x, a, nb, v, ok); return; }
+#endif
+    otpf_crt_values(x, a, nb, v, ok);
+}
+
 /* Map the used candidates among buf[0..nb) to out, at most `limit` outputs.
  * *used = candidates consumed (stops right after the candidate of output `limit`). */
 static inline size_t otpf_block(const otpf_xform *x, const uint32_t *buf, size_t nb, size_t limit,
@@ -693,7 +795,7 @@ static inline size_t otpf_block(const otpf_xform *x, const uint32_t *buf, size_t
             return otpf_crt_block_avx512(x, buf, nb, out);
         }
 #endif
-        otpf_crt_values(x, buf, nb, v, ok);
+        otpf_crt_dispatch(x, buf, nb, v, ok);
         for (; i < nb && got < limit; i++) { out[got] = v[i]; got += ok[i]; }
         *used = i;
         return got;
@@ -705,7 +807,7 @@ static inline size_t otpf_block(const otpf_xform *x, const uint32_t *buf, size_t
     }
     *used = i;
     if (x->method == OTPF_SQM) {
-        if (x->n < (1u << 26)) otpf_sqm_batch(x->avx512, v, out, got, x->exp, x->n);
+        if (x->n < (1u << 26)) otpf_sqm_batch(x, v, out, got, x->exp, x->n);
         else for (size_t j = 0; j < got; j++) out[j] = otpf_sqm(x, v[j]);
     }
     return got;
@@ -744,10 +846,10 @@ static size_t otpf_verify_block(const otpf_xform *xd, const uint32_t *otps, cons
         size_t m = count - base < OTPF_BLOCK ? count - base : OTPF_BLOCK;
         for (size_t j = 0; j < m; j++) in[j] = otps[base + j] < n ? otps[base + j] : 0;
         if (xd->method == OTPF_CRT) {
-            otpf_crt_values(xd, in, m, res, ok);
+            otpf_crt_dispatch(xd, in, m, res, ok);
             for (size_t j = 0; j < m; j++) if (!ok[j]) res[j] = OTPF_NONUNIT;
         } else if (n < (1u << 26)) {
-            otpf_sqm_batch(xd->avx512, in, res, m, xd->exp, n);
+            otpf_sqm_batch(xd, in, res, m, xd->exp, n);
         } else {
             for (size_t j = 0; j < m; j++) res[j] = otpf_sqm(xd, in[j]);
         }

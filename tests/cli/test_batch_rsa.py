@@ -197,3 +197,37 @@ def test_rsa_help_labels_the_scheme_insecure():
         text = run("batch", command, "--help").output
         assert "INSECURE" in text and "PREDICTABLE" in text and "never for logins" in text.replace("\n", " ")
     assert "INSECURE" in run("batch", "--help").output
+
+
+def test_rsa_chunked_run_continues_the_stream(monkeypatch):
+    from otpfast_cli import batch_rsa
+    args = ["batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "0x77", "--count", "5500"]
+    whole = run(*args).stdout
+    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    assert run(*args).stdout == whole
+    args = ["batch", "rsa-primroot", *PAPER, "--start", "12", "--count", "2500"]
+    monkeypatch.setattr(batch_rsa, "CHUNK", 1 << 22)
+    whole = run(*args).stdout
+    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    assert run(*args).stdout == whole
+
+
+def test_rsa_progress_bar_on_a_terminal(monkeypatch):
+    from otpfast_cli import batch_rsa
+    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    args = ["batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "0x77", "--count", "3000"]
+    quiet = run(*args)
+    assert "generating" not in quiet.stderr          # CliRunner's stderr is not a terminal
+    monkeypatch.setattr(batch_rsa, "_show_progress", lambda count: count > batch_rsa.CHUNK)
+    loud = run(*args)
+    assert loud.exit_code == 0 and loud.stdout == quiet.stdout
+    assert "generating" in loud.stderr
+
+
+def test_rsa_count_and_check_are_exclusive(tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_text("000001\n")
+    result = run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1", "--count", "1",
+                 "--check", str(f))
+    assert result.exit_code == 2 and "--count" in result.output
+    assert run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1").exit_code == 2

@@ -1,6 +1,7 @@
 """The network client commands' argument handling, and the commands against a real server
 running in a thread of this process (`serve_combined` over a real data directory)."""
 import asyncio
+import re
 import threading
 
 import pytest
@@ -205,3 +206,47 @@ def test_clients_trust_on_first_use_notes_it(runner, live, tmp_path):
     assert (tmp_path / "known_servers").read_text().split() == [address, pin]
     second = runner.invoke(cli, args)
     assert "trusting" not in second.output
+
+
+@pytest.mark.parametrize("scheme", ["rsa-prf", "hotp", "hashchain"])
+def test_demo_every_step_behaves(runner, scheme):
+    result = invoke(runner, "demo", "--scheme", scheme)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "demo ok: every step behaved"
+    steps = lines[:-1]
+    assert len(steps) == 13
+    assert all(re.search(r" ok(  |$)", line) and "FAILED" not in line for line in steps), steps
+    for needle in ("authority 4 contributes a sha512", "authority 3 contributes a sha384",
+                   "replay): refused", "wrong OTP: refused", "verifies it: accepted"):
+        assert any(needle in line for line in steps), needle
+
+
+@pytest.mark.parametrize("option", ["--account", "--client"])
+def test_clients_names_must_fit_the_protocol(runner, cred_file, option):
+    args = {"--server": "127.0.0.1:1", "--client": "c", "--credential-file": cred_file, "--account": "a"}
+    for bad in ("x" * 129, "tab\there", "é" * 65):
+        args[option] = bad
+        result = invoke(runner, "request", *[item for pair in args.items() for item in pair])
+        assert result.exit_code == 2
+        assert option in result.output
+
+
+def test_clients_local_verify_refuses_network_options(runner, cred_file, tmp_path):
+    result = invoke(runner, "verify", "--data-dir", str(tmp_path), "--account", "a", "--credential-file", cred_file,
+                    "123456")
+    assert result.exit_code == 2 and "--credential-file" in result.output
+
+
+def test_clients_unsendable_otp_is_rejected_without_asking(runner, live):
+    address, pin, files, _ = live
+    for otp in ("1" * 300, "12\x0034"):
+        result = invoke(runner, "verify", "--server", address, "--client", "verifier", "--credential-file",
+                        str(files["verifier"]), "--account", "alice", "--pin", pin, "--", otp)
+        assert result.exit_code == 1 and "rejected" in result.output
+
+
+def test_clients_local_verify_without_a_data_directory_exits_3(runner, tmp_path):
+    result = invoke(runner, "verify", "--data-dir", str(tmp_path / "none"), "--account", "a", "123456")
+    assert result.exit_code == 3
+    assert "otpfast init" in result.output

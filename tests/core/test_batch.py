@@ -241,11 +241,15 @@ def test_rsa_portable_paths_equal_vector_paths(paper):
     n, e, d = paper["n"], paper["e"], paper["d"]
     runs = {}
     try:
-        for simd in (True, False):
-            c._set_simd(simd)
-            runs[simd] = [c.rsa_lfsr_generate(n, e, POLY, 7, 50000, method=m) for m in ("crt", "sqm")]
-            runs[simd].append(c.rsa_primroot_verify_mask(n, d, 999983, 5, 0, runs[simd][0][0], method="sqm"))
+        for level in (2, 1, 0):
+            c._set_simd(level)
+            otps = [c.rsa_lfsr_generate(n, e, POLY, 7, 50000, method=m) for m in ("crt", "sqm")]
+            masks = [c.rsa_lfsr_verify_mask(n, d, POLY, 7, otps[0][0][:-1] + array.array("I", [3]), method=m)
+                     for m in ("crt", "sqm")]
+            runs[level] = (otps, masks)
     finally:
-        c._set_simd(True)
-    assert runs[True] == runs[False]
-    assert runs[True][0] == runs[True][1]
+        c._set_simd(2)
+    assert runs[2] == runs[1] == runs[0]
+    otps, masks = runs[0]
+    assert otps[0] == otps[1]
+    assert masks[0] == masks[1] == b"\x01" * 49999 + b"\x00"

@@ -41,6 +41,7 @@ any_polys = st.integers(min_value=-3, max_value=(1 << 66))
 def test_equivalence_lfsr_step_fill_advance(twins, poly, state, k):
     _same(twins, "lfsr_step", poly, state)
     _same(twins, "lfsr_fill", poly, state, 40)
+    _same(twins, "lfsr_fill", poly, state, 203)  # the 8-lane path (L >= 8, n >= 64)
     _same(twins, "lfsr_advance", poly, state, k)
 
 
@@ -140,3 +141,14 @@ def test_equivalence_rsa_primroot(twins, case, data):
        digits=st.integers(min_value=0, max_value=21))
 def test_equivalence_format_decimal(twins, values, digits):
     _same(twins, "format_decimal", values, digits)
+
+
+def test_equivalence_same_public_api(twins):
+    import inspect
+    c, py = twins
+    names = [n for n in dir(py) if not n.startswith("_") and callable(getattr(py, n))
+             and getattr(getattr(py, n), "__module__", "") == "otpfast._core_py"]
+    assert "rsa_lfsr_generate" in names and len(names) >= 17
+    for name in names:
+        assert str(inspect.signature(getattr(c, name))) == str(inspect.signature(getattr(py, name))), name
+    assert c.OPENMP_ENABLED in (True, False) and py.OPENMP_ENABLED is False

@@ -48,6 +48,7 @@ def test_modexp_batch_thread_counts_agree(impl):
     (lambda m: m.modexp(2.0, 3, 7), "base"),
     (lambda m: m.modexp_batch([1, -1], 3, 7), "bases"),
     (lambda m: m.modexp_batch([1], 3, 7, num_threads=0), "num_threads"),
+    (lambda m: m.modexp_batch([1], 3, 7, num_threads="2"), "num_threads"),
 ])
 def test_modexp_bad_input_names_the_field(impl, call, field):
     with pytest.raises(InvalidParameter) as info:
@@ -87,3 +88,14 @@ def test_format_decimal_bad_digits(impl, digits):
     with pytest.raises(InvalidParameter) as info:
         impl.format_decimal([1], digits)
     assert info.value.field == "digits"
+
+
+def test_num_threads_rules(impl):
+    assert impl.effective_num_threads(1) == 1
+    assert impl.effective_num_threads(10**30) >= 1          # capped, never an overflow
+    assert impl.effective_num_threads(-10**30) == 1
+    assert impl.effective_num_threads(None) >= 1
+    if impl.OPENMP_ENABLED:
+        import os
+        assert impl.effective_num_threads(-1) == os.cpu_count()
+        assert impl.effective_num_threads(2) == 2

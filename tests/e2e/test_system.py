@@ -212,6 +212,24 @@ def test_system_request_verify_replay(running):
     assert system.verify(server, "alice", otp) == 1
     # local verification against the data directory refuses the replay too
     assert otpfast(system.env, "verify", "--account", "alice", otp).returncode == 1
+    # ... and accepts a fresh OTP once
+    fresh = system.request(server, "alice")
+    assert otpfast(system.env, "verify", "--account", "alice", fresh).returncode == 0
+    assert system.verify(server, "alice", fresh) == 1
+
+
+@pytest.mark.parametrize("scheme", ["hotp", "hashchain"])
+def test_system_other_server_issued_schemes(system, scheme):
+    system.add_account("dave", "--type", scheme)
+    server = system.start()
+    try:
+        first, second = asyncio.run(issue_many(system, server, "dave", 2))
+        assert first != second
+        assert asyncio.run(verify_once(system, server, "dave", first)) is True
+        assert asyncio.run(verify_once(system, server, "dave", first)) is False
+        assert asyncio.run(verify_once(system, server, "dave", second)) is True
+    finally:
+        server.stop()
 
 
 def test_system_expiry(system):
@@ -428,3 +446,38 @@ def test_system_trust_on_first_use(running):
                             env=dict(env, OTPFAST_CREDENTIAL=system.credential("verifier").decode()),
                             capture_output=True, text=True)
     assert second.returncode == 3 and "changed its certificate" in second.stderr
+
+
+def test_system_serve_with_radius_front_end(system, tmp_path):
+    import importlib.resources
+
+    import pyrad.packet
+    from pyrad.client import Client
+    from pyrad.dictionary import Dictionary
+
+    system.add_account("erin", "--type", "rsa-prf")
+    secret_file = tmp_path / "radius.secret"
+    secret_file.write_text("radius-shared-secret\n")
+    server = system.start(extra=("--radius", "127.0.0.1:0", "--radius-secret-file", str(secret_file)))
+    try:
+        line = server.process.stdout.readline().split()
+        assert line[0] == "radius"
+        host, port = line[1].rsplit(":", 1)
+        dictionary = Dictionary(str(importlib.resources.files("otpfast") / "data" / "radius_dictionary"))
+        client = Client(server=host, authport=int(port), secret=b"radius-shared-secret", dict=dictionary)
+        client.timeout, client.retries = 5, 1
+
+        def radius_verify(otp):
+            request = client.CreateAuthPacket(code=pyrad.packet.AccessRequest, User_Name="erin")
+            request["User-Password"] = request.PwCrypt(otp)
+            return client.SendPacket(request).code == pyrad.packet.AccessAccept
+
+        try:
+            [otp] = asyncio.run(issue_many(system, server, "erin", 1))
+            assert radius_verify(otp) is True
+            assert radius_verify(otp) is False          # the replay, through RADIUS
+            assert asyncio.run(verify_once(system, server, "erin", otp)) is False  # and through the protocol
+        finally:
+            client._CloseSocket()
+    finally:
+        server.stop()

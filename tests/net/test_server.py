@@ -7,7 +7,6 @@ import pytest
 from otpfast.errors import Refused, RemoteProtocolError
 from otpfast.net import tls
 from otpfast.net._stream import ServerLimits
-from otpfast.net.client import connect
 from otpfast.protocol import codec, messages as m
 
 VERIFIER = ("verifier", b"verifier-secret")

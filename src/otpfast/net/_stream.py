@@ -90,13 +90,15 @@ class ServerProtocol(asyncio.Protocol):
         self._last_activity = 0.0
         self._timer = None
         self._loop = None
+        self._peer = "?"
 
     # -- lifecycle ------------------------------------------------------------------------
     def connection_made(self, transport):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
+        self._peer = _peer_label(transport)
         if self._tracker.full():
-            log.warning("connection refused: connection limit reached")
+            log.warning("connection from %s refused: connection limit reached", self._peer)
             self._closing = True
             transport.abort()
             return
@@ -140,7 +142,7 @@ class ServerProtocol(asyncio.Protocol):
         deadline = self._last_activity + self._current_timeout()
         now = self._loop.time()
         if now >= deadline:
-            log.info("connection timed out")
+            log.info("connection from %s timed out", self._peer)
             self._transport.abort()
             return
         self._arm_timer(deadline - now)
@@ -252,12 +254,19 @@ class ServerProtocol(asyncio.Protocol):
         """The peer broke the protocol: one generic Error frame, then close."""
         if self._closing:
             return
-        log.info("protocol violation from peer; closing")
+        log.info("protocol violation from %s; closing", self._peer)
         self._replies.clear()
         try:
             self._transport.write(self._conn.send(Error()))
         finally:
             self.close()
+
+
+def _peer_label(transport):
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
 
 
 class Listener:

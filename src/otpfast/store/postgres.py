@@ -34,13 +34,6 @@ import os
 import threading
 from typing import Iterator
 
-try:
-    import psycopg
-    from psycopg.pq import TransactionStatus
-except ImportError as exc:   # pragma: no cover - depends on the installed extras
-    raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'otpfast[postgres]'"
-                      ) from exc
-
 from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys
@@ -93,12 +86,33 @@ MIGRATION_LOCK = 0x6F7470666173
 SYNCHRONOUS_COMMIT = ("on", "remote_apply", "remote_write", "local")
 AUDIT_PAGE = 5000
 
+# The driver, imported on first use: it is an optional extra, and importing it loads asyncio,
+# which the store layer must not pull in at import time (tests/test_imports.py).
+psycopg = None
+
+
+def _driver():
+    global psycopg
+    if psycopg is None:
+        try:
+            import psycopg as module
+        except ImportError:
+            raise StoreError("the PostgreSQL store needs psycopg 3: "
+                             "pip install 'otpfast[postgres]'") from None
+        psycopg = module
+    return psycopg
+
+
+def _idle(conn) -> bool:
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
 
 def describe_url(url: str) -> str:
     """The URL without password, for messages."""
+    driver = _driver()
     try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
+        info = driver.conninfo.conninfo_to_dict(url)
+    except driver.Error:
         return "(unparsable PostgreSQL URL)"
     host = info.get("host") or "local socket"
     port = f":{info['port']}" if info.get("port") else ""
@@ -114,9 +128,10 @@ def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 
     """An autocommit connection (transactions are explicit) with otpfast's session settings."""
     if synchronous_commit not in SYNCHRONOUS_COMMIT:
         raise StoreError(f"synchronous_commit must be one of {', '.join(SYNCHRONOUS_COMMIT)}")
+    driver = _driver()
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
-    except psycopg.Error as exc:
+        conn = driver.connect(url, autocommit=True, connect_timeout=connect_timeout)
+    except driver.Error as exc:
         raise StoreError(f"cannot open the store ({describe_url(url)}): "
                          f"{_first_line(exc)}") from None
     conn.execute(f"SET synchronous_commit = '{synchronous_commit}'")
@@ -272,7 +287,7 @@ class PostgresStore(Store):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         conn = self._conn()
-        if conn.info.transaction_status != TransactionStatus.IDLE:
+        if not _idle(conn):
             raise StoreError("transactions do not nest")
         try:
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -420,7 +435,7 @@ class PostgresStore(Store):
     def verify_audit(self) -> AuditReport:
         head_file = self._read_head_file()     # before the snapshot: never ahead of it
         conn = self._conn()
-        if conn.info.transaction_status != TransactionStatus.IDLE:
+        if not _idle(conn):
             raise StoreError("transactions do not nest")
         # one snapshot for the head and every entry: concurrent writers in other processes
         # must not look like entries written behind otpfast's back
@@ -436,7 +451,7 @@ class PostgresStore(Store):
 def _rollback(conn) -> None:
     if conn.closed or conn.broken:
         return
-    if conn.info.transaction_status != TransactionStatus.IDLE:
+    if not _idle(conn):
         try:
             conn.execute("ROLLBACK")
         except psycopg.OperationalError:

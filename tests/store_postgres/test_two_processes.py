@@ -1,5 +1,5 @@
-"""Two server processes on one PostgreSQL store: every OTP is accepted exactly once, and the
-audit log stays one intact chain."""
+"""Two server processes on one store (each backend): every OTP is accepted exactly once, and
+the audit log stays one intact chain."""
 import json
 import os
 import subprocess
@@ -15,10 +15,18 @@ from otpfast.store.atrest import ENV_VAR
 STORE_WORKER = r"""
 import json, sys, threading
 from otpfast.store.atrest import load_key
-from otpfast.store.postgres import PostgresStore
 
-url, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-store = PostgresStore(url, load_key(None))
+
+def open_store(kind, target):
+    if kind == "sqlite":
+        from otpfast.store import SQLiteStore
+        return SQLiteStore(target, load_key(None))
+    from otpfast.store.postgres import PostgresStore
+    return PostgresStore(target, load_key(None))
+
+
+kind, target, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+store = open_store(kind, target)
 digests = [store.keys.otp_digest("alice", f"{i:06d}") for i in range(n)]
 won, errors, lock = [], [], threading.Lock()
 
@@ -55,11 +63,19 @@ SERVICE_WORKER = r"""
 import json, sys
 from otpfast.services.distribution import Distribution, VerifyItem
 from otpfast.store.atrest import load_key
-from otpfast.store.postgres import PostgresStore
 
-url, batch = sys.argv[1], int(sys.argv[2])
+
+def open_store(kind, target):
+    if kind == "sqlite":
+        from otpfast.store import SQLiteStore
+        return SQLiteStore(target, load_key(None))
+    from otpfast.store.postgres import PostgresStore
+    return PostgresStore(target, load_key(None))
+
+
+kind, target, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 otps = json.loads(sys.stdin.readline())
-store = PostgresStore(url, load_key(None))
+store = open_store(kind, target)
 distribution = Distribution(store, clock=lambda: 1000.0)
 print("ready", flush=True)
 sys.stdin.readline()
@@ -97,19 +113,19 @@ def race(script, args, key, stdin_first=None, processes=2):
     return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
 
-def test_two_processes_use_each_issued_otp_once(store, pg_url, key):
+def test_two_processes_use_each_issued_otp_once(backend, store, key):
     n = 60
     with store.transaction() as tx:
         tx.add_account("alice", "hotp", {"lockout": 10}, {"key": "00"}, None, 1.0)
         for i in range(n):
             tx.issue("alice", "dev", store.keys.otp_digest("alice", f"{i:06d}"), 1.0, 100.0)
-    wins = race(STORE_WORKER, [pg_url, n, 3], key)
+    wins = race(STORE_WORKER, [backend.kind, backend.target, n, 3], key)
     assert sorted(wins[0] + wins[1]) == list(range(n))      # each exactly once, none lost
     report = store.verify_audit()
     assert report.ok and report.entries == 2 * 3 * n        # one linear chain, no entry lost
 
 
-def test_two_processes_verify_many_accepts_each_otp_once(store, pg_url, key):
+def test_two_processes_verify_many_accepts_each_otp_once(backend, store, key):
     """The real services (Admin, Distribution.verify_many group commit) in two processes."""
     admin = Admin(store, clock=lambda: 1000.0)
     admin.add_account("alice", "hotp", lockout=100)
@@ -120,7 +136,8 @@ def test_two_processes_verify_many_accepts_each_otp_once(store, pg_url, key):
     for _ in range(30):
         issued = distribution.request(phone, "alice")
         otps.append(unmask(credential, "alice", issued.nonce, issued.masked))
-    wins = race(SERVICE_WORKER, [pg_url, 5], key, stdin_first=json.dumps(otps))
+    wins = race(SERVICE_WORKER, [backend.kind, backend.target, 5], key,
+                stdin_first=json.dumps(otps))
     assert sorted(wins[0] + wins[1]) == sorted(otps)
     assert len(wins[0]) + len(wins[1]) == len(otps)
     assert store.account("alice").failures < 100

@@ -1,4 +1,6 @@
-"""PostgresStore: the SQLite store's behavioural checks, against a real PostgreSQL."""
+"""The store's behaviour, run against each backend (SQLite and PostgreSQL): conditional
+updates, single use under concurrency, two stores on one database, at-rest encryption,
+migrations."""
 import threading
 
 import pytest
@@ -6,19 +8,10 @@ import pytest
 from otpfast.errors import StoreError
 from otpfast.store import SCHEMA_VERSION, new_key
 from otpfast.store.atrest import AtRestKeys
+from otpfast.store.sqlite import ZERO_HASH, _audit_mac
 
 PARAMS = {"lockout": 3, "digits": 6, "ttl": 300}
 SECRET = bytes(range(100, 132))
-
-
-def pg():
-    """The backend module, imported lazily: a missing psycopg is reported by conftest."""
-    from otpfast.store import postgres as module
-    return module
-
-
-def open_store(url, key, **kwargs):
-    return pg().PostgresStore(url, key, **kwargs)
 
 
 def add_account(store, name="alice", material=None, now=1000.0):
@@ -26,34 +19,31 @@ def add_account(store, name="alice", material=None, now=1000.0):
         assert tx.add_account(name, "hotp", PARAMS, material or {"key": SECRET.hex()}, None, now)
 
 
-# -- schema, connection -----------------------------------------------------------------
-def test_store_creates_current_schema(store, raw):
-    assert store.schema_version() == SCHEMA_VERSION == len(pg().MIGRATIONS)
-    assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
-    assert raw.execute("SELECT seq, hash FROM audit_head").fetchall() == [(0, bytes(32))]
+# -- opening ----------------------------------------------------------------------------
+def test_store_creates_current_schema(backend, store):
+    assert store.schema_version() == SCHEMA_VERSION == len(backend.module.MIGRATIONS)
+    assert backend.sql("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert backend.sql("SELECT seq, hash FROM audit_head") == [(0, ZERO_HASH)]
 
 
-def test_store_empty_database_is_refused_without_create(pg_url, key, raw):
-    with pytest.raises(StoreError, match="no otpfast store"):
-        open_store(pg_url, key)
-    assert raw.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None
+def test_store_absent_store_is_refused_without_create(backend):
+    with pytest.raises(StoreError, match="no (otpfast )?store"):
+        backend.open()
 
 
-def test_store_unreachable_server_is_a_store_error_without_password(postgres_url, key):
-    with pytest.raises(StoreError, match="cannot open the store") as info:
-        open_store("postgresql://otpfast:s3cr3t-pw@127.0.0.1:1/otpfast_test?connect_timeout=2",
-                   key)
-    assert "s3cr3t-pw" not in str(info.value)
+def test_store_wrong_key_is_refused(backend, store):
+    add_account(store)
+    with pytest.raises(StoreError, match="at-rest key does not match"):
+        backend.open(new_key())
 
 
-def test_store_session_is_durable_read_committed(store):
-    conn = store._conn()
-    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
-    assert conn.execute("SHOW default_transaction_isolation").fetchone()[0] == "read committed"
-    with pytest.raises(StoreError, match="synchronous_commit"):
-        pg().connect("postgresql://unused", synchronous_commit="off")
+def test_store_newer_schema_is_refused(backend, store):
+    backend.sql("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        backend.open()
 
 
+# -- conditional updates ----------------------------------------------------------------
 def test_store_insert_is_not_duplicated(store):
     add_account(store)
     with store.transaction() as tx:
@@ -64,8 +54,10 @@ def test_store_insert_is_not_duplicated(store):
         assert not tx.add_client("dev", None, True, b"x" * 32, b"N" * 32, 1.0)
     assert store.account("alice").type == "hotp"
     assert store.authority(1).credential_hash == b"h" * 32
-    assert store.client("dev").verifier is False and store.client("dev").account == "alice"
+    client = store.client("dev")
+    assert (client.verifier, client.account, client.mask_key) == (False, "alice", b"M" * 32)
     assert store.client("nobody") is None and store.authority(2) is None
+    assert store.account("nobody") is None
 
 
 def test_store_accounts_sorted_bytewise(store):
@@ -127,7 +119,7 @@ def test_store_pending_account_activates_once(store):
         ("active", {"key": "ab"}, b"T" * 32, 4)
 
 
-def test_store_delete_account_removes_its_rows(store, raw):
+def test_store_delete_account_removes_its_rows(backend, store):
     add_account(store)
     with store.transaction() as tx:
         tx.add_contribution("alice", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
@@ -137,7 +129,7 @@ def test_store_delete_account_removes_its_rows(store, raw):
         assert not tx.delete_account("alice")
     assert store.account("alice") is None
     for table in ("contributions", "issued"):
-        assert raw.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+        assert backend.sql(f"SELECT count(*) FROM {table}") == [(0,)]
 
 
 def test_store_issued_used_once_and_expires(store):
@@ -187,54 +179,22 @@ def test_store_transactions_do_not_nest(store):
                 pass
 
 
-def test_store_lock_timeout_is_a_busy_error(pg_url, key, store, raw):
-    """A writer that cannot get the write lock in time gets StoreError, not a hang."""
-    impatient = open_store(pg_url, key, lock_timeout_ms=200)
-    try:
-        raw.execute("BEGIN")
-        raw.execute("SELECT 1 FROM audit_head FOR UPDATE")
-        with pytest.raises(StoreError, match="busy"):
-            with impatient.transaction():
-                pass
-        raw.execute("ROLLBACK")
-        with impatient.transaction() as tx:
-            tx.audit(1.0, "admin", "-", "-", "cli", "ok")
-    finally:
-        impatient.close()
-    assert store.verify_audit().entries == 1
-
-
-def test_store_reconnects_after_the_server_drops_the_session(store, raw):
+# -- concurrency; two stores = two server processes --------------------------------------
+def test_two_stores_see_each_others_changes(backend, store):
+    other = backend.open()
     add_account(store)
-    pid = store._conn().info.backend_pid
-    raw.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(StoreError):
-        with store.transaction() as tx:
-            tx.advance_counter("alice", 0, 1)
-    with store.transaction() as tx:          # a fresh connection; nothing was half-written
-        assert tx.advance_counter("alice", 0, 1)
-    assert store._conn().info.backend_pid != pid
-
-
-# -- two stores = two server processes ----------------------------------------------------
-def test_two_stores_see_each_others_changes(pg_url, key, store):
-    other = open_store(pg_url, key)
-    try:
-        add_account(store)
-        assert other.account("alice").material == {"key": SECRET.hex()}
-        with other.transaction() as tx:
-            assert tx.advance_counter("alice", 0, 3)
-            assert tx.record_failure("alice")
-            tx.audit(1.0, "verify", "alice", "-", "net", "rejected")
-        record = store.account("alice")
-        assert (record.counter, record.failures) == (3, 1)
-        with store.transaction() as tx:
-            assert not tx.advance_counter("alice", 0, 1)     # the other's change is current
-            tx.audit(2.0, "verify", "alice", "-", "net", "accepted")
-        assert [e.seq for e in other.audit_entries()] == [1, 2]
-        assert store.verify_audit().ok and other.verify_audit().ok
-    finally:
-        other.close()
+    assert other.account("alice").material == {"key": SECRET.hex()}
+    with other.transaction() as tx:
+        assert tx.advance_counter("alice", 0, 3)
+        assert tx.record_failure("alice")
+        tx.audit(1.0, "verify", "alice", "-", "net", "rejected")
+    record = store.account("alice")
+    assert (record.counter, record.failures) == (3, 1)
+    with store.transaction() as tx:
+        assert not tx.advance_counter("alice", 0, 1)     # the other's change is current
+        tx.audit(2.0, "verify", "alice", "-", "net", "accepted")
+    assert [e.seq for e in other.audit_entries()] == [1, 2]
+    assert store.verify_audit().ok and other.verify_audit().ok
 
 
 def test_store_concurrent_use_of_one_otp_accepts_once(store):
@@ -257,11 +217,11 @@ def test_store_concurrent_use_of_one_otp_accepts_once(store):
     assert sorted(results) == [False] * 15 + [True]
 
 
-def test_store_concurrent_counter_advance_from_two_stores(pg_url, store, key):
+def test_store_concurrent_counter_advance_from_two_stores(backend, store):
     """Read, then conditional update, from two stores' threads: the read stays current
     inside the transaction (one write lock), so every advance wins and none is lost."""
     add_account(store)
-    other = open_store(pg_url, key)
+    other = backend.open()
     wins = []
 
     def worker(s):
@@ -276,115 +236,19 @@ def test_store_concurrent_counter_advance_from_two_stores(pg_url, store, key):
         t.start()
     for t in threads:
         t.join()
-    other.close()
-    assert all(wins) and store.account("alice").counter == 100
+    assert len(wins) == 100 and all(wins) and store.account("alice").counter == 100
     report = store.verify_audit()
     assert report.ok and report.entries == 100
 
 
-def test_store_connections_of_finished_threads_are_closed(store):
-    def touch():
-        store.account("alice")
-
-    for _ in range(5):
-        t = threading.Thread(target=touch)
-        t.start()
-        t.join()
-    touch()
-    assert len(store._connections) <= 2
-
-
-# -- at-rest encryption -----------------------------------------------------------------
-def test_store_secret_not_in_tables(store, raw):
-    add_account(store)
-    with store.transaction() as tx:
-        tx.add_client("dev", "alice", False, b"h" * 32, b"M" * 32, 1.0)
-        tx.add_contribution("alice", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
-    data = b""
-    for table in ("accounts", "clients", "contributions", "meta"):
-        for row in raw.execute(f"SELECT * FROM {table}").fetchall():
-            for value in row:
-                data += value if isinstance(value, bytes) else str(value).encode()
-    assert b"alice" in data and b"h" * 32 in data     # the rows are the ones written
-    for secret in (SECRET, SECRET.hex().encode(), b"M" * 32, b"D" * 32):
-        assert secret not in data
-    assert store.account("alice").material == {"key": SECRET.hex()}
-    assert store.client("dev").mask_key == b"M" * 32
-    assert store.contributions("alice")[0].digest == b"D" * 32
-
-
-def test_store_encryption_is_the_sqlite_format(store, raw, key):
-    """Same AtRestKeys, same associated data: a row decrypts with the key and account name
-    exactly as the SQLite backend writes and reads it."""
-    add_account(store)
-    blob = raw.execute("SELECT material_enc FROM accounts").fetchone()[0]
-    assert AtRestKeys(key).decrypt(blob, b"account\0alice") == \
-        b'{"key": "' + SECRET.hex().encode() + b'"}'
-
-
-def test_store_wrong_key_is_refused(store, pg_url):
-    add_account(store)
-    with pytest.raises(StoreError, match="at-rest key does not match"):
-        open_store(pg_url, new_key())
-
-
-def test_store_associated_data_binds_account(store, raw):
-    add_account(store, "alice")
-    add_account(store, "bob", {"key": "ff" * 20})
-    raw.execute("UPDATE accounts SET material_enc = (SELECT material_enc FROM accounts"
-                " WHERE name = 'alice') WHERE name = 'bob'")
-    assert store.account("alice").material == {"key": SECRET.hex()}
-    with pytest.raises(StoreError, match="does not decrypt"):
-        store.account("bob")
-
-
-# -- migrations -------------------------------------------------------------------------
-def test_store_upgrades_from_v1(pg_url, key):
-    from otpfast.store.sqlite import ZERO_HASH, _audit_mac
-
-    module = pg()
-    conn = module.connect(pg_url)
-    assert module.migrate(conn, target=1) == 1
-    assert conn.execute("SELECT to_regclass('audit_head')").fetchone()[0] is None
-    # a v1 store with an account and two audit entries written by the v1 code
-    conn.execute("INSERT INTO accounts (name, type, params, state, counter, lockout, created_at)"
-                 " VALUES ('old', 'totp', '{\"lockout\": 10}', 'pending', 3, 10, 1.0)")
-    audit_key = AtRestKeys(key).audit_key
-    prev = ZERO_HASH
-    for seq in (1, 2):
-        mac = _audit_mac(audit_key, prev, seq, 5.0, "admin", "old", "-", "cli", "ok")
-        conn.execute("INSERT INTO audit VALUES (%s, 5.0, 'admin', 'old', '-', 'cli', 'ok', %s)",
-                     (seq, mac))
-        prev = mac
-    conn.close()
-    store = open_store(pg_url, key)
-    try:
-        assert store.schema_version() == SCHEMA_VERSION
-        record = store.account("old")
-        assert (record.counter, record.transcript, record.state) == (3, None, "pending")
-        report = store.verify_audit()
-        assert report.ok and report.head_seq == 2
-        with store.transaction() as tx:
-            tx.audit(6.0, "admin", "old", "-", "cli", "ok")
-        assert store.verify_audit().ok
-    finally:
-        store.close()
-
-
-def test_store_newer_schema_is_refused(store, raw, pg_url, key):
-    raw.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StoreError, match="newer"):
-        open_store(pg_url, key)
-
-
-def test_store_many_openers_migrate_once(pg_url, key):
-    """Several processes' worth of openers racing on an empty schema: one schema, no error."""
+def test_store_many_openers_migrate_once(backend):
+    """Several processes' worth of openers racing on an empty database: one schema."""
     errors, stores, barrier = [], [], threading.Barrier(6)
 
     def opener():
         barrier.wait()
         try:
-            stores.append(open_store(pg_url, key, create=True))
+            stores.append(backend.open(create=True))
         except Exception as exc:   # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -395,5 +259,73 @@ def test_store_many_openers_migrate_once(pg_url, key):
         t.join()
     assert errors == []
     assert {s.schema_version() for s in stores} == {SCHEMA_VERSION}
-    for s in stores:
-        s.close()
+
+
+# -- at-rest encryption -----------------------------------------------------------------
+def test_store_secret_not_in_tables(backend, store):
+    add_account(store)
+    with store.transaction() as tx:
+        tx.add_client("dev", "alice", False, b"h" * 32, b"M" * 32, 1.0)
+        tx.add_contribution("alice", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
+    data = b""
+    for table in ("accounts", "clients", "contributions", "meta"):
+        for row in backend.sql(f"SELECT * FROM {table}"):
+            for value in row:
+                data += value if isinstance(value, bytes) else str(value).encode()
+    assert b"alice" in data and b"h" * 32 in data     # the rows are the ones written
+    for secret in (SECRET, SECRET.hex().encode(), b"M" * 32, b"D" * 32):
+        assert secret not in data
+    assert store.account("alice").material == {"key": SECRET.hex()}
+    assert store.client("dev").mask_key == b"M" * 32
+    assert store.contributions("alice")[0].digest == b"D" * 32
+
+
+def test_store_encryption_format_is_shared(backend, store, key):
+    """AES-GCM under AtRestKeys with the record's identity as associated data, the same
+    bytes layout in both backends."""
+    add_account(store)
+    [(blob,)] = backend.sql("SELECT material_enc FROM accounts")
+    assert AtRestKeys(key).decrypt(bytes(blob), b"account\0alice") == \
+        b'{"key": "' + SECRET.hex().encode() + b'"}'
+
+
+def test_store_associated_data_binds_account(backend, store):
+    add_account(store, "alice")
+    add_account(store, "bob", {"key": "ff" * 20})
+    backend.sql("UPDATE accounts SET material_enc = (SELECT material_enc FROM accounts"
+                " WHERE name = 'alice') WHERE name = 'bob'")
+    assert store.account("alice").material == {"key": SECRET.hex()}
+    with pytest.raises(StoreError, match="does not decrypt"):
+        store.account("bob")
+
+
+# -- migrations -------------------------------------------------------------------------
+def test_store_upgrades_from_v1(backend, key):
+    conn = backend.module.connect(backend.target)
+    try:
+        assert backend.module.migrate(conn, target=1) == 1
+        with pytest.raises(backend.error):
+            backend.execute(conn, "SELECT seq FROM audit_head")
+        # a v1 store with an account and two audit entries written by the v1 code
+        backend.execute(conn, "INSERT INTO accounts (name, type, params, state, counter,"
+                        " lockout, created_at) VALUES ('old', 'totp', '{\"lockout\": 10}',"
+                        " 'pending', 3, 10, 1.0)")
+        audit_key = AtRestKeys(key).audit_key
+        prev = ZERO_HASH
+        for seq in (1, 2):
+            mac = _audit_mac(audit_key, prev, seq, 5.0, "admin", "old", "-", "cli", "ok")
+            backend.execute(conn, "INSERT INTO audit VALUES (%s, 5.0, 'admin', 'old', '-',"
+                            " 'cli', 'ok', %s)", (seq, mac))
+            prev = mac
+        assert backend.execute(conn, "SELECT version FROM schema_version") == [(1,)]
+    finally:
+        conn.close()
+    store = backend.open()
+    assert store.schema_version() == SCHEMA_VERSION
+    record = store.account("old")
+    assert (record.counter, record.transcript, record.state) == (3, None, "pending")
+    report = store.verify_audit()
+    assert report.ok and report.head_seq == 2
+    with store.transaction() as tx:
+        tx.audit(6.0, "admin", "old", "-", "cli", "ok")
+    assert store.verify_audit().ok and store.verify_audit().head_seq == 3
