@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # System packages the full test suite talks to: oathtool (HOTP/TOTP peer), radclient
-# (RADIUS peer), an MIT Kerberos KDC with the OTP preauth plugin, and the build headers.
+# (RADIUS peer), an MIT Kerberos KDC with the OTP preauth plugin, PostgreSQL 15 (the tests
+# start their own throwaway cluster; no system cluster is created), and the build headers.
 # Run as root (or through sudo). Idempotent.
 set -euo pipefail
 pkgs=(build-essential libssl-dev libgmp-dev oathtool freeradius-utils
-      krb5-kdc krb5-admin-server krb5-otp krb5-user)
+      krb5-kdc krb5-admin-server krb5-otp krb5-user postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # the tests run their own PostgreSQL cluster: don't create or start the system one
+  mkdir -p /etc/postgresql-common
+  [ -f /etc/postgresql-common/createcluster.conf ] ||
+    echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
