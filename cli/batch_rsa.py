@@ -90,7 +90,7 @@ def _announce(command, generated, shown):
 
 def _open_out(path):
     if path == "-":
-        return click.get_binary_stream("stdout")
+        return click.open_file("-", "wb")
     try:
         return open(path, "wb")
     except OSError as exc:

@@ -27,7 +27,7 @@ def primitive(degree, show_count, index, show_all):
             click.echo(hex(core.lfsr_primitive_at(degree, index)))
         else:
             polys = core.lfsr_primitive_all(degree)
-            click.get_binary_stream("stdout").write("".join(f"{p:#x}\n" for p in polys).encode())
+            click.open_file("-", "wb").write("".join(f"{p:#x}\n" for p in polys).encode())
     except InvalidParameter as exc:
         if exc.field == "k":
             exc = InvalidParameter("index", exc.message)
