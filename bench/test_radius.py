@@ -7,6 +7,7 @@ request must be accepted (each code once).
 
     python -m pytest bench/test_radius.py --benchmark-enable -s
     python -m pytest bench/test_radius.py --benchmark-disable -q     # correctness only
+    OTPFAST_BENCH_RADIUS_SERVER="CMD ..."   # profiling hook: runs CMD serve ... instead of python -m otpfast_cli
 """
 import hashlib
 import hmac
@@ -99,9 +100,11 @@ def server(provisioned):
     """``otpfast serve`` with RADIUS over UDP, as an admin would run it."""
     data_dir, secret_file, _ = provisioned
     port = free_udp_port()
+    command = os.environ.get("OTPFAST_BENCH_RADIUS_SERVER")  # profiling hook: replaces `python -m otpfast_cli`
+    command = command.split() if command else [sys.executable, "-m", "otpfast_cli"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otpfast_cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
-         "--radius", f"127.0.0.1:{port}", "--radius-secret-file", secret_file],
+        command + ["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
+                   "--radius", f"127.0.0.1:{port}", "--radius-secret-file", secret_file],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

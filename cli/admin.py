@@ -52,16 +52,24 @@ def _show_credential(kind: str, name, credential: str) -> None:
               help="The unencrypted PEM private key of --tls-cert.")
 @click.option("--rsa-bits", type=click.IntRange(min=2048), default=3072, show_default=True,
               help="Size of the key server's RSA key.")
-def init_command(data_dir, tls_cert, tls_key, rsa_bits):
+@click.option("--store-url", envvar="OTPFAST_STORE_URL", default=None, metavar="URL",
+              help="Keep the store in this PostgreSQL database (postgresql://...) instead of "
+                   "a SQLite file; recorded in the data dir (mode 0600). A URL with a password "
+                   "is better passed as $OTPFAST_STORE_URL than on the command line.")
+def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url):
     """Create the data directory: store, at-rest key, RSA key pair, TLS certificate.
     Prints the TLS fingerprint that clients pin."""
     dd = DataDir.resolve(data_dir)
     try:
-        fingerprint = dd.init(tls_cert=tls_cert, tls_key=tls_key, rsa_bits=rsa_bits)
+        fingerprint = dd.init(tls_cert=tls_cert, tls_key=tls_key, rsa_bits=rsa_bits,
+                              store_url=store_url or None)
     except InvalidParameter as exc:
         raise bad_parameter(exc) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(fingerprint)
     click.echo(f"initialised {dd.path}", err=True)
+    click.echo(f"store: {dd.describe_store()}", err=True)
 
 
 @click.command("fingerprint")

@@ -2,12 +2,15 @@
 
 Layout (files holding secrets are created mode 0600, the directory 0700):
 
-    store.db        SQLite store (WAL: store.db-wal, store.db-shm beside it)
+    store.db        SQLite store (WAL: store.db-wal, store.db-shm beside it), the default
+    store.url       instead of store.db: the PostgreSQL URL of a shared store (0600: a URL
+                    may carry a password)
     at-rest.key     32-byte at-rest key, base64url (absent if $OTPFAST_AT_REST_KEY is used)
     keyserver.pem   the key server's RSA private key (PKCS#8 PEM)
     tls.crt         TLS certificate (self-signed unless given to init)
     tls.key         TLS private key
-    audit.head      "<seq> <hash hex>" of the last audit entry (tail-truncation check)
+    audit.head      the head (seq, hash) of the audit chain (tail-truncation check; see
+                    otpfast.store.common.HeadFile)
 """
 import datetime
 import hashlib
@@ -23,15 +26,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from .errors import InvalidParameter, StoreError
-from .store import SQLiteStore, atrest
+from .store import PostgresStore, SQLiteStore, Store, atrest, describe_url
 
 STORE_FILE = "store.db"
+STORE_URL_FILE = "store.url"
 KEY_FILE = "at-rest.key"
 RSA_FILE = "keyserver.pem"
 CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
 HEAD_FILE = "audit.head"
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
+ENV_STORE_URL = "OTPFAST_STORE_URL"
+URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def default_path() -> str:
@@ -79,17 +85,39 @@ class DataDir:
 
     @property
     def initialised(self) -> bool:
-        return os.path.exists(self.file(STORE_FILE))
+        return os.path.exists(self.file(STORE_FILE)) or os.path.exists(self.file(STORE_URL_FILE))
+
+    def store_url(self) -> str | None:
+        """The PostgreSQL URL recorded by ``init --store-url``; None for the SQLite store."""
+        try:
+            with open(self.file(STORE_URL_FILE), encoding="utf-8") as fh:
+                return fh.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def describe_store(self) -> str:
+        """Which store this data dir uses, for messages (never shows a password)."""
+        url = self.store_url()
+        if url is not None:
+            return describe_url(url)
+        return f"sqlite file {self.file(STORE_FILE)}"
 
     def init(self, *, tls_cert: str | None = None, tls_key: str | None = None,
-             rsa_bits: int = 3072) -> str:
-        """Create everything; returns the TLS fingerprint. Refuses an initialised dir."""
+             rsa_bits: int = 3072, store_url: str | None = None) -> str:
+        """Create everything; returns the TLS fingerprint. Refuses an initialised dir.
+        ``store_url`` (else $OTPFAST_STORE_URL) selects a PostgreSQL store instead of the
+        SQLite file; it is recorded in ``store.url`` (0600)."""
+        if store_url is None:
+            store_url = os.environ.get(ENV_STORE_URL) or None
+        if store_url is not None and not store_url.startswith(URL_SCHEMES):
+            raise InvalidParameter("store-url", "must be a postgresql://... URL")
         if rsa_bits < 2048:
             raise InvalidParameter("rsa-bits", "must be at least 2048")
         if (tls_cert is None) != (tls_key is None):
             raise InvalidParameter("tls-cert", "give both --tls-cert and --tls-key, or neither")
         if self.initialised or any(os.path.exists(self.file(f)) for f in
-                                   (KEY_FILE, RSA_FILE, CERT_FILE, TLS_KEY_FILE)):
+                                   (KEY_FILE, RSA_FILE, CERT_FILE, TLS_KEY_FILE,
+                                    STORE_URL_FILE)):
             raise InvalidParameter("data-dir", f"{self.path} is initialised already")
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         if tls_cert is not None:
@@ -110,10 +138,14 @@ class DataDir:
                                                 serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption())
         rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
-        if os.environ.get(atrest.ENV_VAR):
-            key = atrest.decode_key(os.environ[atrest.ENV_VAR])
-        else:
-            key = atrest.new_key()
+        key = (atrest.decode_key(os.environ[atrest.ENV_VAR]) if os.environ.get(atrest.ENV_VAR)
+               else atrest.new_key())
+        if store_url is not None:
+            # first: a database that is unreachable or holds another key's store leaves the
+            # directory uninitialised
+            PostgresStore(store_url, key, head_path=self.file(HEAD_FILE), create=True).close()
+            _write_private(self.file(STORE_URL_FILE), store_url.encode("utf-8") + b"\n")
+        if not os.environ.get(atrest.ENV_VAR):
             _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
         _write_private(self.file(RSA_FILE), rsa_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -121,8 +153,9 @@ class DataDir:
         _write_private(self.file(TLS_KEY_FILE), key_pem)
         with open(self.file(CERT_FILE), "wb") as fh:
             fh.write(cert_pem)
-        SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
-                    create=True).close()
+        if store_url is None:
+            SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
+                        create=True).close()
         return self.fingerprint()
 
     def _require(self) -> None:
@@ -144,9 +177,14 @@ class DataDir:
         context.load_cert_chain(self.file(CERT_FILE), self.file(TLS_KEY_FILE))
         return context
 
-    def open_store(self, *, synchronous: str = "FULL") -> SQLiteStore:
+    def open_store(self, *, synchronous: str = "FULL") -> Store:
+        """The PostgreSQL store recorded in ``store.url``, else the SQLite file
+        (``synchronous`` applies to SQLite; PostgreSQL commits are always durable)."""
         self._require()
         key = atrest.load_key(self.file(KEY_FILE))
+        url = self.store_url()
+        if url is not None:
+            return PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False)
         return SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
                            synchronous=synchronous)
 

@@ -128,13 +128,28 @@ def known_servers(tmp_path, monkeypatch):
     return path
 
 
+def _event_loop_params():
+    from otpfast.net import eventloop
+    return [pytest.param(name, id=name, marks=() if eventloop.available(name) else
+                         pytest.mark.skip(reason=f"{name} is not installed"))
+            for name in eventloop.LOOPS]
+
+
+@pytest.fixture(params=_event_loop_params())
+def event_loop_name(request):
+    """Each event loop the servers may run on (uvloop when installed, asyncio's own)."""
+    return request.param
+
+
 @pytest.fixture
-def run():
+def run(event_loop_name):
+    from otpfast.net import eventloop
+
     def runner(coroutine_function, *args, timeout=30):
         async def main():
             async with asyncio.timeout(timeout):
                 return await coroutine_function(*args)
-        return asyncio.run(main())
+        return eventloop.run(main(), name=event_loop_name)
     return runner
 
 

@@ -4,7 +4,12 @@ import threading
 import pytest
 
 from otpfast.errors import Refused
+from otpfast.net.eventloop import run as _run
 from otpfast.net.verifier import AsyncVerifier
+
+
+def run_on(name, coroutine):
+    return _run(coroutine, name=name)
 
 
 class Recorder:
@@ -32,7 +37,7 @@ class Recorder:
         return value * 2
 
 
-def test_verifier_one_batch_per_loop_iteration():
+def test_verifier_one_batch_per_loop_iteration(event_loop_name):
     async def main():
         recorder = Recorder()
         verifier = AsyncVerifier(recorder)
@@ -40,13 +45,13 @@ def test_verifier_one_batch_per_loop_iteration():
                                          for i in range(100)))
         await verifier.aclose()
         return recorder, results
-    recorder, results = asyncio.run(main())
+    recorder, results = run_on(event_loop_name, main())
     assert results == [bool(i % 3) for i in range(100)]
     assert len(recorder.batches) == 1 and len(recorder.batches[0]) == 100
     assert recorder.threads and threading.get_ident() not in recorder.threads
 
 
-def test_verifier_group_commit_gathers_requests_while_busy():
+def test_verifier_group_commit_gathers_requests_while_busy(event_loop_name):
     async def main():
         recorder = Recorder()
         verifier = AsyncVerifier(recorder)
@@ -61,11 +66,11 @@ def test_verifier_group_commit_gathers_requests_while_busy():
         await asyncio.gather(first, *later, *more)
         await verifier.aclose()
         return recorder
-    recorder = asyncio.run(main())
+    recorder = run_on(event_loop_name, main())
     assert [len(batch) for batch in recorder.batches] == [1, 20]
 
 
-def test_verifier_calls_keep_submission_order():
+def test_verifier_calls_keep_submission_order(event_loop_name):
     async def main():
         recorder = Recorder()
         verifier = AsyncVerifier(recorder)
@@ -78,27 +83,83 @@ def test_verifier_calls_keep_submission_order():
             await verifier.call(recorder.note, "refuse")
         await verifier.aclose()
         return recorder
-    recorder = asyncio.run(main())
+    recorder = run_on(event_loop_name, main())
     assert recorder.calls[0] == ("x", 1)  # ran after the first verification's batch
     assert recorder.batches == [["ok1"], ["ok2"]]
     assert len(recorder.threads) == 1
 
 
-def test_verifier_failed_batch_fails_every_waiter():
+def test_verifier_failed_batch_fails_every_waiter(event_loop_name):
     async def main():
         verifier = AsyncVerifier(Recorder(fail=True))
         outcomes = await asyncio.gather(*(verifier.verify("a", "ok", source="t") for _ in range(5)),
                                         return_exceptions=True)
         await verifier.aclose()
         return outcomes
-    assert all(isinstance(outcome, OSError) for outcome in asyncio.run(main()))
+    assert all(isinstance(outcome, OSError) for outcome in run_on(event_loop_name, main()))
 
 
-def test_verifier_refuses_work_after_close():
+def test_verifier_refuses_work_after_close(event_loop_name):
     async def main():
         verifier = AsyncVerifier(Recorder())
         assert await verifier.verify("a", "ok", source="t")
         await verifier.aclose()
         with pytest.raises(RuntimeError):
             verifier.verify_future("a", "ok", source="t")
-    asyncio.run(main())
+    run_on(event_loop_name, main())
+
+
+def test_verifier_callbacks_then_one_replies_ready_per_owner(event_loop_name):
+    class Owner:
+        def __init__(self):
+            self.results = []
+            self.ready_calls = []
+
+        def callback(self, index):
+            def fill(ok, exc):
+                self.results.append((index, ok, exc))
+                return self
+            return fill
+
+        def replies_ready(self):
+            self.ready_calls.append(len(self.results))
+
+    async def main():
+        recorder = Recorder()
+        verifier = AsyncVerifier(recorder)
+        owners = [Owner(), Owner()]
+        for i in range(6):
+            verifier.verify_callback("a", f"{'ok' if i % 2 else 'no'}{i}", owners[i % 2].callback(i), source="t")
+        done = await verifier.verify("a", "ok-last", source="t")  # same batch, resolved with it
+        await verifier.aclose()
+        return recorder, owners, done
+    recorder, owners, done = run_on(event_loop_name, main())
+    assert done and len(recorder.batches) == 1
+    assert owners[0].results == [(0, False, None), (2, False, None), (4, False, None)]
+    assert owners[1].results == [(1, True, None), (3, True, None), (5, True, None)]
+    assert owners[0].ready_calls == [3] and owners[1].ready_calls == [3]  # once, after all its replies
+
+
+def test_verifier_callback_gets_the_batch_failure(event_loop_name):
+    async def main():
+        verifier = AsyncVerifier(Recorder(fail=True))
+        seen = []
+        verifier.verify_callback("a", "ok", lambda ok, exc: seen.append((ok, type(exc))), source="t")
+        with pytest.raises(OSError):
+            await verifier.verify("a", "ok", source="t")
+        await verifier.aclose()
+        return seen
+    assert run_on(event_loop_name, main()) == [(None, OSError)]
+
+
+def test_verifier_stats_report_batches(event_loop_name):
+    async def main():
+        verifier = AsyncVerifier(Recorder())
+        await asyncio.gather(*(verifier.verify("a", f"ok{i}", source="t") for i in range(10)))
+        await verifier.aclose()
+        return verifier
+    verifier = run_on(event_loop_name, main())
+    stats = verifier.stats()
+    assert stats["verified"] == 10 and stats["batches"] == 1 and stats["mean_batch"] == 10
+    assert 0 <= stats["batch_ms"]["p50"] <= stats["batch_ms"]["max"]
+    assert "10 verifications in 1 batches" in verifier.stats_line()

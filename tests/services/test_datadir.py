@@ -98,3 +98,98 @@ def test_datadir_self_signed_certificate_names_loopback(tmp_path):
     cert = _self_signed(ec.generate_private_key(ec.SECP256R1()))
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
+
+
+def _as_url(conninfo: str, password: str | None = None) -> str:
+    """A postgresql:// URL for a conninfo, optionally with a password (the test cluster
+    trusts loopback: the password is ignored by the server)."""
+    import urllib.parse
+
+    import psycopg
+
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    user = urllib.parse.quote(info["user"], safe="")
+    if password is not None:
+        user += ":" + urllib.parse.quote(password, safe="")
+    query = ("options=" + urllib.parse.quote(info["options"], safe="")) if "options" in info else ""
+    return (f"postgresql://{user}@{info['host']}:{info['port']}/{info['dbname']}"
+            + (f"?{query}" if query else ""))
+
+
+def test_datadir_postgres_store_end_to_end(tmp_path, pg_url, monkeypatch, clock):
+    """`otpfast init --store-url`: the URL is recorded (0600), every command uses PostgreSQL,
+    the password is never printed; request -> verify -> replay through Distribution; the
+    audit check passes and catches an edit made in the database."""
+    import psycopg
+    from click.testing import CliRunner
+
+    from otpfast.services import masking
+    from otpfast.services.distribution import Distribution
+    from otpfast.store import PostgresStore
+    from otpfast_cli.main import cli
+
+    password = "pw-" + os.urandom(6).hex()
+    url = _as_url(pg_url, password)
+    data_dir = str(tmp_path / "d")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", "--data-dir", data_dir, "--rsa-bits", "2048",
+                                 "--store-url", url])
+    assert result.exit_code == 0, result.output
+    assert "postgresql database" in result.output and password not in result.output
+    dd = DataDir(data_dir)
+    assert not os.path.exists(dd.file("store.db"))
+    assert stat.S_IMODE(os.stat(dd.file("store.url")).st_mode) == 0o600
+    assert dd.store_url() == url and password not in dd.describe_store()
+
+    def run(*args):
+        out = runner.invoke(cli, [*args[:2], "--data-dir", data_dir, *args[2:]])
+        assert password not in out.output
+        return out
+
+    assert run("account", "add", "alice", "--type", "hotp").exit_code == 0
+    added = run("client", "add", "dev", "--account", "alice")
+    assert added.exit_code == 0, added.output
+    credential = added.stdout.strip().encode()
+
+    store = dd.open_store()
+    assert isinstance(store, PostgresStore)
+    try:
+        dist = Distribution(store, clock=clock)
+        client = dist.authenticate("dev", credential)
+        issued = dist.request(client, "alice")
+        otp = masking.unmask(credential, "alice", issued.nonce, issued.masked)
+        assert dist.verify_many([_item("alice", otp), _item("alice", otp)]) == [True, False]
+    finally:
+        store.close()
+    verified = run("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE audit SET outcome = 'rejected:format' WHERE seq = 2")
+    assert run("audit", "verify").exit_code == 1
+
+
+def test_datadir_postgres_url_from_environment_and_refusals(tmp_path, pg_url, monkeypatch):
+    url = _as_url(pg_url)
+    monkeypatch.setenv("OTPFAST_STORE_URL", url)
+    dd = DataDir(str(tmp_path / "d"))
+    dd.init(rsa_bits=2048)
+    assert dd.store_url() == url
+    with dd.open_store() as store:
+        assert store.schema_version() >= 1
+    with pytest.raises(InvalidParameter):
+        dd.init(rsa_bits=2048)
+    with pytest.raises(InvalidParameter) as exc:
+        DataDir(str(tmp_path / "e")).init(rsa_bits=2048, store_url="mysql://x")
+    assert exc.value.field == "store-url"
+    # another data dir with another at-rest key cannot take over the database's store
+    monkeypatch.delenv("OTPFAST_STORE_URL")
+    other = DataDir(str(tmp_path / "f"))
+    with pytest.raises(StoreError, match="at-rest key"):
+        other.init(rsa_bits=2048, store_url=url)
+    assert not other.initialised and not os.path.exists(other.file("at-rest.key"))
+
+
+def _item(account, otp):
+    from otpfast.services.distribution import VerifyItem
+
+    return VerifyItem(account, otp, "test")

@@ -1,8 +1,10 @@
 """The shared server loop: TLS transport -> Connection.receive_data -> handler -> replies.
 
 One ``ServerProtocol`` per TCP connection. Requests may be pipelined; each one becomes an
-immediate reply or a future (a service call running on a worker thread), and replies are
-written in request order, many per write. A peer that breaks the protocol, fails to
+immediate reply, a future (a service call running on a worker thread) or a waiting reply that
+the group-commit writer fills (verifications: no future, no task; the writer then calls
+``replies_ready()`` once per connection and batch), and replies are written in request order,
+many per write. A peer that breaks the protocol, fails to
 authenticate or is refused gets one generic ``Error`` frame and the connection is closed;
 the server keeps serving everyone else. Timeouts: ``read_timeout`` while a frame is
 incomplete or a reply is being written, ``idle_timeout`` between requests.
@@ -30,21 +32,42 @@ class ServerLimits:
 
 
 class Reply:
-    """A handler's answer to one request: an immediate message, or a future + converter.
+    """A handler's answer to one request: an immediate message, a future + converter, or a
+    slot that a callback fills later (``Reply.waiting(convert)``, then ``reply(result, exc)``).
 
     ``barrier``: no later request of this connection is handled until this one is done
-    (authentication). ``close_after``: close the connection once the reply is written.
+    (authentication).
     """
 
-    __slots__ = ("message", "future", "convert", "barrier")
+    __slots__ = ("message", "future", "convert", "barrier", "owner", "waiting_result")
 
     def __init__(self, message=None, future=None, convert=None, barrier=False):
         self.message = message
         self.future = future
         self.convert = convert
         self.barrier = barrier
+        self.owner = None              # the ServerProtocol that writes this reply
+        self.waiting_result = False
+
+    @classmethod
+    def waiting(cls, convert):
+        """A reply filled by calling it: ``reply(result, None)`` or ``reply(None, exc)``."""
+        reply = cls(convert=convert)
+        reply.waiting_result = True
+        return reply
+
+    def __call__(self, result, exc):
+        """Fill a waiting reply (in the loop thread); returns the owner to flush."""
+        self.waiting_result = False
+        if exc is not None:
+            self.message = _error_for(exc)
+        else:
+            self.message = self.convert(result)
+        return self.owner
 
     def ready(self):
+        if self.waiting_result:
+            return False
         return self.future is None or self.future.done()
 
     def result(self):
@@ -55,10 +78,14 @@ class Reply:
             return Error()
         exc = self.future.exception()
         if exc is not None:
-            if not isinstance(exc, Refused):
-                log.error("service call failed: %s", type(exc).__name__)
-            return Error()
+            return _error_for(exc)
         return self.convert(self.future.result())
+
+
+def _error_for(exc):
+    if not isinstance(exc, Refused):
+        log.error("service call failed: %s", type(exc).__name__)
+    return Error()
 
 
 class ConnectionTracker:
@@ -160,10 +187,10 @@ class ServerProtocol(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self):
-        should_pause = (self._writing_paused or self._barrier is not None
-                        or len(self._replies) >= self._limits.max_pending)
         if self._closing:
             return
+        should_pause = (self._writing_paused or self._barrier is not None
+                        or len(self._replies) >= self._limits.max_pending)
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
@@ -210,11 +237,21 @@ class ServerProtocol(asyncio.Protocol):
                 self._peer_done = True
                 break
             reply = self._handler.handle(event)
+            reply.owner = self
             self._replies.append(reply)
             if reply.future is not None and not reply.future.done():
                 reply.future.add_done_callback(self._on_reply_done)
                 if reply.barrier:
                     self._barrier = reply
+        replies = self._replies
+        if (replies and replies[0].ready()) or (self._peer_done and not replies):
+            self._flush()
+        self._update_reading()
+
+    def replies_ready(self):
+        """Waiting replies were filled (AsyncVerifier calls this once per batch)."""
+        if self._closing:
+            return
         self._flush()
         self._update_reading()
 

@@ -31,8 +31,9 @@ class DistributionHandler:
     def handle(self, event):
         kind = type(event)
         if kind is Verify:
-            return Reply(future=self._verifier.verify_future(
-                event.account, event.otp, source="protocol", client=self.client), convert=_verdict)
+            reply = Reply.waiting(_verdict)
+            self._verifier.verify_callback(event.account, event.otp, reply, source="protocol", client=self.client)
+            return reply
         if kind is Request:
             return Reply(future=self._verifier.call_future(
                 self._distribution.request, self.client, event.account), convert=_issued)

@@ -41,9 +41,16 @@ def _encode_field(kind, limit, name, value):
     return _U16.pack(len(data)) + data
 
 
+# Messages without fields (AuthOk, Accept, Reject, Error, Hello) always encode the same.
+_FIELDLESS_FRAMES = {cls: HEADER.pack(VERSION, cls.TYPE, 0) for cls in MESSAGE_TYPES.values() if not cls.FIELDS}
+
+
 def encode(message):
     """Return the frame bytes for ``message``; LocalProtocolError if it breaks a limit."""
     cls = type(message)
+    frame = _FIELDLESS_FRAMES.get(cls)
+    if frame is not None:
+        return frame
     if MESSAGE_TYPES.get(getattr(cls, "TYPE", None)) is not cls:
         raise LocalProtocolError("not a protocol message")
     body = b"".join(_encode_field(kind, limit, name, getattr(message, name))
@@ -53,22 +60,43 @@ def encode(message):
     return HEADER.pack(VERSION, cls.TYPE, len(body)) + body
 
 
+_STR, _BYTES, _INT = 0, 1, 2
+
+
+def _field_specs(cls):
+    specs = []
+    for _name, kind, limit in cls.FIELDS:
+        if kind == "str":
+            specs.append((_STR, limit, None))
+        elif kind == "bytes":
+            specs.append((_BYTES, limit, None))
+        else:
+            specs.append((_INT, limit, _INT_FORMATS[kind][0]))
+    return tuple(specs)
+
+
+_FIELD_SPECS = {cls: _field_specs(cls) for cls in MESSAGE_TYPES.values()}
+
+
 def decode_body(cls, body):
     """Build a ``cls`` message from a frame body; RemoteProtocolError on any violation."""
     values = []
     pos = 0
     end = len(body)
-    for name, kind, limit in cls.FIELDS:
-        if kind == "str" or kind == "bytes":
+    specs = _FIELD_SPECS.get(cls)
+    if specs is None:
+        specs = _field_specs(cls)
+    for code, limit, fmt in specs:
+        if code is not _INT:
             if pos + 2 > end:
                 raise RemoteProtocolError("truncated field")
-            (size,) = _U16.unpack_from(body, pos)
+            size = (body[pos] << 8) | body[pos + 1]
             pos += 2
             if size < 1 or size > limit or pos + size > end:
                 raise RemoteProtocolError("bad field length")
             data = body[pos:pos + size]
             pos += size
-            if kind == "str":
+            if code is _STR:
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError:
@@ -79,7 +107,6 @@ def decode_body(cls, body):
             else:
                 values.append(data)
         else:
-            fmt, _top = _INT_FORMATS[kind]
             if pos + fmt.size > end:
                 raise RemoteProtocolError("truncated field")
             (number,) = fmt.unpack_from(body, pos)
@@ -141,8 +168,9 @@ class FrameDecoder:
         pos = self._pos
         if len(buffer) - pos < HEADER_SIZE:
             return None
-        self._check_header()
-        _version, kind, length = HEADER.unpack_from(buffer, pos)
+        version, kind, length = HEADER.unpack_from(buffer, pos)
+        if version != VERSION or kind not in MESSAGE_TYPES or length > MAX_FRAME:
+            self._check_header()   # raises the precise error
         start = pos + HEADER_SIZE
         if len(buffer) - start < length:
             return None

@@ -14,11 +14,13 @@ Verification policy, the same for every caller (native protocol, CLI, RADIUS):
   ``otpfast account unlock``; a success resets the count;
 * every failure raises the same InvalidToken; every call writes one audit entry.
 """
+import collections
 import dataclasses
+import threading
 import time
 
 from otpfast.errors import InvalidToken, Refused
-from otpfast.store import ACCOUNT_ACTIVE, Store
+from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
 from . import audit, credentials, masking, tokens
 from .policy import SERVER_ISSUED
@@ -50,10 +52,38 @@ def _client_label(client: ClientInfo | None) -> str:
     return "-" if client is None else client.name
 
 
+TOKEN_CACHE_SIZE = 4096
+
+
+class _TokenCache:
+    """HOTP/TOTP scheme objects (they hold the key: memory only) of recently verified
+    accounts, keyed by everything they are built from, so a changed key or setting is a
+    miss. Oldest out first."""
+
+    def __init__(self, size: int = TOKEN_CACHE_SIZE):
+        self._size = size
+        self._tokens: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, acct, make):
+        params = acct.params
+        cache_key = (acct.name, acct.type, acct.material["key"], params["digits"],
+                     params["algorithm"], params.get("period"))
+        token = self._tokens.get(cache_key)
+        if token is None:
+            token = make(acct)
+            with self._lock:
+                self._tokens[cache_key] = token
+                while len(self._tokens) > self._size:
+                    self._tokens.popitem(last=False)
+        return token
+
+
 class Distribution:
     def __init__(self, store: Store, *, clock=time.time):
         self.store = store
         self.clock = clock
+        self._tokens = _TokenCache()
 
     # -- clients ----------------------------------------------------------------------
     def authenticate(self, client_name: str, credential: bytes) -> ClientInfo:
@@ -105,61 +135,122 @@ class Distribution:
         if not items:
             return []
         now = self.clock()
-        results = []
         with self.store.transaction() as tx:
+            batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now)
+            results = []
             for item in items:
-                outcome = self._verify_one(tx, item, now)
-                accepted = outcome == audit.ACCEPTED
-                results.append(accepted)
+                outcome = batch.verify(item)
+                results.append(outcome == audit.ACCEPTED)
                 tx.audit(now, audit.VERIFY, str(item.account)[:128],
                          _client_label(item.client), str(item.source)[:64], outcome)
+            batch.finish()
         return results
 
-    def _verify_one(self, tx, item: VerifyItem, now: float) -> str:
+
+class _VerifyBatch:
+    """One verify_many transaction. Reads are done once for the whole batch, under the
+    store's write lock (so they stay current until COMMIT): the batch's accounts in one
+    query, the unused issued OTPs it names in another. Items are then decided in order on
+    in-memory copies that follow every decision, so later items see earlier ones (a
+    duplicate OTP, a moved counter or step, a failure count reaching the lockout). Before
+    COMMIT the changes are written as conditional updates whose row counts are checked:
+    each changed account is compared-and-set from the state read at the start
+    (Transaction.update_accounts), each issued OTP taken is marked used only if still
+    unused (Transaction.use_issued_ids). Any shortfall raises, and the whole transaction
+    rolls back - nothing accepted, nothing audited; the write lock makes that impossible
+    short of someone writing behind otpfast's back."""
+
+    def __init__(self, tx, keys, token_cache: _TokenCache, items: list[VerifyItem], now: float):
+        self.tx = tx
+        self.now = now
+        self._token = token_cache.get
+        self.accounts = tx.accounts(item.account for item in items
+                                    if item.client is None or item.client.verifier)
+        self.original = dict(self.accounts)
+        self.digests: dict[tuple[str, str], bytes] = {}
+        for item in items:
+            acct = self.accounts.get(item.account) if isinstance(item.account, str) else None
+            if (acct is not None and acct.type in SERVER_ISSUED
+                    and tokens.well_formed(acct, item.otp)):
+                otp = item.otp.lower() if acct.type == "hashchain" else item.otp
+                if (acct.name, otp) not in self.digests:
+                    self.digests[acct.name, otp] = keys.otp_digest(acct.name, otp)
+        self.unused = tx.find_issued([(name, digest) for (name, _), digest
+                                      in self.digests.items()], now)
+        self.taken: list[int] = []
+
+    def finish(self) -> None:
+        """Write the batch's decisions (inside the transaction, before COMMIT)."""
+        changes = [(self.original[name], acct) for name, acct in self.accounts.items()
+                   if acct is not self.original[name]]
+        if changes and self.tx.update_accounts(changes) != len(changes):
+            raise RuntimeError("account state changed inside a transaction")
+        if self.taken and self.tx.use_issued_ids(self.taken, self.now) != len(self.taken):
+            raise RuntimeError("issued OTPs changed inside a transaction")
+
+    def _set(self, acct, *, counter=None, last_step=None, chain_last=None, failures=None):
+        """Change the batch's copy of ``acct`` (written by finish)."""
+        self.accounts[acct.name] = AccountRecord(
+            name=acct.name, type=acct.type, params=acct.params, state=acct.state,
+            material=acct.material, counter=acct.counter if counter is None else counter,
+            last_step=acct.last_step if last_step is None else last_step,
+            chain_last=acct.chain_last if chain_last is None else chain_last,
+            failures=acct.failures if failures is None else failures,
+            transcript=acct.transcript, created_at=acct.created_at)
+
+    def verify(self, item: VerifyItem) -> str:
         if not isinstance(item.account, str):
             return audit.NO_ACCOUNT
         if item.client is not None and not item.client.verifier:
             return audit.NOT_AUTHORISED
-        acct = tx.account(item.account)
+        acct = self.accounts.get(item.account)
         if acct is None:
             return audit.NO_ACCOUNT
         if acct.state != ACCOUNT_ACTIVE:
             return audit.PENDING
         if acct.locked:
             return audit.LOCKED
-        if tokens.well_formed(acct, item.otp) and self._match(tx, acct, item.otp, now):
-            if acct.failures and not tx.clear_failures(acct.name):
-                raise RuntimeError("account state changed inside a transaction")
+        well_formed = tokens.well_formed(acct, item.otp)
+        if well_formed and self._match(acct, item.otp):
+            acct = self.accounts[acct.name]
+            if acct.failures:
+                self._set(acct, failures=0)
             return audit.ACCEPTED
-        tx.record_failure(acct.name)
-        return audit.NO_MATCH if tokens.well_formed(acct, item.otp) else audit.BAD_FORMAT
+        self._set(acct, failures=acct.failures + 1)     # not locked: below the lockout
+        return audit.NO_MATCH if well_formed else audit.BAD_FORMAT
 
-    def _match(self, tx, acct, otp: str, now: float) -> bool:
+    def _take_issued(self, name: str, otp: str) -> bool:
+        ids = self.unused.get((name, self.digests[name, otp]))
+        if not ids:
+            return False
+        self.taken.append(ids.pop(0))
+        return True
+
+    def _match(self, acct, otp: str) -> bool:
         name = acct.name
         if acct.type == "totp":
             try:
-                step = tokens.totp_token(acct).verify(
-                    otp, at=now, window=1,
+                step = self._token(acct, tokens.totp_token).verify(
+                    otp, at=self.now, window=1,
                     after_step=acct.last_step if acct.last_step >= 0 else None)
             except InvalidToken:
                 return False
-            return tx.advance_step(name, acct.last_step, step)
+            self._set(acct, last_step=step)          # > last_step: after_step enforces it
+            return True
         if acct.type == "hashchain":
             otp = otp.lower()
-            if not tokens.chain_match(acct, otp):
+            if not tokens.chain_match(acct, otp) or not self._take_issued(name, otp):
                 return False
-            if not tx.use_issued(name, self.store.keys.otp_digest(name, otp), now):
-                return False
-            if not tx.advance_chain(name, acct.chain_last, bytes.fromhex(otp)):
-                raise RuntimeError("account state changed inside a transaction")
+            self._set(acct, chain_last=bytes.fromhex(otp))
             return True
-        if tx.use_issued(name, self.store.keys.otp_digest(name, otp), now):
+        if self._take_issued(name, otp):
             return True
         if acct.type == "hotp":
             try:
-                matched = tokens.hotp_token(acct).verify(otp, acct.counter,
-                                                         window=acct.params["window"])
+                matched = self._token(acct, tokens.hotp_token).verify(
+                    otp, acct.counter, window=acct.params["window"])
             except InvalidToken:
                 return False
-            return tx.advance_counter(name, acct.counter, matched + 1)
+            self._set(acct, counter=matched + 1)
+            return True
         return False

@@ -4,8 +4,11 @@ Rules every backend keeps, so a PostgreSQL backend can follow without changing c
 
 * Every state change happens inside ``with store.transaction() as tx:``; the block is one
   database transaction (commit on normal exit, rollback on exception). A backend opens it
-  in a mode that takes the write lock at once (SQLite ``BEGIN IMMEDIATE``; PostgreSQL would
-  use ``SELECT ... FOR UPDATE`` in :meth:`Transaction.account`).
+  in a mode that takes the write lock at once, before any read: SQLite ``BEGIN IMMEDIATE``;
+  PostgreSQL locks the single ``audit_head`` row (``SELECT ... FOR UPDATE``) as the first
+  statement after BEGIN. Writers therefore queue on one lock taken first (no deadlock, no
+  retry), and reads inside the transaction (:meth:`Transaction.account`,
+  :meth:`Transaction.accounts`) stay current until COMMIT without row locks of their own.
 * Each state change is a single conditional statement whose result says whether it
   happened (``UPDATE ... WHERE counter = :old`` -> True/False). Callers never write a value
   they computed from an earlier read unless the write is conditional on that read.
@@ -103,9 +106,13 @@ class Transaction(abc.ABC):
     """One open write transaction. Methods returning bool report whether the conditional
     change happened; a False leaves the row untouched."""
 
-    # -- reads inside the transaction (row locked where the backend supports it)
+    # -- reads inside the transaction (current until COMMIT: the write lock is held)
     @abc.abstractmethod
     def account(self, name: str) -> AccountRecord | None: ...
+
+    @abc.abstractmethod
+    def accounts(self, names) -> dict[str, AccountRecord]:
+        """The existing accounts among ``names`` (one query), keyed by name."""
 
     @abc.abstractmethod
     def contributions(self, account: str) -> list[ContributionRecord]: ...
@@ -143,6 +150,14 @@ class Transaction(abc.ABC):
     def advance_chain(self, name: str, old: bytes, new: bytes) -> bool: ...
 
     @abc.abstractmethod
+    def update_accounts(self, changes) -> int:
+        """Compare-and-set of the verification state of several accounts in one go:
+        ``changes`` is [(old, new)] AccountRecords of distinct accounts; each row takes new's
+        counter, last_step, chain_last and failures only if it still holds old's (and
+        last_step does not go back, failures stay within the lockout). Returns how many rows
+        were changed; a caller getting fewer than ``len(changes)`` must roll back."""
+
+    @abc.abstractmethod
     def record_failure(self, name: str) -> bool:
         """failures += 1 unless already at the lockout limit."""
 
@@ -168,6 +183,16 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def use_issued(self, account: str, otp_digest: bytes, now: float) -> bool:
         """Mark one unused, unexpired issued OTP with this digest used."""
+
+    @abc.abstractmethod
+    def find_issued(self, wanted, now: float) -> dict[tuple[str, bytes], list[int]]:
+        """For each (account, otp_digest) in ``wanted``: the ids of its unused, unexpired
+        issued rows, ascending (one query for a whole batch; pairs without any are absent)."""
+
+    @abc.abstractmethod
+    def use_issued_ids(self, ids, now: float) -> int:
+        """Mark these issued rows used, each only if still unused and unexpired (one
+        conditional UPDATE per id); returns how many were marked."""
 
     @abc.abstractmethod
     def purge_issued(self, before: float) -> int:

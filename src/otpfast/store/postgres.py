@@ -28,7 +28,6 @@ the URL must exist; the schema lives in the first schema of the connection's
 ``search_path`` (so ``?options=-csearch_path%3Dname`` in the URL selects one).
 """
 import contextlib
-import hmac
 import json
 import os
 import threading
@@ -39,7 +38,9 @@ from otpfast.errors import StoreError
 from .atrest import AtRestKeys
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditEntry, AuditReport,
                    AuthorityRecord, ClientRecord, ContributionRecord, Store, Transaction)
-from .sqlite import KEY_CHECK_LABEL, ZERO_HASH, _audit_mac, _contribution_aad
+from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
+                     chain_entries, check_chain, client_aad, contribution_aad,
+                     encrypt_material)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
 # versions and meaning as otpfast.store.sqlite.MIGRATIONS, in PostgreSQL types.
@@ -173,39 +174,6 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True) -> int:
                 raise StoreError("concurrent schema migration")
 
 
-def check_chain(audit_key: bytes, entries, heads) -> AuditReport:
-    """Walk the audit chain (every MAC, no gap) and compare it with the recorded heads:
-    ``heads`` is [(what, (seq, hash) or None)], the database head first."""
-    wanted = {int(head[0]) for _, head in heads if head is not None}
-    prev, last, count = ZERO_HASH, 0, 0
-    hashes = {0: ZERO_HASH}      # the chain's hash at the seqs the heads name
-    for entry in entries:
-        count += 1
-        if entry.seq != last + 1:
-            return AuditReport(count, last + 1, f"entry {last + 1} is missing", last, prev)
-        mac = _audit_mac(audit_key, prev, entry.seq, entry.time, entry.event, entry.account,
-                         entry.client, entry.source, entry.outcome)
-        if not hmac.compare_digest(mac, entry.hash):
-            return AuditReport(count, entry.seq, f"entry {entry.seq} was altered", last, prev)
-        prev, last = entry.hash, entry.seq
-        if last in wanted:
-            hashes[last] = prev
-    for what, head in heads:
-        if head is None:
-            continue
-        head_seq, head_hash = int(head[0]), bytes(head[1])
-        if head_seq > last:
-            return AuditReport(count, last + 1, f"entries {last + 1}..{head_seq} were removed "
-                               f"from the end (the {what} is at {head_seq})", last, prev)
-        if head_seq < 0 or not hmac.compare_digest(hashes[head_seq], head_hash):
-            return AuditReport(count, max(head_seq, 1), f"the {what} does not match entry "
-                               f"{head_seq}", last, prev)
-        if what == "database head" and head_seq < last:
-            return AuditReport(count, head_seq + 1, f"entries after {head_seq} were written "
-                               "outside otpfast (the database head was not moved)", last, prev)
-    return AuditReport(count, None, "ok", last, prev)
-
-
 class PostgresStore(Store):
     """Store in a PostgreSQL database. ``url`` is a libpq URL/conninfo; ``key`` the 32-byte
     at-rest key; ``head_path`` (optional) a file outside the database mirroring the audit
@@ -225,9 +193,8 @@ class PostgresStore(Store):
         self._inherited: list = []          # a forked parent's connections: never used/closed
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._head_written = 0
-        self._material_cache: dict = {}    # (name, ciphertext) -> decrypted material
-        self._params_cache: dict = {}      # params JSON text -> dict
+        self._head_file = HeadFile(head_path)
+        self._decoder = AccountDecoder(self.keys)
         conn = self._conn()
         try:
             migrate(conn, create=create)
@@ -267,6 +234,7 @@ class PostgresStore(Store):
                 conn.close()
             self._connections = []
         self._local = threading.local()
+        self._head_file.close()
 
     def _check_key(self, conn) -> None:
         conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', %(v)s)"
@@ -309,66 +277,20 @@ class PostgresStore(Store):
             _rollback(conn)
             raise
         if tx._head[0] != tx._head_start:
-            self._write_head_file(*tx._head)
-
-    def _write_head_file(self, seq: int, digest: bytes) -> None:
-        if self.head_path is None:
-            return
-        with self._lock:
-            if seq <= self._head_written:
-                return
-            tmp = f"{self.head_path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(f"{seq} {digest.hex()}\n")
-            os.replace(tmp, self.head_path)
-            self._head_written = seq
-
-    def _read_head_file(self):
-        if self.head_path is None or not os.path.exists(self.head_path):
-            return None
-        with open(self.head_path, encoding="ascii") as fh:
-            text = fh.read().split()
-        try:
-            return int(text[0]), bytes.fromhex(text[1])
-        except (IndexError, ValueError):
-            return (-1, b"")
-
-    # -- row decoding -----------------------------------------------------------------
-    _ACCOUNT_COLUMNS = ("name, type, params, state, material_enc, counter, last_step, chain_last,"
-                        " failures, transcript, created_at")
-
-    def _account_from_row(self, row) -> AccountRecord:
-        (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
-         transcript, created_at) = row
-        material = None
-        if material_enc is not None:
-            material_enc = bytes(material_enc)
-            cache_key = (name, material_enc)
-            material = self._material_cache.get(cache_key)
-            if material is None:
-                plain = self.keys.decrypt(material_enc, b"account\0" + name.encode())
-                material = json.loads(plain)
-                if len(self._material_cache) > 4096:
-                    self._material_cache.clear()
-                self._material_cache[cache_key] = material
-        parsed = self._params_cache.get(params)
-        if parsed is None:
-            parsed = json.loads(params)
-            if len(self._params_cache) > 4096:
-                self._params_cache.clear()
-            self._params_cache[params] = parsed
-        return AccountRecord(name=name, type=type_, params=parsed, state=state,
-                             material=material, counter=counter, last_step=last_step,
-                             chain_last=None if chain_last is None else bytes(chain_last),
-                             failures=failures,
-                             transcript=None if transcript is None else bytes(transcript),
-                             created_at=created_at)
+            self._head_file.write(*tx._head)
 
     def _select_account(self, conn, name):
-        row = conn.execute(f"SELECT {self._ACCOUNT_COLUMNS} FROM accounts WHERE name = %(name)s",
+        row = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = %(name)s",
                            {"name": name}).fetchone()
-        return None if row is None else self._account_from_row(row)
+        return None if row is None else self._decoder.account(row)
+
+    def _select_accounts(self, conn, names) -> dict:
+        names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
+        if not names:
+            return {}
+        rows = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+                            " WHERE name = ANY(%(names)s)", {"names": names}).fetchall()
+        return {row[0]: self._decoder.account(row) for row in rows}
 
     def _select_contributions(self, conn, account):
         rows = conn.execute("SELECT account, authority_id, salt, digest_enc, ciphertext_hash,"
@@ -376,7 +298,7 @@ class PostgresStore(Store):
                             " ORDER BY authority_id", {"account": account}).fetchall()
         return [ContributionRecord(
             account=r[0], authority_id=r[1], salt=bytes(r[2]),
-            digest=self.keys.decrypt(bytes(r[3]), _contribution_aad(r[0], r[1])),
+            digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
             ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
 
     # -- reads ------------------------------------------------------------------------
@@ -385,9 +307,9 @@ class PostgresStore(Store):
 
     def accounts(self) -> list[AccountRecord]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale
-        rows = self._conn().execute(f"SELECT {self._ACCOUNT_COLUMNS} FROM accounts"
+        rows = self._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
                                     ' ORDER BY name COLLATE "C"').fetchall()
-        return [self._account_from_row(r) for r in rows]
+        return [self._decoder.account(r) for r in rows]
 
     def client(self, name: str) -> ClientRecord | None:
         row = self._conn().execute(
@@ -395,7 +317,7 @@ class PostgresStore(Store):
             " FROM clients WHERE name = %(name)s", {"name": name}).fetchone()
         if row is None:
             return None
-        mask_key = self.keys.decrypt(bytes(row[4]), b"client\0" + row[0].encode())
+        mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
                             credential_hash=bytes(row[3]), mask_key=mask_key,
                             created_at=row[5])
@@ -433,7 +355,7 @@ class PostgresStore(Store):
         return self._audit_pages(self._conn())
 
     def verify_audit(self) -> AuditReport:
-        head_file = self._read_head_file()     # before the snapshot: never ahead of it
+        head_file = self._head_file.read()     # before the snapshot: never ahead of it
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
@@ -464,7 +386,7 @@ class _PostgresTransaction(Transaction):
         self._conn = conn
         self._head = head                       # locked at BEGIN (the write lock)
         self._head_start = head[0]
-        self._pending_audit: list[dict] = []    # written at commit, in one executemany
+        self._pending_audit: list[tuple] = []   # chained and written at commit
 
     def _run(self, sql: str, params: dict) -> int:
         return self._conn.execute(sql, params).rowcount
@@ -472,6 +394,9 @@ class _PostgresTransaction(Transaction):
     def account(self, name):
         # current until COMMIT: every otpfast writer holds the audit-head lock first
         return self._store._select_account(self._conn, name)
+
+    def accounts(self, names):
+        return self._store._select_accounts(self._conn, names)
 
     def contributions(self, account):
         return self._store._select_contributions(self._conn, account)
@@ -482,20 +407,16 @@ class _PostgresTransaction(Transaction):
                          {"id": authority_id, "h": credential_hash, "now": now}) == 1
 
     def add_client(self, name, account, verifier, credential_hash, mask_key, now):
-        enc = self._store.keys.encrypt(mask_key, b"client\0" + name.encode())
+        enc = self._store.keys.encrypt(mask_key, client_aad(name))
         return self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
                          " mask_key_enc, created_at) VALUES (%(name)s, %(account)s,"
                          " %(verifier)s, %(h)s, %(mask)s, %(now)s) ON CONFLICT DO NOTHING",
                          {"name": name, "account": account, "verifier": bool(verifier),
                           "h": credential_hash, "mask": enc, "now": now}) == 1
 
-    def _encrypt_material(self, name, material):
-        plain = json.dumps(material, sort_keys=True).encode()
-        return self._store.keys.encrypt(plain, b"account\0" + name.encode())
-
     def add_account(self, name, type, params, material, chain_last, now, *, counter=0):
         state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
-        enc = None if material is None else self._encrypt_material(name, material)
+        enc = None if material is None else encrypt_material(self._store.keys, name, material)
         return self._run("INSERT INTO accounts (name, type, params, state, material_enc,"
                          " chain_last, lockout, counter, created_at) VALUES (%(name)s, %(type)s,"
                          " %(params)s, %(state)s, %(enc)s, %(chain)s, %(lockout)s, %(counter)s,"
@@ -509,6 +430,7 @@ class _PostgresTransaction(Transaction):
         if deleted:
             for table in ("contributions", "issued"):
                 self._run(f"DELETE FROM {table} WHERE account = %(name)s", {"name": name})
+            self._store._decoder.forget(name)
         return deleted
 
     def activate_account(self, name, material, chain_last, transcript, *, counter=0):
@@ -516,7 +438,7 @@ class _PostgresTransaction(Transaction):
                          " chain_last = %(chain)s, transcript = %(t)s, counter = %(counter)s"
                          " WHERE name = %(name)s AND state = %(pending)s",
                          {"active": ACCOUNT_ACTIVE, "pending": ACCOUNT_PENDING, "name": name,
-                          "enc": self._encrypt_material(name, material), "chain": chain_last,
+                          "enc": encrypt_material(self._store.keys, name, material), "chain": chain_last,
                           "t": transcript, "counter": counter}) == 1
 
     def advance_counter(self, name, old, new):
@@ -532,6 +454,35 @@ class _PostgresTransaction(Transaction):
         return self._run("UPDATE accounts SET chain_last = %(new)s WHERE name = %(name)s"
                          " AND chain_last = %(old)s", {"name": name, "old": old, "new": new}) == 1
 
+    def update_accounts(self, changes):
+        changes = list(changes)
+        if not changes:
+            return 0
+        columns = {key: [] for key in ("names", "counters", "steps", "chains", "failures",
+                                       "old_counters", "old_steps", "old_chains",
+                                       "old_failures")}
+        for old, new in changes:
+            for key, value in (("names", old.name), ("counters", new.counter),
+                               ("steps", new.last_step), ("chains", new.chain_last),
+                               ("failures", new.failures), ("old_counters", old.counter),
+                               ("old_steps", old.last_step), ("old_chains", old.chain_last),
+                               ("old_failures", old.failures)):
+                columns[key].append(value)
+        # one statement; the names are distinct, so each row is changed at most once
+        return self._run(
+            "UPDATE accounts AS a SET counter = c.counter, last_step = c.last_step,"
+            " chain_last = c.chain_last, failures = c.failures"
+            " FROM unnest(%(names)s::text[], %(counters)s::bigint[], %(steps)s::bigint[],"
+            " %(chains)s::bytea[], %(failures)s::integer[], %(old_counters)s::bigint[],"
+            " %(old_steps)s::bigint[], %(old_chains)s::bytea[], %(old_failures)s::integer[])"
+            " AS c (name, counter, last_step, chain_last, failures, old_counter, old_last_step,"
+            " old_chain_last, old_failures)"
+            " WHERE a.name = c.name AND a.counter = c.old_counter"
+            " AND a.last_step = c.old_last_step"
+            " AND a.chain_last IS NOT DISTINCT FROM c.old_chain_last"
+            " AND a.failures = c.old_failures AND c.last_step >= a.last_step"
+            " AND c.failures <= a.lockout", columns)
+
     def record_failure(self, name):
         return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = %(name)s"
                          " AND failures < lockout", {"name": name}) == 1
@@ -545,7 +496,7 @@ class _PostgresTransaction(Transaction):
                          {"name": name}) == 1
 
     def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
-        enc = self._store.keys.encrypt(digest, _contribution_aad(account, authority_id))
+        enc = self._store.keys.encrypt(digest, contribution_aad(account, authority_id))
         return self._run("INSERT INTO contributions (account, authority_id, salt, digest_enc,"
                          " ciphertext_hash, created_at) VALUES (%(account)s, %(id)s, %(salt)s,"
                          " %(enc)s, %(ch)s, %(now)s) ON CONFLICT DO NOTHING",
@@ -567,26 +518,47 @@ class _PostgresTransaction(Transaction):
                          " ORDER BY id LIMIT 1)",
                          {"now": now, "account": account, "d": otp_digest}) == 1
 
+    def find_issued(self, wanted, now):
+        wanted = list(dict.fromkeys(wanted))
+        if not wanted:
+            return {}
+        rows = self._conn.execute(
+            "SELECT i.id, i.account, i.otp_digest FROM unnest(%(accounts)s::text[],"
+            " %(digests)s::bytea[]) AS wanted (account, otp_digest) JOIN issued AS i"
+            " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
+            " WHERE i.used_at IS NULL AND i.expires_at > %(now)s ORDER BY i.id",
+            {"accounts": [a for a, _ in wanted], "digests": [d for _, d in wanted],
+             "now": now}).fetchall()
+        found: dict = {}
+        for id_, account, digest in rows:
+            found.setdefault((account, bytes(digest)), []).append(id_)
+        return found
+
+    def use_issued_ids(self, ids, now):
+        ids = list(ids)
+        if not ids:
+            return 0
+        # one statement; every id is distinct, so each row is marked at most once
+        return self._run("UPDATE issued SET used_at = %(now)s WHERE id = ANY(%(ids)s)"
+                         " AND used_at IS NULL AND expires_at > %(now)s",
+                         {"ids": ids, "now": now})
+
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < %(before)s", {"before": before})
 
     def audit(self, now, event, account, client, source, outcome):
-        seq = self._head[0] + 1
-        mac = _audit_mac(self._store.keys.audit_key, self._head[1], seq, now, event, account,
-                         client, source, outcome)
-        self._pending_audit.append({"seq": seq, "time": float(now), "event": event,
-                                    "account": account, "client": client, "source": source,
-                                    "outcome": outcome, "hash": mac})
-        self._head = (seq, mac)
+        self._pending_audit.append((now, event, account, client, source, outcome))
 
     def _flush_audit_head(self):
-        if self._head[0] == self._head_start:
+        """Chain and insert the transaction's audit entries and move the head (the head row
+        is locked since BEGIN)."""
+        if not self._pending_audit:
             return
+        rows = chain_entries(self._store.keys.audit_key, self._head, self._pending_audit)
         with self._conn.cursor() as cur:
             cur.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
-                            " outcome, hash) VALUES (%(seq)s, %(time)s, %(event)s, %(account)s,"
-                            " %(client)s, %(source)s, %(outcome)s, %(hash)s)",
-                            self._pending_audit)
+                            " outcome, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows)
+        self._head = (rows[-1][0], rows[-1][7])
         if self._run("UPDATE audit_head SET seq = %(seq)s, hash = %(hash)s WHERE id = 1"
                      " AND seq = %(old)s", {"seq": self._head[0], "hash": self._head[1],
                                             "old": self._head_start}) != 1:

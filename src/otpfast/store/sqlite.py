@@ -10,16 +10,17 @@ commit).
 
 Concurrency: one connection per thread; every write transaction starts with
 ``BEGIN IMMEDIATE`` (takes the write lock at once, so a read never has to be upgraded and
-the busy timeout applies). Statements use named parameters (``:name``) and portable SQL
+the busy timeout applies). ``verify_audit`` reads the head file first, then the database
+head and every entry inside one read transaction (one WAL snapshot), so a commit by another
+process meanwhile is never mistaken for tampering. Statements use named parameters (``:name``) and portable SQL
 (``ON CONFLICT DO NOTHING`` needs SQLite >= 3.24) that a PostgreSQL backend can reuse.
 """
 import contextlib
-import hmac
 import json
 import os
 import sqlite3
-import struct
 import threading
+import time
 from typing import Iterator
 
 from otpfast.errors import StoreError
@@ -27,9 +28,9 @@ from otpfast.errors import StoreError
 from .atrest import AtRestKeys
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditEntry, AuditReport,
                    AuthorityRecord, ClientRecord, ContributionRecord, Store, Transaction)
-
-ZERO_HASH = bytes(32)
-KEY_CHECK_LABEL = b"otpfast key check"
+from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
+                     chain_entries, check_chain, client_aad, contribution_aad,
+                     encrypt_material)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -108,14 +109,17 @@ def migrate(conn, target: int = SCHEMA_VERSION) -> int:
             raise
 
 
-def _audit_mac(key: bytes, prev: bytes, seq: int, time: float, event: str, account: str,
-               client: str, source: str, outcome: str) -> bytes:
-    parts = [prev]
-    for field in (str(seq), repr(float(time)), event, account, client, source, outcome):
-        data = field.encode("utf-8")
-        parts.append(struct.pack(">I", len(data)))
-        parts.append(data)
-    return hmac.digest(key, b"".join(parts), "sha256")
+def _set_wal(conn, timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``; SQLite does not call the busy handler for it while
+    another connection opens or converts the same new file, so retry until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000):
@@ -128,7 +132,7 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_0
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                timeout=busy_timeout_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _set_wal(conn, busy_timeout_ms / 1000)
         if mode.lower() != "wal" and path != ":memory:":
             raise StoreError(f"cannot put the store {path} in WAL mode")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -147,16 +151,16 @@ class SQLiteStore(Store):
         if not create and not os.path.exists(path):
             raise StoreError(f"no store at {path} (run `otpfast init`)")
         self.path = path
+        self.location = path
         self.keys = AtRestKeys(key)
         self.head_path = head_path
+        self._head_file = HeadFile(head_path)
+        self._decoder = AccountDecoder(self.keys)
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._connections: list = []
         self._lock = threading.Lock()
-        self._head_written = 0
-        self._material_cache: dict = {}   # (name, ciphertext) -> decrypted material
-        self._params_cache: dict = {}     # params JSON text -> dict
         try:
             conn = self._conn()
             migrate(conn)
@@ -182,6 +186,7 @@ class SQLiteStore(Store):
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+        self._head_file.close()
 
     def _check_key(self, conn) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
@@ -213,73 +218,31 @@ class SQLiteStore(Store):
         tx = _SQLiteTransaction(self, conn)
         try:
             yield tx
-            tx._flush_audit_head()
+            head = tx._flush_audit()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        if tx._head is not None and tx._head[0] != tx._head_start:
-            self._write_head_file(*tx._head)
-
-    def _write_head_file(self, seq: int, digest: bytes) -> None:
-        if self.head_path is None:
-            return
-        with self._lock:
-            if seq <= self._head_written:
-                return
-            tmp = f"{self.head_path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(f"{seq} {digest.hex()}\n")
-            os.replace(tmp, self.head_path)
-            self._head_written = seq
-
-    def _read_head_file(self) -> tuple[int, bytes] | None:
-        if self.head_path is None or not os.path.exists(self.head_path):
-            return None
-        with open(self.head_path, encoding="ascii") as fh:
-            text = fh.read().split()
-        try:
-            return int(text[0]), bytes.fromhex(text[1])
-        except (IndexError, ValueError):
-            return (-1, b"")
+        if head is not None:
+            self._head_file.write(*head)
 
     # -- row decoding -----------------------------------------------------------------
-    _ACCOUNT_COLUMNS = ("name, type, params, state, material_enc, counter, last_step, chain_last,"
-                        " failures, transcript, created_at")
-
-    def _account_from_row(self, row) -> AccountRecord:
-        (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
-         transcript, created_at) = row
-        material = None
-        if material_enc is not None:
-            material_enc = bytes(material_enc)
-            cache_key = (name, material_enc)
-            material = self._material_cache.get(cache_key)
-            if material is None:
-                plain = self.keys.decrypt(material_enc, b"account\0" + name.encode())
-                material = json.loads(plain)
-                if len(self._material_cache) > 4096:
-                    self._material_cache.clear()
-                self._material_cache[cache_key] = material
-        parsed = self._params_cache.get(params)
-        if parsed is None:
-            parsed = json.loads(params)
-            if len(self._params_cache) > 4096:
-                self._params_cache.clear()
-            self._params_cache[params] = parsed
-        return AccountRecord(name=name, type=type_, params=parsed, state=state,
-                             material=material, counter=counter, last_step=last_step,
-                             chain_last=None if chain_last is None else bytes(chain_last),
-                             failures=failures,
-                             transcript=None if transcript is None else bytes(transcript),
-                             created_at=created_at)
-
     def _select_account(self, conn, name):
-        row = conn.execute(f"SELECT {self._ACCOUNT_COLUMNS} FROM accounts WHERE name = :name",
+        row = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = :name",
                            {"name": name}).fetchone()
-        return None if row is None else self._account_from_row(row)
+        return None if row is None else self._decoder.account(row)
+
+    def _select_accounts(self, conn, names) -> dict:
+        found = {}
+        names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
+        for start in range(0, len(names), 500):     # SQLite < 3.32 allows 999 parameters
+            chunk = names[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+                                    f" WHERE name IN ({marks})", chunk):
+                found[row[0]] = self._decoder.account(row)
+        return found
 
     def _select_contributions(self, conn, account):
         rows = conn.execute("SELECT account, authority_id, salt, digest_enc, ciphertext_hash,"
@@ -287,7 +250,7 @@ class SQLiteStore(Store):
                             " ORDER BY authority_id", {"account": account}).fetchall()
         return [ContributionRecord(
             account=r[0], authority_id=r[1], salt=bytes(r[2]),
-            digest=self.keys.decrypt(bytes(r[3]), _contribution_aad(r[0], r[1])),
+            digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
             ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
 
     # -- reads ------------------------------------------------------------------------
@@ -295,9 +258,9 @@ class SQLiteStore(Store):
         return self._select_account(self._conn(), name)
 
     def accounts(self) -> list[AccountRecord]:
-        rows = self._conn().execute(f"SELECT {self._ACCOUNT_COLUMNS} FROM accounts"
+        rows = self._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
                                     " ORDER BY name").fetchall()
-        return [self._account_from_row(r) for r in rows]
+        return [self._decoder.account(r) for r in rows]
 
     def client(self, name: str) -> ClientRecord | None:
         row = self._conn().execute(
@@ -305,7 +268,7 @@ class SQLiteStore(Store):
             " FROM clients WHERE name = :name", {"name": name}).fetchone()
         if row is None:
             return None
-        mask_key = self.keys.decrypt(bytes(row[4]), b"client\0" + row[0].encode())
+        mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
                             credential_hash=bytes(row[3]), mask_key=mask_key,
                             created_at=row[5])
@@ -323,64 +286,46 @@ class SQLiteStore(Store):
     def contributions(self, account: str) -> list[ContributionRecord]:
         return self._select_contributions(self._conn(), account)
 
-    def audit_entries(self) -> Iterator[AuditEntry]:
-        cur = self._conn().execute("SELECT seq, time, event, account, client, source, outcome,"
-                                   " hash FROM audit ORDER BY seq")
+    def _entries(self, conn) -> Iterator[AuditEntry]:
+        cur = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash"
+                           " FROM audit ORDER BY seq")
         for r in cur:
             yield AuditEntry(seq=r[0], time=r[1], event=r[2], account=r[3], client=r[4],
                              source=r[5], outcome=r[6], hash=bytes(r[7]))
 
+    def audit_entries(self) -> Iterator[AuditEntry]:
+        return self._entries(self._conn())
+
     def verify_audit(self) -> AuditReport:
-        key = self.keys.audit_key
-        db_head = self._conn().execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-        heads = [("database head", db_head), ("head file", self._read_head_file())]
-        wanted = {int(head[0]) for _, head in heads if head is not None}
-        prev, last, count = ZERO_HASH, 0, 0
-        hashes = {0: ZERO_HASH}      # the chain's hash at the seqs the heads name
-        for entry in self.audit_entries():
-            count += 1
-            if entry.seq != last + 1:
-                return AuditReport(count, last + 1, f"entry {last + 1} is missing", last, prev)
-            mac = _audit_mac(key, prev, entry.seq, entry.time, entry.event, entry.account,
-                             entry.client, entry.source, entry.outcome)
-            if not hmac.compare_digest(mac, entry.hash):
-                return AuditReport(count, entry.seq, f"entry {entry.seq} was altered", last, prev)
-            prev, last = entry.hash, entry.seq
-            if last in wanted:
-                hashes[last] = prev
-        for what, head in heads:
-            if head is None:
-                continue
-            head_seq, head_hash = int(head[0]), bytes(head[1])
-            if head_seq > last:
-                return AuditReport(count, last + 1, f"entries {last + 1}..{head_seq} were removed "
-                                   f"from the end (the {what} is at {head_seq})", last, prev)
-            if head_seq < 0 or not hmac.compare_digest(hashes[head_seq], head_hash):
-                return AuditReport(count, max(head_seq, 1), f"the {what} does not match entry "
-                                   f"{head_seq}", last, prev)
-            if what == "database head" and head_seq < last:
-                return AuditReport(count, head_seq + 1, f"entries after {head_seq} were written "
-                                   "outside otpfast (the database head was not moved)", last, prev)
-        return AuditReport(count, None, "ok", last, prev)
-
-
-def _contribution_aad(account: str, authority_id: int) -> bytes:
-    return b"contribution\0" + account.encode() + b"\0" + str(authority_id).encode()
+        head_file = self._head_file.read()     # before the snapshot: never ahead of it
+        conn = self._conn()
+        if conn.in_transaction:
+            raise StoreError("transactions do not nest")
+        # one read transaction (one WAL snapshot) for the head and every entry: a commit by
+        # another process in between must not look like entries written behind otpfast's back
+        conn.execute("BEGIN")
+        try:
+            db_head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            return check_chain(self.keys.audit_key, self._entries(conn),
+                               [("database head", db_head), ("head file", head_file)])
+        finally:
+            conn.execute("COMMIT")
 
 
 class _SQLiteTransaction(Transaction):
     def __init__(self, store: SQLiteStore, conn):
         self._store = store
         self._conn = conn
-        self._head: tuple[int, bytes] | None = None
-        self._head_start: int | None = None
-        self._pending_audit: list[tuple] = []   # written at commit, in one executemany
+        self._pending_audit: list[tuple] = []   # chained and written at commit
 
     def _run(self, sql: str, params: dict) -> int:
         return self._conn.execute(sql, params).rowcount
 
     def account(self, name):
         return self._store._select_account(self._conn, name)
+
+    def accounts(self, names):
+        return self._store._select_accounts(self._conn, names)
 
     def contributions(self, account):
         return self._store._select_contributions(self._conn, account)
@@ -391,20 +336,16 @@ class _SQLiteTransaction(Transaction):
                          {"id": authority_id, "h": credential_hash, "now": now}) == 1
 
     def add_client(self, name, account, verifier, credential_hash, mask_key, now):
-        enc = self._store.keys.encrypt(mask_key, b"client\0" + name.encode())
+        enc = self._store.keys.encrypt(mask_key, client_aad(name))
         return self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
                          " mask_key_enc, created_at) VALUES (:name, :account, :verifier, :h,"
                          " :mask, :now) ON CONFLICT DO NOTHING",
                          {"name": name, "account": account, "verifier": int(verifier),
                           "h": credential_hash, "mask": enc, "now": now}) == 1
 
-    def _encrypt_material(self, name, material):
-        plain = json.dumps(material, sort_keys=True).encode()
-        return self._store.keys.encrypt(plain, b"account\0" + name.encode())
-
     def add_account(self, name, type, params, material, chain_last, now, *, counter=0):
         state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
-        enc = None if material is None else self._encrypt_material(name, material)
+        enc = None if material is None else encrypt_material(self._store.keys, name, material)
         return self._run("INSERT INTO accounts (name, type, params, state, material_enc,"
                          " chain_last, lockout, counter, created_at) VALUES (:name, :type, :params,"
                          " :state, :enc, :chain, :lockout, :counter, :now) ON CONFLICT DO NOTHING",
@@ -417,6 +358,7 @@ class _SQLiteTransaction(Transaction):
         if deleted:
             for table in ("contributions", "issued"):
                 self._run(f"DELETE FROM {table} WHERE account = :name", {"name": name})
+            self._store._decoder.forget(name)
         return deleted
 
     def activate_account(self, name, material, chain_last, transcript, *, counter=0):
@@ -424,8 +366,8 @@ class _SQLiteTransaction(Transaction):
                          " chain_last = :chain, transcript = :t, counter = :counter"
                          " WHERE name = :name AND state = :pending",
                          {"active": ACCOUNT_ACTIVE, "pending": ACCOUNT_PENDING, "name": name,
-                          "enc": self._encrypt_material(name, material), "chain": chain_last,
-                          "t": transcript, "counter": counter}) == 1
+                          "enc": encrypt_material(self._store.keys, name, material),
+                          "chain": chain_last, "t": transcript, "counter": counter}) == 1
 
     def advance_counter(self, name, old, new):
         return self._run("UPDATE accounts SET counter = :new WHERE name = :name"
@@ -439,6 +381,20 @@ class _SQLiteTransaction(Transaction):
     def advance_chain(self, name, old, new):
         return self._run("UPDATE accounts SET chain_last = :new WHERE name = :name"
                          " AND chain_last = :old", {"name": name, "old": old, "new": new}) == 1
+
+    def update_accounts(self, changes):
+        cur = self._conn.executemany(
+            "UPDATE accounts SET counter = :counter, last_step = :last_step,"
+            " chain_last = :chain_last, failures = :failures WHERE name = :name"
+            " AND counter = :old_counter AND last_step = :old_last_step"
+            " AND chain_last IS :old_chain_last AND failures = :old_failures"
+            " AND :last_step >= last_step AND :failures <= lockout",
+            [{"name": old.name, "counter": new.counter, "last_step": new.last_step,
+              "chain_last": new.chain_last, "failures": new.failures,
+              "old_counter": old.counter, "old_last_step": old.last_step,
+              "old_chain_last": old.chain_last, "old_failures": old.failures}
+             for old, new in changes])
+        return cur.rowcount
 
     def record_failure(self, name):
         return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = :name"
@@ -455,7 +411,7 @@ class _SQLiteTransaction(Transaction):
                          {"name": name}) == 1
 
     def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
-        enc = self._store.keys.encrypt(digest, _contribution_aad(account, authority_id))
+        enc = self._store.keys.encrypt(digest, contribution_aad(account, authority_id))
         return self._run("INSERT INTO contributions (account, authority_id, salt, digest_enc,"
                          " ciphertext_hash, created_at) VALUES (:account, :id, :salt, :enc,"
                          " :ch, :now) ON CONFLICT DO NOTHING",
@@ -476,29 +432,48 @@ class _SQLiteTransaction(Transaction):
                          " AND used_at IS NULL AND expires_at > :now ORDER BY id LIMIT 1)",
                          {"now": now, "account": account, "d": otp_digest}) == 1
 
+    def find_issued(self, wanted, now):
+        found: dict = {}
+        wanted = list(dict.fromkeys(wanted))
+        for start in range(0, len(wanted), 400):    # SQLite < 3.32 allows 999 parameters
+            chunk = wanted[start:start + 400]
+            params = [value for pair in chunk for value in pair]
+            params.append(now)
+            rows = self._conn.execute(
+                "WITH wanted (account, otp_digest) AS (VALUES "
+                + ", ".join(["(?, ?)"] * len(chunk)) + ")"
+                " SELECT i.id, i.account, i.otp_digest FROM wanted CROSS JOIN issued AS i"
+                " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
+                " WHERE i.used_at IS NULL AND i.expires_at > ? ORDER BY i.id", params)
+            for id_, account, digest in rows:
+                found.setdefault((account, bytes(digest)), []).append(id_)
+        return found
+
+    def use_issued_ids(self, ids, now):
+        cur = self._conn.executemany("UPDATE issued SET used_at = :now WHERE id = :id"
+                                     " AND used_at IS NULL AND expires_at > :now",
+                                     [{"id": id_, "now": now} for id_ in ids])
+        return cur.rowcount
+
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})
 
     def audit(self, now, event, account, client, source, outcome):
-        if self._head is None:
-            row = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            self._head = (int(row[0]), bytes(row[1]))
-            self._head_start = self._head[0]
-        seq = self._head[0] + 1
-        mac = _audit_mac(self._store.keys.audit_key, self._head[1], seq, now, event, account,
-                         client, source, outcome)
-        self._pending_audit.append({"seq": seq, "time": float(now), "event": event,
-                                    "account": account, "client": client, "source": source,
-                                    "outcome": outcome, "hash": mac})
-        self._head = (seq, mac)
+        self._pending_audit.append((now, event, account, client, source, outcome))
 
-    def _flush_audit_head(self):
-        if self._head is None or self._head[0] == self._head_start:
-            return
+    def _flush_audit(self) -> tuple[int, bytes] | None:
+        """Chain and insert the transaction's audit entries and move the head (inside the
+        transaction); returns the new head, None if nothing was audited."""
+        if not self._pending_audit:
+            return None
+        row = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        old = int(row[0])
+        rows = chain_entries(self._store.keys.audit_key, (old, bytes(row[1])),
+                             self._pending_audit)
         self._conn.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
-                               " outcome, hash) VALUES (:seq, :time, :event, :account, :client,"
-                               " :source, :outcome, :hash)", self._pending_audit)
+                               " outcome, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        head = (rows[-1][0], rows[-1][7])
         if self._run("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
-                     " AND seq = :old", {"seq": self._head[0], "hash": self._head[1],
-                                         "old": self._head_start}) != 1:
+                     " AND seq = :old", {"seq": head[0], "hash": head[1], "old": old}) != 1:
             raise StoreError("the audit head moved during a transaction")
+        return head

@@ -1,6 +1,7 @@
 """The store's behaviour, run against each backend (SQLite and PostgreSQL): conditional
 updates, single use under concurrency, two stores on one database, at-rest encryption,
 migrations."""
+import dataclasses
 import threading
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from otpfast.errors import StoreError
 from otpfast.store import SCHEMA_VERSION, new_key
 from otpfast.store.atrest import AtRestKeys
-from otpfast.store.sqlite import ZERO_HASH, _audit_mac
+from otpfast.store.common import ZERO_HASH, audit_mac
 
 PARAMS = {"lockout": 3, "digits": 6, "ttl": 300}
 SECRET = bytes(range(100, 132))
@@ -156,6 +157,50 @@ def test_store_same_value_issued_twice_is_two_uses(store):
         tx.issue("alice", "dev", digest, 2.0, 100.0)
     with store.transaction() as tx:
         assert [tx.use_issued("alice", digest, 50.0) for _ in range(3)] == [True, True, False]
+
+
+def test_store_batch_reads_accounts_and_issued_in_one_go(store):
+    add_account(store, "alice")
+    add_account(store, "bob", {"key": "ff" * 20})
+    d1, d2 = store.keys.otp_digest("alice", "111111"), store.keys.otp_digest("bob", "222222")
+    with store.transaction() as tx:
+        ids = [tx.issue("alice", "dev", d1, 1.0, 100.0), tx.issue("alice", "dev", d1, 2.0, 100.0),
+               tx.issue("bob", "dev", d2, 1.0, 10.0), tx.issue("bob", "dev", d1, 1.0, 100.0)]
+    with store.transaction() as tx:
+        found = tx.accounts(["alice", "nobody", "bob", "alice", None])
+        assert sorted(found) == ["alice", "bob"] and found["bob"].material == {"key": "ff" * 20}
+        assert tx.accounts([]) == {}
+        wanted = [("alice", d1), ("bob", d2), ("bob", d1), ("alice", d2), ("alice", d1)]
+        assert tx.find_issued(wanted, 50.0) == {("alice", d1): ids[:2], ("bob", d1): [ids[3]]}
+        assert tx.find_issued([], 50.0) == {}
+        # each id only once, only unused and unexpired: ids[2] expired at 10
+        assert tx.use_issued_ids([ids[0], ids[2]], 50.0) == 1
+        assert tx.use_issued_ids([ids[0], ids[1]], 50.0) == 1
+        assert tx.find_issued(wanted, 50.0) == {("bob", d1): [ids[3]]}
+
+
+def test_store_update_accounts_is_compare_and_set(store):
+    add_account(store, "alice")
+    add_account(store, "bob")
+    alice, bob = store.account("alice"), store.account("bob")
+
+    def moved(record, **changes):
+        return dataclasses.replace(record, **changes)
+
+    with store.transaction() as tx:
+        assert tx.update_accounts([(alice, moved(alice, counter=5, failures=2)),
+                                   (bob, moved(bob, last_step=7, chain_last=b"x"))]) == 2
+        # from a stale state: no row matches
+        assert tx.update_accounts([(alice, moved(alice, counter=9))]) == 0
+        now_alice = tx.account("alice")
+        # last_step never goes back; failures never beyond the lockout (3)
+        assert tx.update_accounts([(now_alice, moved(now_alice, last_step=-5))]) == 0
+        assert tx.update_accounts([(now_alice, moved(now_alice, failures=4))]) == 0
+        now_bob = tx.account("bob")
+        assert tx.update_accounts([(now_bob, moved(now_bob, chain_last=b"y", failures=3))]) == 1
+    alice, bob = store.account("alice"), store.account("bob")
+    assert (alice.counter, alice.failures, alice.last_step) == (5, 2, -1)
+    assert (bob.last_step, bob.chain_last, bob.failures, bob.locked) == (7, b"y", 3, True)
 
 
 def test_store_transaction_rolls_back_on_exception(store):
@@ -313,7 +358,7 @@ def test_store_upgrades_from_v1(backend, key):
         audit_key = AtRestKeys(key).audit_key
         prev = ZERO_HASH
         for seq in (1, 2):
-            mac = _audit_mac(audit_key, prev, seq, 5.0, "admin", "old", "-", "cli", "ok")
+            mac = audit_mac(audit_key, prev, seq, 5.0, "admin", "old", "-", "cli", "ok")
             backend.execute(conn, "INSERT INTO audit VALUES (%s, 5.0, 'admin', 'old', '-',"
                             " 'cli', 'ok', %s)", (seq, mac))
             prev = mac

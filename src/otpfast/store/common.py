@@ -1,0 +1,277 @@
+"""What both backends share: the audit chain (MAC, check), the head file outside the
+database, the associated data of encrypted records and the decoding of account rows.
+
+Backends differ only in SQL dialect and locking; everything that decides whether data is
+intact or secret lives here once.
+"""
+import collections
+import hashlib
+import hmac
+import json
+import os
+import struct
+import threading
+import time
+
+from .atrest import AtRestKeys
+from .base import AccountRecord, AuditReport
+
+ZERO_HASH = bytes(32)
+KEY_CHECK_LABEL = b"otpfast key check"
+SECRET_CACHE_SIZE = 4096
+
+# the columns of an account row, in the order account_from_row reads them
+ACCOUNT_COLUMNS = ("name, type, params, state, material_enc, counter, last_step, chain_last,"
+                   " failures, transcript, created_at")
+AUDIT_COLUMNS = ("seq", "time", "event", "account", "client", "source", "outcome", "hash")
+
+
+_LENGTH = struct.Struct(">I").pack
+_FIELDS: dict[str, bytes] = {}      # length-prefixed UTF-8 of recurring field values
+
+
+def _field(text: str) -> bytes:
+    data = _FIELDS.get(text)
+    if data is None:
+        raw = text.encode("utf-8")
+        data = _LENGTH(len(raw)) + raw
+        if len(_FIELDS) < SECRET_CACHE_SIZE:      # names and outcome words, never secrets
+            _FIELDS[text] = data
+    return data
+
+
+def audit_mac(key: bytes, prev: bytes, seq: int, time: float, event: str, account: str,
+              client: str, source: str, outcome: str) -> bytes:
+    """HMAC-SHA256 of one audit entry chained onto the previous entry's MAC: the MAC input
+    is ``prev`` then each field (seq, repr(time), event, account, client, source, outcome)
+    as a 4-byte big-endian length and its UTF-8 bytes."""
+    return hmac.digest(key, b"".join((prev, _field(str(seq)), _field(repr(float(time))),
+                                      _field(event), _field(account), _field(client),
+                                      _field(source), _field(outcome))), "sha256")
+
+
+def chain_entries(key: bytes, head: tuple[int, bytes], entries: list[tuple]) -> list[tuple]:
+    """Audit rows (seq, time, event, account, client, source, outcome, hash) of ``entries`` =
+    [(time, event, account, client, source, outcome)], chained onto ``head`` = (seq, hash),
+    in one pass."""
+    seq, prev = head
+    rows = []
+    append, digest, join, field = rows.append, hmac.digest, b"".join, _field
+    for when, event, account, client, source, outcome in entries:
+        seq += 1
+        seq_text = str(seq).encode("ascii")
+        when = float(when)
+        prev = digest(key, join((prev, _LENGTH(len(seq_text)), seq_text, field(repr(when)),
+                                 field(event), field(account), field(client), field(source),
+                                 field(outcome))), "sha256")
+        append((seq, when, event, account, client, source, outcome, prev))
+    return rows
+
+
+def account_aad(name: str) -> bytes:
+    return b"account\0" + name.encode()
+
+
+def client_aad(name: str) -> bytes:
+    return b"client\0" + name.encode()
+
+
+def contribution_aad(account: str, authority_id: int) -> bytes:
+    return b"contribution\0" + account.encode() + b"\0" + str(authority_id).encode()
+
+
+def encrypt_material(keys: AtRestKeys, name: str, material: dict) -> bytes:
+    return keys.encrypt(json.dumps(material, sort_keys=True).encode(), account_aad(name))
+
+
+def check_chain(audit_key: bytes, entries, heads) -> AuditReport:
+    """Walk the audit chain (every MAC, no gap) and compare it with the recorded heads:
+    ``heads`` is [(what, (seq, hash) or None)], the database head first. The caller reads
+    the database head and the entries in one snapshot, and the head file before it."""
+    wanted = {int(head[0]) for _, head in heads if head is not None}
+    prev, last, count = ZERO_HASH, 0, 0
+    hashes = {0: ZERO_HASH}      # the chain's hash at the seqs the heads name
+    for entry in entries:
+        count += 1
+        if entry.seq != last + 1:
+            return AuditReport(count, last + 1, f"entry {last + 1} is missing", last, prev)
+        mac = audit_mac(audit_key, prev, entry.seq, entry.time, entry.event, entry.account,
+                        entry.client, entry.source, entry.outcome)
+        if not hmac.compare_digest(mac, entry.hash):
+            return AuditReport(count, entry.seq, f"entry {entry.seq} was altered", last, prev)
+        prev, last = entry.hash, entry.seq
+        if last in wanted:
+            hashes[last] = prev
+    for what, head in heads:
+        if head is None:
+            continue
+        head_seq, head_hash = int(head[0]), bytes(head[1])
+        if head_seq > last:
+            return AuditReport(count, last + 1, f"entries {last + 1}..{head_seq} were removed "
+                               f"from the end (the {what} is at {head_seq})", last, prev)
+        if head_seq < 0 or not hmac.compare_digest(hashes[head_seq], head_hash):
+            return AuditReport(count, max(head_seq, 1), f"the {what} does not match entry "
+                               f"{head_seq}", last, prev)
+        if what == "database head" and head_seq < last:
+            return AuditReport(count, head_seq + 1, f"entries after {head_seq} were written "
+                               "outside otpfast (the database head was not moved)", last, prev)
+    return AuditReport(count, None, "ok", last, prev)
+
+
+class HeadFile:
+    """The head of the audit chain (seq and hash of the last entry this process committed),
+    kept in a file outside the database: it detects a tail truncation that also rewrites
+    the database head.
+
+    Written after each COMMIT that added entries (once per transaction, so once per
+    verify_many batch), never moved backwards by this process, and never ahead of the
+    database (the COMMIT is durable before the write). Cheap and crash-safe without a
+    rename or an fsync per batch: the file holds two fixed slots (bytes 0 and 512, in
+    different sectors), each a text line ``<seq> <hash hex> <check>``; writes alternate
+    between the slots with one pwrite on a descriptor kept open, and a reader takes the
+    valid slot with the highest seq. A write torn by a crash spoils at most one slot, whose
+    check then fails, and the other still holds an earlier committed head. A process crash
+    loses nothing (the page cache survives); the file is fdatasync'ed at most once per
+    ``SYNC_INTERVAL`` seconds and on close, so after a power loss it lags the database by at
+    most that much - it is a lower bound on the chain, which is all the check needs. The
+    one-line format of earlier versions (``<seq> <hash hex>``) is still read."""
+
+    SLOT = 512
+    SYNC_INTERVAL = 1.0
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._written = 0
+        self._fd: int | None = None
+        self._slot = 0
+        self._synced_at = 0.0
+        self._dirty = False
+
+    @staticmethod
+    def _check(seq: int, hex_hash: str) -> str:
+        return hashlib.sha256(f"{seq} {hex_hash}".encode("ascii")).hexdigest()[:16]
+
+    def _open(self) -> int:
+        if self._fd is not None and os.fstat(self._fd).st_nlink > 0:
+            return self._fd
+        if self._fd is not None:           # the file was removed or replaced: start anew
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._slot = 0
+        return self._fd
+
+    def write(self, seq: int, digest: bytes) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            if seq <= self._written:
+                return
+            fd = self._open()
+            hex_hash = digest.hex()
+            line = f"{seq} {hex_hash} {self._check(seq, hex_hash)}\n".encode("ascii")
+            os.pwrite(fd, line.ljust(self.SLOT - 1, b" ") + b"\n", self._slot * self.SLOT)
+            self._slot ^= 1
+            self._written = seq
+            self._dirty = True
+            now = time.monotonic()
+            if now - self._synced_at >= self.SYNC_INTERVAL:
+                os.fdatasync(fd)
+                self._synced_at, self._dirty = now, False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                if self._dirty:
+                    os.fdatasync(self._fd)
+                    self._dirty = False
+                os.close(self._fd)
+                self._fd = None
+
+    def read(self) -> tuple[int, bytes] | None:
+        """(seq, hash) of the newest valid slot; None without a file; (-1, b"") when no
+        slot is valid."""
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, "rb") as fh:
+                data = fh.read(2 * self.SLOT)
+        except FileNotFoundError:
+            return None
+        best = None
+        for start in (0, self.SLOT):
+            fields = data[start:start + self.SLOT].split()
+            try:
+                seq, hex_hash = int(fields[0]), fields[1].decode("ascii")
+                digest = bytes.fromhex(hex_hash)
+                legacy = len(data) < self.SLOT and len(fields) == 2
+                if not legacy and fields[2].decode("ascii") != self._check(seq, hex_hash):
+                    continue
+            except (IndexError, ValueError):
+                continue
+            if best is None or seq > best[0]:
+                best = (seq, digest)
+        return (-1, b"") if best is None else best
+
+
+class AccountDecoder:
+    """Turns account rows into AccountRecords. Decrypted material is kept in a small LRU in
+    memory (never on disk), keyed by (name, ciphertext): a re-encrypted or replaced secret
+    has a new ciphertext (fresh nonce), so a stale entry can never be returned. Whole
+    records are kept too, keyed by the complete row (any change to the row is a miss)."""
+
+    def __init__(self, keys: AtRestKeys, size: int = SECRET_CACHE_SIZE):
+        self._keys = keys
+        self._size = size
+        self._material: collections.OrderedDict = collections.OrderedDict()
+        self._records: collections.OrderedDict = collections.OrderedDict()  # row -> record
+        self._params: dict = {}            # params JSON text -> dict (not secret)
+        self._lock = threading.Lock()
+
+    def _material_of(self, name: str, material_enc: bytes) -> dict:
+        cache_key = (name, material_enc)
+        with self._lock:
+            material = self._material.get(cache_key)
+            if material is not None:
+                self._material.move_to_end(cache_key)
+                return material
+        material = json.loads(self._keys.decrypt(material_enc, account_aad(name)))
+        with self._lock:
+            self._material[cache_key] = material
+            while len(self._material) > self._size:
+                self._material.popitem(last=False)
+        return material
+
+    def account(self, row) -> AccountRecord:
+        row = tuple(row)
+        record = self._records.get(row)
+        if record is not None:
+            return record
+        (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
+         transcript, created_at) = row
+        material = None if material_enc is None else self._material_of(name, bytes(material_enc))
+        parsed = self._params.get(params)
+        if parsed is None:
+            parsed = json.loads(params)
+            if len(self._params) > self._size:
+                self._params.clear()
+            self._params[params] = parsed
+        record = AccountRecord(name=name, type=type_, params=parsed, state=state,
+                               material=material, counter=counter, last_step=last_step,
+                               chain_last=None if chain_last is None else bytes(chain_last),
+                               failures=failures,
+                               transcript=None if transcript is None else bytes(transcript),
+                               created_at=created_at)
+        with self._lock:
+            self._records[row] = record
+            while len(self._records) > self._size:
+                self._records.popitem(last=False)
+        return record
+
+    def forget(self, name: str) -> None:
+        """Drop the cached material and records of an account (deleted or replaced)."""
+        with self._lock:
+            for cache_key in [k for k in self._material if k[0] == name]:
+                del self._material[cache_key]
+            for row in [r for r in self._records if r[0] == name]:
+                del self._records[row]
