@@ -177,9 +177,12 @@ cdef int _check_degree(object degree, int lo, int hi) except -1:
     return degree
 
 
+cdef int _CPUS = _os.cpu_count() or 1  # os.cpu_count() reads sysfs on every call
+
+
 cdef int _threads(object num_threads, uint64_t work) except -1:
     """sklearn's rules: None = OpenMP's default capped by the CPU count; -k = cpus + 1 - k."""
-    cdef int cpus = _os.cpu_count() or 1
+    cdef int cpus = _CPUS
     cdef int t
     if num_threads is None:
         t = min(otpf_omp_max_threads(), cpus)

@@ -7,6 +7,7 @@ resynchronisation from two consecutive OTPs (RFC 4226 §7.4). Every comparison i
 import base64
 import binascii
 import hmac
+import struct
 import secrets
 
 from . import core
@@ -29,6 +30,9 @@ MIN_KEY_BYTES = 16  # RFC 4226 §4 R6: at least 128 bits
 MIN_DIGITS, MAX_DIGITS = 6, 8
 _MAX_COUNTER = 2**64 - 1
 _ASCII_DIGITS = frozenset("0123456789")
+
+
+_WORD = struct.Struct("=I")  # one OTP value as array('I') stores it
 
 
 def generate_key(nbytes=20):
@@ -149,13 +153,13 @@ class HOTP:
         _validate_window(window)
         check_otp_format(otp, self.digits)
         last = min(counter + window, _MAX_COUNTER)
-        candidates = self.values(counter, last - counter + 1)
-        given = otp.encode("ascii")
+        candidates = self.values(counter, last - counter + 1).tobytes()
+        given = _WORD.pack(int(otp))
         matched = None
-        for offset, value in enumerate(candidates):
+        for offset in range(0, len(candidates), 4):
             # Scan the whole window so timing does not tell where (or whether) it matched.
-            if hmac.compare_digest(f"{value:0{self.digits}d}".encode("ascii"), given) and matched is None:
-                matched = counter + offset
+            if hmac.compare_digest(candidates[offset:offset + 4], given) and matched is None:
+                matched = counter + offset // 4
         if matched is None:
             raise InvalidToken()
         return matched
