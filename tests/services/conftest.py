@@ -1,14 +1,7 @@
 """Service fixtures. ``store`` runs each service test against both backends (SQLite and
 PostgreSQL); a module or test keeps to SQLite with
-``pytest.mark.parametrize("store", ["sqlite"], indirect=True)``. The PostgreSQL server is
-the one tests/store/conftest.py describes ($OTPFAST_TEST_POSTGRES_URL or a throwaway cluster
-from tools/start-postgres.sh, the same cluster directory within one pytest process)."""
-import os
-import pathlib
-import shutil
-import subprocess
-import tempfile
-import uuid
+``pytest.mark.parametrize("store", ["sqlite"], indirect=True)``. PostgreSQL comes from the
+``pg_url`` fixture of tests/conftest.py."""
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,9 +11,6 @@ from otpfast.services.distribution import Distribution
 from otpfast.services.keyserver import KeyServer
 from otpfast.store import PostgresStore, SQLiteStore, new_key
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-START_SCRIPT = ROOT / "tools" / "start-postgres.sh"
-URL_VAR = "OTPFAST_TEST_POSTGRES_URL"
 TEST_ITERATIONS = 1000   # the default (600,000) is tested in test_keyserver; this keeps tests fast
 
 
@@ -43,46 +33,6 @@ def clock():
 @pytest.fixture(scope="session")
 def rsa_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="session")
-def postgres_url(require_service):
-    try:
-        import psycopg  # noqa: F401 - only checks that the extra is installed
-    except ImportError:
-        require_service(False, "psycopg (pip install 'otpfast[postgres]')")
-    if os.environ.get(URL_VAR):
-        yield os.environ[URL_VAR]
-        return
-    require_service(shutil.which("pg_config") is not None
-                    or os.path.exists("/usr/lib/postgresql/15/bin/initdb")
-                    or bool(os.environ.get("PG_BINDIR")),
-                    "PostgreSQL server binaries (postgresql-15)")
-    cluster = os.path.join(tempfile.gettempdir(), f"otpfast-pg-{os.getpid()}")
-    try:
-        started = subprocess.run([str(START_SCRIPT), cluster], capture_output=True, text=True,
-                                 timeout=120)
-        if started.returncode != 0:
-            pytest.fail(f"tools/start-postgres.sh failed:\n{started.stderr}")
-        yield started.stdout.strip()
-    finally:
-        if os.path.isdir(cluster):
-            subprocess.run([str(START_SCRIPT), "--stop", cluster], capture_output=True,
-                           timeout=60)
-            shutil.rmtree(cluster, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_url(postgres_url):
-    """A conninfo whose search_path is a fresh, empty schema (dropped after the test)."""
-    import psycopg
-
-    schema = f"otpfast_s_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield psycopg.conninfo.make_conninfo(postgres_url, options=f"-c search_path={schema}")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

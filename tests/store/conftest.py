@@ -6,85 +6,17 @@ database (``backend.open()`` = another server process's store) and runs raw SQL 
 store under test. A module keeps to one backend with
 ``pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)``.
 
-The PostgreSQL server: $OTPFAST_TEST_POSTGRES_URL if set (the role must be allowed to create
-schemas in that database), else a throwaway cluster started by tools/start-postgres.sh for
-the session (the same cluster as tests/services uses). Each test gets its own schema (selected through the connection's search_path),
-dropped afterwards. A missing PostgreSQL or psycopg skips outside CI and fails in CI.
+The PostgreSQL server comes from the ``postgres_url`` / ``pg_url`` fixtures of tests/conftest.py:
+each test gets its own schema (selected through the connection's search_path), dropped
+afterwards. A missing PostgreSQL or psycopg skips outside CI and fails in CI.
 """
-import os
-import pathlib
-import shutil
 import sqlite3
-import subprocess
-import tempfile
-import uuid
 
 import pytest
 
 from otpfast.store import SQLiteStore, new_key
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-START_SCRIPT = ROOT / "tools" / "start-postgres.sh"
-URL_VAR = "OTPFAST_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgres"]
-
-
-def _server_binaries_present() -> bool:
-    if os.environ.get("PG_BINDIR"):
-        return os.path.exists(os.path.join(os.environ["PG_BINDIR"], "initdb"))
-    if os.path.exists("/usr/lib/postgresql/15/bin/initdb"):
-        return True
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        return False
-    bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout
-    return os.path.exists(os.path.join(bindir.strip(), "initdb"))
-
-
-def cluster_dir() -> str:
-    """One throwaway cluster per pytest process, shared with tests/services/conftest.py
-    (start-postgres.sh is idempotent: a second start prints the URL again). Under /tmp:
-    reachable by the `postgres` user when running as root."""
-    return os.path.join(tempfile.gettempdir(), f"otpfast-pg-{os.getpid()}")
-
-
-@pytest.fixture(scope="session")
-def postgres_url(require_service):
-    """The URL of a PostgreSQL database for the whole session."""
-    try:
-        import psycopg  # noqa: F401 - only checks that the extra is installed
-    except ImportError:
-        require_service(False, "psycopg (pip install 'otpfast[postgres]')")
-    url = os.environ.get(URL_VAR)
-    if url:
-        yield url
-        return
-    require_service(_server_binaries_present(), "PostgreSQL server binaries (postgresql-15)")
-    cluster = cluster_dir()
-    try:
-        started = subprocess.run([str(START_SCRIPT), cluster], capture_output=True, text=True,
-                                 timeout=120)
-        if started.returncode != 0:
-            pytest.fail(f"tools/start-postgres.sh failed:\n{started.stderr}")
-        yield started.stdout.strip()
-    finally:
-        if os.path.isdir(cluster):
-            subprocess.run([str(START_SCRIPT), "--stop", cluster], capture_output=True,
-                           timeout=60)
-            shutil.rmtree(cluster, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_url(postgres_url):
-    """A conninfo whose search_path is a fresh, empty schema (dropped after the test)."""
-    import psycopg
-
-    schema = f"otpfast_t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield psycopg.conninfo.make_conninfo(postgres_url, options=f"-c search_path={schema}")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
