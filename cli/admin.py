@@ -270,6 +270,3 @@ def audit_verify(data_dir):
     click.echo(f"audit log intact: {report.entries} entries, head {report.head_seq} "
                f"{report.head_hash.hex()}")
 
-
-COMMANDS = (init_command, fingerprint_command, authority_group, client_group, account_group,
-            enroll_command, audit_group)
