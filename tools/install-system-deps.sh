@@ -2,7 +2,7 @@
 # System packages the full test suite talks to: oathtool (HOTP/TOTP peer), radclient
 # (RADIUS peer), an MIT Kerberos KDC with the OTP preauth plugin, PostgreSQL 15 (the tests
 # start their own throwaway cluster; no system cluster is created), and the build headers.
-# Run as root (or through sudo). Idempotent.
+# Idempotent; re-runs itself through sudo when not root and something is missing.
 set -euo pipefail
 pkgs=(build-essential libssl-dev libgmp-dev oathtool freeradius-utils
       krb5-kdc krb5-admin-server krb5-otp krb5-user postgresql-15)
@@ -10,6 +10,9 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; then
+  exec sudo "$0" "$@"
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # the tests run their own PostgreSQL cluster: don't create or start the system one
