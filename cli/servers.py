@@ -51,6 +51,13 @@ def server_options(f):
     return f
 
 
+MIN_TTL, MAX_TTL = 1, 86400    # = otpfast.services.distribution's (not imported: CLI start-up time)
+ttl_option = click.option(
+    "--ttl", type=click.IntRange(min=MIN_TTL, max=MAX_TTL), default=None, metavar="SECONDS",
+    help=f"Validity of the OTPs this server issues, {MIN_TTL}..{MAX_TTL} s (the paper uses 120-900) "
+         "[default: each account's ttl setting, 300 unless set].")
+
+
 def _limits(read_timeout, idle_timeout, max_connections):
     return ServerLimits(read_timeout=read_timeout, idle_timeout=idle_timeout, max_connections=max_connections)
 
@@ -142,7 +149,8 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
 @click.command()
 @server_options
 @radius_options
-def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius):
+@ttl_option
+def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
     from otpfast.net.verifier import AsyncVerifier
@@ -152,7 +160,7 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
     datadir = open_datadir(data_dir)
 
     async def main():
-        service = datadir.distribution()
+        service = datadir.distribution(ttl=ttl)
         verifier = AsyncVerifier(service)
         front_end = server = None
         try:
@@ -172,7 +180,8 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
 @click.command()
 @server_options
 @radius_options
-def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius):
+@ttl_option
+def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl):
     """Key server and distribution server in one process on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
     from otpfast.net.verifier import AsyncVerifier
@@ -183,7 +192,7 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
 
     async def main():
         keyserver_service = datadir.keyserver()
-        distribution = datadir.distribution()
+        distribution = datadir.distribution(ttl=ttl)
         verifier = AsyncVerifier(distribution)
         front_end = server = None
         try:

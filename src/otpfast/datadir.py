@@ -200,10 +200,10 @@ class DataDir:
         return KeyServer(self.open_store(), self.rsa_private_key(), clock=clock,
                          iterations=DEFAULT_ITERATIONS if iterations is None else iterations)
 
-    def distribution(self, clock=time.time):
+    def distribution(self, clock=time.time, *, ttl: float | None = None):
         from .services.distribution import Distribution
 
-        return Distribution(self.open_store(), clock=clock)
+        return Distribution(self.open_store(), clock=clock, ttl=ttl)
 
     def admin(self, clock=time.time):
         from .services.admin import Admin

@@ -19,7 +19,7 @@ import dataclasses
 import threading
 import time
 
-from otpfast.errors import InvalidToken, Refused
+from otpfast.errors import InvalidParameter, InvalidToken, Refused
 from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
 from . import audit, credentials, masking, tokens
@@ -48,11 +48,8 @@ class VerifyItem:
     client: ClientInfo | None = None
 
 
-def _client_label(client: ClientInfo | None) -> str:
-    return "-" if client is None else client.name
-
-
 TOKEN_CACHE_SIZE = 4096
+MIN_TTL, MAX_TTL = 1, 86400     # seconds; the paper uses 120..900
 
 
 class _TokenCache:
@@ -80,9 +77,14 @@ class _TokenCache:
 
 
 class Distribution:
-    def __init__(self, store: Store, *, clock=time.time):
+    def __init__(self, store: Store, *, clock=time.time, ttl: float | None = None):
+        """``ttl``: the server's validity of issued OTPs in seconds; None: each account's own
+        ttl setting."""
+        if ttl is not None and not (isinstance(ttl, (int, float)) and MIN_TTL <= ttl <= MAX_TTL):
+            raise InvalidParameter("ttl", f"must be {MIN_TTL}..{MAX_TTL} seconds")
         self.store = store
         self.clock = clock
+        self.ttl = ttl
         self._tokens = _TokenCache()
 
     # -- clients ----------------------------------------------------------------------
@@ -110,7 +112,7 @@ class Distribution:
                 otp, counter = tokens.issue(acct)
                 if not tx.advance_counter(account, acct.counter, counter):
                     raise Refused()
-                expires_at = now + acct.params["ttl"]
+                expires_at = now + (self.ttl if self.ttl is not None else acct.params["ttl"])
                 tx.purge_issued(now)     # expired rows can never verify; keep the table small
                 tx.issue(account, client.name, self.store.keys.otp_digest(account, otp), now,
                          expires_at)
@@ -137,120 +139,163 @@ class Distribution:
         now = self.clock()
         with self.store.transaction() as tx:
             batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now)
-            results = []
-            for item in items:
-                outcome = batch.verify(item)
-                results.append(outcome == audit.ACCEPTED)
-                tx.audit(now, audit.VERIFY, str(item.account)[:128],
-                         _client_label(item.client), str(item.source)[:64], outcome)
+            results = batch.run()
             batch.finish()
         return results
+
+
+class _Live:
+    """The batch's current verification state of one account (its record as read at the
+    start, plus the fields the batch's decisions move)."""
+
+    __slots__ = ("record", "counter", "last_step", "chain_last", "failures", "lockout",
+                 "token", "moved")
+
+    def __init__(self, record: AccountRecord):
+        self.record = record
+        self.counter = record.counter
+        self.last_step = record.last_step
+        self.chain_last = record.chain_last
+        self.failures = record.failures
+        self.lockout = record.lockout
+        self.token = None
+        self.moved = False      # a decision set a field (even back to its start value)
+
+
+_HEX = frozenset("0123456789abcdef")
+_DIGITS = frozenset("0123456789")
 
 
 class _VerifyBatch:
     """One verify_many transaction. Reads are done once for the whole batch, under the
     store's write lock (so they stay current until COMMIT): the batch's accounts in one
     query, the unused issued OTPs it names in another. Items are then decided in order on
-    in-memory copies that follow every decision, so later items see earlier ones (a
+    in-memory state (_Live) that follows every decision, so later items see earlier ones (a
     duplicate OTP, a moved counter or step, a failure count reaching the lockout). Before
     COMMIT the changes are written as conditional updates whose row counts are checked:
     each changed account is compared-and-set from the state read at the start
-    (Transaction.update_accounts), each issued OTP taken is marked used only if still
-    unused (Transaction.use_issued_ids). Any shortfall raises, and the whole transaction
-    rolls back - nothing accepted, nothing audited; the write lock makes that impossible
-    short of someone writing behind otpfast's back."""
+    (Transaction.update_accounts, one statement), each issued OTP taken is marked used only
+    if still unused (Transaction.use_issued_ids). Any shortfall raises, and the whole
+    transaction rolls back - nothing accepted, nothing audited; the write lock makes that
+    impossible short of someone writing behind otpfast's back. The audit entries (one per
+    item) are handed over in one call."""
 
     def __init__(self, tx, keys, token_cache: _TokenCache, items: list[VerifyItem], now: float):
         self.tx = tx
         self.now = now
+        self.items = items
         self._token = token_cache.get
-        self.accounts = tx.accounts(item.account for item in items
-                                    if item.client is None or item.client.verifier)
-        self.original = dict(self.accounts)
-        self.digests: dict[tuple[str, str], bytes] = {}
+        records = tx.accounts(item.account for item in items
+                              if item.client is None or item.client.verifier)
+        self.live = {name: _Live(record) for name, record in records.items()}
+        # per item: (its account's _Live or None, well formed, issued-OTP lookup key or None)
+        self.checked: list[tuple] = []
+        wanted: dict[tuple[str, str], tuple[str, bytes]] = {}
+        otp_digest = keys.otp_digest
+        live_of = self.live.get
         for item in items:
-            acct = self.accounts.get(item.account) if isinstance(item.account, str) else None
-            if (acct is not None and acct.type in SERVER_ISSUED
-                    and tokens.well_formed(acct, item.otp)):
-                otp = item.otp.lower() if acct.type == "hashchain" else item.otp
-                if (acct.name, otp) not in self.digests:
-                    self.digests[acct.name, otp] = keys.otp_digest(acct.name, otp)
-        self.unused = tx.find_issued([(name, digest) for (name, _), digest
-                                      in self.digests.items()], now)
+            account, otp, client = item.account, item.otp, item.client
+            live = (live_of(account) if isinstance(account, str)
+                    and (client is None or client.verifier) else None)
+            if live is None:
+                self.checked.append((None, False, None))
+                continue
+            record = live.record
+            kind = record.type
+            if not isinstance(otp, str):
+                well_formed = False
+            elif kind == "hashchain":
+                otp = otp.lower()
+                well_formed = len(otp) == record.params["hex_length"] and set(otp) <= _HEX
+            else:
+                well_formed = len(otp) == record.params["digits"] and set(otp) <= _DIGITS
+            lookup = None
+            if well_formed and kind in SERVER_ISSUED and record.state == ACCOUNT_ACTIVE:
+                lookup = wanted.get((account, otp))
+                if lookup is None:
+                    lookup = wanted[account, otp] = (account, otp_digest(account, otp))
+            self.checked.append((live, well_formed, lookup))
+        self.unused = tx.find_issued(list(wanted.values()), now)
         self.taken: list[int] = []
+
+    def run(self) -> list[bool]:
+        """Decide every item in order; queue one audit entry each; True = accepted."""
+        now, accepted = self.now, audit.ACCEPTED
+        results, entries = [], []
+        for item, (live, well_formed, lookup) in zip(self.items, self.checked):
+            outcome = self._decide(item, live, well_formed, lookup)
+            results.append(outcome == accepted)
+            client = item.client
+            entries.append((now, audit.VERIFY, str(item.account)[:128],
+                            "-" if client is None else client.name, str(item.source)[:64],
+                            outcome))
+        self.tx.audit_many(entries)
+        return results
 
     def finish(self) -> None:
         """Write the batch's decisions (inside the transaction, before COMMIT)."""
-        changes = [(self.original[name], acct) for name, acct in self.accounts.items()
-                   if acct is not self.original[name]]
+        changes = [(live.record, live) for live in self.live.values() if live.moved]
         if changes and self.tx.update_accounts(changes) != len(changes):
             raise RuntimeError("account state changed inside a transaction")
         if self.taken and self.tx.use_issued_ids(self.taken, self.now) != len(self.taken):
             raise RuntimeError("issued OTPs changed inside a transaction")
 
-    def _set(self, acct, *, counter=None, last_step=None, chain_last=None, failures=None):
-        """Change the batch's copy of ``acct`` (written by finish)."""
-        self.accounts[acct.name] = AccountRecord(
-            name=acct.name, type=acct.type, params=acct.params, state=acct.state,
-            material=acct.material, counter=acct.counter if counter is None else counter,
-            last_step=acct.last_step if last_step is None else last_step,
-            chain_last=acct.chain_last if chain_last is None else chain_last,
-            failures=acct.failures if failures is None else failures,
-            transcript=acct.transcript, created_at=acct.created_at)
-
-    def verify(self, item: VerifyItem) -> str:
-        if not isinstance(item.account, str):
+    def _decide(self, item: VerifyItem, live: _Live | None, well_formed: bool, lookup) -> str:
+        if live is None:
+            if item.client is not None and not item.client.verifier:
+                return audit.NOT_AUTHORISED
             return audit.NO_ACCOUNT
-        if item.client is not None and not item.client.verifier:
-            return audit.NOT_AUTHORISED
-        acct = self.accounts.get(item.account)
-        if acct is None:
-            return audit.NO_ACCOUNT
-        if acct.state != ACCOUNT_ACTIVE:
+        if live.record.state != ACCOUNT_ACTIVE:
             return audit.PENDING
-        if acct.locked:
+        if live.failures >= live.lockout:
             return audit.LOCKED
-        well_formed = tokens.well_formed(acct, item.otp)
-        if well_formed and self._match(acct, item.otp):
-            acct = self.accounts[acct.name]
-            if acct.failures:
-                self._set(acct, failures=0)
+        if well_formed and self._match(live, item.otp, lookup):
+            if live.failures:
+                live.failures = 0
+                live.moved = True
             return audit.ACCEPTED
-        self._set(acct, failures=acct.failures + 1)     # not locked: below the lockout
+        live.failures += 1                          # not locked: below the lockout
+        live.moved = True
         return audit.NO_MATCH if well_formed else audit.BAD_FORMAT
 
-    def _take_issued(self, name: str, otp: str) -> bool:
-        ids = self.unused.get((name, self.digests[name, otp]))
+    def _take_issued(self, lookup) -> bool:
+        ids = self.unused.get(lookup)
         if not ids:
             return False
         self.taken.append(ids.pop(0))
         return True
 
-    def _match(self, acct, otp: str) -> bool:
-        name = acct.name
-        if acct.type == "totp":
+    def _match(self, live: _Live, otp: str, lookup) -> bool:
+        record = live.record
+        kind = record.type
+        if kind == "totp":
+            if live.token is None:
+                live.token = self._token(record, tokens.totp_token)
             try:
-                step = self._token(acct, tokens.totp_token).verify(
+                live.last_step = live.token.verify(   # > last_step: after_step enforces it
                     otp, at=self.now, window=1,
-                    after_step=acct.last_step if acct.last_step >= 0 else None)
+                    after_step=live.last_step if live.last_step >= 0 else None)
             except InvalidToken:
                 return False
-            self._set(acct, last_step=step)          # > last_step: after_step enforces it
+            live.moved = True
             return True
-        if acct.type == "hashchain":
+        if kind == "hashchain":
             otp = otp.lower()
-            if not tokens.chain_match(acct, otp) or not self._take_issued(name, otp):
+            current = dataclasses.replace(record, chain_last=live.chain_last)
+            if not tokens.chain_match(current, otp) or not self._take_issued(lookup):
                 return False
-            self._set(acct, chain_last=bytes.fromhex(otp))
+            live.chain_last = bytes.fromhex(otp)
+            live.moved = True
             return True
-        if self._take_issued(name, otp):
+        if self._take_issued(lookup):
             return True
-        if acct.type == "hotp":
-            try:
-                matched = self._token(acct, tokens.hotp_token).verify(
-                    otp, acct.counter, window=acct.params["window"])
-            except InvalidToken:
+        if kind == "hotp":
+            if live.token is None:
+                live.token = self._token(record, tokens.HotpMatcher)
+            matched = live.token.match(otp, live.counter, record.params["window"])
+            if matched is None:
                 return False
-            self._set(acct, counter=matched + 1)
+            live.counter = matched + 1
+            live.moved = True
             return True
         return False

@@ -191,8 +191,8 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def use_issued_ids(self, ids, now: float) -> int:
-        """Mark these issued rows used, each only if still unused and unexpired (one
-        conditional UPDATE per id); returns how many were marked."""
+        """Mark these distinct issued rows used, each only if still unused and unexpired
+        (one conditional UPDATE); returns how many were marked."""
 
     @abc.abstractmethod
     def purge_issued(self, before: float) -> int:
@@ -203,6 +203,12 @@ class Transaction(abc.ABC):
     def audit(self, now: float, event: str, account: str, client: str, source: str,
               outcome: str) -> None:
         """Append one hash-chained entry. Never pass secrets or OTPs."""
+
+    def audit_many(self, entries) -> None:
+        """Append several entries, each (now, event, account, client, source, outcome), in
+        order (as :meth:`audit` each)."""
+        for entry in entries:
+            self.audit(*entry)
 
 
 class Store(abc.ABC):

@@ -13,7 +13,7 @@ import struct
 import threading
 import time
 
-from .atrest import AtRestKeys
+from .atrest import AtRestKeys, HmacSha256
 from .base import AccountRecord, AuditReport
 
 ZERO_HASH = bytes(32)
@@ -50,20 +50,34 @@ def audit_mac(key: bytes, prev: bytes, seq: int, time: float, event: str, accoun
                                       _field(source), _field(outcome))), "sha256")
 
 
-def chain_entries(key: bytes, head: tuple[int, bytes], entries: list[tuple]) -> list[tuple]:
+def chain_entries(key, head: tuple[int, bytes], entries: list[tuple]) -> list[tuple]:
     """Audit rows (seq, time, event, account, client, source, outcome, hash) of ``entries`` =
     [(time, event, account, client, source, outcome)], chained onto ``head`` = (seq, hash),
-    in one pass."""
+    in one pass. ``key``: the audit key, or its precomputed HmacSha256 (AtRestKeys.audit_mac)."""
+    mac = key if isinstance(key, HmacSha256) else HmacSha256(key)
+    inner_state, outer_state = mac.inner, mac.outer
     seq, prev = head
     rows = []
-    append, digest, join, field = rows.append, hmac.digest, b"".join, _field
+    append, join, field, length = rows.append, b"".join, _field, _LENGTH
+    # a batch's entries share time and event, and mostly client, source and outcome: their
+    # encoded fields are built once per distinct value
+    heads: dict = {}
+    tails: dict = {}
     for when, event, account, client, source, outcome in entries:
         seq += 1
         seq_text = str(seq).encode("ascii")
         when = float(when)
-        prev = digest(key, join((prev, _LENGTH(len(seq_text)), seq_text, field(repr(when)),
-                                 field(event), field(account), field(client), field(source),
-                                 field(outcome))), "sha256")
+        middle = heads.get((when, event))
+        if middle is None:
+            middle = heads[when, event] = field(repr(when)) + field(event)
+        tail = tails.get((client, source, outcome))
+        if tail is None:
+            tail = tails[client, source, outcome] = field(client) + field(source) + field(outcome)
+        inner = inner_state.copy()
+        inner.update(join((prev, length(len(seq_text)), seq_text, middle, field(account), tail)))
+        outer = outer_state.copy()
+        outer.update(inner.digest())
+        prev = outer.digest()
         append((seq, when, event, account, client, source, outcome, prev))
     return rows
 
@@ -218,13 +232,16 @@ class AccountDecoder:
     """Turns account rows into AccountRecords. Decrypted material is kept in a small LRU in
     memory (never on disk), keyed by (name, ciphertext): a re-encrypted or replaced secret
     has a new ciphertext (fresh nonce), so a stale entry can never be returned. Whole
-    records are kept too, keyed by the complete row (any change to the row is a miss)."""
+    records are kept too, keyed by the complete row (any change to the row is a miss), and
+    the decoded fixed part of a row (params, material, transcript), keyed by every column
+    but the four a verification moves, so a moved counter costs no decoding."""
 
     def __init__(self, keys: AtRestKeys, size: int = SECRET_CACHE_SIZE):
         self._keys = keys
         self._size = size
         self._material: collections.OrderedDict = collections.OrderedDict()
         self._records: collections.OrderedDict = collections.OrderedDict()  # row -> record
+        self._fixed: collections.OrderedDict = collections.OrderedDict()    # fixed part -> decoded
         self._params: dict = {}            # params JSON text -> dict (not secret)
         self._lock = threading.Lock()
 
@@ -249,18 +266,28 @@ class AccountDecoder:
             return record
         (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
          transcript, created_at) = row
-        material = None if material_enc is None else self._material_of(name, bytes(material_enc))
-        parsed = self._params.get(params)
-        if parsed is None:
-            parsed = json.loads(params)
-            if len(self._params) > self._size:
-                self._params.clear()
-            self._params[params] = parsed
+        # the row's fixed part (all but counter, last_step, chain_last, failures): decoded once
+        fixed_key = (name, type_, params, state, material_enc, transcript, created_at)
+        fixed = self._fixed.get(fixed_key)
+        if fixed is None:
+            material = (None if material_enc is None
+                        else self._material_of(name, bytes(material_enc)))
+            parsed = self._params.get(params)
+            if parsed is None:
+                parsed = json.loads(params)
+                if len(self._params) > self._size:
+                    self._params.clear()
+                self._params[params] = parsed
+            fixed = (parsed, material, None if transcript is None else bytes(transcript))
+            with self._lock:
+                self._fixed[fixed_key] = fixed
+                while len(self._fixed) > self._size:
+                    self._fixed.popitem(last=False)
+        parsed, material, transcript = fixed
         record = AccountRecord(name=name, type=type_, params=parsed, state=state,
                                material=material, counter=counter, last_step=last_step,
                                chain_last=None if chain_last is None else bytes(chain_last),
-                               failures=failures,
-                               transcript=None if transcript is None else bytes(transcript),
+                               failures=failures, transcript=transcript,
                                created_at=created_at)
         with self._lock:
             self._records[row] = record
@@ -275,3 +302,5 @@ class AccountDecoder:
                 del self._material[cache_key]
             for row in [r for r in self._records if r[0] == name]:
                 del self._records[row]
+            for fixed_key in [k for k in self._fixed if k[0] == name]:
+                del self._fixed[fixed_key]

@@ -549,12 +549,15 @@ class _PostgresTransaction(Transaction):
     def audit(self, now, event, account, client, source, outcome):
         self._pending_audit.append((now, event, account, client, source, outcome))
 
+    def audit_many(self, entries):
+        self._pending_audit.extend(entries)
+
     def _flush_audit_head(self):
         """Chain and insert the transaction's audit entries and move the head (the head row
         is locked since BEGIN)."""
         if not self._pending_audit:
             return
-        rows = chain_entries(self._store.keys.audit_key, self._head, self._pending_audit)
+        rows = chain_entries(self._store.keys.audit_mac, self._head, self._pending_audit)
         with self._conn.cursor() as cur:
             cur.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
                             " outcome, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows)

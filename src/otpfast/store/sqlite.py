@@ -68,6 +68,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
+_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)            # JSON functions built in
+# 8 parameters a row; SQLite < 3.32 allows 999 parameters, later versions 32766
+_AUDIT_ROWS = 4000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
+# ACCOUNT_COLUMNS as JSON values: blobs as hex (NULL stays null), the REAL exact (17 digits)
+_ACCOUNT_JSON = ("name, type, params, state, iif(material_enc IS NULL, NULL, hex(material_enc)),"
+                 " counter, last_step, iif(chain_last IS NULL, NULL, hex(chain_last)), failures,"
+                 " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at)")
+
+
+def _unhex(text):
+    return None if text is None else bytes.fromhex(text)
 
 
 def _current_version(conn) -> int:
@@ -234,14 +246,26 @@ class SQLiteStore(Store):
         return None if row is None else self._decoder.account(row)
 
     def _select_accounts(self, conn, names) -> dict:
+        """The named accounts, read as ONE result row (a JSON array built by SQLite) when
+        SQLite has JSON functions: every row fetched is a GIL hand-over in the sqlite3
+        module, which costs the group-commit writer dearly while the event loop runs."""
         found = {}
         names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
         for start in range(0, len(names), 500):     # SQLite < 3.32 allows 999 parameters
             chunk = names[start:start + 500]
             marks = ", ".join("?" * len(chunk))
-            for row in conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
-                                    f" WHERE name IN ({marks})", chunk):
-                found[row[0]] = self._decoder.account(row)
+            if not _JSON:
+                for row in conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+                                        f" WHERE name IN ({marks})", chunk):
+                    found[row[0]] = self._decoder.account(row)
+                continue
+            (packed,) = conn.execute(f"SELECT json_group_array(json_array({_ACCOUNT_JSON}))"
+                                     f" FROM accounts WHERE name IN ({marks})", chunk).fetchone()
+            for (name, type_, params, state, material, counter, last_step, chain_last,
+                 failures, transcript, created_at) in json.loads(packed):
+                found[name] = self._decoder.account((
+                    name, type_, params, state, _unhex(material), counter, last_step,
+                    _unhex(chain_last), failures, _unhex(transcript), float(created_at)))
         return found
 
     def _select_contributions(self, conn, account):
@@ -383,18 +407,35 @@ class _SQLiteTransaction(Transaction):
                          " AND chain_last = :old", {"name": name, "old": old, "new": new}) == 1
 
     def update_accounts(self, changes):
-        cur = self._conn.executemany(
-            "UPDATE accounts SET counter = :counter, last_step = :last_step,"
-            " chain_last = :chain_last, failures = :failures WHERE name = :name"
-            " AND counter = :old_counter AND last_step = :old_last_step"
-            " AND chain_last IS :old_chain_last AND failures = :old_failures"
-            " AND :last_step >= last_step AND :failures <= lockout",
-            [{"name": old.name, "counter": new.counter, "last_step": new.last_step,
-              "chain_last": new.chain_last, "failures": new.failures,
-              "old_counter": old.counter, "old_last_step": old.last_step,
-              "old_chain_last": old.chain_last, "old_failures": old.failures}
-             for old, new in changes])
-        return cur.rowcount
+        changes = list(changes)
+        if not _UPDATE_FROM:
+            cur = self._conn.executemany(
+                "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
+                " failures = ?4 WHERE name = ?5 AND counter = ?6 AND last_step = ?7"
+                " AND chain_last IS ?8 AND failures = ?9 AND ?2 >= last_step"
+                " AND ?4 <= lockout",
+                [(new.counter, new.last_step, new.chain_last, new.failures, old.name,
+                  old.counter, old.last_step, old.chain_last, old.failures)
+                 for old, new in changes])
+            return cur.rowcount
+        changed = 0
+        for start in range(0, len(changes), 500):      # 9 parameters a row, < 32766
+            chunk = changes[start:start + 500]
+            params = []
+            extend = params.extend
+            for old, new in chunk:
+                extend((old.name, new.counter, new.last_step, new.chain_last, new.failures,
+                        old.counter, old.last_step, old.chain_last, old.failures))
+            # one statement; the names are distinct, so each row is changed at most once
+            changed += self._conn.execute(
+                "UPDATE accounts SET counter = c.column2, last_step = c.column3,"
+                " chain_last = c.column4, failures = c.column5 FROM (VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
+                " WHERE accounts.name = c.column1 AND accounts.counter = c.column6"
+                " AND accounts.last_step = c.column7 AND accounts.chain_last IS c.column8"
+                " AND accounts.failures = c.column9 AND c.column3 >= accounts.last_step"
+                " AND c.column5 <= accounts.lockout", params).rowcount
+        return changed
 
     def record_failure(self, name):
         return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = :name"
@@ -435,31 +476,46 @@ class _SQLiteTransaction(Transaction):
     def find_issued(self, wanted, now):
         found: dict = {}
         wanted = list(dict.fromkeys(wanted))
-        for start in range(0, len(wanted), 400):    # SQLite < 3.32 allows 999 parameters
-            chunk = wanted[start:start + 400]
-            params = [value for pair in chunk for value in pair]
+        for start in range(0, len(wanted), 300):    # SQLite < 3.32 allows 999 parameters
+            chunk = wanted[start:start + 300]
+            params = [value for k, pair in enumerate(chunk) for value in (k, *pair)]
             params.append(now)
-            rows = self._conn.execute(
-                "WITH wanted (account, otp_digest) AS (VALUES "
-                + ", ".join(["(?, ?)"] * len(chunk)) + ")"
-                " SELECT i.id, i.account, i.otp_digest FROM wanted CROSS JOIN issued AS i"
+            # one result row ("k id,k id,...": k indexes chunk): see _select_accounts
+            (packed,) = self._conn.execute(
+                "WITH wanted (k, account, otp_digest) AS (VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(chunk)) + ")"
+                " SELECT group_concat(wanted.k || ' ' || i.id, ',') FROM wanted"
+                " CROSS JOIN issued AS i"
                 " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
-                " WHERE i.used_at IS NULL AND i.expires_at > ? ORDER BY i.id", params)
-            for id_, account, digest in rows:
-                found.setdefault((account, bytes(digest)), []).append(id_)
+                " WHERE i.used_at IS NULL AND i.expires_at > ?", params).fetchone()
+            if packed:
+                for pair in packed.split(","):
+                    k, id_ = pair.split(" ")
+                    found.setdefault(chunk[int(k)], []).append(int(id_))
+        for ids in found.values():
+            ids.sort()
         return found
 
     def use_issued_ids(self, ids, now):
-        cur = self._conn.executemany("UPDATE issued SET used_at = :now WHERE id = :id"
-                                     " AND used_at IS NULL AND expires_at > :now",
-                                     [{"id": id_, "now": now} for id_ in ids])
-        return cur.rowcount
+        ids = list(ids)
+        marked = 0
+        for start in range(0, len(ids), 900):     # SQLite < 3.32 allows 999 parameters
+            chunk = ids[start:start + 900]
+            # one statement; every id is distinct, so each row is marked at most once
+            marked += self._conn.execute(
+                "UPDATE issued SET used_at = ?1 WHERE id IN ("
+                + ", ".join(["?"] * len(chunk)) + ") AND used_at IS NULL AND expires_at > ?1",
+                [now, *chunk]).rowcount
+        return marked
 
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})
 
     def audit(self, now, event, account, client, source, outcome):
         self._pending_audit.append((now, event, account, client, source, outcome))
+
+    def audit_many(self, entries):
+        self._pending_audit.extend(entries)
 
     def _flush_audit(self) -> tuple[int, bytes] | None:
         """Chain and insert the transaction's audit entries and move the head (inside the
@@ -468,10 +524,14 @@ class _SQLiteTransaction(Transaction):
             return None
         row = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         old = int(row[0])
-        rows = chain_entries(self._store.keys.audit_key, (old, bytes(row[1])),
+        rows = chain_entries(self._store.keys.audit_mac, (old, bytes(row[1])),
                              self._pending_audit)
-        self._conn.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
-                               " outcome, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for start in range(0, len(rows), _AUDIT_ROWS):    # one statement per chunk
+            chunk = rows[start:start + _AUDIT_ROWS]
+            self._conn.execute("INSERT INTO audit (seq, time, event, account, client, source,"
+                               " outcome, hash) VALUES "
+                               + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                               [value for row in chunk for value in row])
         head = (rows[-1][0], rows[-1][7])
         if self._run("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
                      " AND seq = :old", {"seq": head[0], "hash": head[1], "old": old}) != 1:
