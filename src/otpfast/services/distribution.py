@@ -53,9 +53,9 @@ MIN_TTL, MAX_TTL = 1, 86400     # seconds; the paper uses 120..900
 
 
 class _TokenCache:
-    """HOTP/TOTP scheme objects (they hold the key: memory only) of recently verified
-    accounts, keyed by everything they are built from, so a changed key or setting is a
-    miss. Oldest out first."""
+    """The verifiers of recently verified accounts (tokens.HotpMatcher for hotp, TOTP for
+    totp; they hold the key: memory only), keyed by everything they are built from, so a
+    changed key or setting is a miss. Oldest out first."""
 
     def __init__(self, size: int = TOKEN_CACHE_SIZE):
         self._size = size
@@ -204,9 +204,10 @@ class _VerifyBatch:
             kind = record.type
             if not isinstance(otp, str):
                 well_formed = False
-            elif kind == "hashchain":
+            elif kind == "hashchain":       # tokens.well_formed, inlined
+                well_formed = len(otp) == record.params["hex_length"]
                 otp = otp.lower()
-                well_formed = len(otp) == record.params["hex_length"] and set(otp) <= _HEX
+                well_formed = well_formed and set(otp) <= _HEX
             else:
                 well_formed = len(otp) == record.params["digits"] and set(otp) <= _DIGITS
             lookup = None
@@ -242,7 +243,8 @@ class _VerifyBatch:
 
     def _decide(self, item: VerifyItem, live: _Live | None, well_formed: bool, lookup) -> str:
         if live is None:
-            if item.client is not None and not item.client.verifier:
+            if (isinstance(item.account, str) and item.client is not None
+                    and not item.client.verifier):
                 return audit.NOT_AUTHORISED
             return audit.NO_ACCOUNT
         if live.record.state != ACCOUNT_ACTIVE:
