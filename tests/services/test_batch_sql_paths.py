@@ -1,7 +1,7 @@
 """verify_many decides the same on every SQL path of the SQLite backend: the batched path
 (accounts and issued OTPs read as one JSON / one aggregated row, UPDATE ... FROM (VALUES),
 one multi-row audit INSERT) and the row-by-row fallback for older SQLite versions, with the
-audit INSERT split into small chunks. Also: the fast HOTP look-ahead (HotpMatcher) agrees
+audit INSERT split into small chunks. Also: the cached HOTP look-ahead (HotpMatcher) agrees
 with otpfast.hotp.HOTP.verify."""
 import os
 

@@ -17,7 +17,7 @@ label, so one derived value reveals nothing about another.
 import hashlib
 import hmac
 
-from otpfast.errors import Refused
+from otpfast.errors import InvalidToken, Refused
 
 from .derivation import CHAIN_SEED_BYTES, HOTP_KEY_BYTES, _subkey
 
@@ -52,33 +52,20 @@ def hotp_token(record):
                 algorithm=record.params["algorithm"])
 
 
-HOTP_MAX_COUNTER = 2**64 - 1
-
-
 class HotpMatcher:
-    """The look-ahead check of HOTP verification for one account's key: the OTPs of
-    counter..counter+window computed in one core call (core.hotp_batch, as HOTP.verify
-    does), then located with one C-level search. The caller has checked the syntax (ASCII
-    digits of the account's length). Timing depends on the matching position only for an
-    OTP that matches, which is then accepted; a wrong OTP is compared with the whole window."""
+    """The look-ahead check of HOTP verification for one account's key, built once and
+    cached by the distribution service: HOTP.verify (constant-time scan of the window)."""
 
-    __slots__ = ("_key", "_digits", "_algorithm")
+    __slots__ = ("_hotp",)
 
     def __init__(self, record):
-        from otpfast.hotp import validate_key
-        self._key = validate_key(bytes.fromhex(record.material["key"]))
-        self._digits = record.params["digits"]
-        self._algorithm = record.params["algorithm"]
+        self._hotp = hotp_token(record)
 
     def match(self, otp: str, counter: int, window: int) -> int | None:
         """The counter in [counter, counter+window] whose OTP is ``otp``, else None."""
-        from otpfast import core
-        last = min(counter + window, HOTP_MAX_COUNTER)
-        values = core.hotp_batch(self._key, counter, last - counter + 1, self._digits,
-                                 self._algorithm)
         try:
-            return counter + values.index(int(otp))
-        except ValueError:
+            return self._hotp.verify(otp, counter, window=window)
+        except InvalidToken:
             return None
 
 
