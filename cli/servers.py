@@ -146,6 +146,26 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
     _run(main)
 
 
+async def _serve_verifying(datadir, distribution, start_listener, radius, extra_stores=()):
+    """Run a listener that verifies through one group-commit writer (plus the RADIUS front
+    end if asked for) until SIGINT/SIGTERM; then close everything in reverse order."""
+    from otpfast.net.verifier import AsyncVerifier
+
+    verifier = AsyncVerifier(distribution)
+    front_end = None
+    try:
+        server = await start_listener(verifier)
+        front_end = await _start_radius(radius, verifier)
+        await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint(), front_end))
+    finally:
+        await _close_radius(front_end)
+        await verifier.aclose()
+        logging.getLogger("otpfast.net.verifier").info("%s", verifier.stats_line())
+        distribution.store.close()
+        for store in extra_stores:
+            store.close()
+
+
 @click.command()
 @server_options
 @radius_options
@@ -153,26 +173,17 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
 def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
-    from otpfast.net.verifier import AsyncVerifier
 
     host, port = listen_address(listen)
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
+    limits = _limits(read_timeout, idle_timeout, max_connections)
 
     async def main():
-        service = datadir.distribution(ttl=ttl)
-        verifier = AsyncVerifier(service)
-        front_end = server = None
-        try:
-            server = await serve_distribution(verifier, tls.server_context(datadir), host, port,
-                                              limits=_limits(read_timeout, idle_timeout, max_connections))
-            front_end = await _start_radius(radius, verifier)
-            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint(), front_end))
-        finally:
-            await _close_radius(front_end)
-            await verifier.aclose()
-            logging.getLogger("otpfast.net.verifier").info("%s", verifier.stats_line())
-            service.store.close()
+        async def start(verifier):
+            return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits)
+
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius)
 
     _run(main)
 
@@ -184,27 +195,20 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
 def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl):
     """Key server and distribution server in one process on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
-    from otpfast.net.verifier import AsyncVerifier
 
     host, port = listen_address(listen)
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
+    limits = _limits(read_timeout, idle_timeout, max_connections)
 
     async def main():
         keyserver_service = datadir.keyserver()
-        distribution = datadir.distribution(ttl=ttl)
-        verifier = AsyncVerifier(distribution)
-        front_end = server = None
-        try:
-            server = await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
-                                          limits=_limits(read_timeout, idle_timeout, max_connections))
-            front_end = await _start_radius(radius, verifier)
-            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint(), front_end))
-        finally:
-            await _close_radius(front_end)
-            await verifier.aclose()
-            logging.getLogger("otpfast.net.verifier").info("%s", verifier.stats_line())
-            distribution.store.close()
-            keyserver_service.store.close()
+
+        async def start(verifier):
+            return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
+                                        limits=limits)
+
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius,
+                               extra_stores=[keyserver_service.store])
 
     _run(main)
