@@ -28,19 +28,19 @@ the URL must exist; the schema lives in the first schema of the connection's
 ``search_path`` (so ``?options=-csearch_path%3Dname`` in the URL selects one).
 """
 import contextlib
-import json
+import functools
 import os
+import re
 import threading
 from typing import Iterator
 
 from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys
-from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditEntry, AuditReport,
-                   AuthorityRecord, ClientRecord, ContributionRecord, Store, Transaction)
+from .base import (AccountRecord, AuditEntry, AuditReport, AuthorityRecord, ClientRecord,
+                   ContributionRecord, Store, Transaction)
 from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     chain_entries, check_chain, client_aad, contribution_aad,
-                     encrypt_material)
+                     SqlTransaction, chain_entries, check_chain, client_aad, contribution_aad)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
 # versions and meaning as otpfast.store.sqlite.MIGRATIONS, in PostgreSQL types.
@@ -380,79 +380,30 @@ def _rollback(conn) -> None:
             conn.close()
 
 
-class _PostgresTransaction(Transaction):
+_NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=256)
+def _pyformat(sql: str) -> str:
+    """``:name`` (the shared SQL's style) -> psycopg's ``%(name)s``; ``::casts`` stay."""
+    return _NAMED_PARAMETER.sub(r"%(\1)s", sql)
+
+
+class _PostgresTransaction(SqlTransaction):
+    # Reads inside a transaction are current until COMMIT: every otpfast writer holds the
+    # audit-head lock (taken at BEGIN) first.
     def __init__(self, store: PostgresStore, conn, head: tuple[int, bytes]):
-        self._store = store
-        self._conn = conn
+        super().__init__(store, conn)
         self._head = head                       # locked at BEGIN (the write lock)
         self._head_start = head[0]
-        self._pending_audit: list[tuple] = []   # chained and written at commit
 
-    def _run(self, sql: str, params: dict) -> int:
-        return self._conn.execute(sql, params).rowcount
-
-    def account(self, name):
-        # current until COMMIT: every otpfast writer holds the audit-head lock first
-        return self._store._select_account(self._conn, name)
-
-    def accounts(self, names):
-        return self._store._select_accounts(self._conn, names)
-
-    def contributions(self, account):
-        return self._store._select_contributions(self._conn, account)
-
-    def add_authority(self, authority_id, credential_hash, now):
-        return self._run("INSERT INTO authorities (id, credential_hash, created_at)"
-                         " VALUES (%(id)s, %(h)s, %(now)s) ON CONFLICT DO NOTHING",
-                         {"id": authority_id, "h": credential_hash, "now": now}) == 1
-
-    def add_client(self, name, account, verifier, credential_hash, mask_key, now):
-        enc = self._store.keys.encrypt(mask_key, client_aad(name))
-        return self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
-                         " mask_key_enc, created_at) VALUES (%(name)s, %(account)s,"
-                         " %(verifier)s, %(h)s, %(mask)s, %(now)s) ON CONFLICT DO NOTHING",
-                         {"name": name, "account": account, "verifier": bool(verifier),
-                          "h": credential_hash, "mask": enc, "now": now}) == 1
-
-    def add_account(self, name, type, params, material, chain_last, now, *, counter=0):
-        state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
-        enc = None if material is None else encrypt_material(self._store.keys, name, material)
-        return self._run("INSERT INTO accounts (name, type, params, state, material_enc,"
-                         " chain_last, lockout, counter, created_at) VALUES (%(name)s, %(type)s,"
-                         " %(params)s, %(state)s, %(enc)s, %(chain)s, %(lockout)s, %(counter)s,"
-                         " %(now)s) ON CONFLICT DO NOTHING",
-                         {"name": name, "type": type, "params": json.dumps(params, sort_keys=True),
-                          "state": state, "enc": enc, "chain": chain_last,
-                          "lockout": int(params["lockout"]), "counter": counter, "now": now}) == 1
-
-    def delete_account(self, name):
-        deleted = self._run("DELETE FROM accounts WHERE name = %(name)s", {"name": name}) == 1
-        if deleted:
-            for table in ("contributions", "issued"):
-                self._run(f"DELETE FROM {table} WHERE account = %(name)s", {"name": name})
-            self._store._decoder.forget(name)
-        return deleted
-
-    def activate_account(self, name, material, chain_last, transcript, *, counter=0):
-        return self._run("UPDATE accounts SET state = %(active)s, material_enc = %(enc)s,"
-                         " chain_last = %(chain)s, transcript = %(t)s, counter = %(counter)s"
-                         " WHERE name = %(name)s AND state = %(pending)s",
-                         {"active": ACCOUNT_ACTIVE, "pending": ACCOUNT_PENDING, "name": name,
-                          "enc": encrypt_material(self._store.keys, name, material), "chain": chain_last,
-                          "t": transcript, "counter": counter}) == 1
-
-    def advance_counter(self, name, old, new):
-        return self._run("UPDATE accounts SET counter = %(new)s WHERE name = %(name)s"
-                         " AND counter = %(old)s", {"name": name, "old": old, "new": new}) == 1
+    def _sql(self, sql: str) -> str:
+        return _pyformat(sql)
 
     def advance_step(self, name, old, new):
         return self._run("UPDATE accounts SET last_step = %(new)s WHERE name = %(name)s"
                          " AND last_step = %(old)s AND %(new)s::bigint > %(old)s::bigint",
                          {"name": name, "old": old, "new": new}) == 1
-
-    def advance_chain(self, name, old, new):
-        return self._run("UPDATE accounts SET chain_last = %(new)s WHERE name = %(name)s"
-                         " AND chain_last = %(old)s", {"name": name, "old": old, "new": new}) == 1
 
     def update_accounts(self, changes):
         changes = list(changes)
@@ -483,26 +434,6 @@ class _PostgresTransaction(Transaction):
             " AND a.failures = c.old_failures AND c.last_step >= a.last_step"
             " AND c.failures <= a.lockout", columns)
 
-    def record_failure(self, name):
-        return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = %(name)s"
-                         " AND failures < lockout", {"name": name}) == 1
-
-    def clear_failures(self, name):
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = %(name)s"
-                         " AND failures < lockout", {"name": name}) == 1
-
-    def unlock(self, name):
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = %(name)s",
-                         {"name": name}) == 1
-
-    def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
-        enc = self._store.keys.encrypt(digest, contribution_aad(account, authority_id))
-        return self._run("INSERT INTO contributions (account, authority_id, salt, digest_enc,"
-                         " ciphertext_hash, created_at) VALUES (%(account)s, %(id)s, %(salt)s,"
-                         " %(enc)s, %(ch)s, %(now)s) ON CONFLICT DO NOTHING",
-                         {"account": account, "id": authority_id, "salt": salt, "enc": enc,
-                          "ch": ciphertext_hash, "now": now}) == 1
-
     def issue(self, account, client, otp_digest, issued_at, expires_at):
         row = self._conn.execute("INSERT INTO issued (account, client, otp_digest, issued_at,"
                                  " expires_at) VALUES (%(account)s, %(client)s, %(d)s, %(at)s,"
@@ -510,13 +441,6 @@ class _PostgresTransaction(Transaction):
                                  {"account": account, "client": client, "d": otp_digest,
                                   "at": issued_at, "exp": expires_at}).fetchone()
         return int(row[0])
-
-    def use_issued(self, account, otp_digest, now):
-        return self._run("UPDATE issued SET used_at = %(now)s WHERE used_at IS NULL AND id ="
-                         " (SELECT id FROM issued WHERE account = %(account)s"
-                         " AND otp_digest = %(d)s AND used_at IS NULL AND expires_at > %(now)s"
-                         " ORDER BY id LIMIT 1)",
-                         {"now": now, "account": account, "d": otp_digest}) == 1
 
     def find_issued(self, wanted, now):
         wanted = list(dict.fromkeys(wanted))
@@ -542,15 +466,6 @@ class _PostgresTransaction(Transaction):
         return self._run("UPDATE issued SET used_at = %(now)s WHERE id = ANY(%(ids)s)"
                          " AND used_at IS NULL AND expires_at > %(now)s",
                          {"ids": ids, "now": now})
-
-    def purge_issued(self, before):
-        return self._run("DELETE FROM issued WHERE expires_at < %(before)s", {"before": before})
-
-    def audit(self, now, event, account, client, source, outcome):
-        self._pending_audit.append((now, event, account, client, source, outcome))
-
-    def audit_many(self, entries):
-        self._pending_audit.extend(entries)
 
     def _flush_audit_head(self):
         """Chain and insert the transaction's audit entries and move the head (the head row

@@ -26,11 +26,10 @@ from typing import Iterator
 from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys
-from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditEntry, AuditReport,
-                   AuthorityRecord, ClientRecord, ContributionRecord, Store, Transaction)
+from .base import (AccountRecord, AuditEntry, AuditReport, AuthorityRecord, ClientRecord,
+                   ContributionRecord, Store, Transaction)
 from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     chain_entries, check_chain, client_aad, contribution_aad,
-                     encrypt_material)
+                     SqlTransaction, chain_entries, check_chain, client_aad, contribution_aad)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -336,75 +335,12 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
 
 
-class _SQLiteTransaction(Transaction):
-    def __init__(self, store: SQLiteStore, conn):
-        self._store = store
-        self._conn = conn
-        self._pending_audit: list[tuple] = []   # chained and written at commit
-
-    def _run(self, sql: str, params: dict) -> int:
-        return self._conn.execute(sql, params).rowcount
-
-    def account(self, name):
-        return self._store._select_account(self._conn, name)
-
-    def accounts(self, names):
-        return self._store._select_accounts(self._conn, names)
-
-    def contributions(self, account):
-        return self._store._select_contributions(self._conn, account)
-
-    def add_authority(self, authority_id, credential_hash, now):
-        return self._run("INSERT INTO authorities (id, credential_hash, created_at)"
-                         " VALUES (:id, :h, :now) ON CONFLICT DO NOTHING",
-                         {"id": authority_id, "h": credential_hash, "now": now}) == 1
-
-    def add_client(self, name, account, verifier, credential_hash, mask_key, now):
-        enc = self._store.keys.encrypt(mask_key, client_aad(name))
-        return self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
-                         " mask_key_enc, created_at) VALUES (:name, :account, :verifier, :h,"
-                         " :mask, :now) ON CONFLICT DO NOTHING",
-                         {"name": name, "account": account, "verifier": int(verifier),
-                          "h": credential_hash, "mask": enc, "now": now}) == 1
-
-    def add_account(self, name, type, params, material, chain_last, now, *, counter=0):
-        state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
-        enc = None if material is None else encrypt_material(self._store.keys, name, material)
-        return self._run("INSERT INTO accounts (name, type, params, state, material_enc,"
-                         " chain_last, lockout, counter, created_at) VALUES (:name, :type, :params,"
-                         " :state, :enc, :chain, :lockout, :counter, :now) ON CONFLICT DO NOTHING",
-                         {"name": name, "type": type, "params": json.dumps(params, sort_keys=True),
-                          "state": state, "enc": enc, "chain": chain_last,
-                          "lockout": int(params["lockout"]), "counter": counter, "now": now}) == 1
-
-    def delete_account(self, name):
-        deleted = self._run("DELETE FROM accounts WHERE name = :name", {"name": name}) == 1
-        if deleted:
-            for table in ("contributions", "issued"):
-                self._run(f"DELETE FROM {table} WHERE account = :name", {"name": name})
-            self._store._decoder.forget(name)
-        return deleted
-
-    def activate_account(self, name, material, chain_last, transcript, *, counter=0):
-        return self._run("UPDATE accounts SET state = :active, material_enc = :enc,"
-                         " chain_last = :chain, transcript = :t, counter = :counter"
-                         " WHERE name = :name AND state = :pending",
-                         {"active": ACCOUNT_ACTIVE, "pending": ACCOUNT_PENDING, "name": name,
-                          "enc": encrypt_material(self._store.keys, name, material),
-                          "chain": chain_last, "t": transcript, "counter": counter}) == 1
-
-    def advance_counter(self, name, old, new):
-        return self._run("UPDATE accounts SET counter = :new WHERE name = :name"
-                         " AND counter = :old", {"name": name, "old": old, "new": new}) == 1
+class _SQLiteTransaction(SqlTransaction):
 
     def advance_step(self, name, old, new):
         return self._run("UPDATE accounts SET last_step = :new WHERE name = :name"
                          " AND last_step = :old AND :new > :old",
                          {"name": name, "old": old, "new": new}) == 1
-
-    def advance_chain(self, name, old, new):
-        return self._run("UPDATE accounts SET chain_last = :new WHERE name = :name"
-                         " AND chain_last = :old", {"name": name, "old": old, "new": new}) == 1
 
     def update_accounts(self, changes):
         changes = list(changes)
@@ -437,28 +373,6 @@ class _SQLiteTransaction(Transaction):
                 " AND c.column5 <= accounts.lockout", params).rowcount
         return changed
 
-    def record_failure(self, name):
-        return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = :name"
-                         " AND failures < lockout",
-                         {"name": name}) == 1
-
-    def clear_failures(self, name):
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = :name"
-                         " AND failures < lockout",
-                         {"name": name}) == 1
-
-    def unlock(self, name):
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = :name",
-                         {"name": name}) == 1
-
-    def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
-        enc = self._store.keys.encrypt(digest, contribution_aad(account, authority_id))
-        return self._run("INSERT INTO contributions (account, authority_id, salt, digest_enc,"
-                         " ciphertext_hash, created_at) VALUES (:account, :id, :salt, :enc,"
-                         " :ch, :now) ON CONFLICT DO NOTHING",
-                         {"account": account, "id": authority_id, "salt": salt, "enc": enc,
-                          "ch": ciphertext_hash, "now": now}) == 1
-
     def issue(self, account, client, otp_digest, issued_at, expires_at):
         # lastrowid rather than RETURNING: works with SQLite < 3.35 (PostgreSQL: RETURNING id)
         cur = self._conn.execute("INSERT INTO issued (account, client, otp_digest, issued_at,"
@@ -466,12 +380,6 @@ class _SQLiteTransaction(Transaction):
                                  {"account": account, "client": client, "d": otp_digest,
                                   "at": issued_at, "exp": expires_at})
         return int(cur.lastrowid)
-
-    def use_issued(self, account, otp_digest, now):
-        return self._run("UPDATE issued SET used_at = :now WHERE used_at IS NULL AND id ="
-                         " (SELECT id FROM issued WHERE account = :account AND otp_digest = :d"
-                         " AND used_at IS NULL AND expires_at > :now ORDER BY id LIMIT 1)",
-                         {"now": now, "account": account, "d": otp_digest}) == 1
 
     def find_issued(self, wanted, now):
         found: dict = {}
@@ -507,15 +415,6 @@ class _SQLiteTransaction(Transaction):
                 + ", ".join(["?"] * len(chunk)) + ") AND used_at IS NULL AND expires_at > ?1",
                 [now, *chunk]).rowcount
         return marked
-
-    def purge_issued(self, before):
-        return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})
-
-    def audit(self, now, event, account, client, source, outcome):
-        self._pending_audit.append((now, event, account, client, source, outcome))
-
-    def audit_many(self, entries):
-        self._pending_audit.extend(entries)
 
     def _flush_audit(self) -> tuple[int, bytes] | None:
         """Chain and insert the transaction's audit entries and move the head (inside the
