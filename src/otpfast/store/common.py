@@ -14,7 +14,8 @@ import threading
 import time
 
 from .atrest import AtRestKeys, HmacSha256
-from .base import ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, Transaction
+from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, AuthorityRecord,
+                   ClientRecord, ContributionRecord, Transaction)
 
 ZERO_HASH = bytes(32)
 KEY_CHECK_LABEL = b"otpfast key check"
@@ -304,6 +305,52 @@ class AccountDecoder:
                 del self._records[row]
             for fixed_key in [k for k in self._fixed if k[0] == name]:
                 del self._fixed[fixed_key]
+
+
+class SqlReads:
+    """The Store reads whose SQL is the same on every backend (``:name`` parameters;
+    ``_sql`` converts them for the driver). Mixed into SQLiteStore and PostgresStore."""
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql
+
+    def _select_account(self, conn, name):
+        row = conn.execute(self._sql(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = :name"),
+                           {"name": name}).fetchone()
+        return None if row is None else self._decoder.account(row)
+
+    def _select_contributions(self, conn, account):
+        rows = conn.execute(self._sql("SELECT account, authority_id, salt, digest_enc, ciphertext_hash,"
+                                      " created_at FROM contributions WHERE account = :account"
+                                      " ORDER BY authority_id"), {"account": account}).fetchall()
+        return [ContributionRecord(
+            account=r[0], authority_id=r[1], salt=bytes(r[2]),
+            digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
+            ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
+    def account(self, name: str) -> AccountRecord | None:
+        return self._select_account(self._conn(), name)
+
+    def client(self, name: str) -> ClientRecord | None:
+        row = self._conn().execute(self._sql(
+            "SELECT name, account, verifier, credential_hash, mask_key_enc, created_at"
+            " FROM clients WHERE name = :name"), {"name": name}).fetchone()
+        if row is None:
+            return None
+        mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
+        return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
+                            credential_hash=bytes(row[3]), mask_key=mask_key,
+                            created_at=row[5])
+
+    def authority(self, authority_id: int) -> AuthorityRecord | None:
+        row = self._conn().execute(self._sql("SELECT id, credential_hash, created_at FROM authorities"
+                                             " WHERE id = :id"), {"id": authority_id}).fetchone()
+        if row is None:
+            return None
+        return AuthorityRecord(id=row[0], credential_hash=bytes(row[1]), created_at=row[2])
+
+    def contributions(self, account: str) -> list[ContributionRecord]:
+        return self._select_contributions(self._conn(), account)
 
 
 class SqlTransaction(Transaction):

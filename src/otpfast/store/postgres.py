@@ -37,10 +37,9 @@ from typing import Iterator
 from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys
-from .base import (AccountRecord, AuditEntry, AuditReport, AuthorityRecord, ClientRecord,
-                   ContributionRecord, Store, Transaction)
+from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlTransaction, chain_entries, check_chain, client_aad, contribution_aad)
+                     SqlReads, SqlTransaction, chain_entries, check_chain)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
 # versions and meaning as otpfast.store.sqlite.MIGRATIONS, in PostgreSQL types.
@@ -174,10 +173,21 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True) -> int:
                 raise StoreError("concurrent schema migration")
 
 
-class PostgresStore(Store):
+_NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=256)
+def _pyformat(sql: str) -> str:
+    """``:name`` (the shared SQL's style) -> psycopg's ``%(name)s``; ``::casts`` stay."""
+    return _NAMED_PARAMETER.sub(r"%(\1)s", sql)
+
+
+class PostgresStore(SqlReads, Store):
     """Store in a PostgreSQL database. ``url`` is a libpq URL/conninfo; ``key`` the 32-byte
     at-rest key; ``head_path`` (optional) a file outside the database mirroring the audit
     head this process wrote (a chain point; several machines may each keep their own)."""
+
+    _sql = staticmethod(_pyformat)
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
@@ -279,11 +289,6 @@ class PostgresStore(Store):
         if tx._head[0] != tx._head_start:
             self._head_file.write(*tx._head)
 
-    def _select_account(self, conn, name):
-        row = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = %(name)s",
-                           {"name": name}).fetchone()
-        return None if row is None else self._decoder.account(row)
-
     def _select_accounts(self, conn, names) -> dict:
         names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
         if not names:
@@ -292,49 +297,16 @@ class PostgresStore(Store):
                             " WHERE name = ANY(%(names)s)", {"names": names}).fetchall()
         return {row[0]: self._decoder.account(row) for row in rows}
 
-    def _select_contributions(self, conn, account):
-        rows = conn.execute("SELECT account, authority_id, salt, digest_enc, ciphertext_hash,"
-                            " created_at FROM contributions WHERE account = %(account)s"
-                            " ORDER BY authority_id", {"account": account}).fetchall()
-        return [ContributionRecord(
-            account=r[0], authority_id=r[1], salt=bytes(r[2]),
-            digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
-            ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
-
     # -- reads ------------------------------------------------------------------------
-    def account(self, name: str) -> AccountRecord | None:
-        return self._select_account(self._conn(), name)
-
     def accounts(self) -> list[AccountRecord]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale
         rows = self._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
                                     ' ORDER BY name COLLATE "C"').fetchall()
         return [self._decoder.account(r) for r in rows]
 
-    def client(self, name: str) -> ClientRecord | None:
-        row = self._conn().execute(
-            "SELECT name, account, verifier, credential_hash, mask_key_enc, created_at"
-            " FROM clients WHERE name = %(name)s", {"name": name}).fetchone()
-        if row is None:
-            return None
-        mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
-        return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
-                            credential_hash=bytes(row[3]), mask_key=mask_key,
-                            created_at=row[5])
-
     def clients(self) -> list[str]:
         return [r[0] for r in self._conn().execute(
             'SELECT name FROM clients ORDER BY name COLLATE "C"').fetchall()]
-
-    def authority(self, authority_id: int) -> AuthorityRecord | None:
-        row = self._conn().execute("SELECT id, credential_hash, created_at FROM authorities"
-                                   " WHERE id = %(id)s", {"id": authority_id}).fetchone()
-        if row is None:
-            return None
-        return AuthorityRecord(id=row[0], credential_hash=bytes(row[1]), created_at=row[2])
-
-    def contributions(self, account: str) -> list[ContributionRecord]:
-        return self._select_contributions(self._conn(), account)
 
     def _audit_pages(self, conn) -> Iterator[AuditEntry]:
         """Every entry in seq order, fetched in pages (keyset pagination on seq)."""
@@ -380,15 +352,6 @@ def _rollback(conn) -> None:
             conn.close()
 
 
-_NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@functools.lru_cache(maxsize=256)
-def _pyformat(sql: str) -> str:
-    """``:name`` (the shared SQL's style) -> psycopg's ``%(name)s``; ``::casts`` stay."""
-    return _NAMED_PARAMETER.sub(r"%(\1)s", sql)
-
-
 class _PostgresTransaction(SqlTransaction):
     # Reads inside a transaction are current until COMMIT: every otpfast writer holds the
     # audit-head lock (taken at BEGIN) first.
@@ -397,8 +360,7 @@ class _PostgresTransaction(SqlTransaction):
         self._head = head                       # locked at BEGIN (the write lock)
         self._head_start = head[0]
 
-    def _sql(self, sql: str) -> str:
-        return _pyformat(sql)
+    _sql = staticmethod(_pyformat)
 
     def advance_step(self, name, old, new):
         return self._run("UPDATE accounts SET last_step = %(new)s WHERE name = %(name)s"

@@ -26,10 +26,9 @@ from typing import Iterator
 from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys
-from .base import (AccountRecord, AuditEntry, AuditReport, AuthorityRecord, ClientRecord,
-                   ContributionRecord, Store, Transaction)
+from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlTransaction, chain_entries, check_chain, client_aad, contribution_aad)
+                     SqlReads, SqlTransaction, chain_entries, check_chain)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -152,7 +151,7 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_0
     return conn
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SqlReads, Store):
     """Store in one SQLite file. ``key`` is the 32-byte at-rest key; ``head_path`` (optional)
     is a file outside the database that mirrors the audit head, so a tail truncation that
     also rewrites the in-database head is still detected."""
@@ -239,11 +238,6 @@ class SQLiteStore(Store):
             self._head_file.write(*head)
 
     # -- row decoding -----------------------------------------------------------------
-    def _select_account(self, conn, name):
-        row = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = :name",
-                           {"name": name}).fetchone()
-        return None if row is None else self._decoder.account(row)
-
     def _select_accounts(self, conn, names) -> dict:
         """The named accounts, read as ONE result row (a JSON array built by SQLite) when
         SQLite has JSON functions: every row fetched is a GIL hand-over in the sqlite3
@@ -267,47 +261,14 @@ class SQLiteStore(Store):
                     _unhex(chain_last), failures, _unhex(transcript), float(created_at)))
         return found
 
-    def _select_contributions(self, conn, account):
-        rows = conn.execute("SELECT account, authority_id, salt, digest_enc, ciphertext_hash,"
-                            " created_at FROM contributions WHERE account = :account"
-                            " ORDER BY authority_id", {"account": account}).fetchall()
-        return [ContributionRecord(
-            account=r[0], authority_id=r[1], salt=bytes(r[2]),
-            digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
-            ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
-
     # -- reads ------------------------------------------------------------------------
-    def account(self, name: str) -> AccountRecord | None:
-        return self._select_account(self._conn(), name)
-
     def accounts(self) -> list[AccountRecord]:
         rows = self._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
                                     " ORDER BY name").fetchall()
         return [self._decoder.account(r) for r in rows]
 
-    def client(self, name: str) -> ClientRecord | None:
-        row = self._conn().execute(
-            "SELECT name, account, verifier, credential_hash, mask_key_enc, created_at"
-            " FROM clients WHERE name = :name", {"name": name}).fetchone()
-        if row is None:
-            return None
-        mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
-        return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
-                            credential_hash=bytes(row[3]), mask_key=mask_key,
-                            created_at=row[5])
-
     def clients(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT name FROM clients ORDER BY name")]
-
-    def authority(self, authority_id: int) -> AuthorityRecord | None:
-        row = self._conn().execute("SELECT id, credential_hash, created_at FROM authorities"
-                                   " WHERE id = :id", {"id": authority_id}).fetchone()
-        if row is None:
-            return None
-        return AuthorityRecord(id=row[0], credential_hash=bytes(row[1]), created_at=row[2])
-
-    def contributions(self, account: str) -> list[ContributionRecord]:
-        return self._select_contributions(self._conn(), account)
 
     def _entries(self, conn) -> Iterator[AuditEntry]:
         cur = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash"
