@@ -109,13 +109,14 @@ class RadiusFrontEnd:
 
     # --- the request path shared by both transports ----------------------------------------
     def _drop(self, reason, source, detail):
-        self.counters[reason.value if isinstance(reason, DropReason) else reason] += 1
+        name = reason.value if isinstance(reason, DropReason) else reason
+        self.counters[name] += 1
         second = int(self._clock())
         window, logged = self._log_window
         if window != second:
             window, logged = second, 0
         if logged < _DROP_LOGS_PER_SECOND:  # a flood of bad packets must not flood the log
-            logger.warning("RADIUS packet from %s dropped: %s", source, detail)
+            logger.warning("RADIUS packet from %s dropped (%s): %s", source, name, detail)
         else:
             self.counters["drop_logs_suppressed"] += 1
         self._log_window = (window, logged + 1)
@@ -159,7 +160,7 @@ class RadiusFrontEnd:
                 raw, secret,
                 require_message_authenticator=self.config.require_message_authenticator)
         except PacketDropped as exc:
-            self._drop(exc.reason, source, str(exc))
+            self._drop(exc.reason, source, exc.detail)
             return False
         if self._in_flight >= self.config.max_in_flight:
             self._drop("overload", source, "too many requests in flight")
@@ -240,7 +241,7 @@ class RadiusFrontEnd:
                     length = codec.packet_length(header)
                 except PacketDropped as exc:
                     # framing is lost: nothing after this can be trusted
-                    self._drop(exc.reason, source, f"{exc}; closing the connection")
+                    self._drop(exc.reason, source, f"{exc.detail}; closing the connection")
                     return
                 try:
                     raw = header + await reader.readexactly(length - 4)
