@@ -9,7 +9,6 @@ The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=as
 import asyncio
 import logging
 import signal
-import sys
 
 import click
 
@@ -93,9 +92,6 @@ def _announce(server, fingerprint, front_end=None):
 
 
 def _run(main):
-    # The event loop and the group-commit writer thread share the GIL: hand it over every
-    # 0.5 ms (not 5 ms) so replies go out while the writer decides the next batch.
-    sys.setswitchinterval(0.0005)
     try:
         loop_name = eventloop.chosen()
     except (ValueError, RuntimeError) as exc:

@@ -18,11 +18,8 @@ class Recorder:
         self.calls = []
         self.threads = set()
         self.fail = fail
-        self.gate = threading.Event()
-        self.gate.set()
 
     def verify_many(self, items):
-        self.gate.wait()
         self.threads.add(threading.get_ident())
         self.batches.append([item.otp for item in items])
         if self.fail:
@@ -48,26 +45,33 @@ def test_verifier_one_batch_per_loop_iteration(event_loop_name):
     recorder, results = run_on(event_loop_name, main())
     assert results == [bool(i % 3) for i in range(100)]
     assert len(recorder.batches) == 1 and len(recorder.batches[0]) == 100
-    assert recorder.threads and threading.get_ident() not in recorder.threads
+    assert recorder.threads == {threading.get_ident()}  # the store stays on the loop's thread
 
 
-def test_verifier_group_commit_gathers_requests_while_busy(event_loop_name):
+def test_verifier_group_commit_gathers_what_arrives_during_a_pass(event_loop_name):
     async def main():
         recorder = Recorder()
         verifier = AsyncVerifier(recorder)
-        recorder.gate.clear()
         first = verifier.verify_future("a", "ok-first", source="t")
-        await asyncio.sleep(0.05)   # the writer thread is now blocked inside the first batch
-        later = [verifier.verify_future("a", f"ok{i}", source="t") for i in range(10)]
-        await asyncio.sleep(0.01)
-        more = [verifier.verify_future("a", f"ok{i}", source="t") for i in range(10, 20)]
-        await asyncio.sleep(0.01)
-        recorder.gate.set()
-        await asyncio.gather(first, *later, *more)
+        await asyncio.sleep(0)      # the pass ends: the first batch is decided alone
+        assert first.done() and first.result()
+        later = [verifier.verify_future("a", f"ok{i}", source="t") for i in range(20)]
+        assert not any(f.done() for f in later)   # decided together at the end of this pass
+        await asyncio.gather(*later)
         await verifier.aclose()
         return recorder
     recorder = run_on(event_loop_name, main())
     assert [len(batch) for batch in recorder.batches] == [1, 20]
+
+
+def test_verifier_splits_batches_at_max_batch(event_loop_name):
+    async def main():
+        recorder = Recorder()
+        verifier = AsyncVerifier(recorder, max_batch=8)
+        await asyncio.gather(*(verifier.verify("a", f"ok{i}", source="t") for i in range(20)))
+        await verifier.aclose()
+        return recorder
+    assert [len(batch) for batch in run_on(event_loop_name, main()).batches] == [8, 8, 4]
 
 
 def test_verifier_calls_keep_submission_order(event_loop_name):

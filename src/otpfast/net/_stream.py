@@ -1,10 +1,10 @@
 """The shared server loop: TLS transport -> Connection.receive_data -> handler -> replies.
 
 One ``ServerProtocol`` per TCP connection. Requests may be pipelined; each one becomes an
-immediate reply, a future (a service call running on a worker thread) or a waiting reply that
-the group-commit writer fills (verifications: no future, no task; the writer then calls
-``replies_ready()`` once per connection and batch), and replies are written in request order,
-many per write. A peer that breaks the protocol, fails to
+immediate reply, a future (a service call; a refused barrier such as a failed Auth closes the
+connection before any later request is read) or a waiting reply that the verifier's group
+commit fills (verifications: no future, no task; the verifier then calls ``replies_ready()``
+once per connection and batch), and replies are written in request order, many per write. A peer that breaks the protocol, fails to
 authenticate or is refused gets one generic ``Error`` frame and the connection is closed;
 the server keeps serving everyone else. Timeouts: ``read_timeout`` while a frame is
 incomplete or a reply is being written, ``idle_timeout`` between requests.
@@ -243,6 +243,8 @@ class ServerProtocol(asyncio.Protocol):
                 reply.future.add_done_callback(self._on_reply_done)
                 if reply.barrier:
                     self._barrier = reply
+            elif reply.barrier:
+                self._flush()  # answer a decided barrier (a refused Auth closes) before reading on
         replies = self._replies
         if (replies and replies[0].ready()) or (self._peer_done and not replies):
             self._flush()

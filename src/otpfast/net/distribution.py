@@ -17,7 +17,7 @@ def _issued(issued):
 
 
 class DistributionHandler:
-    """Per-connection handler; every service call runs on the AsyncVerifier's thread."""
+    """Per-connection handler; every service call goes through the AsyncVerifier (store on the loop's thread)."""
 
     def __init__(self, verifier):
         self._verifier = verifier
