@@ -13,6 +13,8 @@ import struct
 import threading
 import time
 
+from otpfast.errors import StoreError
+
 from .atrest import AtRestKeys, HmacSha256
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, AuthorityRecord,
                    ClientRecord, ContributionRecord, Transaction)
@@ -305,6 +307,16 @@ class AccountDecoder:
                 del self._records[row]
             for fixed_key in [k for k in self._fixed if k[0] == name]:
                 del self._fixed[fixed_key]
+
+
+def check_key(keys: AtRestKeys, blob) -> None:
+    """Raise StoreError unless ``blob`` (the store's key_check value) opens with ``keys``."""
+    try:
+        ok = keys.decrypt(bytes(blob), KEY_CHECK_LABEL) == KEY_CHECK_LABEL
+    except StoreError:
+        ok = False
+    if not ok:
+        raise StoreError("the at-rest key does not match this store")
 
 
 class SqlReads:

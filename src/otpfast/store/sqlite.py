@@ -27,7 +27,7 @@ from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
-from .common import (ACCOUNT_COLUMNS, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
+from .common import (ACCOUNT_COLUMNS, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
                      SqlReads, SqlTransaction, chain_entries, check_chain)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
@@ -205,12 +205,7 @@ class SQLiteStore(SqlReads, Store):
             conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', :v)"
                          " ON CONFLICT DO NOTHING", {"v": blob})
             row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
-        try:
-            ok = self.keys.decrypt(row[0], KEY_CHECK_LABEL) == KEY_CHECK_LABEL
-        except StoreError:
-            ok = False
-        if not ok:
-            raise StoreError("the at-rest key does not match this store")
+        check_key(self.keys, row[0])
 
     def schema_version(self) -> int:
         return _current_version(self._conn())
