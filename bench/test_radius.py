@@ -8,6 +8,10 @@ request must be accepted (each code once).
     python -m pytest bench/test_radius.py --benchmark-enable -s
     python -m pytest bench/test_radius.py --benchmark-disable -q     # correctness only
     OTPFAST_BENCH_RADIUS_SERVER="CMD ..."   # profiling hook: runs CMD serve ... instead of python -m otpfast_cli
+    OTPFAST_BENCH_RADIUS_WORKERS=N          # server processes (serve --workers; default: the CPUs, at most 4)
+
+The load comes from one UDP socket, as from one NAS; with several workers the kernel routes
+each request by its RADIUS Identifier (otpfast.net.workers), and each account uses one.
 """
 import hashlib
 import hmac
@@ -29,6 +33,7 @@ OUTSTANDING = 64
 CODES_PER_ACCOUNT = int(os.environ.get("OTPFAST_BENCH_RADIUS_CODES", "200"))
 SECRET = b"bench-radius-secret"
 TARGET_PER_SECOND = 10_000
+WORKERS = int(os.environ.get("OTPFAST_BENCH_RADIUS_WORKERS", str(min(4, os.cpu_count() or 1))))
 
 FRONT_END_ONLY_SERVER = r"""
 import asyncio, sys
@@ -104,7 +109,7 @@ def server(provisioned):
     command = command.split() if command else [sys.executable, "-m", "otpfast_cli"]
     proc = subprocess.Popen(
         command + ["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
-                   "--radius", f"127.0.0.1:{port}", "--radius-secret-file", secret_file],
+                   "--radius", f"127.0.0.1:{port}", "--radius-secret-file", secret_file, "--workers", str(WORKERS)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -177,7 +182,7 @@ def test_radius_verifications_per_second(benchmark, provisioned, server):
     """``otpfast serve --radius``: every accept a durable, audited verification."""
     _, _, queues = provisioned
     _, port = server
-    _measure(benchmark, port, queues, "RADIUS/UDP otpfast serve")
+    _measure(benchmark, port, queues, f"RADIUS/UDP otpfast serve --workers {WORKERS}")
 
 
 def _measure(benchmark, port, queues, label):

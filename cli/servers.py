@@ -5,10 +5,13 @@ and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH
 RADIUS front end runs), then serves until SIGINT/SIGTERM. With ``-v`` the verifier's batch
 statistics (batch sizes; wall and CPU time of each group commit) are logged at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
+``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
+and store (otpfast.net.workers).
 """
 import asyncio
 import logging
 import signal
+import sys
 
 import click
 
@@ -81,14 +84,13 @@ async def _run_until_signalled(servers, announce):
             await server.wait_closed()
 
 
-def _announce(server, fingerprint, front_end=None):
-    host, port = bound_address(server)
-    click.echo(f"listening {host}:{port}")
+def _announce(address, fingerprint, radius_address=None, radius_socket=None):
+    click.echo("listening %s:%d" % tuple(address[:2]))
     click.echo(f"fingerprint {fingerprint}")
-    if front_end is not None and front_end.udp_address is not None:
-        click.echo("radius %s:%d" % tuple(front_end.udp_address[:2]))
-    if front_end is not None and front_end.socket_path is not None:
-        click.echo(f"radius-socket {front_end.socket_path}")
+    if radius_address is not None:
+        click.echo("radius %s:%d" % tuple(radius_address[:2]))
+    if radius_socket is not None:
+        click.echo(f"radius-socket {radius_socket}")
 
 
 def _run(main):
@@ -104,14 +106,15 @@ def _run(main):
         raise click.ClickException(f"cannot listen: {exc.strerror or exc}")
 
 
-async def _start_radius(radius, verifier):
+async def _start_radius(radius, verifier, sockets):
     """The RADIUS front end (if asked for), verifying through the same group-commit writer."""
     if radius is None:
         return None
     from otpfast.radius.server import start_radius
 
     # verify_future: a plain future per request, no coroutine or Task
-    return await start_radius(radius, lambda account, otp: verifier.verify_future(account, otp, source="radius"))
+    return await start_radius(radius, lambda account, otp: verifier.verify_future(account, otp, source="radius"),
+                              udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix)
 
 
 async def _close_radius(front_end):
@@ -135,24 +138,64 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
         server = await serve_keyserver(service, tls.server_context(datadir), host, port,
                                        limits=_limits(read_timeout, idle_timeout, max_connections))
         try:
-            await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint()))
+            await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
         finally:
             service.store.close()
 
     _run(main)
 
 
-async def _serve_verifying(datadir, distribution, start_listener, radius, extra_stores=()):
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+    help="Server processes sharing the listening addresses and the store (one per core is a good start; "
+         "--max-connections counts per process).")
+
+
+def _serve(datadir, host, port, limits, radius, workers, worker_main):
+    """Run ``worker_main(sockets, ready)`` (a coroutine function; sockets None: bind
+    (host, port) itself and announce) in this process, or in ``workers`` forked worker
+    processes on sockets bound here (otpfast.net.workers)."""
+    if workers == 1:
+        _run(lambda: worker_main(None, None))
+        return
+    from otpfast.net.workers import bind_worker_sockets, supervise
+
+    try:
+        all_sockets = bind_worker_sockets(workers, host, port, backlog=limits.backlog,
+                                          radius_udp=radius and radius.udp,
+                                          radius_socket=radius and radius.unix_socket)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc.strerror or exc}")
+    first = all_sockets[0]
+    address = first.tcp.getsockname()
+    radius_address = first.udp.getsockname() if first.udp is not None else None
+    fingerprint = datadir.fingerprint()
+
+    def announce():
+        _announce(address, fingerprint, radius_address, radius and radius.unix_socket)
+        sys.stdout.flush()
+
+    status = supervise(all_sockets, lambda sockets, ready: _run(lambda: worker_main(sockets, ready)), announce)
+    if status:
+        raise SystemExit(status)
+
+
+async def _serve_verifying(datadir, distribution, start_listener, radius, sockets, ready, extra_stores=()):
     """Run a listener that verifies through one group-commit writer (plus the RADIUS front
-    end if asked for) until SIGINT/SIGTERM; then close everything in reverse order."""
+    end if asked for) until SIGINT/SIGTERM; then close everything in reverse order.
+    ``sockets``: the worker's pre-bound sockets (then ``ready()`` announces), or None."""
     from otpfast.net.verifier import AsyncVerifier
 
     verifier = AsyncVerifier(distribution)
     front_end = None
     try:
-        server = await start_listener(verifier)
-        front_end = await _start_radius(radius, verifier)
-        await _run_until_signalled([server], lambda: _announce(server, datadir.fingerprint(), front_end))
+        server = await start_listener(verifier, sockets and sockets.tcp)
+        front_end = await _start_radius(radius, verifier, sockets)
+        if ready is None:
+            def ready():
+                _announce(bound_address(server), datadir.fingerprint(),
+                          front_end and front_end.udp_address, front_end and front_end.socket_path)
+        await _run_until_signalled([server], ready)
     finally:
         await _close_radius(front_end)
         await verifier.aclose()
@@ -166,7 +209,8 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, extra_
 @server_options
 @radius_options
 @ttl_option
-def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl):
+@workers_option
+def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl, workers):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
 
@@ -175,21 +219,23 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
     datadir = open_datadir(data_dir)
     limits = _limits(read_timeout, idle_timeout, max_connections)
 
-    async def main():
-        async def start(verifier):
-            return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits)
+    async def worker_main(sockets, ready):
+        async def start(verifier, sock):
+            return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
+                                            sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, sockets, ready)
 
-    _run(main)
+    _serve(datadir, host, port, limits, radius, workers, worker_main)
 
 
 @click.command()
 @server_options
 @radius_options
 @ttl_option
-def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl):
-    """Key server and distribution server in one process on one port (the embedded default)."""
+@workers_option
+def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl, workers):
+    """Key server and distribution server on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
 
     host, port = listen_address(listen)
@@ -197,14 +243,14 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
     datadir = open_datadir(data_dir)
     limits = _limits(read_timeout, idle_timeout, max_connections)
 
-    async def main():
+    async def worker_main(sockets, ready):
         keyserver_service = datadir.keyserver()
 
-        async def start(verifier):
+        async def start(verifier, sock):
             return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
-                                        limits=limits)
+                                        limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius,
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, sockets, ready,
                                extra_stores=[keyserver_service.store])
 
-    _run(main)
+    _serve(datadir, host, port, limits, radius, workers, worker_main)

@@ -29,6 +29,10 @@ class StoreError(OtpfastError):
     """The store is unusable (missing, wrong schema, wrong at-rest key)."""
 
 
+class StoreBusy(StoreError):
+    """``transaction(wait=False)``: another writer holds the store's write lock right now."""
+
+
 class ProtocolError(OtpfastError):
     """A wire-protocol rule was broken."""
 

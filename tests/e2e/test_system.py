@@ -5,6 +5,7 @@ client API (otpfast.net.client), never through the servers' internals.
 """
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -481,3 +482,96 @@ def test_system_serve_with_radius_front_end(system, tmp_path):
             client._CloseSocket()
     finally:
         server.stop()
+
+
+# -- several server processes (serve --workers N) ----------------------------------------------
+def _children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[1] == str(pid) and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _gone(pids, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_system_workers_share_the_port_and_accept_each_otp_once(system):
+    system.add_account("alice", "--type", "rsa-prf", "--lockout", "100")
+    system.add_account("bob", "--type", "rsa-prf")
+    server = system.start(extra=("--workers", "2", "-v"))
+    try:
+        workers = _children(server.process.pid)
+        assert len(workers) == 2
+
+        async def main():
+            otps = await issue_many(system, server, "alice", 4)
+            # 16 connections (spread over both workers), each verifying every OTP (60 refusals:
+            # below the lockout)
+            rounds = await asyncio.gather(*(verify_all(otps) for _ in range(16)))
+            return otps, rounds
+
+        async def verify_all(otps):
+            async with connect(server.host, server.port, pin=server.pin) as client:
+                await client.authenticate("verifier", system.credential("verifier"))
+                return await client.verify_many([("alice", otp) for otp in otps])
+
+        otps, rounds = asyncio.run(main())
+        for column in zip(*rounds):
+            assert column.count(True) == 1        # every OTP accepted exactly once, by one worker
+        assert asyncio.run(still_serving(system, server, "bob"))
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=20) == 0
+        log = server.process.stderr.read()
+        server._close_pipes()
+    assert _gone(workers)
+    served = [int(count) for count in re.findall(r"verifier: (\d+) verifications", log)]
+    assert len(served) == 2 and all(count > 0 for count in served), log   # both workers verified
+    otpfast(system.env, "audit", "verify", check=0)
+
+
+
+def test_system_workers_stop_with_the_supervisor(system):
+    """SIGKILL of the supervisor takes its workers down (PR_SET_PDEATHSIG); a worker that dies
+    stops the supervisor and the other workers (exit status 1); the port is free again."""
+    system.add_account("alice", "--type", "rsa-prf")
+    server = system.start(extra=("--workers", "2"))
+    workers = _children(server.process.pid)
+    assert len(workers) == 2
+    server.kill()
+    assert _gone(workers)
+
+    server = system.start(extra=("--workers", "2"))
+    workers = _children(server.process.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    assert server.process.wait(timeout=20) == 1
+    assert _gone(workers)
+    server._close_pipes()
+
+    again = system.start(extra=("--workers", "2"))      # a clean restart on the same store
+    try:
+        assert asyncio.run(still_serving(system, again))
+    finally:
+        again.stop()

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from otpfast.errors import Refused
+from otpfast.errors import Refused, StoreBusy
 from otpfast.net.eventloop import run as _run
 from otpfast.net.verifier import AsyncVerifier
 
@@ -19,7 +19,7 @@ class Recorder:
         self.threads = set()
         self.fail = fail
 
-    def verify_many(self, items):
+    def verify_many(self, items, *, wait=True):
         self.threads.add(threading.get_ident())
         self.batches.append([item.otp for item in items])
         if self.fail:
@@ -167,3 +167,53 @@ def test_verifier_stats_report_batches(event_loop_name):
     assert stats["verified"] == 10 and stats["batches"] == 1 and stats["mean_batch"] == 10
     assert 0 <= stats["batch_ms"]["p50"] <= stats["batch_ms"]["max"]
     assert "10 verifications in 1 batches" in verifier.stats_line()
+
+
+class BusyRecorder(Recorder):
+    """A store whose write lock another process holds for the first ``busy`` attempts."""
+
+    def __init__(self, busy):
+        super().__init__()
+        self.busy = busy
+        self.waits = []
+
+    def verify_many(self, items, *, wait=True):
+        self.waits.append(wait)
+        if self.busy and not wait:
+            self.busy -= 1
+            raise StoreBusy("busy")
+        return super().verify_many(items)
+
+
+def test_verifier_retries_a_batch_while_another_process_writes(event_loop_name):
+    """The loop is never blocked on the write lock: a busy batch stays pending, keeps
+    growing with what arrives meanwhile, and is decided once the lock is free."""
+    async def main():
+        recorder = BusyRecorder(busy=3)
+        verifier = AsyncVerifier(recorder)
+        first = [verifier.verify_future("a", f"ok{i}", source="t") for i in range(5)]
+        await asyncio.sleep(0)               # the first attempt finds the lock taken
+        assert not any(f.done() for f in first)
+        later = [verifier.verify_future("a", f"no{i}", source="t") for i in range(3)]
+        results = await asyncio.gather(*first, *later)
+        await verifier.aclose()
+        return recorder, verifier, results
+    recorder, verifier, results = run_on(event_loop_name, main())
+    assert results == [True] * 5 + [False] * 3
+    assert recorder.batches == [[f"ok{i}" for i in range(5)] + [f"no{i}" for i in range(3)]]
+    assert recorder.waits == [False] * 4 and verifier.busy == 3
+
+
+def test_verifier_call_decides_a_busy_batch_first_by_waiting(event_loop_name):
+    async def main():
+        recorder = BusyRecorder(busy=100)
+        verifier = AsyncVerifier(recorder)
+        pending = verifier.verify_future("a", "ok1", source="t")
+        await asyncio.sleep(0)               # busy: still pending
+        assert not pending.done()
+        assert await verifier.call(recorder.note, "x") == "xx"
+        assert pending.done() and pending.result() is True
+        await verifier.aclose()
+        return recorder
+    recorder = run_on(event_loop_name, main())
+    assert recorder.calls == [("x", 1)] and recorder.waits[-1] is True

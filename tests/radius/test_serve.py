@@ -26,8 +26,9 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def served(request, tmp_path_factory):
+    """The server, as one process or as two workers on shared sockets (serve --workers 2)."""
     base = tmp_path_factory.mktemp("serve-radius")
     data_dir = DataDir(str(base / "data"))
     data_dir.init(rsa_bits=2048)
@@ -44,7 +45,7 @@ def served(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "otpfast_cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
          "--radius", f"127.0.0.1:{port}", "--radius-secret-file", str(secret_file),
-         "--radius-socket", sock_path, "--verbose"],
+         "--radius-socket", sock_path, "--verbose", "--workers", str(request.param)],
         stdout=subprocess.PIPE, stderr=stderr, text=True)
     distribution = data_dir.distribution()
     client = distribution.authenticate("alice-device", credential.encode())

@@ -3,10 +3,12 @@ batch's accounts and issued OTPs once, then follows every change in memory): dup
 within a batch, several accounts mixed, lockout counted inside the batch, and a batch whose
 issued OTPs changed under it accepts nothing. Runs on both backends (conftest `store`)."""
 import base64
+import sqlite3
 
 import pyotp
 import pytest
 
+from otpfast.errors import StoreBusy
 from otpfast.services import audit, masking
 from otpfast.services.distribution import ClientInfo, VerifyItem
 
@@ -125,8 +127,8 @@ def test_batch_whose_rows_changed_accepts_nothing(admin, distribution, store, mo
     counter = store.account("h").counter
     transaction = store.transaction
 
-    def sneaky_transaction():
-        context = transaction()
+    def sneaky_transaction(**kwargs):
+        context = transaction(**kwargs)
         tx = context.__enter__()
         original = tx.find_issued
 
@@ -159,3 +161,32 @@ def test_batch_whose_rows_changed_accepts_nothing(admin, distribution, store, mo
     assert (store.account("h").counter, store.account("h").failures) == (counter, 0)
     assert distribution.verify_many([VerifyItem("h", first, "net", RP),
                                      VerifyItem("h", second, "net", RP)]) == [True, True]
+
+
+def _hold_write_lock(store, request):
+    """Another writer, as a raw connection: takes the write lock; returns its connection."""
+    if hasattr(store, "path"):
+        conn = sqlite3.connect(store.path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+    import psycopg
+    conn = psycopg.connect(request.getfixturevalue("pg_url"))
+    conn.execute("SELECT 1 FROM audit_head FOR UPDATE")
+    return conn
+
+
+def test_batch_without_waiting_decides_nothing_while_the_store_is_busy(admin, distribution, store, request):
+    """verify_many(wait=False) while another writer holds the lock: StoreBusy, nothing
+    decided or audited; the same batch verifies afterwards."""
+    admin.add_account("h", "hotp")
+    otp = issue(admin, distribution, "h")()
+    entries = len(list(store.audit_entries()))
+    other = _hold_write_lock(store, request)
+    try:
+        with pytest.raises(StoreBusy):
+            distribution.verify_many([VerifyItem("h", otp, "net", RP)], wait=False)
+    finally:
+        other.rollback()
+        other.close()
+    assert len(list(store.audit_entries())) == entries
+    assert distribution.verify_many([VerifyItem("h", otp, "net", RP)], wait=False) == [True]

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from otpfast.errors import StoreError
+from otpfast.errors import StoreBusy, StoreError
 from otpfast.store import SCHEMA_VERSION, new_key
 from otpfast.store.atrest import AtRestKeys
 from otpfast.store.common import ZERO_HASH, audit_mac
@@ -225,6 +225,19 @@ def test_store_transactions_do_not_nest(store):
 
 
 # -- concurrency; two stores = two server processes --------------------------------------
+def test_store_transaction_without_waiting_is_busy_while_another_writer_writes(backend, store):
+    other = backend.open()
+    with other.transaction() as tx:
+        tx.audit(1.0, "admin", "-", "-", "cli", "ok")
+        with pytest.raises(StoreBusy, match="busy"):
+            with store.transaction(wait=False) as mine:
+                mine.audit(1.5, "admin", "-", "-", "cli", "never written")
+    with store.transaction(wait=False) as tx:      # free again: no waiting needed
+        tx.audit(2.0, "admin", "-", "-", "cli", "ok")
+    assert [e.outcome for e in store.audit_entries()] == ["ok", "ok"]
+    assert store.verify_audit().ok
+
+
 def test_two_stores_see_each_others_changes(backend, store):
     other = backend.open()
     add_account(store)

@@ -347,8 +347,10 @@ class Listener:
         await self.wait_closed()
 
 
-async def start_server(make_connection, make_handler, ssl_context, host, port, limits=None, executor=None):
-    """Listen with TLS on (host, port); return a Listener."""
+async def start_server(make_connection, make_handler, ssl_context, host, port, limits=None, executor=None,
+                       sock=None):
+    """Listen with TLS on (host, port), or on ``sock`` (a bound, listening TCP socket; host and
+    port are then None); return a Listener."""
     if ssl_context is None:
         raise ValueError("TLS is mandatory: no plaintext listener")
     limits = limits or ServerLimits()
@@ -358,9 +360,14 @@ async def start_server(make_connection, make_handler, ssl_context, host, port, l
     def factory():
         return ServerProtocol(make_connection, make_handler(), limits, tracker)
 
-    server = await loop.create_server(
-        factory, host, port, ssl=ssl_context, ssl_handshake_timeout=limits.handshake_timeout,
-        backlog=limits.backlog, reuse_address=True)
+    if sock is not None:
+        server = await loop.create_server(
+            factory, sock=sock, ssl=ssl_context, ssl_handshake_timeout=limits.handshake_timeout,
+            backlog=limits.backlog)
+    else:
+        server = await loop.create_server(
+            factory, host, port, ssl=ssl_context, ssl_handshake_timeout=limits.handshake_timeout,
+            backlog=limits.backlog, reuse_address=True)
     return Listener(server, tracker, executor)
 
 

@@ -43,14 +43,15 @@ class DistributionHandler:
         return Reply(Error())
 
 
-async def serve_distribution(verifier, ssl_context, host, port, *, limits=None):
-    """Serve the distribution server with TLS on (host, port); ``verifier`` is an AsyncVerifier;
-    return a Listener."""
+async def serve_distribution(verifier, ssl_context, host, port, *, limits=None, sock=None):
+    """Serve the distribution server with TLS on (host, port) or bound socket ``sock``;
+    ``verifier`` is an AsyncVerifier; return a Listener."""
 
     def make_handler():
         return DistributionHandler(verifier)
 
-    return await start_server(distribution_protocol.Connection, make_handler, ssl_context, host, port, limits)
+    return await start_server(distribution_protocol.Connection, make_handler, ssl_context, host, port, limits,
+                              sock=sock)
 
 
 __all__ = ["serve_distribution", "DistributionHandler", "ServerLimits"]

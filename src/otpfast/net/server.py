@@ -20,8 +20,8 @@ class CombinedHandler:
         return self._distribution.handle(event)
 
 
-async def serve_combined(keyserver, verifier, ssl_context, host, port, *, limits=None, executor=None):
-    """Serve both services with TLS on one (host, port); return a Listener."""
+async def serve_combined(keyserver, verifier, ssl_context, host, port, *, limits=None, executor=None, sock=None):
+    """Serve both services with TLS on one (host, port) or bound socket ``sock``; return a Listener."""
     executor = executor or keyserver_executor()
     pem = keyserver.public_key_pem()
 
@@ -29,7 +29,7 @@ async def serve_combined(keyserver, verifier, ssl_context, host, port, *, limits
         return CombinedHandler(KeyServerHandler(keyserver, pem, executor), DistributionHandler(verifier))
 
     return await start_server(combined_protocol.Connection, make_handler, ssl_context, host, port, limits,
-                              executor=executor)
+                              executor=executor, sock=sock)
 
 
 __all__ = ["serve_combined", "ServerLimits"]

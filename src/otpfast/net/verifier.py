@@ -9,13 +9,21 @@ The store is used from the loop's thread only. A commit blocks the loop for its 
 (a fraction of a millisecond for an fsync here); measured on 2 cores with the load generator
 on the same machine, that costs less than handing every batch to a writer thread: the
 thread's GIL hand-overs took more CPU than the commits themselves.
+
+Several server processes may share one store (``otpfast serve --workers N``). The loop never
+waits for another process's write lock: a batch asks for it without waiting
+(``verify_many(wait=False)``) and, while it is taken, stays pending and keeps growing; it is
+tried again ``BUSY_RETRY`` seconds later, and the loop serves its connections meanwhile.
 """
 import asyncio
 import collections
 import logging
 import time
 
+from ..errors import StoreBusy
 from ..services.distribution import VerifyItem
+
+BUSY_RETRY = 0.0002
 
 log = logging.getLogger("otpfast.net.verifier")
 
@@ -30,8 +38,10 @@ class AsyncVerifier:
         self._closed = False
         self._tick_batch = []          # (item, future or callback) submitted during this loop pass
         self._tick_scheduled = False
+        self._retry = None             # the timer of a batch waiting for the write lock
         self.batches = 0
         self.verified = 0
+        self.busy = 0                  # attempts that found the write lock taken
         self.batch_log = collections.deque(maxlen=1 << 16)   # (size, wall s, CPU s) per batch
 
     def _submit(self, entry):
@@ -67,7 +77,7 @@ class AsyncVerifier:
         if self._closed:
             raise RuntimeError("AsyncVerifier is closed")
         loop = self._loop or asyncio.get_running_loop()
-        self._run_tick()  # keep submission order
+        self._run_tick(wait=True)  # keep submission order
         future = loop.create_future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -81,25 +91,38 @@ class AsyncVerifier:
     def close(self):
         """Decide what is still pending, then refuse new work."""
         if not self._closed:
-            self._run_tick()
+            self._run_tick(wait=True)
         self._closed = True
 
     async def aclose(self):
         self.close()
 
-    def _run_tick(self):
+    def _run_tick(self, wait=False):
         self._tick_scheduled = False
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         batch, self._tick_batch = self._tick_batch, []
         for start in range(0, len(batch), self.max_batch):
-            self._flush(batch[start:start + self.max_batch])
+            if not self._flush(batch[start:start + self.max_batch], wait):
+                # another process writes: keep the rest first in line, try again shortly
+                self._tick_batch = batch[start:] + self._tick_batch
+                self._tick_scheduled = True
+                self._retry = self._loop.call_later(BUSY_RETRY, self._run_tick)
+                return
 
-    def _flush(self, batch):
+    def _flush(self, batch, wait):
+        """Decide ``batch`` and resolve its targets; False (nothing decided) if ``wait`` is
+        False and another writer holds the store."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         try:
-            results = self.distribution.verify_many([item for item, _target in batch])
+            results = self.distribution.verify_many([item for item, _target in batch], wait=wait)
             if len(results) != len(batch):
                 raise RuntimeError("verify_many returned a wrong number of results")
             outcome = [(target, bool(ok), None) for (_item, target), ok in zip(batch, results)]
+        except StoreBusy:
+            self.busy += 1
+            return False
         except Exception as exc:  # the batch failed as a whole: nothing was accepted
             log.error("verification batch failed: %s", type(exc).__name__)
             outcome = [(target, None, exc) for _item, target in batch]
@@ -107,12 +130,13 @@ class AsyncVerifier:
         self.batches += 1
         self.verified += len(batch)
         _resolve_all(outcome)
+        return True
 
     def stats(self):
         """Verifications, batches, and the distribution of batch sizes and of the time each
         ``verify_many`` (services + durable commit) took: wall and CPU, in ms."""
         log_ = list(self.batch_log)
-        summary = {"verified": self.verified, "batches": self.batches}
+        summary = {"verified": self.verified, "batches": self.batches, "busy": self.busy}
         if not log_:
             return summary
         summary["mean_batch"] = sum(size for size, _w, _c in log_) / len(log_)
@@ -128,7 +152,7 @@ class AsyncVerifier:
             return f"verifier: {s['verified']} verifications"
         wall, cpu = s["batch_ms"], s["batch_cpu_ms"]
         return (f"verifier: {s['verified']} verifications in {s['batches']} batches "
-                f"(mean {s['mean_batch']:.1f}); batch time p50 {wall['p50']:.2f} ms p99 {wall['p99']:.2f} ms "
+                f"(mean {s['mean_batch']:.1f}, {s['busy']} waits for the write lock); batch time p50 {wall['p50']:.2f} ms p99 {wall['p99']:.2f} ms "
                 f"max {wall['max']:.2f} ms; CPU per batch p50 {cpu['p50']:.2f} ms p99 {cpu['p99']:.2f} ms")
 
 

@@ -64,23 +64,21 @@ class RadiusFrontEnd:
         self._closed = asyncio.Event()
         self.udp_address = None
         self.socket_path = None
+        self._owns_socket_path = False
 
     # --- lifecycle -------------------------------------------------------------------------
-    async def _start(self):
+    async def _start(self, udp_sock, unix_sock):
         try:
             if self.config.udp is not None:
-                host, port = self.config.udp
-                self._udp_transport = await _UdpListener.open(self, host, port)
+                self._udp_transport = _UdpListener(self, udp_sock or bind_udp(*self.config.udp))
                 self.udp_address = self._udp_transport.address
                 logger.info("RADIUS listening on udp %s:%d", *self.udp_address)
             if self.config.unix_socket is not None:
                 path = self.config.unix_socket
-                _remove_stale_socket(path)
-                old_umask = os.umask(0o177)
-                try:
-                    self._unix_server = await asyncio.start_unix_server(self._serve_stream, path)
-                finally:
-                    os.umask(old_umask)
+                if unix_sock is None:
+                    unix_sock = bind_unix(path)
+                    self._owns_socket_path = True     # else the supervisor's: it removes the file
+                self._unix_server = await asyncio.start_unix_server(self._serve_stream, sock=unix_sock)
                 self.socket_path = path
                 logger.info("RADIUS listening on unix socket %s", path)
         except BaseException:
@@ -97,7 +95,7 @@ class RadiusFrontEnd:
             for writer in list(self._unix_writers):
                 writer.close()
             self._unix_server = None
-            if self.socket_path is not None:
+            if self._owns_socket_path:
                 _remove_stale_socket(self.socket_path)
         if not self._closed.is_set():
             logger.info("RADIUS front end closed; counters: %s", dict(sorted(self.counters.items())))
@@ -258,6 +256,44 @@ class RadiusFrontEnd:
             writer.close()
 
 
+def bind_udp(host, port, *, reuse_port=False):
+    """A non-blocking UDP socket bound to (host, port), with a large receive buffer.
+    ``reuse_port``: several sockets (server workers) share the address; the kernel sends all
+    datagrams of one source address and port to the same socket."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        except OSError:
+            pass
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_unix(path, backlog=128):
+    """A listening UNIX stream socket at ``path`` (mode 0600; a stale socket file is replaced)."""
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return sock
+
+
 def _remove_stale_socket(path):
     try:
         mode = os.lstat(path).st_mode
@@ -280,24 +316,6 @@ class _UdpListener:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._read_ready)
         self.address = sock.getsockname()[:2]
-
-    @classmethod
-    async def open(cls, front_end, host, port):
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            except OSError:
-                pass
-            sock.bind(address)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(front_end, sock)
 
     def _read_ready(self):
         sock = self._sock
@@ -334,11 +352,13 @@ class _UdpListener:
             self._sock.close()
 
 
-async def start_radius(config, verify):
+async def start_radius(config, verify, *, udp_sock=None, unix_sock=None):
     """Start the listeners of ``config``; ``verify(account, otp)`` returns an awaitable bool.
+    ``udp_sock`` / ``unix_sock``: already bound sockets to serve instead of binding
+    ``config.udp`` / ``config.unix_socket`` (server workers share the supervisor's).
 
     Returns the :class:`RadiusFrontEnd` (``close()`` / ``await wait_closed()``).
     """
     front_end = RadiusFrontEnd(config, verify)
-    await front_end._start()
+    await front_end._start(udp_sock, unix_sock)
     return front_end

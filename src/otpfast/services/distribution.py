@@ -130,14 +130,15 @@ class Distribution:
         if not self.verify_many([VerifyItem(account, otp, source, client)])[0]:
             raise InvalidToken()
 
-    def verify_many(self, items: list[VerifyItem]) -> list[bool]:
+    def verify_many(self, items: list[VerifyItem], *, wait: bool = True) -> list[bool]:
         """Verify a batch in ONE transaction (group commit: one fsync for all). Items are
         decided in order with the same rules as :meth:`verify`; of two copies of one OTP
-        exactly one is accepted."""
+        exactly one is accepted. ``wait=False``: raise StoreBusy (nothing decided) while
+        another writer holds the store."""
         if not items:
             return []
         now = self.clock()
-        with self.store.transaction() as tx:
+        with self.store.transaction(wait=wait) as tx:
             batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now)
             results = batch.run()
             batch.finish()

@@ -218,7 +218,9 @@ class Store(abc.ABC):
     keys: "object"
 
     @abc.abstractmethod
-    def transaction(self) -> contextlib.AbstractContextManager[Transaction]: ...
+    def transaction(self, *, wait: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        """One write transaction (the store's write lock, held until it ends). ``wait=False``:
+        raise StoreBusy at once instead of waiting while another writer holds the lock."""
 
     # -- reads outside any write transaction
     @abc.abstractmethod

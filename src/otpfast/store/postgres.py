@@ -34,7 +34,7 @@ import re
 import threading
 from typing import Iterator
 
-from otpfast.errors import StoreError
+from otpfast.errors import StoreBusy, StoreError
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
@@ -258,7 +258,7 @@ class PostgresStore(SqlReads, Store):
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, wait: bool = True) -> Iterator[Transaction]:
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
@@ -266,9 +266,11 @@ class PostgresStore(SqlReads, Store):
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             # the write lock (see the module docstring), and the audit head to chain onto
             row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-                               ).fetchone()
+                               + ("" if wait else " NOWAIT")).fetchone()
         except psycopg.OperationalError as exc:
             _rollback(conn)
+            if not wait and isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise StoreBusy("the store is busy: another writer holds its write lock") from None
             raise StoreError(f"the store is busy or unreachable: {_first_line(exc)}") from None
         tx = _PostgresTransaction(self, conn, (int(row[0]), bytes(row[1])))
         try:

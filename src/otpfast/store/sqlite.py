@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Iterator
 
-from otpfast.errors import StoreError
+from otpfast.errors import StoreBusy, StoreError
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
@@ -139,7 +139,7 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_0
     try:
         # one connection per thread (SQLiteStore._conn); check_same_thread=False only lets
         # close() release connections of threads that have finished
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=1024,
                                timeout=busy_timeout_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = _set_wal(conn, busy_timeout_ms / 1000)
@@ -212,13 +212,22 @@ class SQLiteStore(SqlReads, Store):
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, wait: bool = True) -> Iterator[Transaction]:
         conn = self._conn()
         if conn.in_transaction:
             raise StoreError("transactions do not nest")
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if wait:
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         except sqlite3.OperationalError as exc:
+            if not wait and getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY":
+                raise StoreBusy("the store is busy: another writer holds its write lock") from None
             raise StoreError(f"the store is busy: {exc}") from None
         tx = _SQLiteTransaction(self, conn)
         try:
