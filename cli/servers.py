@@ -152,11 +152,11 @@ workers_option = click.option(
 
 
 def _serve(datadir, host, port, limits, radius, workers, worker_main):
-    """Run ``worker_main(sockets, ready)`` (a coroutine function; sockets None: bind
+    """Run ``worker_main(sockets, handoff, ready)`` (a coroutine function; all None: bind
     (host, port) itself and announce) in this process, or in ``workers`` forked worker
     processes on sockets bound here (otpfast.net.workers)."""
     if workers == 1:
-        _run(lambda: worker_main(None, None))
+        _run(lambda: worker_main(None, None, None))
         return
     from otpfast.net.workers import bind_worker_sockets, supervise
 
@@ -175,18 +175,20 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
         _announce(address, fingerprint, radius_address, radius and radius.unix_socket)
         sys.stdout.flush()
 
-    status = supervise(all_sockets, lambda sockets, ready: _run(lambda: worker_main(sockets, ready)), announce)
+    status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
     if status:
         raise SystemExit(status)
 
 
-async def _serve_verifying(datadir, distribution, start_listener, radius, sockets, ready, extra_stores=()):
+async def _serve_verifying(datadir, distribution, start_listener, radius, worker, extra_stores=()):
     """Run a listener that verifies through one group-commit writer (plus the RADIUS front
     end if asked for) until SIGINT/SIGTERM; then close everything in reverse order.
-    ``sockets``: the worker's pre-bound sockets (then ``ready()`` announces), or None."""
+    ``worker``: (sockets, handoff, ready) of a worker process (``ready()`` announces), or
+    (None, None, None)."""
     from otpfast.net.verifier import AsyncVerifier
 
-    verifier = AsyncVerifier(distribution)
+    sockets, handoff, ready = worker
+    verifier = AsyncVerifier(distribution, handoff=handoff)
     front_end = None
     try:
         server = await start_listener(verifier, sockets and sockets.tcp)
@@ -219,12 +221,12 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
     datadir = open_datadir(data_dir)
     limits = _limits(read_timeout, idle_timeout, max_connections)
 
-    async def worker_main(sockets, ready):
+    async def worker_main(*worker):
         async def start(verifier, sock):
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, sockets, ready)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)
 
@@ -243,14 +245,14 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
     datadir = open_datadir(data_dir)
     limits = _limits(read_timeout, idle_timeout, max_connections)
 
-    async def worker_main(sockets, ready):
+    async def worker_main(*worker):
         keyserver_service = datadir.keyserver()
 
         async def start(verifier, sock):
             return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
                                         limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, sockets, ready,
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker,
                                extra_stores=[keyserver_service.store])
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)

@@ -62,3 +62,43 @@ def test_store_key_file_mode_and_env(backend, tmp_path, key, monkeypatch):
     monkeypatch.setenv(ENV_VAR, "not a key")
     with pytest.raises(StoreError):
         load_key(None)
+
+
+def test_store_batch_accounts_cached_while_no_other_connection_writes(backend, store):
+    """tx.accounts() reads an account once while this connection is the only writer; its own
+    changes, a rollback, and another connection's commit (PRAGMA data_version) are all seen."""
+    add_account(store, "alice")
+    add_account(store, "bob")
+    statements = []
+    store._conn().set_trace_callback(statements.append)
+
+    def batch_read(names=("alice", "bob", "nobody")):
+        statements.clear()
+        with store.transaction() as tx:
+            found = tx.accounts(list(names))
+        return found, sum("FROM accounts" in sql for sql in statements)
+
+    found, reads = batch_read()
+    assert set(found) == {"alice", "bob"} and reads == 1
+    assert batch_read() == (found, 0)                      # from the cache
+
+    with store.transaction() as tx:                        # this connection's own change
+        assert tx.record_failure("alice")
+    found, reads = batch_read()
+    assert (found["alice"].failures, found["bob"]) == (1, found["bob"]) and reads == 1
+
+    with pytest.raises(RuntimeError):                      # a rolled-back change
+        with store.transaction() as tx:
+            tx.record_failure("bob")
+            raise RuntimeError("abandon")
+    found, reads = batch_read()
+    assert found["bob"].failures == 0 and reads == 1
+
+    other = backend.connect()                              # another connection's commit
+    try:
+        backend.execute(other, "UPDATE accounts SET failures = 2 WHERE name = %s", ("bob",))
+        add_account(backend.open(), "nobody")
+    finally:
+        other.close()
+    found, reads = batch_read()
+    assert found["bob"].failures == 2 and "nobody" in found and reads == 1

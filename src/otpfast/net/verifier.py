@@ -12,8 +12,10 @@ thread's GIL hand-overs took more CPU than the commits themselves.
 
 Several server processes may share one store (``otpfast serve --workers N``). The loop never
 waits for another process's write lock: a batch asks for it without waiting
-(``verify_many(wait=False)``) and, while it is taken, stays pending and keeps growing; it is
-tried again ``BUSY_RETRY`` seconds later, and the loop serves its connections meanwhile.
+(``verify_many(wait=False)``) and, while it is taken, stays pending and keeps growing, and
+the loop serves its connections meanwhile. It is tried again as soon as a sibling worker
+says it committed (``handoff``: otpfast.net.workers.Handoff), else ``BUSY_RETRY`` seconds
+later (a writer that is not a worker, e.g. an admin command).
 """
 import asyncio
 import collections
@@ -23,7 +25,7 @@ import time
 from ..errors import StoreBusy
 from ..services.distribution import VerifyItem
 
-BUSY_RETRY = 0.0002
+BUSY_RETRY = 0.005       # seconds between attempts at a write lock another process holds
 
 log = logging.getLogger("otpfast.net.verifier")
 
@@ -31,10 +33,11 @@ log = logging.getLogger("otpfast.net.verifier")
 class AsyncVerifier:
     """``await verify(account, otp, source=..., client=None) -> bool``; ``await call(fn, ...)``."""
 
-    def __init__(self, distribution, *, max_batch=2048, loop=None):
+    def __init__(self, distribution, *, max_batch=2048, loop=None, handoff=None):
         self.distribution = distribution
         self.max_batch = max_batch
         self._loop = loop
+        self._handoff = handoff
         self._closed = False
         self._tick_batch = []          # (item, future or callback) submitted during this loop pass
         self._tick_scheduled = False
@@ -48,16 +51,28 @@ class AsyncVerifier:
         if self._closed:
             raise RuntimeError("AsyncVerifier is closed")
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+            self._attach(asyncio.get_running_loop())
         self._tick_batch.append(entry)
         if not self._tick_scheduled:
             self._tick_scheduled = True
             self._loop.call_soon(self._run_tick)
 
+    def _attach(self, loop):
+        self._loop = loop
+        if self._handoff is not None:
+            loop.add_reader(self._handoff.fileno(), self._on_handoff)
+
+    def _on_handoff(self):
+        """A sibling worker committed: its write lock is free now."""
+        self._handoff.drain()
+        if self._retry is not None:
+            self._run_tick()
+
     def verify_future(self, account, otp, *, source, client=None):
         """Submit one verification; return an asyncio future resolving to True/False."""
-        loop = self._loop or asyncio.get_running_loop()
-        future = loop.create_future()
+        if self._loop is None:
+            self._attach(asyncio.get_running_loop())
+        future = self._loop.create_future()
         self._submit((VerifyItem(account, otp, source, client), future))
         return future
 
@@ -92,6 +107,8 @@ class AsyncVerifier:
         """Decide what is still pending, then refuse new work."""
         if not self._closed:
             self._run_tick(wait=True)
+            if self._handoff is not None and self._loop is not None:
+                self._loop.remove_reader(self._handoff.fileno())
         self._closed = True
 
     async def aclose(self):
@@ -126,6 +143,8 @@ class AsyncVerifier:
         except Exception as exc:  # the batch failed as a whole: nothing was accepted
             log.error("verification batch failed: %s", type(exc).__name__)
             outcome = [(target, None, exc) for _item, target in batch]
+        if self._handoff is not None:
+            self._handoff.notify()
         self.batch_log.append((len(batch), time.perf_counter() - started, time.thread_time() - cpu_started))
         self.batches += 1
         self.verified += len(batch)

@@ -13,7 +13,8 @@ The supervisor (the process the command started) binds every listening socket, t
 
 Each worker runs the ordinary one-process server on its sockets, with its own event loop and
 store connection. The store's write lock orders the workers' group commits; a worker never
-blocks its loop waiting for it (AsyncVerifier asks without waiting and retries). Workers
+blocks its loop waiting for it: AsyncVerifier asks without waiting, and a worker that
+committed wakes its siblings at once (Handoff: a byte down each sibling's pipe). Workers
 die with the supervisor (PR_SET_PDEATHSIG, even on SIGKILL); the supervisor stops all of
 them on SIGTERM/SIGINT, and when one of them exits on its own.
 """
@@ -76,6 +77,50 @@ def bind_worker_sockets(count, host, port, *, backlog, radius_udp=None, radius_s
     return made
 
 
+class Handoff:
+    """A worker's line to its siblings: ``notify()`` after each commit (the write lock is
+    free), ``fileno()`` readable when a sibling committed, then ``drain()``. Non-blocking
+    pipes; a full pipe already holds a wake-up."""
+
+    def __init__(self, read_fd, sibling_fds):
+        self._read_fd = read_fd
+        self._siblings = list(sibling_fds)
+
+    @classmethod
+    def for_workers(cls, count):
+        pipes = [os.pipe() for _ in range(count)]
+        for read_fd, write_fd in pipes:
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+        return [cls(pipes[i][0], [w for j, (_r, w) in enumerate(pipes) if j != i]) for i in range(count)]
+
+    def fileno(self):
+        return self._read_fd
+
+    def drain(self):
+        try:
+            os.read(self._read_fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def notify(self):
+        for fd in self._siblings:
+            try:
+                os.write(fd, b"!")
+            except (BlockingIOError, InterruptedError, BrokenPipeError):
+                pass
+
+
+
+def _fds(handoffs):
+    return {fd for handoff in handoffs for fd in (handoff._read_fd, *handoff._siblings)}
+
+
+def _close_fds(fds):
+    for fd in fds:
+        os.close(fd)
+
+
 _SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
 
 
@@ -125,12 +170,13 @@ def _exit_worker(code):
 
 
 def supervise(all_sockets, run_worker, announce):
-    """Fork one worker per WorkerSockets; in each, ``run_worker(sockets, ready)`` serves
-    until SIGTERM and calls ``ready()`` once it listens. ``announce()`` runs once every
-    worker is ready. Returns the exit status: 0 after a requested stop, 1 otherwise."""
+    """Fork one worker per WorkerSockets; in each, ``run_worker(sockets, handoff, ready)``
+    serves until SIGTERM and calls ``ready()`` once it listens. ``announce()`` runs once
+    every worker is ready. Returns the exit status: 0 after a requested stop, 1 otherwise."""
     parent = os.getpid()
     unix_path = all_sockets[0].unix.getsockname() if all_sockets[0].unix is not None else None
     ready_r, ready_w = os.pipe()
+    handoffs = Handoff.for_workers(len(all_sockets))
     for stream in (sys.stdout, sys.stderr):     # else a child would write the buffer again
         stream.flush()
     children = {}
@@ -144,12 +190,13 @@ def supervise(all_sockets, run_worker, announce):
                 for other in all_sockets:
                     if other is not sockets:
                         other.close(keep_unix=True)
+                _close_fds(_fds(handoffs) - _fds([handoffs[index]]))     # keep this worker's ends
 
                 def ready():
                     os.write(ready_w, b"r")
                     os.close(ready_w)
 
-                run_worker(sockets, ready)
+                run_worker(sockets, handoffs[index], ready)
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -158,6 +205,7 @@ def supervise(all_sockets, run_worker, announce):
             _exit_worker(code)
         children[pid] = index
     os.close(ready_w)
+    _close_fds(_fds(handoffs))
     for sockets in all_sockets:
         sockets.close()
 

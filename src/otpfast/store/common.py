@@ -374,6 +374,7 @@ class SqlTransaction(Transaction):
         self._store = store
         self._conn = conn
         self._pending_audit: list[tuple] = []   # chained and written at commit
+        self.touched_accounts: set[str] = set()  # accounts this transaction may have changed
 
     def _sql(self, sql: str) -> str:
         return sql
@@ -396,6 +397,7 @@ class SqlTransaction(Transaction):
                          {"id": authority_id, "h": credential_hash, "now": now}) == 1
 
     def delete_account(self, name):
+        self.touched_accounts.add(name)
         deleted = self._run("DELETE FROM accounts WHERE name = :name", {"name": name}) == 1
         if deleted:
             for table in ("contributions", "issued"):
@@ -404,6 +406,7 @@ class SqlTransaction(Transaction):
         return deleted
 
     def activate_account(self, name, material, chain_last, transcript, *, counter=0):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET state = :active, material_enc = :enc,"
                          " chain_last = :chain, transcript = :t, counter = :counter"
                          " WHERE name = :name AND state = :pending",
@@ -412,24 +415,29 @@ class SqlTransaction(Transaction):
                           "chain": chain_last, "t": transcript, "counter": counter}) == 1
 
     def advance_counter(self, name, old, new):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET counter = :new WHERE name = :name"
                          " AND counter = :old", {"name": name, "old": old, "new": new}) == 1
 
     def advance_chain(self, name, old, new):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET chain_last = :new WHERE name = :name"
                          " AND chain_last = :old", {"name": name, "old": old, "new": new}) == 1
 
     def record_failure(self, name):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = :name"
                          " AND failures < lockout",
                          {"name": name}) == 1
 
     def clear_failures(self, name):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET failures = 0 WHERE name = :name"
                          " AND failures < lockout",
                          {"name": name}) == 1
 
     def unlock(self, name):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET failures = 0 WHERE name = :name",
                          {"name": name}) == 1
 
@@ -443,6 +451,7 @@ class SqlTransaction(Transaction):
         self._pending_audit.extend(entries)
 
     def add_account(self, name, type, params, material, chain_last, now, *, counter=0):
+        self.touched_accounts.add(name)
         state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
         enc = None if material is None else encrypt_material(self._store.keys, name, material)
         return self._run("INSERT INTO accounts (name, type, params, state, material_enc,"

@@ -27,7 +27,7 @@ from otpfast.errors import StoreBusy, StoreError
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
-from .common import (ACCOUNT_COLUMNS, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
+from .common import (ACCOUNT_COLUMNS, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
                      SqlReads, SqlTransaction, chain_entries, check_chain)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
@@ -235,11 +235,37 @@ class SQLiteStore(SqlReads, Store):
             head = tx._flush_audit()
             conn.execute("COMMIT")
         except BaseException:
+            self._local.batch_accounts = None
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        cache = getattr(self._local, "batch_accounts", None)
+        if cache is not None:
+            for name in tx.touched_accounts:
+                cache.pop(name, None)
         if head is not None:
             self._head_file.write(*head)
+
+    def _batch_accounts(self, conn, names) -> dict:
+        """``tx.accounts(names)``: from a cache of this connection's account records, read
+        anew when ``PRAGMA data_version`` says another connection committed since (it does
+        not move for this connection's own commits, whose changed accounts are dropped from
+        the cache at COMMIT, all of them at ROLLBACK). Inside the write transaction nobody
+        else can commit, so what the cache returns is current. Saves the batch's account
+        read while this process is the only writer."""
+        local = self._local
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        cache = getattr(local, "batch_accounts", None)
+        if cache is None or local.batch_accounts_version != version or len(cache) > SECRET_CACHE_SIZE:
+            cache = local.batch_accounts = {}
+            local.batch_accounts_version = version
+        wanted = [name for name in dict.fromkeys(names) if isinstance(name, str)]
+        missing = [name for name in wanted if name not in cache]
+        if missing:
+            found = self._select_accounts(conn, missing)
+            for name in missing:
+                cache[name] = found.get(name)       # None: no such account (cached too)
+        return {name: cache[name] for name in wanted if cache[name] is not None}
 
     # -- row decoding -----------------------------------------------------------------
     def _select_accounts(self, conn, names) -> dict:
@@ -302,13 +328,18 @@ class SQLiteStore(SqlReads, Store):
 
 class _SQLiteTransaction(SqlTransaction):
 
+    def accounts(self, names):
+        return self._store._batch_accounts(self._conn, names)
+
     def advance_step(self, name, old, new):
+        self.touched_accounts.add(name)
         return self._run("UPDATE accounts SET last_step = :new WHERE name = :name"
                          " AND last_step = :old AND :new > :old",
                          {"name": name, "old": old, "new": new}) == 1
 
     def update_accounts(self, changes):
         changes = list(changes)
+        self.touched_accounts.update(old.name for old, _new in changes)
         if not _UPDATE_FROM:
             cur = self._conn.executemany(
                 "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
