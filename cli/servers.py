@@ -188,7 +188,7 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     from otpfast.net.verifier import AsyncVerifier
 
     sockets, handoff, ready = worker
-    verifier = AsyncVerifier(distribution, handoff=handoff)
+    verifier = AsyncVerifier(distribution, handoff=handoff, sync=distribution.store.sync)
     front_end = None
     try:
         server = await start_listener(verifier, sockets and sockets.tcp)

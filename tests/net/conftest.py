@@ -94,7 +94,7 @@ class FakeDistribution:
         self.issue(account, otp)
         return IssuedOtp(b"n" * 16, otp.encode(), 1_900_000_000.5)
 
-    def verify_many(self, items, *, wait=True):
+    def verify_many(self, items, *, wait=True, durable=True):
         self.threads.add(threading.get_ident())
         if self.fail_next_batch:
             self.fail_next_batch = False

@@ -19,7 +19,7 @@ class Recorder:
         self.threads = set()
         self.fail = fail
 
-    def verify_many(self, items, *, wait=True):
+    def verify_many(self, items, *, wait=True, durable=True):
         self.threads.add(threading.get_ident())
         self.batches.append([item.otp for item in items])
         if self.fail:
@@ -177,7 +177,7 @@ class BusyRecorder(Recorder):
         self.busy = busy
         self.waits = []
 
-    def verify_many(self, items, *, wait=True):
+    def verify_many(self, items, *, wait=True, durable=True):
         self.waits.append(wait)
         if self.busy and not wait:
             self.busy -= 1
@@ -217,3 +217,43 @@ def test_verifier_call_decides_a_busy_batch_first_by_waiting(event_loop_name):
         return recorder
     recorder = run_on(event_loop_name, main())
     assert recorder.calls == [("x", 1)] and recorder.waits[-1] is True
+
+
+def test_verifier_answers_only_after_sync_made_the_batch_durable(event_loop_name):
+    """With ``sync``, batches commit without waiting for the disk; their waiters are resolved
+    only once sync() (in a helper thread) returned, and batches committed meanwhile wait for
+    the next sync."""
+    release = threading.Event()
+    synced = []
+
+    def sync():
+        release.wait(10)
+        synced.append(threading.get_ident())
+
+    async def main():
+        recorder = Recorder()
+        verifier = AsyncVerifier(recorder, sync=sync)
+        first = verifier.verify_future("a", "ok1", source="t")
+        await asyncio.sleep(0.05)
+        second = verifier.verify_future("a", "no2", source="t")   # committed while the sync runs
+        await asyncio.sleep(0.05)
+        assert len(recorder.batches) == 2 and not first.done() and not second.done()
+        release.set()
+        assert await first is True and await second is False
+        await verifier.aclose()
+        return recorder
+    recorder = run_on(event_loop_name, main())
+    assert len(synced) == 2 and threading.get_ident() not in synced
+
+
+def test_verifier_failed_sync_fails_the_waiters(event_loop_name):
+    def sync():
+        raise OSError("fsync failed")
+
+    async def main():
+        verifier = AsyncVerifier(Recorder(), sync=sync)
+        outcome = await asyncio.gather(verifier.verify("a", "ok1", source="t"), return_exceptions=True)
+        await verifier.aclose()
+        return outcome
+    [outcome] = run_on(event_loop_name, main())
+    assert isinstance(outcome, OSError)

@@ -1,6 +1,9 @@
 """What only the SQLite backend has: its file, its pragmas, the at-rest key file. Everything
 else about the store runs against both backends (test_store_behaviour.py, test_audit_chain.py)."""
 import os
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -102,3 +105,33 @@ def test_store_batch_accounts_cached_while_no_other_connection_writes(backend, s
         other.close()
     found, reads = batch_read()
     assert found["bob"].failures == 2 and "nobody" in found and reads == 1
+
+
+def test_store_commit_without_fsync_then_sync_keeps_sqlite_locks(backend, store):
+    """durable=False commits (visible at once) become durable with sync(), which fsyncs the
+    WAL through its own descriptor: SQLite's locks in this process must survive it (closing a
+    descriptor of the database file would silently drop them)."""
+    add_account(store, "alice")
+    with store.transaction(durable=False) as tx:
+        assert tx.record_failure("alice")
+    store.sync()
+    store.sync()
+    other = backend.connect()
+    try:
+        assert backend.execute(other, "SELECT failures FROM accounts WHERE name = %s", ("alice",)) == [(1,)]
+        other.execute("PRAGMA busy_timeout = 0")
+        with store.transaction() as tx:               # holds the write lock ...
+            tx.record_failure("alice")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")      # ... and another connection sees it held
+    finally:
+        other.close()
+    assert store.account("alice").failures == 2
+    # another process opening and closing the store must still see this process as a user
+    # of the WAL (else it checkpoints and deletes it, and later commits here are lost to it)
+    read = [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            " print(c.execute('SELECT failures FROM accounts').fetchone()[0]); c.close()", store.path]
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["2"]
+    with store.transaction() as tx:
+        assert tx.record_failure("alice")
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["3"]

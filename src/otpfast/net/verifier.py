@@ -10,6 +10,13 @@ The store is used from the loop's thread only. A commit blocks the loop for its 
 on the same machine, that costs less than handing every batch to a writer thread: the
 thread's GIL hand-overs took more CPU than the commits themselves.
 
+Durability off the loop (``sync``, the store's ``sync``): a batch then commits without
+waiting for the disk (``verify_many(durable=False)``) and its replies wait until ``sync()``,
+run in a helper thread, has made it durable. One sync covers every batch committed before it
+started, so the fsync overlaps the next batches instead of stalling the loop (and, with
+several workers, is not done while holding the write lock). Nothing is answered before its
+decision is on disk.
+
 Several server processes may share one store (``otpfast serve --workers N``). The loop never
 waits for another process's write lock: a batch asks for it without waiting
 (``verify_many(wait=False)``) and, while it is taken, stays pending and keeps growing, and
@@ -19,6 +26,7 @@ later (a writer that is not a worker, e.g. an admin command).
 """
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import time
 
@@ -33,11 +41,15 @@ log = logging.getLogger("otpfast.net.verifier")
 class AsyncVerifier:
     """``await verify(account, otp, source=..., client=None) -> bool``; ``await call(fn, ...)``."""
 
-    def __init__(self, distribution, *, max_batch=2048, loop=None, handoff=None):
+    def __init__(self, distribution, *, max_batch=2048, loop=None, handoff=None, sync=None):
         self.distribution = distribution
         self.max_batch = max_batch
         self._loop = loop
         self._handoff = handoff
+        self._sync = sync               # makes committed batches durable (store.sync), or None
+        self._sync_thread = None
+        self._syncing = None            # outcomes the running sync will release
+        self._unsynced = []             # outcomes committed after it started
         self._closed = False
         self._tick_batch = []          # (item, future or callback) submitted during this loop pass
         self._tick_scheduled = False
@@ -109,6 +121,12 @@ class AsyncVerifier:
             self._run_tick(wait=True)
             if self._handoff is not None and self._loop is not None:
                 self._loop.remove_reader(self._handoff.fileno())
+            if self._syncing is not None or self._unsynced:
+                waiting = (self._syncing or []) + self._unsynced
+                self._syncing, self._unsynced = None, []
+                _resolve_all(self._synced_outcome(waiting, self._call_sync))
+            if self._sync_thread is not None:
+                self._sync_thread.shutdown(wait=True)
         self._closed = True
 
     async def aclose(self):
@@ -133,7 +151,8 @@ class AsyncVerifier:
         False and another writer holds the store."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         try:
-            results = self.distribution.verify_many([item for item, _target in batch], wait=wait)
+            results = self.distribution.verify_many([item for item, _target in batch], wait=wait,
+                                                    durable=self._sync is None)
             if len(results) != len(batch):
                 raise RuntimeError("verify_many returned a wrong number of results")
             outcome = [(target, bool(ok), None) for (_item, target), ok in zip(batch, results)]
@@ -148,8 +167,48 @@ class AsyncVerifier:
         self.batch_log.append((len(batch), time.perf_counter() - started, time.thread_time() - cpu_started))
         self.batches += 1
         self.verified += len(batch)
-        _resolve_all(outcome)
+        if self._sync is None or outcome[0][2] is not None:   # durable already, or nothing decided
+            _resolve_all(outcome)
+        else:
+            self._unsynced.extend(outcome)
+            if self._syncing is None:
+                self._start_sync()
         return True
+
+    # -- durability off the loop ----------------------------------------------------------
+    def _call_sync(self):
+        self._sync()
+
+    def _start_sync(self):
+        self._syncing, self._unsynced = self._unsynced, []
+        if self._sync_thread is None:
+            self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="otpfast-sync")
+        running = self._syncing
+        future = self._loop.run_in_executor(self._sync_thread, self._call_sync)
+        future.add_done_callback(lambda done: self._synced(done, running))
+
+    def _synced(self, done, running):
+        if running is not self._syncing:      # close() released them already
+            return
+        self._syncing = None
+        failure = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        _resolve_all(self._synced_outcome(running, None, failure))
+        if self._unsynced:
+            self._start_sync()
+
+    @staticmethod
+    def _synced_outcome(outcome, sync, failure=None):
+        """``outcome`` once durable: as decided, or every target failed if the sync failed
+        (nothing may be answered that the disk might not hold)."""
+        if sync is not None:
+            try:
+                sync()
+            except Exception as exc:  # reported to every waiter
+                failure = exc
+        if failure is None:
+            return outcome
+        log.error("making verifications durable failed: %s", type(failure).__name__)
+        return [(target, None, failure) for target, _ok, _exc in outcome]
 
     def stats(self):
         """Verifications, batches, and the distribution of batch sizes and of the time each

@@ -130,15 +130,17 @@ class Distribution:
         if not self.verify_many([VerifyItem(account, otp, source, client)])[0]:
             raise InvalidToken()
 
-    def verify_many(self, items: list[VerifyItem], *, wait: bool = True) -> list[bool]:
+    def verify_many(self, items: list[VerifyItem], *, wait: bool = True,
+                    durable: bool = True) -> list[bool]:
         """Verify a batch in ONE transaction (group commit: one fsync for all). Items are
         decided in order with the same rules as :meth:`verify`; of two copies of one OTP
         exactly one is accepted. ``wait=False``: raise StoreBusy (nothing decided) while
-        another writer holds the store."""
+        another writer holds the store. ``durable=False``: return before the decisions are
+        on disk; tell nobody of them before ``store.sync()`` returns."""
         if not items:
             return []
         now = self.clock()
-        with self.store.transaction(wait=wait) as tx:
+        with self.store.transaction(wait=wait, durable=durable) as tx:
             batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now)
             results = batch.run()
             batch.finish()

@@ -218,9 +218,16 @@ class Store(abc.ABC):
     keys: "object"
 
     @abc.abstractmethod
-    def transaction(self, *, wait: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+    def transaction(self, *, wait: bool = True,
+                    durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
         """One write transaction (the store's write lock, held until it ends). ``wait=False``:
-        raise StoreBusy at once instead of waiting while another writer holds the lock."""
+        raise StoreBusy at once instead of waiting while another writer holds the lock.
+        ``durable=False``: the commit may return before the transaction is on disk; it is
+        once a later :meth:`sync` returns. Act on nothing it decided (no reply) before that."""
+
+    def sync(self) -> None:
+        """Make every transaction committed so far durable (see ``durable=False``); may run
+        in another thread than the transactions."""
 
     # -- reads outside any write transaction
     @abc.abstractmethod

@@ -238,6 +238,9 @@ class PostgresStore(SqlReads, Store):
             self._connections = alive
         return conn
 
+    def sync(self) -> None:
+        """Nothing to do: every COMMIT here is durable when it returns."""
+
     def close(self) -> None:
         with self._lock:
             for _, conn in self._connections:
@@ -258,7 +261,8 @@ class PostgresStore(SqlReads, Store):
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, wait: bool = True) -> Iterator[Transaction]:
+    def transaction(self, *, wait: bool = True, durable: bool = True) -> Iterator[Transaction]:
+        # every COMMIT is durable here (synchronous_commit = on): ``durable`` changes nothing
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")

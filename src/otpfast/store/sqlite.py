@@ -171,6 +171,7 @@ class SQLiteStore(SqlReads, Store):
         self._local = threading.local()
         self._connections: list = []
         self._lock = threading.Lock()
+        self._wal_fd = None             # for sync()
         try:
             conn = self._conn()
             migrate(conn)
@@ -195,6 +196,9 @@ class SQLiteStore(SqlReads, Store):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
         self._local = threading.local()
         self._head_file.close()
 
@@ -212,19 +216,20 @@ class SQLiteStore(SqlReads, Store):
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, wait: bool = True) -> Iterator[Transaction]:
+    def transaction(self, *, wait: bool = True, durable: bool = True) -> Iterator[Transaction]:
         conn = self._conn()
         if conn.in_transaction:
             raise StoreError("transactions do not nest")
+        # per-transaction settings (not changeable inside one), kept per connection
+        settings = (int(self._busy_timeout_ms) if wait else 0,
+                    self._synchronous if durable else "NORMAL")
         try:
-            if wait:
-                conn.execute("BEGIN IMMEDIATE")
-            else:
-                conn.execute("PRAGMA busy_timeout = 0")
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            if getattr(self._local, "settings", None) != settings:
+                self._local.settings = None
+                conn.execute(f"PRAGMA busy_timeout = {settings[0]}")
+                conn.execute(f"PRAGMA synchronous = {settings[1]}")
+                self._local.settings = settings
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if not wait and getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY":
                 raise StoreBusy("the store is busy: another writer holds its write lock") from None
@@ -233,7 +238,7 @@ class SQLiteStore(SqlReads, Store):
         try:
             yield tx
             head = tx._flush_audit()
-            conn.execute("COMMIT")
+            conn.execute("COMMIT")     # durable=False: WAL frames written, fsynced by sync()
         except BaseException:
             self._local.batch_accounts = None
             if conn.in_transaction:
@@ -245,6 +250,26 @@ class SQLiteStore(SqlReads, Store):
                 cache.pop(name, None)
         if head is not None:
             self._head_file.write(*head)
+
+    def sync(self) -> None:
+        """fdatasync the WAL file: every transaction committed so far (``durable=False``
+        included) is then on disk. A commit in WAL mode only appends frames to the WAL, and
+        SQLite syncs the WAL before a checkpoint copies frames into the database file (and
+        that file after), so frames a checkpoint already moved are durable too. The WAL is
+        synced through one descriptor kept open (never the database file: closing any
+        descriptor of it would drop SQLite's POSIX locks in this process)."""
+        wal = self.path + "-wal"
+        with self._lock:
+            fd = self._wal_fd
+            try:
+                current = os.stat(wal).st_ino
+            except FileNotFoundError:       # nothing committed since the last checkpoint
+                return
+            if fd is None or os.fstat(fd).st_ino != current:
+                if fd is not None:
+                    os.close(fd)
+                fd = self._wal_fd = os.open(wal, os.O_RDONLY)
+            os.fdatasync(fd)
 
     def _batch_accounts(self, conn, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
