@@ -1,5 +1,6 @@
 """What only the SQLite backend has: its file, its pragmas, the at-rest key file. Everything
 else about the store runs against both backends (test_store_behaviour.py, test_audit_chain.py)."""
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -89,6 +90,14 @@ def test_store_batch_accounts_cached_while_no_other_connection_writes(backend, s
         assert tx.record_failure("alice")
     found, reads = batch_read()
     assert (found["alice"].failures, found["bob"]) == (1, found["bob"]) and reads == 1
+
+    with store.transaction() as tx:                        # a batch moved alice: cached as written
+        before = tx.accounts(["alice"])["alice"]
+        moved = dataclasses.replace(before, counter=before.counter + 5, failures=0)
+        assert tx.update_accounts([(before, moved)]) == 1
+    found, reads = batch_read()
+    assert (found["alice"].counter, found["alice"].failures, reads) == (before.counter + 5, 0, 0)
+    assert found["alice"] == store.account("alice")        # exactly what the row holds
 
     with pytest.raises(RuntimeError):                      # a rolled-back change
         with store.transaction() as tx:

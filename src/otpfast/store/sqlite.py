@@ -16,6 +16,7 @@ process meanwhile is never mistaken for tampering. Statements use named paramete
 (``ON CONFLICT DO NOTHING`` needs SQLite >= 3.24) that a PostgreSQL backend can reuse.
 """
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -248,6 +249,9 @@ class SQLiteStore(SqlReads, Store):
         if cache is not None:
             for name in tx.touched_accounts:
                 cache.pop(name, None)
+            for name, record in tx.updated_accounts.items():
+                if name not in tx.touched_accounts:
+                    cache[name] = record
         if head is not None:
             self._head_file.write(*head)
 
@@ -274,8 +278,9 @@ class SQLiteStore(SqlReads, Store):
     def _batch_accounts(self, conn, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
         anew when ``PRAGMA data_version`` says another connection committed since (it does
-        not move for this connection's own commits, whose changed accounts are dropped from
-        the cache at COMMIT, all of them at ROLLBACK). Inside the write transaction nobody
+        not move for this connection's own commits: at COMMIT the accounts a batch moved
+        (update_accounts) are cached as written, any other changed account is dropped; at
+        ROLLBACK all are dropped). Inside the write transaction nobody
         else can commit, so what the cache returns is current. Saves the batch's account
         read while this process is the only writer."""
         local = self._local
@@ -353,6 +358,10 @@ class SQLiteStore(SqlReads, Store):
 
 class _SQLiteTransaction(SqlTransaction):
 
+    def __init__(self, store, conn):
+        super().__init__(store, conn)
+        self.updated_accounts: dict = {}     # name -> its record as update_accounts left it
+
     def accounts(self, names):
         return self._store._batch_accounts(self._conn, names)
 
@@ -364,7 +373,10 @@ class _SQLiteTransaction(SqlTransaction):
 
     def update_accounts(self, changes):
         changes = list(changes)
-        self.touched_accounts.update(old.name for old, _new in changes)
+        for old, new in changes:     # what the rows hold after this update (cache at COMMIT)
+            self.updated_accounts[old.name] = dataclasses.replace(
+                old, counter=new.counter, last_step=new.last_step, chain_last=new.chain_last,
+                failures=new.failures)
         if not _UPDATE_FROM:
             cur = self._conn.executemany(
                 "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
