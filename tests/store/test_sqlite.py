@@ -144,3 +144,17 @@ def test_store_commit_without_fsync_then_sync_keeps_sqlite_locks(backend, store)
     with store.transaction() as tx:
         assert tx.record_failure("alice")
     assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["3"]
+
+
+def test_store_deferred_commits_leave_checkpoints_to_sync(backend, store, monkeypatch):
+    """durable=False commits never checkpoint inline (the committing thread is the server's
+    event loop); sync(), in its helper thread, does it."""
+    size = os.path.getsize(store.path)
+    for i in range(1200):                                  # > SQLite's 1000-page autocheckpoint
+        with store.transaction(durable=False) as tx:
+            tx.audit(float(i), "verify", "alice", "-", "t", "x" * 3000)
+    assert os.path.getsize(store.path) == size             # everything still in the WAL
+    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0.0)
+    store.sync()
+    assert os.path.getsize(store.path) > size + 3_000_000  # copied into the database file
+    assert store.verify_audit().ok

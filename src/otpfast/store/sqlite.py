@@ -68,6 +68,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
+_AUTOCHECKPOINT = 1000                                       # SQLite's default, in pages
 _JSON = sqlite3.sqlite_version_info >= (3, 38, 0)            # JSON functions built in
 # 8 parameters a row; SQLite < 3.32 allows 999 parameters, later versions 32766
 _AUDIT_ROWS = 4000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
@@ -157,6 +158,8 @@ class SQLiteStore(SqlReads, Store):
     is a file outside the database that mirrors the audit head, so a tail truncation that
     also rewrites the in-database head is still detected."""
 
+    CHECKPOINT_INTERVAL = 0.25      # seconds between the checkpoints sync() runs
+
     def __init__(self, path: str, key: bytes, *, head_path: str | None = None,
                  synchronous: str = "FULL", busy_timeout_ms: int = 10_000, create: bool = False):
         if not create and not os.path.exists(path):
@@ -173,6 +176,7 @@ class SQLiteStore(SqlReads, Store):
         self._connections: list = []
         self._lock = threading.Lock()
         self._wal_fd = None             # for sync()
+        self._checkpointed_at = 0.0
         try:
             conn = self._conn()
             migrate(conn)
@@ -222,13 +226,16 @@ class SQLiteStore(SqlReads, Store):
         if conn.in_transaction:
             raise StoreError("transactions do not nest")
         # per-transaction settings (not changeable inside one), kept per connection
+        # (durable=False: no fsync at COMMIT, and no checkpoint either: sync() does both later)
         settings = (int(self._busy_timeout_ms) if wait else 0,
-                    self._synchronous if durable else "NORMAL")
+                    self._synchronous if durable else "NORMAL",
+                    _AUTOCHECKPOINT if durable else 0)
         try:
             if getattr(self._local, "settings", None) != settings:
                 self._local.settings = None
                 conn.execute(f"PRAGMA busy_timeout = {settings[0]}")
                 conn.execute(f"PRAGMA synchronous = {settings[1]}")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {settings[2]}")
                 self._local.settings = settings
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -261,7 +268,11 @@ class SQLiteStore(SqlReads, Store):
         SQLite syncs the WAL before a checkpoint copies frames into the database file (and
         that file after), so frames a checkpoint already moved are durable too. The WAL is
         synced through one descriptor kept open (never the database file: closing any
-        descriptor of it would drop SQLite's POSIX locks in this process)."""
+        descriptor of it would drop SQLite's POSIX locks in this process).
+
+        ``durable=False`` commits leave checkpoints to this method too (at most every
+        CHECKPOINT_INTERVAL s, PASSIVE: writers never wait for it), so the thread that runs
+        sync() copies the WAL into the database, not the thread that commits."""
         wal = self.path + "-wal"
         with self._lock:
             fd = self._wal_fd
@@ -274,6 +285,12 @@ class SQLiteStore(SqlReads, Store):
                     os.close(fd)
                 fd = self._wal_fd = os.open(wal, os.O_RDONLY)
             os.fdatasync(fd)
+            now = time.monotonic()
+            checkpoint = now - self._checkpointed_at >= self.CHECKPOINT_INTERVAL
+            if checkpoint:
+                self._checkpointed_at = now
+        if checkpoint:
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _batch_accounts(self, conn, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
