@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -155,6 +156,9 @@ def test_store_deferred_commits_leave_checkpoints_to_sync(backend, store, monkey
             tx.audit(float(i), "verify", "alice", "-", "t", "x" * 3000)
     assert os.path.getsize(store.path) == size             # everything still in the WAL
     monkeypatch.setattr(store, "CHECKPOINT_INTERVAL", 0.0)
-    store.sync()
+    store.sync()                                           # wakes the checkpoint thread
+    deadline = time.monotonic() + 20
+    while os.path.getsize(store.path) <= size + 3_000_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert os.path.getsize(store.path) > size + 3_000_000  # copied into the database file
     assert store.verify_audit().ok

@@ -18,6 +18,7 @@ process meanwhile is never mistaken for tampering. Statements use named paramete
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -69,6 +70,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
 _AUTOCHECKPOINT = 1000                                       # SQLite's default, in pages
+_log = logging.getLogger("otpfast.store")
 _JSON = sqlite3.sqlite_version_info >= (3, 38, 0)            # JSON functions built in
 # 8 parameters a row; SQLite < 3.32 allows 999 parameters, later versions 32766
 _AUDIT_ROWS = 4000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
@@ -177,6 +179,7 @@ class SQLiteStore(SqlReads, Store):
         self._lock = threading.Lock()
         self._wal_fd = None             # for sync()
         self._checkpointed_at = 0.0
+        self._checkpointer = None
         try:
             conn = self._conn()
             migrate(conn)
@@ -197,6 +200,9 @@ class SQLiteStore(SqlReads, Store):
         return conn
 
     def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         with self._lock:
             for conn in self._connections:
                 conn.close()
@@ -270,9 +276,10 @@ class SQLiteStore(SqlReads, Store):
         synced through one descriptor kept open (never the database file: closing any
         descriptor of it would drop SQLite's POSIX locks in this process).
 
-        ``durable=False`` commits leave checkpoints to this method too (at most every
-        CHECKPOINT_INTERVAL s, PASSIVE: writers never wait for it), so the thread that runs
-        sync() copies the WAL into the database, not the thread that commits."""
+        ``durable=False`` commits leave checkpoints to this method too: at most every
+        CHECKPOINT_INTERVAL s it wakes a checkpoint thread (PASSIVE: writers never wait for
+        it), so neither the committing thread nor the next sync() waits while the WAL is
+        copied into the database."""
         wal = self.path + "-wal"
         with self._lock:
             fd = self._wal_fd
@@ -290,7 +297,10 @@ class SQLiteStore(SqlReads, Store):
             if checkpoint:
                 self._checkpointed_at = now
         if checkpoint:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._lock:
+                if self._checkpointer is None:
+                    self._checkpointer = _Checkpointer(self)
+            self._checkpointer.wake()
 
     def _batch_accounts(self, conn, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
@@ -371,6 +381,36 @@ class SQLiteStore(SqlReads, Store):
                                [("database head", db_head), ("head file", head_file)])
         finally:
             conn.execute("COMMIT")
+
+
+class _Checkpointer:
+    """A daemon thread that runs a PASSIVE checkpoint on its own connection when woken."""
+
+    def __init__(self, store):
+        self._store = store
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="otpfast-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self):
+        self._wake.set()
+
+    def _run(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self._store._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:      # the next one retries; commits are unaffected
+                _log.warning("WAL checkpoint failed: %s", exc)
+
+    def stop(self):
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
 
 
 class _SQLiteTransaction(SqlTransaction):
