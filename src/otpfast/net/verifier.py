@@ -5,10 +5,10 @@ Every verification submitted during one pass of the event loop joins one batch, 
 commit for many accepts. Requests that arrive while a batch commits wait in the socket
 buffers and make up the next batch, so batches grow with the load by themselves.
 
-The store is used from the loop's thread only. A commit blocks the loop for its duration
-(a fraction of a millisecond for an fsync here); measured on 2 cores with the load generator
-on the same machine, that costs less than handing every batch to a writer thread: the
-thread's GIL hand-overs took more CPU than the commits themselves.
+The store is used from the loop's thread only. A batch's transaction blocks the loop for its
+duration (about a millisecond); measured on 2 cores with the load generator on the same
+machine, that costs less than handing every batch to a writer thread: the thread's GIL
+hand-overs took more CPU than the transactions themselves.
 
 Durability off the loop (``sync``, the store's ``sync``): a batch then commits without
 waiting for the disk (``verify_many(durable=False)``) and its replies wait until ``sync()``,
@@ -124,7 +124,7 @@ class AsyncVerifier:
             if self._syncing is not None or self._unsynced:
                 waiting = (self._syncing or []) + self._unsynced
                 self._syncing, self._unsynced = None, []
-                _resolve_all(self._synced_outcome(waiting, self._call_sync))
+                _resolve_all(self._synced_outcome(waiting, self._sync))
             if self._sync_thread is not None:
                 self._sync_thread.shutdown(wait=True)
         self._closed = True
@@ -176,15 +176,12 @@ class AsyncVerifier:
         return True
 
     # -- durability off the loop ----------------------------------------------------------
-    def _call_sync(self):
-        self._sync()
-
     def _start_sync(self):
         self._syncing, self._unsynced = self._unsynced, []
         if self._sync_thread is None:
             self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="otpfast-sync")
         running = self._syncing
-        future = self._loop.run_in_executor(self._sync_thread, self._call_sync)
+        future = self._loop.run_in_executor(self._sync_thread, self._sync)
         future.add_done_callback(lambda done: self._synced(done, running))
 
     def _synced(self, done, running):
@@ -212,7 +209,7 @@ class AsyncVerifier:
 
     def stats(self):
         """Verifications, batches, and the distribution of batch sizes and of the time each
-        ``verify_many`` (services + durable commit) took: wall and CPU, in ms."""
+        ``verify_many`` (services + commit) took: wall and CPU, in ms."""
         log_ = list(self.batch_log)
         summary = {"verified": self.verified, "batches": self.batches, "busy": self.busy}
         if not log_:
