@@ -162,3 +162,21 @@ def test_store_deferred_commits_leave_checkpoints_to_sync(backend, store, monkey
         time.sleep(0.01)
     assert os.path.getsize(store.path) > size + 3_000_000  # copied into the database file
     assert store.verify_audit().ok
+
+
+def test_store_head_file_never_ahead_of_deferred_commits(backend, key):
+    """The audit head file names only entries on disk: after a durable=False commit it moves
+    when sync() has made the entries durable, not before."""
+    store = backend.open(create=True, head=True)
+    with store.transaction() as tx:
+        tx.audit(1.0, "admin", "-", "-", "cli", "ok")
+    assert store._head_file.read()[0] == 1
+    with store.transaction(durable=False) as tx:
+        tx.audit(2.0, "verify", "alice", "-", "t", "ok")
+    assert store._head_file.read()[0] == 1                  # entry 2 is not on disk yet
+    store.sync()
+    assert store._head_file.read()[0] == 2
+    with store.transaction(durable=False) as tx:
+        tx.audit(3.0, "verify", "alice", "-", "t", "ok")
+    store.close()                                           # closing syncs what is pending
+    assert backend.open(head=True).verify_audit().ok and store._head_file.read()[0] == 3

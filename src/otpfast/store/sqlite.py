@@ -180,6 +180,7 @@ class SQLiteStore(SqlReads, Store):
         self._wal_fd = None             # for sync()
         self._checkpointed_at = 0.0
         self._checkpointer = None
+        self._unsynced_head = None      # the audit head of durable=False commits, for sync()
         try:
             conn = self._conn()
             migrate(conn)
@@ -200,6 +201,8 @@ class SQLiteStore(SqlReads, Store):
         return conn
 
     def close(self) -> None:
+        if self._unsynced_head is not None:
+            self.sync()
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
@@ -266,7 +269,12 @@ class SQLiteStore(SqlReads, Store):
                 if name not in tx.touched_accounts:
                     cache[name] = record
         if head is not None:
-            self._head_file.write(*head)
+            if durable:
+                self._head_file.write(*head)
+            else:       # the head file must never be ahead of what is on disk: sync() writes it
+                with self._lock:
+                    if self._unsynced_head is None or head[0] > self._unsynced_head[0]:
+                        self._unsynced_head = head
 
     def sync(self) -> None:
         """fdatasync the WAL file: every transaction committed so far (``durable=False``
@@ -276,26 +284,31 @@ class SQLiteStore(SqlReads, Store):
         synced through one descriptor kept open (never the database file: closing any
         descriptor of it would drop SQLite's POSIX locks in this process).
 
-        ``durable=False`` commits leave checkpoints to this method too: at most every
+        ``durable=False`` commits leave the audit head file to this method (written once the
+        entries it names are on disk), and checkpoints: at most every
         CHECKPOINT_INTERVAL s it wakes a checkpoint thread (PASSIVE: writers never wait for
         it), so neither the committing thread nor the next sync() waits while the WAL is
         copied into the database."""
         wal = self.path + "-wal"
         with self._lock:
+            head, self._unsynced_head = self._unsynced_head, None   # committed before this sync
             fd = self._wal_fd
             try:
                 current = os.stat(wal).st_ino
-            except FileNotFoundError:       # nothing committed since the last checkpoint
-                return
-            if fd is None or os.fstat(fd).st_ino != current:
-                if fd is not None:
-                    os.close(fd)
-                fd = self._wal_fd = os.open(wal, os.O_RDONLY)
-            os.fdatasync(fd)
+            except FileNotFoundError:       # no WAL: everything is in the (synced) database file
+                current = None
+            if current is not None:
+                if fd is None or os.fstat(fd).st_ino != current:
+                    if fd is not None:
+                        os.close(fd)
+                    fd = self._wal_fd = os.open(wal, os.O_RDONLY)
+                os.fdatasync(fd)
             now = time.monotonic()
             checkpoint = now - self._checkpointed_at >= self.CHECKPOINT_INTERVAL
             if checkpoint:
                 self._checkpointed_at = now
+        if head is not None:
+            self._head_file.write(*head)
         if checkpoint:
             with self._lock:
                 if self._checkpointer is None:
