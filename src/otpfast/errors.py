@@ -32,6 +32,9 @@ class StoreError(OtpfastError):
 class StoreBusy(StoreError):
     """``transaction(wait=False)``: another writer holds the store's write lock right now."""
 
+    def __init__(self, message="the store is busy: another writer holds its write lock"):
+        super().__init__(message)
+
 
 class ProtocolError(OtpfastError):
     """A wire-protocol rule was broken."""

@@ -485,36 +485,33 @@ def test_system_serve_with_radius_front_end(system, tmp_path):
 
 
 # -- several server processes (serve --workers N) ----------------------------------------------
+def _state_and_parent(pid):
+    """(state, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _alive(pid):
+    stat = _state_and_parent(pid)
+    return stat is not None and stat[0] != "Z"
+
+
 def _children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                    fields = f.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if fields[1] == str(pid) and fields[0] != "Z":
-                found.append(int(entry))
-    return found
+    stats = {int(entry): _state_and_parent(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+    return [child for child, stat in stats.items() if stat is not None and stat[0] != "Z" and stat[1] == pid]
 
 
 def _gone(pids, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
-        if not alive:
+        if not any(_alive(pid) for pid in pids):
             return True
         time.sleep(0.05)
     return False
-
-
-def _zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_system_workers_share_the_port_and_accept_each_otp_once(system):

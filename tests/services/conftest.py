@@ -6,6 +6,7 @@ PostgreSQL); a module or test keeps to SQLite with
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from otpfast.services import masking
 from otpfast.services.admin import Admin
 from otpfast.services.distribution import Distribution
 from otpfast.services.keyserver import KeyServer
@@ -72,3 +73,18 @@ def _state(store):
 @pytest.fixture
 def state_of():
     return _state
+
+
+@pytest.fixture
+def device_otps():
+    """``device_otps(admin, distribution, account)``: adds a device client of ``account``
+    and returns a function that requests its next OTP and unmasks it."""
+    def make(admin, distribution, account):
+        credential = admin.add_client(f"dev-{account}", account=account)
+        client = distribution.authenticate(f"dev-{account}", credential)
+
+        def next_otp():
+            issued = distribution.request(client, account)
+            return masking.unmask(credential, account, issued.nonce, issued.masked)
+        return next_otp
+    return make

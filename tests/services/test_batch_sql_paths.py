@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 import otpfast.store.sqlite as sqlite_backend
 from otpfast.errors import InvalidToken
 from otpfast.hotp import HOTP
-from otpfast.services import audit, masking, tokens
+from otpfast.services import audit, tokens
 from otpfast.services.admin import Admin
 from otpfast.services.distribution import ClientInfo, Distribution, VerifyItem
 from otpfast.store import SQLiteStore, new_key
@@ -32,24 +32,16 @@ def sql_path(request, monkeypatch):
     return request.param
 
 
-def _issuer(admin, distribution, account):
-    credential = admin.add_client(f"dev-{account}", account=account)
-    client = distribution.authenticate(f"dev-{account}", credential)
-
-    def next_otp():
-        issued = distribution.request(client, account)
-        return masking.unmask(credential, account, issued.nonce, issued.masked)
-    return next_otp
 
 
-def test_verify_many_same_decisions_on_every_sql_path(sql_path, tmp_path, clock):
+def test_verify_many_same_decisions_on_every_sql_path(device_otps, sql_path, tmp_path, clock):
     store = SQLiteStore(str(tmp_path / "s.db"), new_key(), head_path=str(tmp_path / "head"),
                         create=True)
     admin, distribution = Admin(store, clock=clock), Distribution(store, clock=clock)
     admin.add_account("h", "hotp", lockout=3)
     admin.add_account('odd, "name"', "totp")
     admin.add_account("c", "hashchain", chain_length=10)
-    next_h, next_c = _issuer(admin, distribution, "h"), _issuer(admin, distribution, "c")
+    next_h, next_c = device_otps(admin, distribution, "h"), device_otps(admin, distribution, "c")
     issued_h, issued_c = next_h(), next_c()
     app = HOTP(bytes.fromhex(store.account("h").material["key"]))
     counter = store.account("h").counter           # after issuing

@@ -9,7 +9,7 @@ import pyotp
 import pytest
 
 from otpfast.errors import StoreBusy
-from otpfast.services import audit, masking
+from otpfast.services import audit
 from otpfast.services.distribution import ClientInfo, VerifyItem
 
 RP = ClientInfo("rp", None, True)
@@ -21,24 +21,16 @@ def app(store, name):
                       digits=record.params["digits"], digest=record.params["algorithm"])
 
 
-def issue(admin, distribution, account):
-    credential = admin.add_client(f"dev-{account}", account=account)
-    client = distribution.authenticate(f"dev-{account}", credential)
-
-    def next_otp():
-        issued = distribution.request(client, account)
-        return masking.unmask(credential, account, issued.nonce, issued.masked)
-    return next_otp
 
 
 def outcomes(store, n):
     return [e.outcome for e in list(store.audit_entries())[-n:]]
 
 
-def test_batch_duplicates_accept_exactly_once(admin, distribution, store):
+def test_batch_duplicates_accept_exactly_once(device_otps, admin, distribution, store):
     admin.add_account("h", "hotp")
     admin.add_account("c", "hashchain", chain_length=10)
-    next_h, next_c = issue(admin, distribution, "h"), issue(admin, distribution, "c")
+    next_h, next_c = device_otps(admin, distribution, "h"), device_otps(admin, distribution, "c")
     issued_h, chain_value = next_h(), next_c()
     app_code = app(store, "h").at(5)            # an authenticator app, inside the window
     items = [VerifyItem("h", issued_h, "net", RP), VerifyItem("c", chain_value, "net", RP),
@@ -68,11 +60,11 @@ def test_batch_two_issued_copies_of_one_value_are_two_uses(admin, distribution, 
     assert distribution.verify_many(items) == [True, True, False]
 
 
-def test_batch_mixed_accounts_and_refusals(admin, distribution, store, clock):
+def test_batch_mixed_accounts_and_refusals(device_otps, admin, distribution, store, clock):
     for name in ("a", "b"):
         admin.add_account(name, "hotp")
     admin.add_account("t", "totp")
-    next_a, next_b = issue(admin, distribution, "a"), issue(admin, distribution, "b")
+    next_a, next_b = device_otps(admin, distribution, "a"), device_otps(admin, distribution, "b")
     a1, b1, a2 = next_a(), next_b(), next_a()
     record = store.account("t")
     totp = pyotp.TOTP(base64.b32encode(bytes.fromhex(record.material["key"])).decode())
@@ -98,9 +90,9 @@ def test_batch_mixed_accounts_and_refusals(admin, distribution, store, clock):
     assert store.account("t").failures == 1
 
 
-def test_batch_lockout_is_counted_inside_the_batch(admin, distribution, store):
+def test_batch_lockout_is_counted_inside_the_batch(device_otps, admin, distribution, store):
     admin.add_account("h", "hotp", lockout=3)
-    next_h = issue(admin, distribution, "h")
+    next_h = device_otps(admin, distribution, "h")
     good = next_h()
     wrong = "000000" if good != "000000" else "111111"
     items = [VerifyItem("h", wrong, "net", RP)] * 2 + [VerifyItem("h", good, "net", RP)]
@@ -116,13 +108,13 @@ def test_batch_lockout_is_counted_inside_the_batch(admin, distribution, store):
 
 
 @pytest.mark.parametrize("behind", ["issued-used", "counter-moved"])
-def test_batch_whose_rows_changed_accepts_nothing(admin, distribution, store, monkeypatch,
+def test_batch_whose_rows_changed_accepts_nothing(device_otps, admin, distribution, store, monkeypatch,
                                                   behind):
     """The final conditional updates find an issued row already used, or an account no
     longer in the state read (as if written behind the lock): the whole batch rolls back -
     no OTP accepted, no audit entry, no state change."""
     admin.add_account("h", "hotp")
-    next_h = issue(admin, distribution, "h")
+    next_h = device_otps(admin, distribution, "h")
     first, second = next_h(), next_h()
     counter = store.account("h").counter
     transaction = store.transaction
@@ -175,11 +167,12 @@ def _hold_write_lock(store, request):
     return conn
 
 
-def test_batch_without_waiting_decides_nothing_while_the_store_is_busy(admin, distribution, store, request):
+def test_batch_without_waiting_decides_nothing_while_the_store_is_busy(device_otps, admin, distribution,
+                                                                       store, request):
     """verify_many(wait=False) while another writer holds the lock: StoreBusy, nothing
     decided or audited; the same batch verifies afterwards."""
     admin.add_account("h", "hotp")
-    otp = issue(admin, distribution, "h")()
+    otp = device_otps(admin, distribution, "h")()
     entries = len(list(store.audit_entries()))
     other = _hold_write_lock(store, request)
     try:

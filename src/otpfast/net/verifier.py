@@ -124,7 +124,12 @@ class AsyncVerifier:
             if self._syncing is not None or self._unsynced:
                 waiting = (self._syncing or []) + self._unsynced
                 self._syncing, self._unsynced = None, []
-                _resolve_all(self._synced_outcome(waiting, self._sync))
+                try:
+                    self._sync()
+                except Exception as exc:  # reported to every waiter
+                    self._release(waiting, exc)
+                else:
+                    self._release(waiting, None)
             if self._sync_thread is not None:
                 self._sync_thread.shutdown(wait=True)
         self._closed = True
@@ -188,24 +193,18 @@ class AsyncVerifier:
         if running is not self._syncing:      # close() released them already
             return
         self._syncing = None
-        failure = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        _resolve_all(self._synced_outcome(running, None, failure))
+        self._release(running, done.exception() if not done.cancelled() else asyncio.CancelledError())
         if self._unsynced:
             self._start_sync()
 
     @staticmethod
-    def _synced_outcome(outcome, sync, failure=None):
-        """``outcome`` once durable: as decided, or every target failed if the sync failed
-        (nothing may be answered that the disk might not hold)."""
-        if sync is not None:
-            try:
-                sync()
-            except Exception as exc:  # reported to every waiter
-                failure = exc
-        if failure is None:
-            return outcome
-        log.error("making verifications durable failed: %s", type(failure).__name__)
-        return [(target, None, failure) for target, _ok, _exc in outcome]
+    def _release(outcome, failure):
+        """Resolve ``outcome`` once its sync ended: as decided, or every target failed if the
+        sync failed (nothing may be answered that the disk might not hold)."""
+        if failure is not None:
+            log.error("making verifications durable failed: %s", type(failure).__name__)
+            outcome = [(target, None, failure) for target, _ok, _exc in outcome]
+        _resolve_all(outcome)
 
     def stats(self):
         """Verifications, batches, and the distribution of batch sizes and of the time each

@@ -97,6 +97,10 @@ class Handoff:
     def fileno(self):
         return self._read_fd
 
+    def fds(self):
+        """Every descriptor this worker's ends use."""
+        return {self._read_fd, *self._siblings}
+
     def drain(self):
         try:
             os.read(self._read_fd, 4096)
@@ -113,7 +117,7 @@ class Handoff:
 
 
 def _fds(handoffs):
-    return {fd for handoff in handoffs for fd in (handoff._read_fd, *handoff._siblings)}
+    return set().union(*(handoff.fds() for handoff in handoffs))
 
 
 def _close_fds(fds):

@@ -274,7 +274,7 @@ class PostgresStore(SqlReads, Store):
         except psycopg.OperationalError as exc:
             _rollback(conn)
             if not wait and isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise StoreBusy("the store is busy: another writer holds its write lock") from None
+                raise StoreBusy() from None
             raise StoreError(f"the store is busy or unreachable: {_first_line(exc)}") from None
         tx = _PostgresTransaction(self, conn, (int(row[0]), bytes(row[1])))
         try:

@@ -249,7 +249,7 @@ class SQLiteStore(SqlReads, Store):
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if not wait and getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY":
-                raise StoreBusy("the store is busy: another writer holds its write lock") from None
+                raise StoreBusy() from None
             raise StoreError(f"the store is busy: {exc}") from None
         tx = _SQLiteTransaction(self, conn)
         try:
@@ -261,13 +261,7 @@ class SQLiteStore(SqlReads, Store):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        cache = getattr(self._local, "batch_accounts", None)
-        if cache is not None:
-            for name in tx.touched_accounts:
-                cache.pop(name, None)
-            for name, record in tx.updated_accounts.items():
-                if name not in tx.touched_accounts:
-                    cache[name] = record
+        self._committed_accounts(tx)
         if head is not None:
             if durable:
                 self._head_file.write(*head)
@@ -314,6 +308,18 @@ class SQLiteStore(SqlReads, Store):
                 if self._checkpointer is None:
                     self._checkpointer = _Checkpointer(self)
             self._checkpointer.wake()
+
+    def _committed_accounts(self, tx) -> None:
+        """After COMMIT: the batch-account cache takes the accounts ``tx`` moved as written
+        and drops the others it changed."""
+        cache = getattr(self._local, "batch_accounts", None)
+        if cache is None:
+            return
+        for name in tx.touched_accounts:
+            cache.pop(name, None)
+        for name, record in tx.updated_accounts.items():
+            if name not in tx.touched_accounts:
+                cache[name] = record
 
     def _batch_accounts(self, conn, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
