@@ -234,6 +234,7 @@ def enroll_command(data_dir, name, issuer, png, svg):
     """Show the otpauth:// URI and QR code of a hotp/totp account for an authenticator app.
     The output contains the account's secret."""
     from otpfast import keyuri
+    from otpfast_cli.enroll_uri import write_qr_file
 
     with _admin(data_dir) as admin:
         uri = admin.enrollment_uri(name, issuer=issuer)
@@ -246,11 +247,7 @@ def enroll_command(data_dir, name, issuer, png, svg):
         if not path.lower().endswith(suffix):
             raise click.BadParameter(f"the file name must end in {suffix}",
                                      param_hint=f"'--{option}'")
-        try:
-            keyuri.save_qr(uri, path)
-        except OSError as exc:
-            raise click.BadParameter(f"cannot write {path}: {exc.strerror}",
-                                     param_hint=f"'--{option}'") from None
+        write_qr_file(uri, path, f"--{option}")
 
 
 @click.group("audit")

@@ -7,17 +7,26 @@ from otpfast.hotp import ALGORITHMS, generate_key, parse_key
 from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter
 
 
-def _qr_outputs(uri, show_qr, qr_file):
+def write_qr_file(uri, path, option):
+    """Write the QR file (mode 0600, no symlink followed); exit 2 naming `option` if refused."""
     try:
-        if qr_file is not None:
-            keyuri.save_qr(uri, qr_file)
-            click.echo(f"QR code written to {qr_file}", err=True)
-        if show_qr:
-            click.echo(keyuri.qr_text(uri), nl=False)
+        keyuri.save_qr(uri, path)
     except InvalidParameter as exc:
-        raise click.BadParameter(exc.message, param_hint="'--qr-file'") from None
+        raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
     except OSError as exc:
-        raise click.BadParameter(f"cannot write: {exc.strerror}", param_hint="'--qr-file'") from None
+        raise click.BadParameter(f"cannot write {path}: {exc.strerror}",
+                                 param_hint=f"'{option}'") from None
+    click.echo(f"QR code written to {path}", err=True)
+
+
+def _qr_outputs(uri, show_qr, qr_file):
+    if qr_file is not None:
+        write_qr_file(uri, qr_file, "--qr-file")
+    if show_qr:
+        try:
+            click.echo(keyuri.qr_text(uri), nl=False)
+        except InvalidParameter as exc:
+            raise click.BadParameter(exc.message, param_hint="'--qr'") from None
 
 
 @click.command("enroll-uri")
@@ -62,19 +71,21 @@ def enroll_uri_command(kind, account, issuer, secret_hex, secret_base32, algorit
 @click.option("--out", "qr_file", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write FILE.png or FILE.svg instead of printing to the terminal.")
 def qr_command(uri, qr_file):
-    """Check an otpauth:// URI strictly and show it as a QR code (terminal, PNG or SVG)."""
+    """Check an otpauth:// URI strictly and show it as a QR code (terminal, PNG or SVG).
+
+    URI '-' reads it from stdin (keeps the secret out of the process list).
+    """
+    if uri == "-":
+        uri = click.get_text_stream("stdin").readline().strip()
     try:
         keyuri.parse_uri(uri)
     except InvalidParameter as exc:
         raise click.BadParameter(exc.message if exc.field == "uri" else f"{exc.field}: {exc.message}",
                                  param_hint="'URI'") from None
-    if qr_file is None:
-        _qr_outputs(uri, True, None)
-    else:
-        try:
-            keyuri.save_qr(uri, qr_file)
-        except InvalidParameter as exc:
-            raise click.BadParameter(exc.message, param_hint="'--out'") from None
-        except OSError as exc:
-            raise click.BadParameter(f"cannot write: {exc.strerror}", param_hint="'--out'") from None
-        click.echo(f"QR code written to {qr_file}", err=True)
+    if qr_file is not None:
+        write_qr_file(uri, qr_file, "--out")
+        return
+    try:
+        click.echo(keyuri.qr_text(uri), nl=False)
+    except InvalidParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="'URI'") from None

@@ -8,13 +8,17 @@ Format (the de-facto "Key Uri Format" that Google Authenticator, FreeOTP, Aegis 
 
 ``parse_uri`` is strict: unknown or repeated parameters, a label issuer that differs from the
 issuer parameter, bad base32, keys under 128 bits, digits outside 6..8, unknown algorithms and
-counter/period on the wrong type are all rejected with InvalidParameter naming the part.
-QR codes are made with segno (terminal text, PNG or SVG).
+counter/period on the wrong type are all rejected with InvalidParameter naming the part (and
+nothing else escapes: any malformed text is an InvalidParameter).
+QR codes are made with segno (terminal text, PNG or SVG); a QR file holds the secret, so it is
+written mode 0600 and never through a symbolic link.
 """
 import base64
 import binascii
+import errno
 import io
 import os
+import stat
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -27,6 +31,7 @@ KINDS = ("totp", "hotp")
 QR_SUFFIXES = (".png", ".svg")
 _KNOWN = {"secret", "issuer", "algorithm", "digits", "period", "counter"}
 _MAX_URI = 4096
+_MAX_DECIMAL = 20  # digits; 2**64 has 20, and int() of a long string is slow
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +105,7 @@ def build_uri(kind, secret, account, issuer=None, algorithm="sha1", digits=6, pe
 
 
 def _decimal(text, field):
-    if not text.isascii() or not text.isdigit():
+    if not text.isascii() or not text.isdigit() or len(text) > _MAX_DECIMAL:
         raise InvalidParameter(field, "must be a decimal integer")
     return int(text)
 
@@ -111,7 +116,10 @@ def parse_uri(uri):
         raise InvalidParameter("uri", "must be an ASCII string (non-ASCII must be percent-encoded)")
     if len(uri) > _MAX_URI:
         raise InvalidParameter("uri", "too long")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an unclosed [IPv6] netloc
+        raise InvalidParameter("uri", "malformed URI") from None
     if parts.scheme.lower() != "otpauth":
         raise InvalidParameter("uri", "the scheme must be otpauth://")
     kind = parts.netloc.lower()
@@ -122,7 +130,10 @@ def parse_uri(uri):
     raw_label = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not raw_label or "/" in raw_label:
         raise InvalidParameter("label", "missing or malformed label")
-    label = unquote(raw_label, errors="strict")
+    try:
+        label = unquote(raw_label, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidParameter("label", "not percent-encoded UTF-8") from None
     label_issuer, sep, account = label.partition(":")
     if not sep:
         label_issuer, account = None, label
@@ -133,7 +144,10 @@ def parse_uri(uri):
     _check_label_part(account, "account")
 
     try:
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
+                          errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidParameter("uri", "the query string is not percent-encoded UTF-8") from None
     except ValueError:
         raise InvalidParameter("uri", "malformed query string") from None
     params = {}
@@ -189,7 +203,10 @@ def _qr(uri):
     import segno  # imported on use: only enrolment needs it
 
     parse_uri(uri)
-    return segno.make(uri, error="m", micro=False)
+    try:
+        return segno.make(uri, error="m", micro=False)
+    except segno.DataOverflowError:
+        raise InvalidParameter("uri", "the URI is too long for a QR code") from None
 
 
 def qr_text(uri, *, compact=True):
@@ -200,8 +217,25 @@ def qr_text(uri, *, compact=True):
 
 
 def save_qr(uri, path, *, scale=6):
-    """Write the QR code of `uri` to `path`: PNG or SVG by the file suffix."""
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    """Write the QR code of `uri` to `path`: PNG or SVG by the file suffix. The file is mode
+    0600 (an existing one is tightened); a symbolic link or a non-regular file is refused.
+    OSError for what the system refuses."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
     if suffix not in QR_SUFFIXES:
         raise InvalidParameter("out", "the QR file must end in .png or .svg")
-    _qr(uri).save(os.fspath(path), scale=scale, kind=suffix[1:])
+    qr = _qr(uri)
+    # O_NONBLOCK: a FIFO without a reader fails at once instead of hanging
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise InvalidParameter("out", f"{path} is a symbolic link; not following it") from None
+        raise
+    with os.fdopen(fd, "wb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidParameter("out", f"{path} is not a regular file")
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        qr.save(fh, scale=scale, kind=suffix[1:])

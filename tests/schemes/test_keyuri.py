@@ -101,3 +101,104 @@ def test_qr_encodes_the_uri():
     uri = build_uri("totp", KEY, "alice", issuer="Example")
     reference = segno.make(uri, error="m", micro=False)
     assert qr_text(uri, compact=False).count("\n") == len(reference.matrix) + 2 * reference.default_border_size
+
+
+# --- fuzzing: any malformed URI is an InvalidParameter, never another exception ---------------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from([
+    "otpauth://", "otpauth:", "OTPAUTH://", "totp", "hotp", "/", ":", "?", "&", "=", "#", "%",
+    "%ff", "%c3", "%c3%a9", "%00", "%2F", "%3A", "[", "]", "[::1", "@", " ", "+", "secret=",
+    f"secret={B32}", "issuer=", "digits=", "period=", "counter=", "algorithm=", "SHA1",
+    "9" * 30, "0", "-1", "\x00", "\x7f", "é",
+])
+_URIS = st.one_of(
+    st.text(max_size=300),
+    st.lists(st.one_of(_PIECES, st.text(max_size=8)), max_size=30).map("".join),
+    st.builds(lambda kind, label, query: f"otpauth://{kind}/{label}?{query}",
+              st.sampled_from(["totp", "hotp", "TOTP", "x", ""]),
+              st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=6).map("".join),
+              st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=12).map("".join)),
+)
+
+
+@given(uri=_URIS)
+@example(uri=f"otpauth://totp/%ff?secret={B32}")
+@example(uri=f"otpauth://totp/a?secret={B32}&issuer=%ff")
+@example(uri=f"otpauth://[::1/a?secret={B32}")
+@example(uri=f"otpauth://totp/a?secret={B32}&digits=" + "9" * 4000)
+@example(uri=b"otpauth://totp/a")
+@example(uri=None)
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_parse_uri_fuzz_raises_only_invalid_parameter(uri):
+    try:
+        parsed = parse_uri(uri)
+    except InvalidParameter as exc:
+        assert exc.field and exc.message
+        assert B32 not in str(exc)
+        return
+    assert parsed.kind in ("totp", "hotp") and len(parsed.secret) >= 16
+
+
+@pytest.mark.parametrize("uri,field", [
+    (f"otpauth://totp/%ff?secret={B32}", "label"),
+    (f"otpauth://totp/a?secret={B32}&issuer=%ff", "uri"),
+    (f"otpauth://[::1/a?secret={B32}", "uri"),
+    (f"otpauth://totp/a?secret={B32}&period=" + "9" * 25, "period"),
+])
+def test_parse_uri_malformed_names_the_part(uri, field):
+    with pytest.raises(InvalidParameter) as info:
+        parse_uri(uri)
+    assert info.value.field == field
+
+
+def test_qr_too_long_for_a_code_is_invalid_parameter():
+    uri = build_uri("totp", KEY, "alice", issuer="x" * 3000)
+    with pytest.raises(InvalidParameter) as info:
+        qr_text(uri)
+    assert info.value.field == "uri"
+
+
+# --- QR files hold the secret: 0600, never through a symlink -----------------------------------
+
+@pytest.mark.parametrize("name", ["code.png", "code.svg"])
+def test_save_qr_file_is_private(tmp_path, name):
+    import os
+    import stat
+    uri = build_uri("totp", KEY, "alice")
+    old = os.umask(0o022)
+    try:
+        save_qr(uri, tmp_path / name)
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600
+        loose = tmp_path / ("loose" + name[4:])
+        loose.write_bytes(b"old content that is longer than nothing" * 100)
+        os.chmod(loose, 0o644)
+        save_qr(uri, loose)  # an existing file is tightened and replaced, not appended to
+        assert stat.S_IMODE(os.stat(loose).st_mode) == 0o600
+        assert b"old content" not in loose.read_bytes()
+    finally:
+        os.umask(old)
+
+
+def test_save_qr_refuses_symlink_and_special_files(tmp_path):
+    import os
+    uri = build_uri("totp", KEY, "alice")
+    target = tmp_path / "victim"
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    with pytest.raises(InvalidParameter, match="symbolic link"):
+        save_qr(uri, link)
+    assert not target.exists()
+    target.write_bytes(b"keep")
+    with pytest.raises(InvalidParameter, match="symbolic link"):
+        save_qr(uri, link)
+    assert target.read_bytes() == b"keep"
+    fifo = tmp_path / "fifo.svg"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError):  # no reader: refused at once, never hangs
+        save_qr(uri, fifo)
+    os.mkdir(tmp_path / "dir.png")
+    with pytest.raises(OSError):
+        save_qr(uri, tmp_path / "dir.png")
