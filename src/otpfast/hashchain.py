@@ -17,6 +17,8 @@ __all__ = ["ALGORITHMS", "HashChain", "ChainVerifier", "verify_chain"]
 
 ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
 MIN_SEED_BYTES = 16
+MAX_SEED_BYTES = 256
+_MAX_OTP_TEXT = 2 * MAX_SEED_BYTES + 64  # hex digits of the longest OTP (the seed) + spaces
 MAX_LENGTH = 10**7
 
 
@@ -32,8 +34,9 @@ class HashChain:
     __slots__ = ("algorithm", "length", "_values", "_size", "_seed")
 
     def __init__(self, seed, length, algorithm="sha256"):
-        if not isinstance(seed, (bytes, bytearray, memoryview)) or len(seed) < MIN_SEED_BYTES:
-            raise InvalidParameter("seed", f"must be at least {MIN_SEED_BYTES} bytes")
+        if (not isinstance(seed, (bytes, bytearray, memoryview))
+                or not MIN_SEED_BYTES <= len(seed) <= MAX_SEED_BYTES):
+            raise InvalidParameter("seed", f"must be {MIN_SEED_BYTES} to {MAX_SEED_BYTES} bytes")
         if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_LENGTH:
             raise InvalidParameter("length", f"must be an integer from 1 to {MAX_LENGTH}, got {length!r}")
         self.algorithm = _algorithm(algorithm)
@@ -69,10 +72,13 @@ class HashChain:
 
 
 def _parse_otp_hex(otp_hex):
-    if not isinstance(otp_hex, str) or not otp_hex.isascii():
+    """A digest or the seed (16 to MAX_SEED_BYTES bytes) in hex, case and surrounding spaces
+    ignored; anything else, whatever its length, is InvalidToken before any hashing."""
+    if not isinstance(otp_hex, str) or len(otp_hex) > _MAX_OTP_TEXT or not otp_hex.isascii():
         raise InvalidToken()
     text = otp_hex.strip().lower()
-    if not text or len(text) % 2 or any(ch not in "0123456789abcdef" for ch in text):
+    if (len(text) % 2 or not 2 * MIN_SEED_BYTES <= len(text) <= 2 * MAX_SEED_BYTES
+            or any(ch not in "0123456789abcdef" for ch in text)):
         raise InvalidToken()
     return bytes.fromhex(text)
 

@@ -58,9 +58,56 @@ def test_verify_chain_pure_function():
 
 
 @pytest.mark.parametrize("args,field", [
-    ((b"short", 5), "seed"), ((SEED, 0), "length"), ((SEED, 5, "md5"), "algorithm"),
+    ((b"short", 5), "seed"), ((bytes(257), 5), "seed"), ((SEED, 0), "length"), ((SEED, 5, "md5"), "algorithm"),
 ])
 def test_chain_rejects(args, field):
     with pytest.raises(InvalidParameter) as info:
         HashChain(*args)
     assert info.value.field == field
+
+
+# --- fuzzing the OTP input: arbitrary text is accepted or InvalidToken, nothing else -----------
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OTP_TEXTS = st.one_of(
+    st.text(max_size=300),
+    st.text(alphabet="0123456789abcdefABCDEF \t\n", max_size=300),
+    st.binary(max_size=64).map(bytes.hex),
+)
+
+
+@given(text=_OTP_TEXTS, algorithm=st.sampled_from(["sha1", "sha256", "sha384", "sha512"]))
+@example(text=b"00" * 32, algorithm="sha256")
+@example(text=None, algorithm="sha256")
+@example(text="0" * 100_000, algorithm="sha256")
+@settings(max_examples=2000, deadline=None)
+def test_chain_verify_fuzz_raises_only_invalid_token(text, algorithm):
+    chain = HashChain(SEED, 2, algorithm)
+    server = ChainVerifier.enrol(chain)
+    try:
+        server.verify(text)
+    except InvalidToken:
+        assert server.remaining == 2 and server.last == chain.anchor
+        return
+    assert server.remaining == 1 and server.last == chain.value(1)
+
+
+def test_chain_rejects_wrong_length_before_hashing(monkeypatch):
+    chain = HashChain(SEED, 2)
+    calls = []
+    real_new = hashlib.new
+    monkeypatch.setattr(hashlib, "new", lambda *a, **k: calls.append(a) or real_new(*a, **k))
+    for bad in ["00" * 15, "0" * 65, "00" * 257, "00" * 10_000]:
+        with pytest.raises(InvalidToken):
+            verify_chain(bad, chain.anchor, 2)
+    assert calls == []
+
+
+@pytest.mark.parametrize("algorithm,seed_bytes", [("sha1", 32), ("sha512", 16), ("sha256", 256)])
+def test_last_use_is_the_seed_whatever_its_length(algorithm, seed_bytes):
+    chain = HashChain(bytes(i % 256 for i in range(seed_bytes)), 2, algorithm)
+    server = ChainVerifier.enrol(chain)
+    assert server.verify(" " + chain.otp(1).upper() + "\n") == 1
+    assert server.verify(chain.otp(2)) == 0

@@ -95,3 +95,49 @@ def test_dictionary_is_the_rfc_one():
     words = rfc2289.WORDS
     assert len(words) == 2048 and words[0] == "A" and words[570] == "YOU" and words[571] == "ABED"
     assert words[-1] == "YOKE" and list(words[:571]) == sorted(words[:571]) and list(words[571:]) == sorted(words[571:])
+
+
+# --- fuzzing the parsers: arbitrary input is an OTP value or InvalidToken, nothing else ---------
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TOKENS = st.one_of(
+    st.sampled_from(rfc2289.WORDS), st.sampled_from(["word:", "hex:", "WORD:", "HEX:", " ", "\t", ":"]),
+    st.text(alphabet="0123456789abcdefABCDEFg ", max_size=20), st.text(max_size=6),
+)
+_TEXTS = st.one_of(st.text(max_size=200), st.lists(_TOKENS, max_size=10).map(" ".join),
+                   st.lists(_TOKENS, max_size=10).map("".join))
+
+
+@given(text=_TEXTS)
+@example(text="hex:word:INCH SEA ANNE LONG AHEM TOUR")
+@example(text="x" * 129)
+@example(text=b"9E876134D90499DD")
+@example(text=None)
+@settings(max_examples=3000, deadline=None)
+def test_parse_fuzz_raises_only_invalid_token(text):
+    try:
+        value = rfc2289.parse(text)
+    except InvalidToken:
+        return
+    assert isinstance(value, bytes) and len(value) == 8
+
+
+@given(text=_TEXTS, last=st.binary(min_size=8, max_size=8))
+@settings(max_examples=500, deadline=None)
+def test_verify_fuzz_raises_only_invalid_token(text, last):
+    try:
+        x = rfc2289.verify(text, last, "md5")
+    except InvalidToken:
+        return
+    assert x == rfc2289.parse(text)
+
+
+@given(value=st.binary(min_size=8, max_size=8))
+@settings(max_examples=500, deadline=None)
+def test_words_and_hex_round_trip(value):
+    assert rfc2289.parse(rfc2289.to_words(value)) == value
+    assert rfc2289.parse(rfc2289.to_words(value).lower()) == value
+    assert rfc2289.parse(rfc2289.to_hex(value)) == value
+    assert rfc2289.parse("hex:" + rfc2289.to_hex(value)) == value
