@@ -1,6 +1,7 @@
 """The data directory: store, at-rest key, key server RSA key, TLS certificate, audit head.
 
-Layout (files holding secrets are created mode 0600, the directory 0700):
+Layout (the directory is 0700 and every file in it 0600, created so: never briefly looser;
+opening the store tightens a directory left looser, with a warning per fix):
 
     store.db        SQLite store (WAL: store.db-wal, store.db-shm beside it), the default
     store.url       instead of store.db: the PostgreSQL URL of a shared store (0600: a URL
@@ -15,9 +16,11 @@ Layout (files holding secrets are created mode 0600, the directory 0700):
 import datetime
 import hashlib
 import ipaddress
+import logging
 import os
 import shutil
 import ssl
+import stat
 import time
 
 from cryptography import x509
@@ -38,6 +41,10 @@ HEAD_FILE = "audit.head"
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
 ENV_STORE_URL = "OTPFAST_STORE_URL"
 URL_SCHEMES = ("postgresql://", "postgres://")
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+log = logging.getLogger("otpfast.datadir")
 
 
 def default_path() -> str:
@@ -50,11 +57,26 @@ def default_path() -> str:
 
 
 def _write_private(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _tighten(path: str, st: os.stat_result) -> str | None:
+    """Drop group and other permissions from `path`; a description of the fix, else None."""
+    loose = stat.S_IMODE(st.st_mode)
+    if not loose & 0o077:
+        return None
+    try:
+        os.chmod(path, loose & ~0o077)
+    except OSError as exc:
+        log.warning("%s is mode %04o and cannot be tightened: %s", path, loose, exc.strerror)
+        return None
+    log.warning("%s was mode %04o, readable by others: tightened to %04o", path, loose,
+                loose & ~0o077)
+    return path
 
 
 def _self_signed(key) -> x509.Certificate:
@@ -86,6 +108,17 @@ class DataDir:
     @property
     def initialised(self) -> bool:
         return os.path.exists(self.file(STORE_FILE)) or os.path.exists(self.file(STORE_URL_FILE))
+
+    def tighten(self) -> list[str]:
+        """Take every group and other permission off the directory and the regular files in it
+        (symbolic links are left alone, never followed); returns the paths that had any, each
+        logged as a warning."""
+        fixed = [_tighten(self.path, os.stat(self.path))]
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    fixed.append(_tighten(entry.path, entry.stat(follow_symlinks=False)))
+        return [path for path in fixed if path is not None]
 
     def store_url(self) -> str | None:
         """The PostgreSQL URL recorded by ``init --store-url``; None for the SQLite store."""
@@ -119,7 +152,8 @@ class DataDir:
                                    (KEY_FILE, RSA_FILE, CERT_FILE, TLS_KEY_FILE,
                                     STORE_URL_FILE)):
             raise InvalidParameter("data-dir", f"{self.path} is initialised already")
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        os.makedirs(self.path, mode=PRIVATE_DIR_MODE, exist_ok=True)
+        self.tighten()
         if tls_cert is not None:
             with open(tls_cert, "rb") as fh:
                 cert_pem = fh.read()
@@ -151,8 +185,7 @@ class DataDir:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()))
         _write_private(self.file(TLS_KEY_FILE), key_pem)
-        with open(self.file(CERT_FILE), "wb") as fh:
-            fh.write(cert_pem)
+        _write_private(self.file(CERT_FILE), cert_pem)
         if store_url is None:
             SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
                         create=True).close()
@@ -179,8 +212,10 @@ class DataDir:
 
     def open_store(self, *, synchronous: str = "FULL") -> Store:
         """The PostgreSQL store recorded in ``store.url``, else the SQLite file
-        (``synchronous`` applies to SQLite; PostgreSQL commits are always durable)."""
+        (``synchronous`` applies to SQLite; PostgreSQL commits are always durable).
+        Tightens a loose data directory first (see ``tighten``)."""
         self._require()
+        self.tighten()
         key = atrest.load_key(self.file(KEY_FILE))
         url = self.store_url()
         if url is not None:

@@ -193,3 +193,96 @@ def _item(account, otp):
     from otpfast.services.distribution import VerifyItem
 
     return VerifyItem(account, otp, "test")
+
+
+def _mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_datadir_every_file_is_private_from_creation(tmp_path, monkeypatch):
+    """Under the common umask 022: the directory 0700 and every file 0600, the SQLite WAL
+    files and the audit head included; no file is ever created looser (checked at creation)."""
+    created = []
+    real_open = os.open
+
+    def recording_open(path, flags, mode=0o777, *args, **kwargs):
+        fd = real_open(path, flags, mode, *args, **kwargs)
+        if flags & os.O_CREAT and str(path).startswith(str(tmp_path)):
+            created.append((str(path), stat.S_IMODE(os.fstat(fd).st_mode)))
+        return fd
+
+    monkeypatch.setattr(os, "open", recording_open)
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "d").mkdir(mode=0o755)  # an existing, loose, empty directory
+        dd = DataDir(str(tmp_path / "d"))
+        dd.init(rsa_bits=2048)
+        store = dd.open_store()
+        with store.transaction() as tx:
+            tx.audit(1.0, "admin", "-", "-", "cli", "ok")  # writes the WAL and the audit head
+        store.close()
+    finally:
+        os.umask(old)
+    assert _mode(dd.path) == 0o700
+    names = sorted(os.listdir(dd.path))
+    assert {"store.db", "at-rest.key", "keyserver.pem", "tls.crt", "tls.key", "audit.head"} <= set(names)
+    for name in names:
+        assert _mode(dd.file(name)) == 0o600, name
+    assert all(mode == 0o600 for _, mode in created), created
+    assert {os.path.basename(p) for p, _ in created} >= {"store.db", "at-rest.key", "tls.key"}
+
+
+def test_datadir_sqlite_wal_and_shm_are_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        dd = DataDir(str(tmp_path / "d"))
+        dd.init(rsa_bits=2048)
+        store = dd.open_store()
+        with store.transaction() as tx:
+            tx.audit(1.0, "admin", "-", "-", "cli", "ok")
+        assert os.path.exists(dd.file("store.db-wal")) and os.path.exists(dd.file("store.db-shm"))
+        for name in ("store.db", "store.db-wal", "store.db-shm"):
+            assert _mode(dd.file(name)) == 0o600, name
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def test_datadir_open_tightens_a_loose_directory(tmp_path, caplog):
+    dd = DataDir(str(tmp_path / "d"))
+    dd.init(rsa_bits=2048)
+    os.chmod(dd.path, 0o755)
+    for name in ("store.db", "tls.crt", "at-rest.key", "keyserver.pem"):
+        os.chmod(dd.file(name), 0o644)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not ours")
+    os.chmod(outside, 0o644)
+    os.symlink(outside, dd.file("link"))  # a symlink in the directory is never followed
+    with caplog.at_level("WARNING", logger="otpfast.datadir"):
+        store = dd.open_store()
+    store.close()
+    assert _mode(dd.path) == 0o700
+    for name in ("store.db", "tls.crt", "at-rest.key", "keyserver.pem"):
+        assert _mode(dd.file(name)) == 0o600
+    assert _mode(outside) == 0o644
+    assert "store.db was mode 0644" in caplog.text and "tightened to 0600" in caplog.text
+    assert dd.tighten() == []  # nothing left to fix, nothing logged again
+
+
+def test_datadir_cli_init_and_serve_tighten_with_a_warning(tmp_path):
+    import subprocess
+    import sys
+    data = tmp_path / "d"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    env = dict(os.environ, OTPFAST_DATA_DIR=str(data))
+    env.pop(ENV_VAR, None)
+    init = subprocess.run([sys.executable, "-m", "otpfast_cli", "init", "--rsa-bits", "2048"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "was mode 0755" in init.stderr and _mode(data) == 0o700
+    os.chmod(data / "store.db", 0o644)
+    listing = subprocess.run([sys.executable, "-m", "otpfast_cli", "account", "list"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert "store.db was mode 0644" in listing.stderr, listing.stderr
+    assert _mode(data / "store.db") == 0o600

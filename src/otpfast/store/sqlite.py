@@ -140,6 +140,14 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_0
     """A connection with otpfast's pragmas (autocommit mode; transactions are explicit)."""
     if synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise StoreError("synchronous must be FULL, EXTRA or NORMAL")
+    if path not in ("", ":memory:"):
+        # created 0600 by us, not 0644 by SQLite: its -wal and -shm files copy this mode
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {path}: {exc.strerror}") from None
     try:
         # one connection per thread (SQLiteStore._conn); check_same_thread=False only lets
         # close() release connections of threads that have finished
