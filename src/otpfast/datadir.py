@@ -41,6 +41,9 @@ HEAD_FILE = "audit.head"
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
 ENV_STORE_URL = "OTPFAST_STORE_URL"
 URL_SCHEMES = ("postgresql://", "postgres://")
+# TLS 1.2 suites the servers offer: AEAD with forward secrecy only (no CBC, no static RSA
+# key exchange); TLS 1.3 has only such suites and keeps OpenSSL's defaults
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
@@ -207,6 +210,7 @@ class DataDir:
         self._require()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)
         context.load_cert_chain(self.file(CERT_FILE), self.file(TLS_KEY_FILE))
         return context
 
