@@ -68,7 +68,7 @@ def _write_private(path: str, data: bytes) -> None:
 
 
 def _tighten(path: str, st: os.stat_result) -> str | None:
-    """Drop group and other permissions from `path`; a description of the fix, else None."""
+    """Drop group and other permissions from `path`; returns `path` if it had any."""
     loose = stat.S_IMODE(st.st_mode)
     if not loose & 0o077:
         return None
@@ -77,7 +77,7 @@ def _tighten(path: str, st: os.stat_result) -> str | None:
     except OSError as exc:
         log.warning("%s is mode %04o and cannot be tightened: %s", path, loose, exc.strerror)
         return None
-    log.warning("%s was mode %04o, readable by others: tightened to %04o", path, loose,
+    log.warning("%s was mode %04o, open to group or others: tightened to %04o", path, loose,
                 loose & ~0o077)
     return path
 
