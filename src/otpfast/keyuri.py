@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .errors import InvalidParameter
-from .hotp import validate_algorithm, validate_digits, validate_key
+from .hotp import ALGORITHMS, validate_algorithm, validate_digits, validate_key
 
 __all__ = ["KeyUri", "build_uri", "parse_uri", "qr_text", "save_qr", "QR_SUFFIXES"]
 
@@ -31,6 +31,7 @@ KINDS = ("totp", "hotp")
 QR_SUFFIXES = (".png", ".svg")
 _KNOWN = {"secret", "issuer", "algorithm", "digits", "period", "counter"}
 _MAX_URI = 4096
+_MAX_NAME = 16  # characters of an unknown parameter's name echoed in an error
 _MAX_DECIMAL = 20  # digits; 2**64 has 20, and int() of a long string is slow
 
 
@@ -124,7 +125,7 @@ def parse_uri(uri):
         raise InvalidParameter("uri", "the scheme must be otpauth://")
     kind = parts.netloc.lower()
     if kind not in KINDS:
-        raise InvalidParameter("type", f"must be totp or hotp, got {parts.netloc!r}")
+        raise InvalidParameter("type", "must be totp or hotp")  # no echo: it may hold the secret
     if parts.fragment:
         raise InvalidParameter("uri", "must not have a #fragment")
     raw_label = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -153,7 +154,9 @@ def parse_uri(uri):
     params = {}
     for key, value in pairs:
         if key not in _KNOWN:
-            raise InvalidParameter(key or "uri", "unknown parameter")
+            # named only when it looks like a parameter name: a mangled URI may put the secret here
+            short = key.isascii() and key.isidentifier() and len(key) <= _MAX_NAME
+            raise InvalidParameter(key if short else "uri", "unknown parameter")
         if key in params:
             raise InvalidParameter(key, "given more than once")
         params[key] = value
@@ -178,7 +181,10 @@ def parse_uri(uri):
     else:
         issuer = label_issuer
 
-    algorithm = validate_algorithm(params.get("algorithm", "SHA1").lower())
+    algorithm = params.get("algorithm", "SHA1").lower()
+    if algorithm not in ALGORITHMS:  # checked here so that the error does not echo the value
+        raise InvalidParameter("algorithm", f"must be one of {', '.join(ALGORITHMS).upper()}")
+    algorithm = validate_algorithm(algorithm)
     digits = validate_digits(_decimal(params.get("digits", "6"), "digits"))
     if kind == "totp":
         if "counter" in params:

@@ -129,6 +129,9 @@ _URIS = st.one_of(
 @example(uri=f"otpauth://totp/a?secret={B32}&issuer=%ff")
 @example(uri=f"otpauth://[::1/a?secret={B32}")
 @example(uri=f"otpauth://totp/a?secret={B32}&digits=" + "9" * 4000)
+@example(uri=f"otpauth://secret={B32}")  # found by this test: the type echoed the secret
+@example(uri=f"otpauth://totp/a?algorithm=secret={B32}")
+@example(uri=f"otpauth://totp/a?{B32}=1")
 @example(uri=b"otpauth://totp/a")
 @example(uri=None)
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
