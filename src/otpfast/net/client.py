@@ -9,9 +9,9 @@ import contextlib
 import dataclasses
 import hmac
 
-from ..errors import InvalidParameter, ProtocolError, Refused, RemoteProtocolError
+from ..errors import InvalidParameter, LocalProtocolError, ProtocolError, Refused, RemoteProtocolError
 from ..protocol import combined
-from ..protocol._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA, IDLE
+from ..protocol._connection import CLIENT, CONNECTION_CLOSED, IDLE, NEED_DATA
 from ..protocol.messages import (Accept, AuthProof, AuthStart, Contribute, Error, Hello, Request,
                                  TranscriptRequest, Verify)
 from ..services import credentials, masking
@@ -111,10 +111,11 @@ class Client:
     async def request(self, account):
         """The next OTP of ``account``, unmasked with this connection's session key; InvalidToken
         if the response was altered (its expiry included) or not made for this session."""
+        if self._session_key is None:
+            raise LocalProtocolError("authenticate before requesting OTPs")
         await self._send(Request(account))
         issued = await self._receive()
-        otp = masking.unmask(self._session_key or b"", account, issued.nonce, issued.masked,
-                             issued.expires_at_ms)
+        otp = masking.unmask(self._session_key, account, issued.nonce, issued.masked, issued.expires_at_ms)
         return IssuedOtp(otp, issued.expires_at_ms / 1000.0)
 
     async def verify(self, account, otp):
