@@ -15,6 +15,7 @@ from otpfast.errors import InvalidParameter, InvalidToken, OtpfastError, Refused
 from otpfast.net import tls
 from otpfast.net.client import connect, parse_address
 from otpfast.protocol.messages import NAME_LIMIT, OTP_LIMIT
+from otpfast.services.credentials import MAX_CREDENTIAL_BYTES
 from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, data_dir_option
 
 CREDENTIAL_ENV = "OTPFAST_CREDENTIAL"
@@ -36,7 +37,7 @@ def read_credential(path):
             raise click.UsageError(f"give --credential-file FILE or set ${CREDENTIAL_ENV}")
         data = env.encode("utf-8")
     credential = data.strip()
-    if not credential or b"\n" in credential:
+    if not credential or b"\n" in credential or len(credential) > MAX_CREDENTIAL_BYTES:
         raise click.BadParameter("must hold the credential on one line", param_hint="'--credential-file'")
     return credential
 

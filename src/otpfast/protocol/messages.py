@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 NAME_LIMIT = 128          # account / client names, UTF-8 bytes
 OTP_LIMIT = 256           # an OTP as typed (hex hash-chain values, RFC 2289 six words)
-PROOF_LIMIT = 256         # the credential's length: 43 for every credential otpfast issues
+PROOF_LIMIT = 255         # as long as the credential: 43 bytes for every credential otpfast issues
 CIPHERTEXT_LIMIT = 1024   # RSA-OAEP under keys up to 8192 bits
 PEM_LIMIT = 16384
 RECEIPT_LIMIT = 256

@@ -34,11 +34,14 @@ import struct
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from otpfast.errors import InvalidParameter
+
 CREDENTIAL_BYTES = 32
 NONCE_BYTES = 32
 MIN_NONCE_BYTES = 16
 CLIENT, AUTHORITY = b"client", b"authority"
 SESSION_KEY_BYTES = 32
+MAX_CREDENTIAL_BYTES = 255        # the proof is as long as the credential (43 bytes as issued)
 _LABEL = b"otpfast credential v1\0"
 # Compared against when the principal does not exist, so unknown and wrong take equal time.
 _DUMMY_HASH = hashlib.sha256(_LABEL + b"no such principal").digest()
@@ -107,8 +110,8 @@ def server_signature(session_key: bytes) -> bytes:
 def prove(credential: bytes | str, exchange: Exchange) -> tuple[bytes, bytes]:
     """The client's side: (proof to send, session key)."""
     key = normalise(credential)
-    if not 1 <= len(key) <= 255:
-        raise ValueError("a credential is 1..255 bytes")
+    if not 1 <= len(key) <= MAX_CREDENTIAL_BYTES:
+        raise InvalidParameter("credential", f"must be 1..{MAX_CREDENTIAL_BYTES} bytes")
     message = exchange.auth_message()
     return _xor(key, _pad(_hash(key), message, len(key))), _session_key(key, message)
 
@@ -116,7 +119,7 @@ def prove(credential: bytes | str, exchange: Exchange) -> tuple[bytes, bytes]:
 def check_proof(proof: bytes, stored_hash: bytes | None, exchange: Exchange) -> bytes | None:
     """The server's side: the session key if ``proof`` proves the credential whose hash is
     ``stored_hash``, else None. ``stored_hash=None`` (unknown principal) costs the same."""
-    if not isinstance(proof, bytes) or not 1 <= len(proof) <= 255:
+    if not isinstance(proof, bytes) or not 1 <= len(proof) <= MAX_CREDENTIAL_BYTES:
         proof, stored_hash = b"\0", None
     stored = _DUMMY_HASH if stored_hash is None else stored_hash
     message = exchange.auth_message()
