@@ -283,6 +283,11 @@ def test_contribute_before_authenticating_does_no_work(start, run):
             writer.close()
             assert data.endswith(codec.encode(m.Error()))
             assert running.keyserver.threads == set() and running.keyserver.contributions == {}
+            reader, writer = await raw_tls(running)    # Hello is answered once per connection
+            writer.write(codec.encode(m.Hello()) * 100)
+            data = await read_until_eof(reader)
+            writer.close()
+            assert len(data) < 2 * len(running.keyserver.public_key_pem()) and data.endswith(codec.encode(m.Error()))
     run(main)
 
 

@@ -32,6 +32,7 @@ class KeyServerHandler:
         self._auth = Authentication(credentials.AUTHORITY, binding)
         self.authority = None
         self.source = "-"
+        self._greeted = False
 
     @property
     def authenticated(self):
@@ -50,6 +51,9 @@ class KeyServerHandler:
     def handle(self, event):
         kind = type(event)
         if kind is Hello:
+            if self._greeted:           # once per connection: no reply amplification
+                return Reply(Error())
+            self._greeted = True
             return self._public_key
         if kind is AuthStart:
             return self._auth.start(event)
