@@ -9,8 +9,8 @@ from ..protocol.messages import (AuthOk, AuthProof, AuthStart, Contribute, Error
                                  Transcript, TranscriptRequest)
 from ..services import credentials
 from . import tls
+from ._auth import Authentication, peer_host
 from ._stream import Reply, ServerLimits, start_server
-from .distribution import Authentication, peer_host
 
 
 def _receipt(signed):
