@@ -19,7 +19,7 @@ def test_encode_verify(benchmark):
 
 @pytest.mark.benchmark(group="decode")
 def test_decode_pipelined_verify(benchmark):
-    data = codec.encode(m.Auth("verifier", b"c" * 43)) + codec.encode(VERIFY) * BATCH
+    data = codec.encode(m.AuthStart("verifier", b"c" * 32)) + codec.encode(VERIFY) * BATCH
 
     def run():
         conn = Connection(SERVER, max_pending=BATCH + 1)
@@ -37,11 +37,11 @@ def test_client_server_round_trip(benchmark):
     """A verification's whole protocol cost on both sides: encode, decode, reply, decode."""
     def run():
         client, server = Connection(CLIENT, max_pending=BATCH + 1), Connection(SERVER, max_pending=BATCH + 1)
-        server.receive_data(client.send(m.Auth("verifier", b"c" * 43))
+        server.receive_data(client.send(m.AuthStart("verifier", b"c" * 32))
                             + b"".join(client.send(VERIFY) for _ in range(BATCH)))
         replies = []
         while (event := server.next_event()) is not NEED_DATA:
-            replies.append(server.send(m.AuthOk() if type(event) is m.Auth else m.Accept()))
+            replies.append(server.send(m.Challenge(b"s" * 32) if type(event) is m.AuthStart else m.Accept()))
         client.receive_data(b"".join(replies))
         accepted = 0
         while (event := client.next_event()) is not NEED_DATA:

@@ -34,6 +34,7 @@ import pytest
 from otpfast.datadir import DataDir
 from otpfast.net import eventloop, tls
 from otpfast.protocol import codec, messages as m
+from otpfast.services import credentials
 from otpfast.services.distribution import ClientInfo, Distribution
 from otpfast.services.masking import unmask
 
@@ -46,16 +47,19 @@ TARGET_PER_SECOND = 10_000
 TARGET_P99_MS = 10.0
 
 _HEADER = codec.HEADER
-_REPLY_TYPES = {m.AuthOk.TYPE, m.Accept.TYPE, m.Reject.TYPE, m.Error.TYPE}
+_REPLY_TYPES = {m.Accept.TYPE, m.Reject.TYPE, m.Error.TYPE}
+_AUTH_TYPES = {m.Challenge.TYPE, m.AuthOk.TYPE}
 
 
 class PipelinedVerifier(asyncio.Protocol):
     """One persistent TLS connection keeping WINDOW verifications in flight. The Verify frames
-    are encoded beforehand; replies (empty-bodied frames) are checked header by header."""
+    are encoded beforehand; replies (empty-bodied frames) are checked header by header, after
+    the challenge-response (AuthStart, Challenge, AuthProof, AuthOk)."""
 
-    def __init__(self, frames, auth_frame, started, done):
+    def __init__(self, frames, credential, started, done):
         self.frames = deque(frames)
-        self.auth_frame = auth_frame
+        self.credential = credential
+        self.exchange = None
         self.started = started
         self.done = done
         self.buffer = bytearray()
@@ -67,7 +71,19 @@ class PipelinedVerifier(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        transport.write(self.auth_frame)
+        der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        self.exchange = (credentials.new_nonce(), tls.end_point(der))
+        transport.write(codec.encode(m.AuthStart("bench-verifier", self.exchange[0])))
+
+    def _authenticating(self, kind, body):
+        if kind == m.Challenge.TYPE:
+            challenge = codec.decode_body(m.Challenge, body)
+            client_nonce, binding = self.exchange
+            exchange = credentials.Exchange(credentials.CLIENT, "bench-verifier", client_nonce,
+                                            challenge.server_nonce, binding)
+            self.transport.write(codec.encode(m.AuthProof(credentials.prove(self.credential, exchange)[0])))
+        else:
+            self.started.set_result(self)
 
     def begin(self):
         self._send(WINDOW)
@@ -88,13 +104,17 @@ class PipelinedVerifier(asyncio.Protocol):
         pos = 0
         while len(buffer) - pos >= _HEADER.size:
             version, kind, length = _HEADER.unpack_from(buffer, pos)
+            if kind in _AUTH_TYPES and version == codec.VERSION:
+                if len(buffer) - pos < _HEADER.size + length:
+                    break
+                self._authenticating(kind, bytes(buffer[pos + _HEADER.size:pos + _HEADER.size + length]))
+                pos += _HEADER.size + length
+                continue
             if version != codec.VERSION or kind not in _REPLY_TYPES or length != 0:
                 self._fail(RuntimeError(f"unexpected frame type {kind} length {length}"))
                 return
             pos += _HEADER.size
-            if kind == m.AuthOk.TYPE:
-                self.started.set_result(self)
-            elif kind == m.Error.TYPE:
+            if kind == m.Error.TYPE:
                 self._fail(RuntimeError("server refused"))
                 return
             else:
@@ -182,10 +202,9 @@ def prepared(tmp_path_factory):
     datadir.init(rsa_bits=2048)
     admin = datadir.admin()
     verifier_credential = admin.add_client("bench-verifier", verifier=True).encode()
-    phones = {}
     for i in range(CONNECTIONS):
         admin.add_account(f"user{i}", "rsa-prf", lockout=100)
-        phones[f"user{i}"] = admin.add_client(f"phone{i}", account=f"user{i}").encode()
+        admin.add_client(f"phone{i}", account=f"user{i}")
     admin.store.close()
     # Pre-issue through the service API (outside the timed part; not durable-critical).
     store = datadir.open_store(synchronous="NORMAL")
@@ -193,11 +212,12 @@ def prepared(tmp_path_factory):
     work = []
     for i in range(CONNECTIONS):
         account = f"user{i}"
-        client = ClientInfo(f"phone{i}", account, False)
+        client = ClientInfo(f"phone{i}", account, False, b"k" * 32)
         items = []
         for _ in range(PER_CONNECTION):
             issued = distribution.request(client, account)
-            items.append((account, unmask(phones[account], account, issued.nonce, issued.masked)))
+            items.append((account, unmask(client.session_key, account, issued.nonce, issued.masked,
+                                          issued.expires_at_ms)))
         work.append(items)
     store.close()
     command = os.environ.get("OTPFAST_BENCH_NET_SERVER")  # profiling hook: a replacement server command
@@ -224,14 +244,13 @@ def prepared(tmp_path_factory):
 async def run_clients(state, work):
     host, port = state["host"], state["port"]
     loop = asyncio.get_running_loop()
-    auth_frame = codec.encode(m.Auth("bench-verifier", state["credential"]))
     context = tls.client_context()
     protocols = []
     for items in work:
         frames = [codec.encode(m.Verify(account, otp)) for account, otp in items]
         started, done = loop.create_future(), loop.create_future()
         transport, protocol = await loop.create_connection(
-            lambda: PipelinedVerifier(frames, auth_frame, started, done), host, port, ssl=context)
+            lambda: PipelinedVerifier(frames, state["credential"], started, done), host, port, ssl=context)
         tls.check_server(f"{host}:{port}", transport.get_extra_info("ssl_object").getpeercert(binary_form=True),
                          pin=state["pin"])
         await started

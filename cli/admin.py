@@ -37,11 +37,14 @@ def _admin(data_dir):
         admin.store.close()
 
 
-def _show_credential(kind: str, name, credential: str) -> None:
+def _show_credential(kind: str, name, credential: str, data_dir) -> None:
+    """The credential on stdout (alone: scripts capture it); the server's pin beside it on
+    stderr, so the first connection can be pinned instead of trusted on first use."""
     click.echo(credential)
     click.echo(f"This is the {kind} credential of {name}. It is shown only once: store it in a "
                "file readable only by its user (e.g. mode 0600) and pass it with "
                "--credential-file or $OTPFAST_CREDENTIAL.", err=True)
+    click.echo(f"Server pin: --pin {DataDir.resolve(data_dir).fingerprint()}", err=True)
 
 
 @click.command("init")
@@ -94,7 +97,7 @@ def authority_add(data_dir, authority_id):
     """Register authority ID; prints its credential once."""
     with _admin(data_dir) as admin:
         credential = admin.add_authority(authority_id)
-    _show_credential("authority", authority_id, credential)
+    _show_credential("authority", authority_id, credential, data_dir)
 
 
 @click.group("client")
@@ -113,7 +116,7 @@ def client_add(data_dir, name, account, verifier):
         raise click.UsageError("give exactly one of --account A or --verifier")
     with _admin(data_dir) as admin:
         credential = admin.add_client(name, account=account, verifier=verifier)
-    _show_credential("client", name, credential)
+    _show_credential("client", name, credential, data_dir)
 
 
 @click.group("account")

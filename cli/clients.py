@@ -1,4 +1,5 @@
-"""Network clients: ``otpfast contribute``, ``otpfast request``, ``otpfast verify``.
+"""Network clients: ``otpfast contribute``, ``otpfast ceremony transcript``, ``otpfast request``,
+``otpfast verify``.
 
 Credentials come from ``--credential-file`` or ``$OTPFAST_CREDENTIAL``, never from argv.
 Exit codes: 0 success / OTP accepted, 1 OTP rejected (verify), 2 usage error,
@@ -14,6 +15,7 @@ from otpfast.errors import InvalidParameter, InvalidToken, OtpfastError, Refused
 from otpfast.net import tls
 from otpfast.net.client import connect, parse_address
 from otpfast.protocol.messages import NAME_LIMIT, OTP_LIMIT
+from otpfast.services.credentials import MAX_CREDENTIAL_BYTES
 from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, data_dir_option
 
 CREDENTIAL_ENV = "OTPFAST_CREDENTIAL"
@@ -35,7 +37,7 @@ def read_credential(path):
             raise click.UsageError(f"give --credential-file FILE or set ${CREDENTIAL_ENV}")
         data = env.encode("utf-8")
     credential = data.strip()
-    if not credential or b"\n" in credential:
+    if not credential or b"\n" in credential or len(credential) > MAX_CREDENTIAL_BYTES:
         raise click.BadParameter("must hold the credential on one line", param_hint="'--credential-file'")
     return credential
 
@@ -123,25 +125,41 @@ def ask_value():
         raise click.UsageError("stdin does not hold a decimal or 0x-hex integer") from None
 
 
-def encrypt_phrase(public_key_pem, data):
-    """RSA-OAEP-SHA-256 ciphertext of the secret phrase under the key server's key."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+def _ceremony_key(public_key_pem):
+    """The key server's public key (received over the pinned TLS connection), checked."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = serialization.load_pem_public_key(public_key_pem)
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
         raise Refused("the key server's public key is not an RSA key of at least 2048 bits")
-    return key.encrypt(data, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(),
-                                          label=None))
+    return public_key_pem
+
+
+async def _signed_transcript(client, pem, account):
+    from otpfast.services.keyserver import check_transcript
+
+    transcript, signature = await client.transcript(account)
+    if not check_transcript(pem, account, transcript, signature):
+        raise Refused("the transcript is not signed by the key server")
+    return transcript
 
 
 async def contribute_async(host, port, *, pin, account, authority_id, credential, phrase_data,
                            timeout=10.0, on_first_use=_first_use):
-    """Fetch the key server's public key, send the encrypted phrase; return the receipt."""
+    """Authenticate as the authority, send the encrypted phrase, check the signed receipt;
+    return (receipt, transcript or None while other authorities have not contributed)."""
+    from otpfast.services.keyserver import check_receipt, encrypt_phrase
+
     async with connect(host, port, pin=pin, timeout=timeout, on_first_use=on_first_use) as client:
-        pem = await client.public_key()
-        ciphertext = encrypt_phrase(pem, phrase_data)
-        return await client.contribute(account, authority_id, credential, ciphertext)
+        pem = _ceremony_key(await client.public_key())
+        await client.authenticate_authority(authority_id, credential)
+        ciphertext = encrypt_phrase(pem, phrase_data, account, authority_id)
+        receipt = await client.contribute(account, ciphertext)
+        if not check_receipt(pem, account, authority_id, ciphertext, receipt.receipt, receipt.signature):
+            raise Refused("the receipt is not signed by the key server")
+        transcript = None if receipt.remaining else await _signed_transcript(client, pem, account)
+        return receipt.receipt, transcript
 
 
 @click.command()
@@ -166,26 +184,59 @@ def contribute(server, authority_id, credential_file, account, value, pin, timeo
         phrase = secret_phrase(authority_id, value)
     except InvalidParameter as exc:
         raise bad_parameter(exc)
-    receipt = run_client(contribute_async(host, port, pin=pin, account=account, authority_id=authority_id,
-                                          credential=credential, phrase_data=phrase.data, timeout=timeout))
+    receipt, transcript = run_client(contribute_async(
+        host, port, pin=pin, account=account, authority_id=authority_id, credential=credential,
+        phrase_data=phrase.data, timeout=timeout))
     click.echo(f"contributed to {account} as authority {authority_id} ({phrase.algorithm})")
-    click.echo(f"receipt {receipt.hex()}")
+    click.echo(f"receipt {receipt.hex()} (signed by the key server)")
+    if transcript is not None:
+        click.echo(f"transcript {transcript.hex()} (ceremony complete, signed by the key server)")
+
+
+async def transcript_async(host, port, *, pin, account, authority_id, credential, timeout=10.0,
+                           on_first_use=_first_use):
+    async with connect(host, port, pin=pin, timeout=timeout, on_first_use=on_first_use) as client:
+        pem = _ceremony_key(await client.public_key())
+        await client.authenticate_authority(authority_id, credential)
+        return await _signed_transcript(client, pem, account)
+
+
+@click.group("ceremony")
+def ceremony_group():
+    """Key ceremony, the authorities' side."""
+
+
+@ceremony_group.command("transcript")
+@server_option
+@click.option("--authority", "authority_id", type=POSITIVE_INT, required=True, callback=_authority_id,
+              help="Authority id.")
+@credential_option
+@account_option
+@pin_option
+@timeout_option
+def ceremony_transcript(server, authority_id, credential_file, account, pin, timeout):
+    """Fetch ACCOUNT's ceremony transcript once it is complete and check the key server's
+    signature on it (exit 3 while the ceremony is pending or if the signature is wrong)."""
+    host, port = server_address(server)
+    pin = checked_pin(pin)
+    credential = read_credential(credential_file)
+    transcript = run_client(transcript_async(host, port, pin=pin, account=account, authority_id=authority_id,
+                                             credential=credential, timeout=timeout))
+    click.echo(f"transcript {transcript.hex()} (signed by the key server)")
 
 
 # -- request --------------------------------------------------------------------------------
 async def request_async(host, port, *, pin, client_name, credential, account, timeout=10.0,
                         on_first_use=_first_use):
-    """Authenticate, request the next OTP of ``account``, unmask it; return (otp, expires_at)."""
-    from otpfast.services.masking import unmask
-
+    """Authenticate, request the next OTP of ``account`` (unmasked and checked by the client);
+    return (otp, expires_at)."""
     async with connect(host, port, pin=pin, timeout=timeout, on_first_use=on_first_use) as client:
         await client.authenticate(client_name, credential)
-        issued = await client.request(account)
-    try:
-        otp = unmask(credential, account, issued.nonce, issued.masked)
-    except InvalidToken:
-        raise Refused("the response was not made for this credential") from None
-    return otp, issued.expires_at
+        try:
+            issued = await client.request(account)
+        except InvalidToken:
+            raise Refused("the response was not made for this session or was altered") from None
+    return issued.otp, issued.expires_at
 
 
 @click.command()

@@ -1,8 +1,9 @@
 """``otpfast demo``: the whole story on loopback, in a fresh temporary data directory.
 
-init -> four authorities contribute (SHA-256/512/384/512 secret phrases, RSA-OAEP over TLS
-with the pinned fingerprint) -> a device requests an OTP -> a verifier accepts it -> the
-replay is refused -> a wrong OTP is refused. One line per step; exit 0 iff every step behaved.
+init -> four authorities authenticate (challenge-response, the credential never sent) and
+contribute (SHA-256/512/384/512 secret phrases, RSA-OAEP over TLS with the pinned fingerprint),
+each receiving a signed receipt, the last one the signed transcript -> a device requests an
+OTP -> a verifier accepts it -> the replay is refused -> a wrong OTP is refused. One line per step; exit 0 iff every step behaved.
 """
 import asyncio
 import secrets
@@ -55,10 +56,12 @@ async def _story(datadir, fingerprint, credentials, steps, scheme):
             value = secrets.randbelow(10**9)
             phrase = secret_phrase(authority_id, value)
             try:
-                receipt = await contribute_async(host, port, account=ACCOUNT, authority_id=authority_id,
-                                                 credential=credentials[f"authority {authority_id}"],
-                                                 phrase_data=phrase.data, **common)
-                ok, detail = True, f"receipt {receipt.hex()[:16]}..."
+                receipt, transcript = await contribute_async(
+                    host, port, account=ACCOUNT, authority_id=authority_id,
+                    credential=credentials[f"authority {authority_id}"], phrase_data=phrase.data, **common)
+                ok, detail = True, f"signed receipt {receipt.hex()[:16]}..."
+                if transcript is not None:
+                    detail += f", signed transcript {transcript.hex()[:16]}..."
             except OtpfastError as exc:
                 ok, detail = False, type(exc).__name__
             steps.report(f"authority {authority_id} contributes a {phrase.algorithm} secret phrase", ok, detail)
@@ -68,9 +71,10 @@ async def _story(datadir, fingerprint, credentials, steps, scheme):
         try:
             otp, _expires_at = await request_async(host, port, client_name=DEVICE, credential=credentials[DEVICE],
                                                    account=ACCOUNT, **common)
-            steps.report(f"{DEVICE} requests an OTP (masked with its credential)", True, otp)
+            steps.report(f"{DEVICE} requests an OTP (masked with a per-connection key)", True, otp)
         except OtpfastError as exc:
-            steps.report(f"{DEVICE} requests an OTP (masked with its credential)", False, type(exc).__name__)
+            steps.report(f"{DEVICE} requests an OTP (masked with a per-connection key)", False,
+                         type(exc).__name__)
             return
 
         async def check(otp_value):

@@ -44,6 +44,7 @@ _COMMANDS = {
     "distserver": "otpfast_cli.servers:distserver",
     "serve": "otpfast_cli.servers:serve",
     "contribute": "otpfast_cli.clients:contribute",
+    "ceremony": "otpfast_cli.clients:ceremony_group",
     "request": "otpfast_cli.clients:request",
     "verify": "otpfast_cli.clients:verify",
     "demo": "otpfast_cli.demo:demo",

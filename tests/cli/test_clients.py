@@ -173,7 +173,13 @@ def test_clients_contribute_request_verify_against_a_live_server(runner, live):
     result = invoke(runner, "contribute", "--server", address, "--authority", "1", "--credential-file",
                     str(files["authority"]), "--account", "alice", "--pin", pin, "--value", "31337")
     assert result.exit_code == 0, result.output
-    assert "receipt " in result.output
+    assert "receipt " in result.output and "signed by the key server" in result.output
+    transcript = re.search(r"transcript ([0-9a-f]{64}) \(ceremony complete", result.output).group(1)
+    # the authority fetches the signed transcript again (every authority can)
+    result = invoke(runner, "ceremony", "transcript", "--server", address, "--authority", "1",
+                    "--credential-file", str(files["authority"]), "--account", "alice", "--pin", pin)
+    assert result.exit_code == 0, result.output
+    assert result.output.split()[1] == transcript
     result = invoke(runner, "request", "--server", address, "--client", "phone", "--credential-file",
                     str(files["phone"]), "--account", "alice", "--pin", pin)
     assert result.exit_code == 0, result.output
@@ -186,6 +192,31 @@ def test_clients_contribute_request_verify_against_a_live_server(runner, live):
     # local mode against the data directory: the replay is refused there too
     result = invoke(runner, "verify", "--data-dir", datadir.path, "--account", "alice", otp)
     assert result.exit_code == 1 and "rejected" in result.output
+
+
+def test_clients_ceremony_transcript_refused_while_pending_or_wrong_credential(runner, live):
+    address, pin, files, _ = live
+    base = ["ceremony", "transcript", "--server", address, "--authority", "1", "--account", "alice", "--pin", pin]
+    result = invoke(runner, *base, "--credential-file", str(files["authority"]))
+    assert result.exit_code == 3 and "refused" in result.output       # ceremony still pending
+    result = invoke(runner, *base, "--credential-file", str(files["phone"]))
+    assert result.exit_code == 3 and "refused" in result.output
+
+
+def test_clients_contribute_with_a_wrong_credential_is_refused(runner, live):
+    address, pin, files, _ = live
+    result = invoke(runner, "contribute", "--server", address, "--authority", "1", "--credential-file",
+                    str(files["phone"]), "--account", "alice", "--pin", pin, "--value", "1")
+    assert result.exit_code == 3 and "refused" in result.output
+
+
+def test_client_add_prints_the_server_pin(live):
+    _, pin, _, datadir = live
+    result = CliRunner().invoke(cli, ["client", "add", "--data-dir", datadir.path, "tablet", "--account", "alice"])
+    assert result.exit_code == 0, result.output
+    credential = result.stdout.strip()
+    assert len(credential) == 43 and "\n" not in credential       # stdout: the credential alone
+    assert f"--pin {pin}" in result.stderr
 
 
 def test_clients_request_with_a_verifier_credential_is_refused(runner, live):

@@ -100,9 +100,9 @@ def otpfast_services(tmp_path_factory):
     distribution = data_dir.distribution()
 
     def request_otp(account):
-        client = distribution.authenticate(f"{account}-device", credentials[account].encode())
+        client = distribution.login(f"{account}-device", credentials[account].encode())
         issued = distribution.request(client, account)
-        return masking.unmask(credentials[account], account, issued.nonce, issued.masked)
+        return masking.unmask(client.session_key, account, issued.nonce, issued.masked, issued.expires_at_ms)
 
     yield {"data_dir": data_dir, "admin": admin, "request_otp": request_otp}
 

@@ -31,7 +31,20 @@ def make_certificate(tmp_path, name):
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     der = cert.public_bytes(serialization.Encoding.DER)
+    from otpfast.net import tls
+    tls.remember_end_point(context, der)      # the channel binding the handlers bind proofs to
     return context, der
+
+
+def _session(stored_credentials, kind, exchange, proof):
+    """The session key if ``proof`` proves the credential of ``exchange.principal``, else Refused."""
+    from otpfast.services import credentials
+    secret = stored_credentials.get(exchange.principal) if exchange.kind == kind else None
+    key = credentials.check_proof(proof, None if secret is None else credentials.credential_hash(secret),
+                                  exchange)
+    if key is None:
+        raise Refused("refused")
+    return key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +52,7 @@ class FakeClient:
     name: str
     account: str | None
     verifier: bool
+    session_key: bytes = None
 
 
 class FakeKeyServer:
@@ -51,15 +65,25 @@ class FakeKeyServer:
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
-    def contribute(self, account, authority_id, credential, ciphertext):
+    def authenticate(self, exchange, proof, *, source="-"):
+        from otpfast.services import credentials
+        from otpfast.services.keyserver import AuthorityInfo
         self.threads.add(threading.get_ident())
-        if credential != b"authority-secret" or (account, authority_id) in self.contributions:
+        key = _session({"1": b"authority-secret"}, credentials.AUTHORITY, exchange, proof)
+        return AuthorityInfo(int(exchange.principal), key)
+
+    def contribute(self, authority, account, ciphertext):
+        from otpfast.services.keyserver import SignedReceipt, _oaep
+        self.threads.add(threading.get_ident())
+        authority_id = authority.authority_id
+        if (account, authority_id) in self.contributions:
             raise Refused("refused")
-        from cryptography.hazmat.primitives.asymmetric import padding
-        plain = self.private_key.decrypt(ciphertext, padding.OAEP(
-            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+        plain = self.private_key.decrypt(ciphertext, _oaep(account, authority_id))
         self.contributions[(account, authority_id)] = plain
-        return b"receipt:" + account.encode()
+        return SignedReceipt(b"receipt:" + account.encode(), b"signature", 0)
+
+    def transcript(self, authority, account):
+        return b"transcript:" + account.encode(), b"signature"
 
 
 class FakeDistribution:
@@ -73,26 +97,29 @@ class FakeDistribution:
         self.lock = threading.Lock()
         self.fail_next_batch = False
 
-    def authenticate(self, client_name, credential):
+    def authenticate(self, exchange, proof, *, source="-"):
+        from otpfast.services import credentials
         self.auth_calls += 1
         self.threads.add(threading.get_ident())
-        if client_name == "verifier" and credential == b"verifier-secret":
-            return FakeClient("verifier", None, True)
-        if client_name == "phone" and credential == b"phone-secret":
-            return FakeClient("phone", "alice", False)
-        raise Refused("refused")
+        key = _session({"verifier": b"verifier-secret", "phone": b"phone-secret"}, credentials.CLIENT,
+                       exchange, proof)
+        if exchange.principal == "verifier":
+            return FakeClient("verifier", None, True, key)
+        return FakeClient("phone", "alice", False, key)
 
     def issue(self, account, otp):
         self.valid.setdefault(account, set()).add(otp)
 
     def request(self, client, account):
-        from otpfast.net.client import IssuedOtp
+        from otpfast.services import masking
+        from otpfast.services.distribution import IssuedOtp
         self.threads.add(threading.get_ident())
         if client.account != account:
             raise Refused("refused")
         otp = f"{len(self.valid.get(account, ())):06d}"
         self.issue(account, otp)
-        return IssuedOtp(b"n" * 16, otp.encode(), 1_900_000_000.5)
+        nonce, masked = masking.mask(client.session_key, account, otp, 1_900_000_000_500)
+        return IssuedOtp(nonce, masked, 1_900_000_000.5, 1_900_000_000_500)
 
     def verify_many(self, items, *, wait=True, durable=True):
         self.threads.add(threading.get_ident())

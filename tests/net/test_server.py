@@ -38,17 +38,21 @@ def test_keyserver_hello_and_contribute(start, run):
     async def main():
         async with start(kind="keyserver") as running:
             from cryptography.hazmat.primitives import serialization
-            from otpfast_cli.clients import encrypt_phrase
+            from otpfast.services.keyserver import encrypt_phrase
             async with running.connect() as client:
                 pem = await client.public_key()
                 assert serialization.load_pem_public_key(pem).key_size == 2048
-                receipt = await client.contribute("alice", 1, b"authority-secret", encrypt_phrase(pem, b"phrase"))
-            assert receipt == b"receipt:alice"
+                await client.authenticate_authority(1, b"authority-secret")
+                receipt = await client.contribute("alice", encrypt_phrase(pem, b"phrase", "alice", 1))
+            assert receipt.receipt == b"receipt:alice"
             assert running.keyserver.contributions == {("alice", 1): b"phrase"}
             async with running.connect() as client:  # second contribution: refused, connection closed
-                await client.public_key()
+                await client.authenticate_authority(1, b"authority-secret")
                 with pytest.raises(Refused):
-                    await client.contribute("alice", 1, b"authority-secret", encrypt_phrase(pem, b"again"))
+                    await client.contribute("alice", encrypt_phrase(pem, b"again", "alice", 1))
+            async with running.connect() as client:  # a wrong credential: refused
+                with pytest.raises(Refused):
+                    await client.authenticate_authority(1, b"wrong")
     run(main)
 
 
@@ -59,7 +63,7 @@ def test_distribution_request_verify_replay(start, run):
                 await phone.authenticate(*PHONE)
                 issued = await phone.request("alice")
             assert issued.expires_at == 1_900_000_000.5
-            otp = issued.masked.decode()
+            otp = issued.otp
             async with running.connect() as verifier:
                 await verifier.authenticate(*VERIFIER)
                 assert await verifier.verify("alice", otp) is True
@@ -115,23 +119,25 @@ def test_requests_before_authentication_are_not_handled(start, run):
     async def main():
         async with start() as running:
             reader, writer = await raw_tls(running)
-            writer.write(codec.encode(m.Auth("verifier", b"bad")) + codec.encode(m.Verify("alice", "1")))
+            writer.write(codec.encode(m.AuthStart("verifier", b"n" * 32)) + codec.encode(m.AuthProof(b"bad"))
+                         + codec.encode(m.Verify("alice", "1")))
             data = await read_until_eof(reader)
             writer.close()
-            assert data == codec.encode(m.Error())
+            assert data.endswith(codec.encode(m.Error())) and len(data) == 6 + 34 + 6   # Challenge, Error
             assert running.distribution.batches == []
     run(main)
 
 
 BAD_INPUT = {
     "garbage": b"GET / HTTP/1.1\r\n\r\n",
-    "oversize frame": codec.HEADER.pack(codec.VERSION, m.Auth.TYPE, codec.MAX_FRAME + 1),
+    "oversize frame": codec.HEADER.pack(codec.VERSION, m.AuthStart.TYPE, codec.MAX_FRAME + 1),
     "unknown type": codec.HEADER.pack(codec.VERSION, 200, 0),
     "wrong version": codec.HEADER.pack(9, m.Hello.TYPE, 0),
-    "malformed body": codec.HEADER.pack(codec.VERSION, m.Auth.TYPE, 3) + b"\x00\x09a",
+    "malformed body": codec.HEADER.pack(codec.VERSION, m.AuthStart.TYPE, 3) + b"\x00\x09a",
+    "protocol version 1": codec.HEADER.pack(1, 5, 11) + b"\x00\x01p\x00\x06secret",
     "reply sent as request": codec.encode(m.Accept()),
     "verify before auth": codec.encode(m.Verify("alice", "123456")),
-    "contribute before hello": codec.encode(m.Contribute("alice", 1, b"c", b"d")),
+    "contribute before hello": codec.encode(m.Contribute("alice", b"d")),
 }
 
 
@@ -152,10 +158,10 @@ def test_plain_tcp_to_the_tls_port(start, run):
     async def main():
         async with start() as running:
             reader, writer = await asyncio.open_connection(running.host, running.port)
-            writer.write(codec.encode(m.Auth("verifier", b"verifier-secret")))
+            writer.write(codec.encode(m.AuthStart("verifier", b"n" * 32)))
             data = await read_until_eof(reader)
             writer.close()
-            assert codec.encode(m.AuthOk()) not in data
+            assert codec.HEADER.pack(codec.VERSION, m.Challenge.TYPE, 34) not in data
             assert running.distribution.auth_calls == 0
             assert await still_serving(running)
     run(main)
@@ -221,7 +227,7 @@ def test_stalled_frame_is_closed_after_read_timeout(start, run):
     async def main():
         async with start(limits=ServerLimits(read_timeout=0.3, idle_timeout=60)) as running:
             reader, writer = await raw_tls(running)
-            writer.write(codec.encode(m.Auth("verifier", b"verifier-secret"))[:5])
+            writer.write(codec.encode(m.AuthStart("verifier", b"n" * 32))[:5])
             assert await read_until_eof(reader) == b""
             writer.close()
     run(main)
@@ -264,3 +270,39 @@ def test_service_calls_run_in_the_event_loop_thread(start, run):
             # the store is used from one thread only: the loop's (see otpfast.net.verifier)
             assert running.distribution.threads == {threading.get_ident()}
     run(main)
+
+
+def test_contribute_before_authenticating_does_no_work(start, run):
+    """Finding 3: an unauthenticated Contribute is refused by the handler, before any RSA work
+    or store write (the key-server service is never called)."""
+    async def main():
+        async with start(kind="keyserver") as running:
+            reader, writer = await raw_tls(running)
+            writer.write(codec.encode(m.Hello()) + codec.encode(m.Contribute("alice", b"\0" * 256)) * 50)
+            data = await read_until_eof(reader)
+            writer.close()
+            assert data.endswith(codec.encode(m.Error()))
+            assert running.keyserver.threads == set() and running.keyserver.contributions == {}
+            reader, writer = await raw_tls(running)    # Hello is answered once per connection
+            writer.write(codec.encode(m.Hello()) * 100)
+            data = await read_until_eof(reader)
+            writer.close()
+            assert len(data) < 2 * len(running.keyserver.public_key_pem()) and data.endswith(codec.encode(m.Error()))
+    run(main)
+
+
+def test_handlers_expose_authenticated(start, run):
+    from otpfast.net.distribution import DistributionHandler
+    from otpfast.net.keyserver import KeyServerHandler
+    from otpfast.net.server import CombinedHandler
+
+    class Verifier:
+        distribution = None
+
+    distribution = DistributionHandler(Verifier(), b"b" * 32)
+    keyserver = KeyServerHandler(None, b"pem", None, b"b" * 32)
+    combined = CombinedHandler(keyserver, distribution)
+    assert not distribution.authenticated and not keyserver.authenticated and not combined.authenticated
+    distribution._authenticated(type("Info", (), {"session_key": b"k" * 32})())
+    combined.handle(m.AuthStart("x", b"n" * 32))
+    assert distribution.authenticated and combined.authenticated and not keyserver.authenticated

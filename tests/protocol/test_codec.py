@@ -8,8 +8,9 @@ from otpfast.protocol import codec, messages as m
 
 SAMPLES = [
     m.Hello(), m.PublicKey(b"-----BEGIN PUBLIC KEY-----\n"),
-    m.Contribute("alice", 3, b"cred", b"\x00" * 384), m.Receipt(b"r" * 32),
-    m.Auth("phone", b"secret"), m.AuthOk(), m.Request("alice"),
+    m.Contribute("alice", b"\x00" * 384), m.Receipt(b"r" * 32, b"s" * 384, 2),
+    m.AuthStart("phone", b"c" * 32), m.Challenge(b"s" * 32), m.AuthProof(b"p" * 43),
+    m.AuthOk(b"v" * 32), m.Request("alice"), m.TranscriptRequest("alice"), m.Transcript(b"t" * 32, b"s" * 384),
     m.Issued(b"n" * 16, b"m" * 6, 1_700_000_000_000), m.Verify("alice", "123456"),
     m.Accept(), m.Reject(), m.Error(),
 ]
@@ -39,7 +40,15 @@ def test_codec_round_trip_byte_by_byte():
 
 
 def test_codec_known_frame():
-    assert codec.encode(m.Verify("ab", "12")) == bytes([1, 9, 0, 0, 0, 8, 0, 2]) + b"ab" + b"\x00\x0212"
+    assert codec.encode(m.Verify("ab", "12")) == bytes([2, 9, 0, 0, 0, 8, 0, 2]) + b"ab" + b"\x00\x0212"
+
+
+def test_codec_refuses_protocol_version_1():
+    """Version 1 sent the credential itself (Auth, type 5): refused like any violation."""
+    v1_auth = codec.HEADER.pack(1, 5, 11) + b"\x00\x01p\x00\x06secret"
+    with pytest.raises(RemoteProtocolError, match="version"):
+        decode_all(v1_auth)
+    assert 5 not in m.MESSAGE_TYPES
 
 
 def frame(kind, body, version=codec.VERSION):
@@ -47,7 +56,8 @@ def frame(kind, body, version=codec.VERSION):
 
 
 BAD_FRAMES = {
-    "wrong version": frame(m.Verify.TYPE, b"\x00\x01a\x00\x011", version=2),
+    "wrong version": frame(m.Verify.TYPE, b"\x00\x01a\x00\x011", version=3),
+    "old version": frame(m.Verify.TYPE, b"\x00\x01a\x00\x011", version=1),
     "unknown type": frame(99, b""),
     "type zero": frame(0, b""),
     "trailing bytes": frame(m.Accept.TYPE, b"x"),
@@ -56,7 +66,8 @@ BAD_FRAMES = {
     "too long name": frame(m.Request.TYPE, struct.pack(">H", 129) + b"a" * 129),
     "invalid utf-8": frame(m.Request.TYPE, b"\x00\x02\xff\xfe"),
     "control character": frame(m.Request.TYPE, b"\x00\x03a\nb"),
-    "authority id zero": frame(m.Contribute.TYPE, b"\x00\x01a" + b"\x00\x00\x00\x00" + b"\x00\x01c\x00\x01d"),
+    "empty proof": frame(m.AuthProof.TYPE, b"\x00\x00"),
+    "short receipt": frame(m.Receipt.TYPE, b"\x00\x01r\x00\x01s\x00\x00"),
 }
 
 
@@ -85,7 +96,7 @@ def test_codec_encode_refuses_bad_messages():
     with pytest.raises(LocalProtocolError):
         codec.encode(m.Request(""))
     with pytest.raises(LocalProtocolError):
-        codec.encode(m.Contribute("a", 0, b"c", b"d"))
+        codec.encode(m.Receipt(b"r", b"s", -1))
     with pytest.raises(LocalProtocolError):
         codec.encode(m.Verify("a", "12\n"))
     with pytest.raises(LocalProtocolError):
@@ -93,7 +104,7 @@ def test_codec_encode_refuses_bad_messages():
 
 
 def test_messages_hide_secrets_in_repr():
-    assert "secret" not in repr(m.Auth("phone", b"secret"))
+    assert "secret" not in repr(m.AuthProof(b"secret"))
     assert "123456" not in repr(m.Verify("alice", "123456"))
 
 

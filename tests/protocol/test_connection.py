@@ -36,18 +36,26 @@ def test_keyserver_conversation():
     pair = Pair(keyserver)
     assert pair.to_server(m.Hello()) == [m.Hello()]
     assert pair.to_client(m.PublicKey(b"pem")) == [m.PublicKey(b"pem")]
-    contribution = m.Contribute("alice", 1, b"cred", b"ct")
-    assert pair.to_server(contribution, contribution) == [contribution, contribution]
-    assert pair.to_client(m.Receipt(b"r1"), m.Receipt(b"r2")) == [m.Receipt(b"r1"), m.Receipt(b"r2")]
+    start, proof = m.AuthStart("1", b"n" * 32), m.AuthProof(b"p" * 43)
+    assert pair.to_server(start) == [start]
+    assert pair.to_client(m.Challenge(b"s" * 32)) == [m.Challenge(b"s" * 32)]
+    assert pair.to_server(proof) == [proof]
+    assert pair.to_client(m.AuthOk(b"v" * 32)) == [m.AuthOk(b"v" * 32)]
+    contribution = m.Contribute("alice", b"ct")
+    assert pair.to_server(contribution, contribution, m.TranscriptRequest("alice")) == [
+        contribution, contribution, m.TranscriptRequest("alice")]
+    replies = [m.Receipt(b"r1", b"s", 1), m.Receipt(b"r2", b"s", 0), m.Transcript(b"t", b"s")]
+    assert pair.to_client(*replies) == replies
     assert pair.client.pending == pair.server.pending == 0
 
 
 def test_distribution_pipelined_replies_in_order():
     pair = Pair(distribution)
-    requests = [m.Auth("verifier", b"c"), m.Verify("a", "1"), m.Request("a"), m.Verify("a", "2")]
+    requests = [m.AuthStart("verifier", b"c" * 32), m.AuthProof(b"p"), m.Verify("a", "1"), m.Request("a"),
+                m.Verify("a", "2")]
     assert pair.to_server(*requests) == requests
-    assert pair.server.pending == 4
-    replies = [m.AuthOk(), m.Accept(), m.Issued(b"n", b"m", 5), m.Reject()]
+    assert pair.server.pending == 5
+    replies = [m.Challenge(b"s"), m.AuthOk(b"v"), m.Accept(), m.Issued(b"n", b"m", 5), m.Reject()]
     assert pair.to_client(*replies) == replies
 
 
@@ -72,17 +80,17 @@ def test_conversations_do_not_mix():
 
 def test_keyserver_refuses_distribution_opening():
     server = keyserver.Connection(SERVER)
-    server.receive_data(codec.encode(m.Auth("x", b"y")))
+    server.receive_data(codec.encode(m.AuthStart("x", b"y")))
     with pytest.raises(RemoteProtocolError):
         server.next_event()
 
 
 def test_server_reply_type_is_checked():
     pair = Pair(distribution)
-    pair.to_server(m.Auth("v", b"c"), m.Verify("a", "1"))
+    pair.to_server(m.AuthStart("v", b"c"), m.Verify("a", "1"))
     with pytest.raises(LocalProtocolError):
-        pair.server.send(m.Accept())  # AuthOk is due first
-    pair.server.send(m.AuthOk())
+        pair.server.send(m.Accept())  # Challenge is due first
+    pair.server.send(m.Challenge(b"s"))
     with pytest.raises(LocalProtocolError):
         pair.server.send(m.Issued(b"n", b"m", 1))
     with pytest.raises(LocalProtocolError):
@@ -91,21 +99,21 @@ def test_server_reply_type_is_checked():
 
 def test_client_rejects_unexpected_reply():
     pair = Pair(distribution)
-    pair.client.send(m.Auth("v", b"c"))
-    pair.client.receive_data(codec.encode(m.Accept()))
+    pair.client.send(m.AuthStart("v", b"c"))
+    pair.client.receive_data(codec.encode(m.AuthOk(b"v")))
     with pytest.raises(RemoteProtocolError):
         pair.client.next_event()
 
 
 def test_error_ends_the_conversation():
     pair = Pair(distribution)
-    pair.to_server(m.Auth("v", b"c"))
+    pair.to_server(m.AuthStart("v", b"c"))
     assert pair.to_client(m.Error()) == [m.Error()]
     assert pair.client.state == pair.server.state == "CLOSED"
     with pytest.raises(LocalProtocolError):
         pair.client.send(m.Verify("a", "1"))
     with pytest.raises(LocalProtocolError):
-        pair.server.send(m.AuthOk())
+        pair.server.send(m.Challenge(b"s"))
 
 
 def test_end_of_stream():
@@ -113,7 +121,7 @@ def test_end_of_stream():
     server.receive_data(b"")
     assert server.next_event() is CONNECTION_CLOSED
     torn = distribution.Connection(SERVER)
-    torn.receive_data(codec.encode(m.Auth("v", b"c"))[:-1])
+    torn.receive_data(codec.encode(m.AuthStart("v", b"c"))[:-1])
     torn.receive_data(b"")
     with pytest.raises(RemoteProtocolError):
         torn.next_event()
@@ -122,7 +130,7 @@ def test_end_of_stream():
 def test_client_cannot_send_replies_or_error():
     client = distribution.Connection(CLIENT)
     with pytest.raises(LocalProtocolError):
-        client.send(m.AuthOk())
+        client.send(m.AuthOk(b"v"))
     with pytest.raises(LocalProtocolError):
         client.send(m.Error())
 
@@ -130,7 +138,7 @@ def test_client_cannot_send_replies_or_error():
 def test_outstanding_requests_are_bounded():
     server = distribution.Connection(SERVER, max_pending=3)
     server.receive_data(b"".join(codec.encode(msg) for msg in
-                                 [m.Auth("v", b"c"), m.Verify("a", "1"), m.Verify("a", "2"), m.Verify("a", "3")]))
+                                 [m.AuthStart("v", b"c"), m.Verify("a", "1"), m.Verify("a", "2"), m.Verify("a", "3")]))
     for _ in range(3):
         server.next_event()
     with pytest.raises(RemoteProtocolError):

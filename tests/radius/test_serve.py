@@ -48,12 +48,12 @@ def served(request, tmp_path_factory):
          "--radius-socket", sock_path, "--verbose", "--workers", str(request.param)],
         stdout=subprocess.PIPE, stderr=stderr, text=True)
     distribution = data_dir.distribution()
-    client = distribution.authenticate("alice-device", credential.encode())
+    client = distribution.login("alice-device", credential.encode())
     issued_otps = []
 
     def request_otp():
         issued = distribution.request(client, "alice")
-        otp = masking.unmask(credential, "alice", issued.nonce, issued.masked)
+        otp = masking.unmask(client.session_key, "alice", issued.nonce, issued.masked, issued.expires_at_ms)
         issued_otps.append(otp)
         return otp
 

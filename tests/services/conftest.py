@@ -81,10 +81,11 @@ def device_otps():
     and returns a function that requests its next OTP and unmasks it."""
     def make(admin, distribution, account):
         credential = admin.add_client(f"dev-{account}", account=account)
-        client = distribution.authenticate(f"dev-{account}", credential)
+        client = distribution.login(f"dev-{account}", credential)
 
         def next_otp():
             issued = distribution.request(client, account)
-            return masking.unmask(credential, account, issued.nonce, issued.masked)
+            return masking.unmask(client.session_key, account, issued.nonce, issued.masked,
+                                  issued.expires_at_ms)
         return next_otp
     return make

@@ -155,9 +155,9 @@ def test_datadir_postgres_store_end_to_end(tmp_path, pg_url, monkeypatch, clock)
     assert isinstance(store, PostgresStore)
     try:
         dist = Distribution(store, clock=clock)
-        client = dist.authenticate("dev", credential)
+        client = dist.login("dev", credential)
         issued = dist.request(client, "alice")
-        otp = masking.unmask(credential, "alice", issued.nonce, issued.masked)
+        otp = masking.unmask(client.session_key, "alice", issued.nonce, issued.masked, issued.expires_at_ms)
         assert dist.verify_many([_item("alice", otp), _item("alice", otp)]) == [True, False]
     finally:
         store.close()

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from otpfast.errors import InvalidToken, Refused
-from otpfast.services import masking
+from otpfast.services import credentials, masking
 from otpfast.services.distribution import ClientInfo, VerifyItem
 
 
@@ -19,14 +19,15 @@ def chain_account(admin):
 def clients(admin, distribution, chain_account):
     device = admin.add_client("device", account=chain_account)
     relying = admin.add_client("rp", verifier=True)
-    return {"device": (distribution.authenticate("device", device), device),
-            "rp": (distribution.authenticate("rp", relying), relying)}
+    return {"device": (distribution.login("device", device), device),
+            "rp": (distribution.login("rp", relying), relying)}
 
 
 def request(distribution, clients, account="chain", who="device"):
-    info, credential = clients[who]
+    info, _credential = clients[who]
     issued = distribution.request(info, account)
-    return masking.unmask(credential, account, issued.nonce, issued.masked), issued
+    return masking.unmask(info.session_key, account, issued.nonce, issued.masked,
+                          issued.expires_at_ms), issued
 
 
 def independent_chain(seed_hex, length):
@@ -37,27 +38,83 @@ def independent_chain(seed_hex, length):
 
 
 # -- authentication and masking ---------------------------------------------------------------
+BINDING = hashlib.sha256(b"the server certificate").digest()
+
+
+def exchange(name, binding=BINDING, kind=credentials.CLIENT):
+    return credentials.Exchange(kind, name, credentials.new_nonce(), credentials.new_nonce(), binding)
+
+
 def test_distribution_authenticate(distribution, clients):
-    info, credential = clients["device"]
-    assert info == ClientInfo("device", "chain", False)
-    assert distribution.authenticate("device", credential.encode() + b"\n") == info
-    for name, cred in (("device", clients["rp"][1]), ("nobody", credential), ("device", b""),
-                       ("device", None), (None, credential)):
-        with pytest.raises(Refused) as exc:
-            distribution.authenticate(name, cred)
-        assert str(exc.value) == ""
+    _, credential = clients["device"]
+    ex = exchange("device")
+    proof, session_key = credentials.prove(credential.encode() + b"\n", ex)
+    assert len(proof) == len(credential) and credential.encode() not in proof
+    info = distribution.authenticate(ex, proof)
+    assert info == ClientInfo("device", "chain", False) and info.session_key == session_key
+    assert "session_key" not in repr(info)
 
 
-def test_distribution_request_is_masked_per_client(distribution, clients, store):
+def _relayed(credential):
+    """A proof made for a relay's certificate, replayed at the real server."""
+    relay = exchange("device", binding=hashlib.sha256(b"relay certificate").digest())
+    proof, _ = credentials.prove(credential, relay)
+    return credentials.Exchange(relay.kind, relay.principal, relay.client_nonce, relay.server_nonce,
+                                BINDING), proof
+
+
+AUTH_REFUSALS = {
+    "wrong-credential": lambda creds: (exchange("device"), credentials.prove(creds["rp"][1], exchange("device"))[0]),
+    "unknown-client": lambda creds: (exchange("nobody"), b"x" * 43),
+    "altered-proof": lambda creds: (exchange("device"), b"\0" * 43),
+    "other-nonce": lambda creds: (exchange("device"), credentials.prove(creds["device"][1], exchange("device"))[0]),
+    "relayed": lambda creds: _relayed(creds["device"][1]),
+    "authority-kind": lambda creds: (exchange("device", kind=credentials.AUTHORITY),
+                                     credentials.prove(creds["device"][1], exchange("device", kind=credentials.AUTHORITY))[0]),
+    "proof-not-bytes": lambda creds: (exchange("device"), None),
+    "empty-proof": lambda creds: (exchange("device"), b""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AUTH_REFUSALS))
+def test_distribution_authenticate_refusals(case, distribution, clients, store, state_of, monkeypatch):
+    ex, proof = AUTH_REFUSALS[case](clients)
+    noted = []
+    monkeypatch.setattr(distribution, "note_refusal", lambda *args: noted.append(args))
+    before = state_of(store)
+    with pytest.raises(Refused) as exc:
+        distribution.authenticate(ex, proof, source="192.0.2.7")
+    assert str(exc.value) == ""
+    assert state_of(store) == before
+    # one refusal noted for the audit log (batched by the throttle), not a transaction here
+    assert [(event, client, source, outcome) for _, event, _, client, source, outcome in noted] == [
+        ("authenticate", ex.principal, "192.0.2.7", "refused")]
+
+
+def test_distribution_refusal_is_audited(distribution, clients, store):
+    with pytest.raises(Refused):
+        distribution.authenticate(exchange("device"), b"x" * 43, source="192.0.2.7")
+    entry = list(store.audit_entries())[-1]
+    assert (entry.event, entry.client, entry.source, entry.outcome) == (
+        "authenticate", "device", "192.0.2.7", "refused")
+
+
+def test_distribution_request_is_masked_per_session(distribution, clients, store):
     otp, issued = request(distribution, clients)
     assert otp.encode() not in issued.masked
-    with pytest.raises(InvalidToken):
-        masking.unmask(clients["rp"][1], "chain", issued.nonce, issued.masked)
-    with pytest.raises(InvalidToken):
-        masking.unmask(clients["device"][1], "other", issued.nonce, issued.masked)
-    tampered = bytes([issued.masked[0] ^ 1]) + issued.masked[1:]
-    with pytest.raises(InvalidToken):
-        masking.unmask(clients["device"][1], "chain", issued.nonce, tampered)
+    other_session = distribution.login("device", clients["device"][1])
+    for key, account, nonce, masked, expiry in (
+            (other_session.session_key, "chain", issued.nonce, issued.masked, issued.expires_at_ms),
+            (clients["rp"][0].session_key, "chain", issued.nonce,
+             issued.masked, issued.expires_at_ms),
+            (clients["device"][0].session_key, "other", issued.nonce, issued.masked, issued.expires_at_ms),
+            (clients["device"][0].session_key, "chain", issued.nonce,
+             bytes([issued.masked[0] ^ 1]) + issued.masked[1:], issued.expires_at_ms),
+            # the expiry is authenticated too: a relay cannot stretch it
+            (clients["device"][0].session_key, "chain", issued.nonce, issued.masked,
+             issued.expires_at_ms + 3_600_000)):
+        with pytest.raises(InvalidToken):
+            masking.unmask(key, account, nonce, masked, expiry)
 
 
 def test_distribution_hashchain_follows_the_paper(distribution, clients, store, clock):
@@ -96,11 +153,11 @@ def test_distribution_hashchain_value_not_issued_is_refused(distribution, client
 def test_distribution_hashchain_exhausted(admin, distribution, clients):
     admin.add_account("short", "hashchain", chain_length=2)
     credential = admin.add_client("dev2", account="short")
-    info = distribution.authenticate("dev2", credential)
+    info = distribution.login("dev2", credential)
     for _ in range(2):
         issued = distribution.request(info, "short")
-        distribution.verify("short", masking.unmask(credential, "short", issued.nonce,
-                                                    issued.masked), source="t")
+        distribution.verify("short", masking.unmask(info.session_key, "short", issued.nonce,
+                                                    issued.masked, issued.expires_at_ms), source="t")
     with pytest.raises(Refused):
         distribution.request(info, "short")
 
@@ -151,8 +208,8 @@ def test_distribution_request_refused_for_pending_totp_and_locked(admin, distrib
     admin.add_account("pending", "hashchain", authorities=(1, 2))
     admin.add_account("t", "totp")
     for account in ("pending", "t"):
-        info = distribution.authenticate(account + "-dev",
-                                         admin.add_client(account + "-dev", account=account))
+        info = distribution.login(account + "-dev",
+                                  admin.add_client(account + "-dev", account=account))
         before = state_of(store)
         with pytest.raises(Refused):
             distribution.request(info, account)

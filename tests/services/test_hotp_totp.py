@@ -36,8 +36,9 @@ def test_hotp_look_ahead(admin, distribution, store, algorithm, digits):
 def test_hotp_server_issued_and_app_share_the_counter(admin, distribution, store):
     admin.add_account("h", "hotp")
     credential = admin.add_client("dev", account="h")
-    issued = distribution.request(distribution.authenticate("dev", credential), "h")
-    otp = masking.unmask(credential, "h", issued.nonce, issued.masked)
+    client = distribution.login("dev", credential)
+    issued = distribution.request(client, "h")
+    otp = masking.unmask(client.session_key, "h", issued.nonce, issued.masked, issued.expires_at_ms)
     token = app(store, "h")
     assert otp == token.at(0)
     assert store.account("h").counter == 1
@@ -50,11 +51,12 @@ def test_hotp_server_issued_and_app_share_the_counter(admin, distribution, store
 def test_hotp_issued_otp_expires(admin, distribution, store, clock):
     admin.add_account("h", "hotp", ttl=120)
     credential = admin.add_client("dev", account="h")
-    issued = distribution.request(distribution.authenticate("dev", credential), "h")
+    client = distribution.login("dev", credential)
+    issued = distribution.request(client, "h")
     clock.advance(121)
     with pytest.raises(InvalidToken):
-        distribution.verify("h", masking.unmask(credential, "h", issued.nonce, issued.masked),
-                            source="net")
+        distribution.verify("h", masking.unmask(client.session_key, "h", issued.nonce, issued.masked,
+                                                issued.expires_at_ms), source="net")
 
 
 @pytest.mark.parametrize("algorithm,digits", [("sha1", 6), ("sha256", 8)])

@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from otpfast import core, phrase, rsaotp, rsaparams
 from otpfast.errors import InvalidParameter, InvalidToken
-from otpfast.services import masking
+from otpfast.services import derivation, masking
 from otpfast.services.derivation import HmacDrbg
-from otpfast.services.keyserver import encrypt_phrase
+from otpfast.services.keyserver import AuthorityInfo, encrypt_phrase
 
 
 class IndependentDrbg:
@@ -44,11 +44,12 @@ def test_drbg_matches_independent_definition():
 
 def issue_and_verify(admin, distribution, account, n):
     credential = admin.add_client(account + "-dev", account=account)
-    info = distribution.authenticate(account + "-dev", credential)
+    info = distribution.login(account + "-dev", credential)
     otps = []
     for _ in range(n):
         issued = distribution.request(info, account)
-        otps.append(masking.unmask(credential, account, issued.nonce, issued.masked))
+        otps.append(masking.unmask(info.session_key, account, issued.nonce, issued.masked,
+                                   issued.expires_at_ms))
     for otp in otps:
         distribution.verify(account, otp, source="test")
         with pytest.raises(InvalidToken):
@@ -110,17 +111,20 @@ def test_rsa_types_need_insecure_flag(admin):
         assert exc.value.field == "insecure-paper-mode"
 
 
-def test_rsa_lfsr_ceremony_derives_parameters(admin, keyserver, store):
-    credentials = {i: admin.add_authority(i) for i in (1, 2, 3, 4)}
+def test_rsa_lfsr_ceremony_derives_parameters(admin, keyserver, store, monkeypatch):
+    for i in (1, 2, 3, 4):
+        admin.add_authority(i)
     admin.add_account("paper", "rsa-lfsr", insecure_paper_mode=True, authorities=(1, 2, 3, 4))
     pem = keyserver.public_key_pem()
+    salts, digest = {}, derivation.contribution_digest
+    monkeypatch.setattr(derivation, "contribution_digest",
+                        lambda data, salt, n: salts.setdefault(data, salt) and digest(data, salt, n))
     phrases = {}
     for i in (1, 2, 3, 4):
         phrases[i] = phrase.secret_phrase(i, 1000 + i).data
-        keyserver.contribute("paper", i, credentials[i], encrypt_phrase(pem, phrases[i]))
-    ikm = b"".join(hashlib.pbkdf2_hmac("sha256", phrases[c.authority_id], c.salt,
-                                       keyserver.iterations, 32)
-                   for c in store.contributions("paper"))
+        keyserver.contribute(AuthorityInfo(i, b""), "paper", encrypt_phrase(pem, phrases[i], "paper", i))
+    ikm = b"".join(hashlib.pbkdf2_hmac("sha256", phrases[i], salts[phrases[i]], keyserver.iterations, 32)
+                   for i in (1, 2, 3, 4))
     secret = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"otpfast ceremony v1",
                   info=b"otpfast token secret\0paper").derive(ikm)
     params = rsaparams.generate_params(6, randbits=IndependentDrbg(secret, "rsa params"))

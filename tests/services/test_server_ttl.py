@@ -16,8 +16,9 @@ def device(admin):
 
 
 def _issue(distribution, credential):
-    issued = distribution.request(distribution.authenticate("device", credential), "alice")
-    return masking.unmask(credential, "alice", issued.nonce, issued.masked), issued
+    client = distribution.login("device", credential)
+    issued = distribution.request(client, "alice")
+    return masking.unmask(client.session_key, "alice", issued.nonce, issued.masked, issued.expires_at_ms), issued
 
 
 def test_server_ttl_overrides_the_account_ttl_up_to_the_boundary(store, clock, device):

@@ -130,6 +130,9 @@ class ServerProtocol(asyncio.Protocol):
             transport.abort()
             return
         self._tracker.protocols.add(self)
+        opened = getattr(self._handler, "connection_made", None)   # the handler learns its peer
+        if opened is not None:
+            opened(transport)
         self._last_activity = self._loop.time()
         self._arm_timer(self._limits.idle_timeout)
 

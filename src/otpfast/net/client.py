@@ -1,24 +1,35 @@
 """Client side: ``async with connect(host, port, pin=...) as client: ...``.
 
-The server is authenticated by its certificate fingerprint right after the TLS handshake,
-before any credential is sent.
+The server is authenticated by its certificate fingerprint right after the TLS handshake;
+the client then proves its credential by challenge-response bound to that certificate
+(services.credentials): the credential itself never leaves this process.
 """
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 
-from ..errors import InvalidParameter, ProtocolError, Refused, RemoteProtocolError
+from ..errors import InvalidParameter, LocalProtocolError, ProtocolError, Refused, RemoteProtocolError
 from ..protocol import combined
-from ..protocol._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA
-from ..protocol.messages import Accept, Auth, Contribute, Error, Hello, Request, Verify
+from ..protocol._connection import CLIENT, CONNECTION_CLOSED, IDLE, NEED_DATA
+from ..protocol.messages import (Accept, AuthProof, AuthStart, Contribute, Error, Hello, Request,
+                                 TranscriptRequest, Verify)
+from ..services import credentials, masking
 from . import tls
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class IssuedOtp:
-    nonce: bytes
-    masked: bytes
+    """An OTP the server issued, unmasked and checked (account, OTP and expiry)."""
+    otp: str = dataclasses.field(repr=False)
     expires_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContributionReceipt:
+    receipt: bytes
+    signature: bytes
+    remaining: int          # authorities still to contribute; 0: the ceremony is complete
 
 
 class Client:
@@ -28,12 +39,15 @@ class Client:
     ``verify_many`` pipelines many verifications in one round trip.
     """
 
-    def __init__(self, reader, writer, fingerprint, *, timeout):
+    def __init__(self, reader, writer, fingerprint, *, timeout, binding):
         self._reader = reader
         self._writer = writer
         self._conn = combined.Connection(CLIENT)
         self.fingerprint = fingerprint
         self.timeout = timeout
+        self._binding = binding          # tls.end_point of the certificate this connection saw
+        self._session_key = None
+        self._public_key = None
 
     async def _send(self, *messages):
         self._writer.write(b"".join(self._conn.send(m) for m in messages))
@@ -55,23 +69,54 @@ class Client:
 
     async def public_key(self):
         """The key server's RSA public key (PEM bytes)."""
-        await self._send(Hello())
-        return (await self._receive()).pem
+        if self._public_key is None:
+            await self._send(Hello())
+            self._public_key = (await self._receive()).pem
+        return self._public_key
 
-    async def contribute(self, account, authority_id, credential, ciphertext):
-        """Send an authority's encrypted secret phrase; return the receipt."""
-        await self._send(Contribute(account, authority_id, credential, ciphertext))
-        return (await self._receive()).receipt
+    async def _authenticate(self, kind, principal, credential):
+        client_nonce = credentials.new_nonce()
+        await self._send(AuthStart(principal, client_nonce))
+        challenge = await self._receive()
+        exchange = credentials.Exchange(kind, principal, client_nonce, challenge.server_nonce, self._binding)
+        proof, session_key = credentials.prove(credential, exchange)
+        await self._send(AuthProof(proof))
+        ok = await self._receive()
+        if not hmac.compare_digest(ok.server_signature, credentials.server_signature(session_key)):
+            raise Refused("the server did not prove it knows this credential")
+        self._session_key = session_key
 
     async def authenticate(self, client_name, credential):
-        await self._send(Auth(client_name, credential))
-        await self._receive()
+        """Prove ``client_name``'s credential to the distribution server."""
+        await self._authenticate(credentials.CLIENT, client_name, credential)
+
+    async def authenticate_authority(self, authority_id, credential):
+        """Prove authority ``authority_id``'s credential to the key server (after Hello)."""
+        if self._conn.state is IDLE:
+            await self.public_key()
+        await self._authenticate(credentials.AUTHORITY, str(authority_id), credential)
+
+    async def contribute(self, account, ciphertext):
+        """Send an authenticated authority's encrypted secret phrase; return its receipt."""
+        await self._send(Contribute(account, ciphertext))
+        reply = await self._receive()
+        return ContributionReceipt(reply.receipt, reply.signature, reply.remaining)
+
+    async def transcript(self, account):
+        """(transcript, signature) of ``account``'s completed ceremony."""
+        await self._send(TranscriptRequest(account))
+        reply = await self._receive()
+        return reply.transcript, reply.signature
 
     async def request(self, account):
-        """The next OTP of ``account``, masked (unmask with services.masking.unmask)."""
+        """The next OTP of ``account``, unmasked with this connection's session key; InvalidToken
+        if the response was altered (its expiry included) or not made for this session."""
+        if self._session_key is None:
+            raise LocalProtocolError("authenticate before requesting OTPs")
         await self._send(Request(account))
         issued = await self._receive()
-        return IssuedOtp(issued.nonce, issued.masked, issued.expires_at_ms / 1000.0)
+        otp = masking.unmask(self._session_key, account, issued.nonce, issued.masked, issued.expires_at_ms)
+        return IssuedOtp(otp, issued.expires_at_ms / 1000.0)
 
     async def verify(self, account, otp):
         """True if the server accepted the OTP (it is used up then), False if rejected."""
@@ -116,7 +161,7 @@ async def connect(host, port, *, pin=None, known_servers=None, on_first_use=None
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         fingerprint = tls.check_server(address, der, pin=pin, known_servers=known_servers,
                                        on_first_use=on_first_use)
-        client = Client(reader, writer, fingerprint, timeout=timeout)
+        client = Client(reader, writer, fingerprint, timeout=timeout, binding=tls.end_point(der))
     except BaseException:
         writer.close()
         raise

@@ -1,11 +1,14 @@
-"""Distribution server over the network: Auth, then Request -> Issued, Verify -> Accept/Reject."""
+"""Distribution server over the network: AuthStart -> Challenge, AuthProof -> AuthOk, then
+Request -> Issued, Verify -> Accept/Reject."""
 from ..protocol import distribution as distribution_protocol
-from ..protocol.messages import Accept, Auth, AuthOk, Error, Issued, Reject, Request, Verify
+from ..protocol.messages import Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request, Verify
+from ..services import credentials
+from . import tls
+from ._auth import Authentication, peer_host
 from ._stream import Reply, ServerLimits, start_server
 
 _ACCEPT = Accept()
 _REJECT = Reject()
-_AUTH_OK = AuthOk()
 
 
 def _verdict(ok):
@@ -13,42 +16,60 @@ def _verdict(ok):
 
 
 def _issued(issued):
-    return Issued(issued.nonce, issued.masked, max(0, int(issued.expires_at * 1000)))
+    return Issued(issued.nonce, issued.masked, issued.expires_at_ms)
 
 
 class DistributionHandler:
-    """Per-connection handler; every service call goes through the AsyncVerifier (store on the loop's thread)."""
+    """Per-connection handler; every service call goes through the AsyncVerifier (store on the
+    loop's thread). ``binding``: the server certificate's channel binding (tls.end_point)."""
 
-    def __init__(self, verifier):
+    def __init__(self, verifier, binding):
         self._verifier = verifier
         self._distribution = verifier.distribution
+        self._auth = Authentication(credentials.CLIENT, binding)
         self.client = None
+        self.source = "-"
+
+    @property
+    def authenticated(self):
+        return self.client is not None
+
+    def connection_made(self, transport):
+        self.source = peer_host(transport)
 
     def _authenticated(self, client):
         self.client = client
-        return _AUTH_OK
+        return AuthOk(credentials.server_signature(client.session_key))
 
     def handle(self, event):
         kind = type(event)
-        if kind is Verify:
+        client = self.client
+        if kind is Verify and client is not None:
             reply = Reply.waiting(_verdict)
-            self._verifier.verify_callback(event.account, event.otp, reply, source="protocol", client=self.client)
+            self._verifier.verify_callback(event.account, event.otp, reply, source="protocol", client=client)
             return reply
-        if kind is Request:
+        if kind is Request and client is not None:
             return Reply(future=self._verifier.call_future(
-                self._distribution.request, self.client, event.account), convert=_issued)
-        if kind is Auth:
-            future = self._verifier.call_future(self._distribution.authenticate, event.client, event.credential)
-            return Reply(future=future, convert=self._authenticated, barrier=True)
+                self._distribution.request, client, event.account), convert=_issued)
+        if kind is AuthStart:
+            return self._auth.start(event)
+        if kind is AuthProof:
+            exchange = self._auth.proof()
+            if exchange is not None:
+                future = self._verifier.call_future(self._distribution.authenticate, exchange, event.proof,
+                                                    source=self.source)
+                return Reply(future=future, convert=self._authenticated, barrier=True)
         return Reply(Error())
 
 
 async def serve_distribution(verifier, ssl_context, host, port, *, limits=None, sock=None):
     """Serve the distribution server with TLS on (host, port) or bound socket ``sock``;
-    ``verifier`` is an AsyncVerifier; return a Listener."""
+    ``verifier`` is an AsyncVerifier; return a Listener. ``ssl_context`` must come from
+    tls.server_context (or have its certificate recorded with tls.remember_end_point)."""
+    binding = tls.server_end_point(ssl_context)
 
     def make_handler():
-        return DistributionHandler(verifier)
+        return DistributionHandler(verifier, binding)
 
     return await start_server(distribution_protocol.Connection, make_handler, ssl_context, host, port, limits,
                               sock=sock)

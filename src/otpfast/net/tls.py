@@ -1,11 +1,17 @@
 """TLS contexts. Servers: TLS 1.2+ from the data directory. Clients: TLS 1.2+ with the
 server authenticated by its certificate fingerprint, pinned (``--pin sha256:HEX``) or
 trusted on first use and remembered in a known-servers file (as ssh's known_hosts).
+
+Channel binding (RFC 5929 tls-server-end-point, always SHA-256): both ends bind the
+authentication proof to SHA-256 of the server certificate's DER. The client reads it from the
+connection; a server cannot read its own certificate back from ``ssl``, so ``server_context``
+records it with the context (``remember_end_point`` for contexts built elsewhere).
 """
 import hashlib
 import hmac
 import os
 import ssl
+import weakref
 
 from ..errors import InvalidParameter, Refused
 
@@ -16,11 +22,35 @@ class FingerprintMismatch(Refused):
     """The server's certificate does not match the pinned or remembered fingerprint."""
 
 
+_END_POINTS = weakref.WeakKeyDictionary()   # server SSLContext -> its channel binding
+
+
+def end_point(der_certificate):
+    """tls-server-end-point channel binding of a DER certificate."""
+    return hashlib.sha256(der_certificate).digest()
+
+
+def remember_end_point(context, der_certificate):
+    """Record the certificate a server context presents (for ``server_end_point``)."""
+    _END_POINTS[context] = end_point(der_certificate)
+    return context
+
+
+def server_end_point(context):
+    """The channel binding of a server context's certificate; ValueError if not recorded."""
+    try:
+        return _END_POINTS[context]
+    except KeyError:
+        raise ValueError("server context without a recorded certificate "
+                         "(use tls.server_context or tls.remember_end_point)") from None
+
+
 def server_context(datadir):
     """The data directory's server context, with TLS 1.2 as the floor whatever it says."""
     context = datadir.ssl_server_context()
     if context.minimum_version < ssl.TLSVersion.TLSv1_2:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _END_POINTS[context] = bytes.fromhex(datadir.fingerprint().removeprefix("sha256:"))
     return context
 
 

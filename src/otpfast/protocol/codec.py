@@ -4,13 +4,16 @@ The body is the message's fields in declared order: ``str``/``bytes`` as ``u16be
 + data (at least one byte, at most the field's limit), ``u32``/``u64`` big-endian. Nothing
 may follow the last field. The frame length is checked against ``MAX_FRAME`` as soon as
 the header arrives, before any of the body is buffered.
+
+Version 2 authenticates by challenge-response (AuthStart, Challenge, AuthProof); version 1
+sent the credential itself and is refused like any other protocol violation.
 """
 import struct
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .messages import MESSAGE_TYPES
 
-VERSION = 1
+VERSION = 2
 MAX_FRAME = 64 * 1024          # body bytes
 HEADER = struct.Struct(">BBI")
 HEADER_SIZE = HEADER.size
@@ -41,7 +44,7 @@ def _encode_field(kind, limit, name, value):
     return _U16.pack(len(data)) + data
 
 
-# Messages without fields (AuthOk, Accept, Reject, Error, Hello) always encode the same.
+# Messages without fields (Accept, Reject, Error, Hello) always encode the same.
 _FIELDLESS_FRAMES = {cls: HEADER.pack(VERSION, cls.TYPE, 0) for cls in MESSAGE_TYPES.values() if not cls.FIELDS}
 
 

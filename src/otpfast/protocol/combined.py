@@ -1,4 +1,5 @@
-"""One port for both services (``otpfast serve``): the opening message picks the conversation."""
+"""One port for both services (``otpfast serve``): the opening message (Hello or AuthStart) picks
+the conversation."""
 from . import distribution, keyserver
 from ._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA, SERVER, Connection as _Connection
 

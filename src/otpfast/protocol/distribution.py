@@ -1,10 +1,10 @@
-"""Distribution-server conversation: Auth -> AuthOk, then Request -> Issued and
-Verify -> Accept | Reject, pipelined, replies in request order."""
+"""Distribution-server conversation: AuthStart -> Challenge, AuthProof -> AuthOk, then
+Request -> Issued and Verify -> Accept | Reject, pipelined, replies in request order."""
 from ._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA, SERVER, Connection as _Connection
-from .messages import Accept, Auth, AuthOk, Issued, Reject, Request, Verify
+from .messages import Accept, AuthOk, AuthProof, AuthStart, Challenge, Issued, Reject, Request, Verify
 
-REQUESTS = {Request: (Issued,), Verify: (Accept, Reject)}
-CONVERSATION = {Auth: ((AuthOk,), REQUESTS)}
+REQUESTS = {AuthProof: (AuthOk,), Request: (Issued,), Verify: (Accept, Reject)}
+CONVERSATION = {AuthStart: ((Challenge,), REQUESTS)}
 
 __all__ = ["CLIENT", "SERVER", "NEED_DATA", "CONNECTION_CLOSED", "CONVERSATION", "Connection"]
 

@@ -1,8 +1,11 @@
-"""Key-server conversation: Hello -> PublicKey, then Contribute -> Receipt (repeatable)."""
+"""Key-server conversation: Hello -> PublicKey; then AuthStart -> Challenge, AuthProof -> AuthOk
+(the authority authenticates), Contribute -> Receipt and TranscriptRequest -> Transcript."""
 from ._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA, SERVER, Connection as _Connection
-from .messages import Contribute, Hello, PublicKey, Receipt
+from .messages import (AuthOk, AuthProof, AuthStart, Challenge, Contribute, Hello, PublicKey, Receipt,
+                       Transcript, TranscriptRequest)
 
-REQUESTS = {Hello: (PublicKey,), Contribute: (Receipt,)}
+REQUESTS = {Hello: (PublicKey,), AuthStart: (Challenge,), AuthProof: (AuthOk,), Contribute: (Receipt,),
+            TranscriptRequest: (Transcript,)}
 CONVERSATION = {Hello: ((PublicKey,), REQUESTS)}
 
 __all__ = ["CLIENT", "SERVER", "NEED_DATA", "CONNECTION_CLOSED", "CONVERSATION", "Connection"]

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 NAME_LIMIT = 128          # account / client names, UTF-8 bytes
 OTP_LIMIT = 256           # an OTP as typed (hex hash-chain values, RFC 2289 six words)
-CREDENTIAL_LIMIT = 256
+PROOF_LIMIT = 255         # as long as the credential: 43 bytes for every credential otpfast issues
 CIPHERTEXT_LIMIT = 1024   # RSA-OAEP under keys up to 8192 bits
 PEM_LIMIT = 16384
 RECEIPT_LIMIT = 256
 NONCE_LIMIT = 64
 MASKED_LIMIT = 1024
+SIGNATURE_LIMIT = 1024    # RSA-PSS under keys up to 8192 bits
+DIGEST_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,44 +37,66 @@ class PublicKey:
 
 @dataclass(frozen=True, slots=True)
 class Contribute:
-    """Authority -> key server: an encrypted secret phrase for one account's ceremony."""
+    """Authority -> key server (after authenticating): an encrypted secret phrase for one
+    account's ceremony (RSA-OAEP, labelled with the account and the authority id)."""
     account: str
-    authority_id: int
-    credential: bytes
     ciphertext: bytes
     TYPE = 3
-    FIELDS = (("account", "str", NAME_LIMIT), ("authority_id", "u32", 1),
-              ("credential", "bytes", CREDENTIAL_LIMIT), ("ciphertext", "bytes", CIPHERTEXT_LIMIT))
+    FIELDS = (("account", "str", NAME_LIMIT), ("ciphertext", "bytes", CIPHERTEXT_LIMIT))
 
     def __repr__(self):
-        return f"Contribute(account={self.account!r}, authority_id={self.authority_id}, credential=<hidden>, ciphertext=<{len(self.ciphertext)} bytes>)"
+        return f"Contribute(account={self.account!r}, ciphertext=<{len(self.ciphertext)} bytes>)"
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """Key server -> authority: the receipt binding the contribution into the transcript."""
+    """Key server -> authority: the receipt (a digest binding the contribution), signed by the
+    key server (RSA-PSS-SHA256), and how many authorities still have to contribute."""
     receipt: bytes
+    signature: bytes
+    remaining: int
     TYPE = 4
-    FIELDS = (("receipt", "bytes", RECEIPT_LIMIT),)
+    FIELDS = (("receipt", "bytes", DIGEST_LIMIT), ("signature", "bytes", SIGNATURE_LIMIT),
+              ("remaining", "u32", 0))
 
 
 @dataclass(frozen=True, slots=True)
-class Auth:
-    """Client -> distribution server: authenticate as a registered client."""
-    client: str
-    credential: bytes
-    TYPE = 5
-    FIELDS = (("client", "str", NAME_LIMIT), ("credential", "bytes", CREDENTIAL_LIMIT))
+class AuthStart:
+    """Client or authority -> server: start authenticating as ``principal`` (a client name, or
+    an authority id in decimal on the key server)."""
+    principal: str
+    client_nonce: bytes
+    TYPE = 13
+    FIELDS = (("principal", "str", NAME_LIMIT), ("client_nonce", "bytes", NONCE_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Server -> client: the server's nonce."""
+    server_nonce: bytes
+    TYPE = 14
+    FIELDS = (("server_nonce", "bytes", NONCE_LIMIT),)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthProof:
+    """Client -> server: the proof of the credential, bound to both nonces and to the server
+    certificate the client saw (services.credentials); never the credential itself."""
+    proof: bytes
+    TYPE = 15
+    FIELDS = (("proof", "bytes", PROOF_LIMIT),)
 
     def __repr__(self):
-        return f"Auth(client={self.client!r}, credential=<hidden>)"
+        return f"AuthProof(proof=<{len(self.proof)} bytes>)"
 
 
 @dataclass(frozen=True, slots=True)
 class AuthOk:
-    """Distribution server -> client: authenticated."""
+    """Server -> client: authenticated; ``server_signature`` proves the server knew the
+    credential's stored hash and saw the same certificate."""
+    server_signature: bytes
     TYPE = 6
-    FIELDS = ()
+    FIELDS = (("server_signature", "bytes", DIGEST_LIMIT),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +148,24 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptRequest:
+    """Authority -> key server (after authenticating): the signed transcript of a completed
+    ceremony the authority took part in."""
+    account: str
+    TYPE = 16
+    FIELDS = (("account", "str", NAME_LIMIT),)
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """Key server -> authority: the ceremony transcript and its RSA-PSS-SHA256 signature."""
+    transcript: bytes
+    signature: bytes
+    TYPE = 17
+    FIELDS = (("transcript", "bytes", DIGEST_LIMIT), ("signature", "bytes", SIGNATURE_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """Server -> peer: generic refusal; the server closes the connection after it."""
     TYPE = 12
@@ -131,4 +173,5 @@ class Error:
 
 
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
-    Hello, PublicKey, Contribute, Receipt, Auth, AuthOk, Request, Issued, Verify, Accept, Reject, Error)}
+    Hello, PublicKey, Contribute, Receipt, AuthOk, Request, Issued, Verify, Accept, Reject, Error,
+    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript)}

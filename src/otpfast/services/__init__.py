@@ -9,7 +9,14 @@ API as in /work/service-api.md. Additions (no deviation from the contract):
 * ``credential`` arguments accept bytes or str (the credential's text form; surrounding
   whitespace such as a credential file's newline is ignored).
 * ``KeyServer(store, private_key, *, iterations=600_000, clock=time.time)``;
-  ``keyserver.encrypt_phrase(public_key_pem, phrase) -> bytes`` is the authority's side.
+  ``keyserver.encrypt_phrase(public_key_pem, phrase, account, authority_id) -> bytes`` is the
+  authority's side (OAEP labelled with account and authority); ``check_receipt`` and
+  ``check_transcript`` verify the key server's signatures.
+* Principals prove their credential by challenge-response (services.credentials):
+  ``Distribution.authenticate(exchange, proof, *, source)`` and
+  ``KeyServer.authenticate(...)``; ``Distribution.login(name, credential)`` is the in-process
+  form. ``ClientInfo.session_key`` masks that session's OTPs (``unmask(key, account, nonce,
+  masked, expires_at_ms)``).
 * ``Admin`` (services.admin) is what the admin CLI calls; ``DataDir.admin(clock)`` builds it.
 * Refusals are recorded in the audit log (outcome "refused"); that is the only change a
   refused call makes.

@@ -1,7 +1,8 @@
 """Administration: authorities, clients and accounts (what the admin CLI commands call).
 
-Credentials are returned once and stored only as a hash; a client's masking key is derived
-from its credential (masking.py) and stored encrypted at rest.
+Credentials are returned once and stored only as a hash. (The clients table's mask key column
+is filled with random bytes and no longer read: since protocol v2 each connection's responses
+are masked with that connection's session key, services/masking.py.)
 """
 import secrets
 import time
@@ -9,7 +10,7 @@ import time
 from otpfast.errors import InvalidParameter
 from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
-from . import audit, credentials, masking, policy, tokens
+from . import audit, credentials, policy, tokens
 from .derivation import SECRET_BYTES
 
 
@@ -43,7 +44,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.add_client(name, account, verifier, credentials.credential_hash(credential),
-                                 masking.mask_key(credential), now):
+                                 secrets.token_bytes(32), now):
                 raise InvalidParameter("name", f"client {name!r} exists already")
             self._audit(tx, now, "client-added", account=account or "-", client=name)
         return credential

@@ -13,6 +13,7 @@ REQUEST = "request"
 AUTHENTICATE = "authenticate"
 CONTRIBUTE = "contribute"
 CEREMONY_COMPLETE = "ceremony-complete"
+TRANSCRIPT = "transcript"
 ADMIN = "admin"
 
 # outcomes

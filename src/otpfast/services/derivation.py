@@ -10,8 +10,8 @@ Ceremony (the source's steps 3-5, hardened as DESIGN §2 asks):
     transcript = SHA-256("otpfast transcript v1\\0" || account || "\\0" ||
                          u32(a) || SHA-256(ct_a) || u32(b) || SHA-256(ct_b) || ...)
 
-The authority whose contribution completes the ceremony receives the transcript (the final
-receipt, binding every ciphertext); the others receive their own receipt_i. Accounts created
+Each authority receives its receipt_i and, once the ceremony is complete, the transcript
+(binding every ciphertext), both signed by the key server (services.keyserver). Accounts created
 without a ceremony take ``secret`` from the CSPRNG. Either way the scheme's material is then
 derived from ``secret`` deterministically (:func:`derive_material`), so the same
 contributions always give the same token.

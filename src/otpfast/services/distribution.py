@@ -31,6 +31,8 @@ class ClientInfo:
     name: str
     account: str | None
     verifier: bool
+    # this connection's key (masks issued OTPs); memory only
+    session_key: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class IssuedOtp:
     nonce: bytes
     masked: bytes
     expires_at: float
+    expires_at_ms: int          # what the mask's tag covers (and the wire carries)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,21 +91,35 @@ class Distribution:
         self._tokens = _TokenCache()
 
     # -- clients ----------------------------------------------------------------------
-    def authenticate(self, client_name: str, credential: bytes) -> ClientInfo:
-        record = self.store.client(client_name) if isinstance(client_name, str) else None
-        if not credentials.check(credential, None if record is None else record.credential_hash):
-            with self.store.transaction() as tx:
-                tx.audit(self.clock(), audit.AUTHENTICATE, "-", str(client_name)[:128], "-",
-                         audit.REFUSED)
+    def authenticate(self, exchange: credentials.Exchange, proof: bytes, *,
+                     source: str = "-") -> ClientInfo:
+        """Check a client's proof (services.credentials); the ClientInfo carries the session
+        key that masks this connection's OTPs. Refused: one generic Refused, same cost."""
+        name = exchange.principal
+        record = self.store.client(name) if exchange.kind == credentials.CLIENT else None
+        session_key = credentials.check_proof(
+            proof, None if record is None else record.credential_hash, exchange)
+        if session_key is None:
+            self.note_refusal(self.clock(), audit.AUTHENTICATE, "-", str(name)[:128],
+                              str(source)[:64], audit.REFUSED)
             raise Refused()
-        return ClientInfo(record.name, record.account, record.verifier)
+        return ClientInfo(record.name, record.account, record.verifier, session_key)
+
+    def login(self, client_name: str, credential: bytes | str) -> ClientInfo:
+        """In-process authentication (no network: the credential stays in this process); the
+        session key is fresh and random."""
+        exchange = credentials.Exchange(credentials.CLIENT, client_name, credentials.new_nonce(),
+                                        credentials.new_nonce(), b"in-process")
+        proof, _ = credentials.prove(credential, exchange)
+        return self.authenticate(exchange, proof, source="local")
 
     # -- issuing ----------------------------------------------------------------------
     def request(self, client: ClientInfo, account: str) -> IssuedOtp:
         now = self.clock()
         record = self.store.client(client.name)
         try:
-            if record is None or record.verifier or record.account != account:
+            if (record is None or record.verifier or record.account != account
+                    or client.session_key is None):
                 raise Refused()
             with self.store.transaction() as tx:
                 acct = tx.account(account)
@@ -118,11 +135,12 @@ class Distribution:
                          expires_at)
                 tx.audit(now, audit.REQUEST, account, client.name, "-", audit.ISSUED)
         except Refused:
-            with self.store.transaction() as tx:
-                tx.audit(now, audit.REQUEST, str(account)[:128], client.name, "-", audit.REFUSED)
+            self.note_refusal(now, audit.REQUEST, str(account)[:128], client.name, "-",
+                              audit.REFUSED)
             raise Refused() from None
-        nonce, masked = masking.mask(record.mask_key, account, otp)
-        return IssuedOtp(nonce, masked, expires_at)
+        expires_at_ms = max(0, int(expires_at * 1000))
+        nonce, masked = masking.mask(client.session_key, account, otp, expires_at_ms)
+        return IssuedOtp(nonce, masked, expires_at, expires_at_ms)
 
     # -- verifying --------------------------------------------------------------------
     def verify(self, account: str, otp: str, *, source: str,
@@ -145,6 +163,13 @@ class Distribution:
             results = batch.run()
             batch.finish()
         return results
+
+
+    def note_refusal(self, now: float, event: str, account: str, client: str, source: str,
+                     outcome: str) -> None:
+        # the throttle branch replaces this
+        with self.store.transaction() as tx:
+            tx.audit(now, event, account, client, source, outcome)
 
 
 class _Live:

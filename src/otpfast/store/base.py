@@ -175,6 +175,11 @@ class Transaction(abc.ABC):
                          ciphertext_hash: bytes, now: float) -> bool:
         """False if this authority has contributed to this account already."""
 
+    @abc.abstractmethod
+    def delete_contributions(self, account: str) -> int:
+        """Delete the account's contributions (its ceremony completed: the digests would let
+        anyone with the store and the at-rest key recompute the secret); return how many."""
+
     # -- issued OTPs
     @abc.abstractmethod
     def issue(self, account: str, client: str, otp_digest: bytes, issued_at: float,

@@ -469,6 +469,9 @@ class SqlTransaction(Transaction):
                          {"account": account, "id": authority_id, "salt": salt, "enc": enc,
                           "ch": ciphertext_hash, "now": now}) == 1
 
+    def delete_contributions(self, account):
+        return self._run("DELETE FROM contributions WHERE account = :account", {"account": account})
+
     def use_issued(self, account, otp_digest, now):
         return self._run("UPDATE issued SET used_at = :now WHERE used_at IS NULL AND id ="
                          " (SELECT id FROM issued WHERE account = :account AND otp_digest = :d"
