@@ -13,10 +13,11 @@ library's, each closing a hole a hostile or damaged file could use:
   responses only, no key policy we do not understand (RFC 6030 §5 says such a key must not
   be used).
 
-Carried over: serial (<SerialNo>; the Key Id only names the key inside one file), counter, time step (<TimeInterval>),
-<Time> as T0 counted in time steps (python-pskc's reading), <TimeDrift> (steps), digits
-(<ResponseFormat Length>), hash (<Suite>, default HMAC-SHA1), issuer, friendly name and
-<UserId> (kept verbatim as the token's user). Errors name the KeyPackage and its serial.
+Carried over: serial (<SerialNo>; a Key Id only names a key inside one file), counter, time
+step (<TimeInterval>), <Time> as T0 counted in time steps (python-pskc's reading),
+<TimeDrift> (steps), digits (<ResponseFormat Length>), hash (<Suite>, default HMAC-SHA1),
+issuer, friendly name and <UserId> (kept verbatim as the token's user). Errors name the
+KeyPackage and its serial.
 
 Writing: ``export_pskc`` always encrypts the secrets (AES-CBC + HMAC-SHA1 under a pre-shared
 key, or under a PBKDF2-HMAC-SHA1 key from a password); counters and time steps stay in
