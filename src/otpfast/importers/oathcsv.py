@@ -40,7 +40,7 @@ def read_oathcsv(data: bytes) -> list[TokenSpec]:
     """All the tokens of the file, or InvalidParameter naming the first bad line."""
     lines = decode_lines(data, "oathcsv")
     version = "1"
-    specs = []
+    specs: list[TokenSpec] = []
     for number, line in enumerate(lines, 1):
         source = f"line {number}"
         stripped = line.strip()

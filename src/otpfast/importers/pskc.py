@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import Any
 from xml.parsers import expat
 
 import pskc
@@ -66,7 +67,7 @@ def read_pskc(data: bytes, *, psk: bytes | None = None,
     except Exception:  # third-party parser over untrusted bytes: any failure means unreadable
         raise InvalidParameter("pskc", "not a readable PSKC (RFC 6030) key container") from None
     encrypted = _unlock(container, psk, password)
-    specs = []
+    specs: list[TokenSpec] = []
     for number, device in enumerate(container.devices, 1):
         for index, key in enumerate(device.keys, 1):
             source = f"KeyPackage {number}"
@@ -143,7 +144,7 @@ def _unlock(container: pskc.PSKC, psk: bytes | None, password: str | None) -> bo
 
 
 def _value(container: pskc.PSKC, key: pskc.key.Key, name: str, source: str,
-           encrypted: bool) -> object:
+           encrypted: bool) -> Any:
     stored = _stored(key, name)
     label = name.replace("_", " ")
     if isinstance(stored, EncryptedValue):

@@ -15,7 +15,7 @@ __all__ = ["read_uris"]
 
 def read_uris(data: bytes) -> list[TokenSpec]:
     """All the tokens of the file, or InvalidParameter naming the first bad line."""
-    specs = []
+    specs: list[TokenSpec] = []
     for number, line in enumerate(decode_lines(data, "uri"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
