@@ -62,6 +62,28 @@ def test_pskc_totp_profile_example_carries_time_step_and_drift():
             spec.counter, spec.secret) == ("totp", "987654323", 6, 30, 0, 4, None, RFC4226_KEY)
 
 
+def test_pskc_multiotp_vendor_files_with_encrypted_counters_and_time_steps():
+    first, second = read_pskc(
+        (VECTORS / "pskc" / "multiotp-tokens_totp_aes.pskc").read_bytes(), psk=FIGURE6_PSK)
+    assert first.secret.hex() == ("38c2506a8e0708a5e929c2686b827e0ba7ae28c9de3c83e6d27308345981"
+                                  "a3de")
+    assert (first.type, first.algorithm, first.digits, first.period, first.t0) == (
+        "totp", "sha256", 8, 30, 0)
+    assert (first.serial, second.serial) == ("ZZ8000000001", "ZZ8000000002")
+    (hotp,) = read_pskc((VECTORS / "pskc" / "multiotp-tokens_hotp_pbe.pskc").read_bytes(),
+                        password="qwerty")
+    assert hotp.secret.hex() == "5d3a38bf5476d6f0b897f1e62887cb3ce833a5b9"
+    assert hotp.type == "hotp" and isinstance(hotp.counter, int)
+
+
+def test_pskc_bad_mac_on_second_keypackage_imports_nothing():
+    data = (VECTORS / "pskc" / "multiotp-tokens_totp_aes.pskc").read_bytes()
+    second = data.index(b"<pskc:KeyPackage>", data.index(b"<pskc:KeyPackage>") + 1)
+    data = data[:second] + _tamper_mac(data[second:])
+    with pytest.raises(InvalidParameter, match=r"KeyPackage 2 \(serial ZZ8000000002\).*MAC"):
+        read_pskc(data, psk=FIGURE6_PSK)
+
+
 def test_pskc_figure2_short_secret_refused_by_keypackage():
     with pytest.raises(InvalidParameter, match=r"KeyPackage 1: secret: the key has 32 bits"):
         read_pskc(figure(2))

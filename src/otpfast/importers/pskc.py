@@ -73,8 +73,9 @@ def read_pskc(data: bytes, *, psk: bytes | None = None,
             source = f"KeyPackage {number}"
             if len(device.keys) > 1:
                 source += f" key {index}"
-            if key.serial:
-                source += f" (serial {key.serial})"
+            if key.serial:  # a hostile serial must not garble the error message
+                shown = key.serial[:64]
+                source += f" (serial {shown if shown.isprintable() else repr(shown)})"
             specs.append(_token(container, key, source, encrypted))
     if not specs:
         raise InvalidParameter("pskc", "the file holds no KeyPackage")
