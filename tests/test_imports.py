@@ -29,6 +29,8 @@ FORBIDDEN = {
     "otpfast.errors": ["otpfast.core"],
     "otpfast.store": ["otpfast.net", "otpfast.radius", "asyncio"],
     "otpfast.services": ["otpfast.net", "otpfast.radius", "asyncio"],
+    # readers take bytes: no transport (otpfast.services, for policy, loads the store)
+    "otpfast.importers": ["otpfast.net", "otpfast.radius", "asyncio"],
 }
 
 
