@@ -200,34 +200,45 @@ def test_rsa_help_labels_the_scheme_insecure():
 
 
 def test_rsa_chunked_run_continues_the_stream(monkeypatch):
-    from otpfast_cli import batch_rsa
+    from otpfast_cli import batch_io
     args = ["batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "0x77", "--count", "5500"]
     whole = run(*args).stdout
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
     assert run(*args).stdout == whole
     args = ["batch", "rsa-primroot", *PAPER, "--start", "12", "--count", "2500"]
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1 << 22)
+    monkeypatch.setattr(batch_io, "CHUNK", 1 << 22)
     whole = run(*args).stdout
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
     assert run(*args).stdout == whole
 
 
 def test_rsa_progress_bar_on_a_terminal(monkeypatch):
-    from otpfast_cli import batch_rsa
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    from otpfast_cli import batch_io
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
     args = ["batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "0x77", "--count", "3000"]
     quiet = run(*args)
     assert "generating" not in quiet.stderr          # CliRunner's stderr is not a terminal
-    monkeypatch.setattr(batch_rsa, "_show_progress", lambda count: count > batch_rsa.CHUNK)
+    monkeypatch.setattr(batch_io, "show_progress", lambda count: count > batch_io.CHUNK)
     loud = run(*args)
     assert loud.exit_code == 0 and loud.stdout == quiet.stdout
     assert "generating" in loud.stderr
 
 
-def test_rsa_count_and_check_are_exclusive(tmp_path):
-    f = tmp_path / "x.txt"
-    f.write_text("000001\n")
-    result = run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1", "--count", "1",
-                 "--check", str(f))
-    assert result.exit_code == 2 and "--count" in result.output
-    assert run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1").exit_code == 2
+@pytest.mark.parametrize("command, stream", [
+    ("rsa-lfsr", ["--poly", "0x100009", "--state", "0x1234"]),
+    ("rsa-primroot", ["--start", "77"]),
+])
+def test_rsa_check_takes_the_generation_count(tmp_path, command, stream):
+    f = tmp_path / "otps.txt"
+    generate = ["batch", command, *PAPER, *stream, "--count", "300"]
+    assert run(*generate, "--out", str(f)).exit_code == 0
+    result = run(*generate, "--check", str(f))          # the generating command line + --check
+    assert result.exit_code == 0 and "300 of 300 OTPs verified" in result.stdout
+    result = run("batch", command, *PAPER, *stream, "--count", "299", "--check", str(f))
+    assert result.exit_code == 2 and "verified" not in result.stdout
+    assert "Invalid value for '--count'" in result.stderr and "holds 300 OTPs, not 299" in result.stderr
+
+
+def test_rsa_needs_count_or_check():
+    result = run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1")
+    assert result.exit_code == 2 and "--count" in result.stderr and "--check" in result.stderr
