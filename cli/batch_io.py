@@ -12,7 +12,7 @@ from otpfast.errors import InvalidParameter
 from otpfast_cli.options import POSITIVE_INT, bad_parameter
 
 CHUNK = 1 << 20          # OTPs per core call: bounds memory (4 MiB as u32), drives the progress bar
-TEXT_BLOCK = 1 << 22     # bytes of a text --check file parsed at a time
+TEXT_BLOCK = 1 << 20     # bytes of a text --check file parsed at a time (~150k OTPs)
 _U32_MAX = 0xFFFFFFFF
 
 # A library error names its parameter; where a batch command's option is called otherwise:

@@ -18,6 +18,14 @@ def run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def assert_names_real_options(command, message):
+    """Every --option the error names is an option of `batch COMMAND` (as in test_batch_otp)."""
+    options = {opt for param in cli.get_command(None, "batch").get_command(None, command).params
+               for opt in param.opts}
+    named = set(re.findall(r"--[a-z][a-z0-9-]*", message[message.index("Error:"):]))
+    assert named and named <= options, (named - options, message)
+
+
 @pytest.fixture(scope="module")
 def vectors():
     return json.loads((VECTORS / "rsa_paper.json").read_text())
@@ -143,13 +151,14 @@ def test_rsa_threads_do_not_change_output():
     ([*PAPER, "--degree", "1"], "--degree"),
     (["--digits", "1"], "--digits"),
     ([*PAPER, "--digits", "7"], "--digits"),
-    ([*PAPER, "--threads", "0"], "--threads"),
+    ([*PAPER, "--threads", "0"], "--threads"),                         # the core's num_threads
     ([*PAPER, "--poly", "zzz"], "--poly"),
 ])
 def test_rsa_lfsr_bad_input_exits_2_naming_the_option(args, option):
     result = run("batch", "rsa-lfsr", *args, "--count", "5")
     assert result.exit_code == 2, result.output
     assert option in result.output
+    assert_names_real_options("rsa-lfsr", result.stderr)
 
 
 @pytest.mark.parametrize("count", ["0", "-5"])
@@ -174,6 +183,7 @@ def test_rsa_primroot_bad_input_exits_2_naming_the_option(args, option):
     result = run("batch", "rsa-primroot", *PAPER, *args, "--count", "5")
     assert result.exit_code == 2, result.output
     assert option in result.output
+    assert_names_real_options("rsa-primroot", result.stderr)
 
 
 def test_rsa_check_needs_the_full_stream(tmp_path):
