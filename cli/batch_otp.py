@@ -47,13 +47,13 @@ def _generator(secret_hex, secret_base32, digits, algorithm):
     return call(lambda: HOTP(parse_key(hex=secret_hex, base32=secret_base32), digits=digits, algorithm=algorithm))
 
 
-def _stream(ctx, generator, first, count, fmt, out, check, threads, first_option):
+def _stream(ctx, generator, first, count, fmt, out, check, threads):
     """HOTP values for counters first, first+1, ...: written in chunks, or checked against --check."""
-    call(generator.values, first, 0, num_threads=threads)
+    call(generator.values, first, 0, num_threads=threads)      # --counter, --threads: before any output
     if check is not None:
         _check(ctx, generator, first, count, fmt, check, threads)
     if first + count - 1 > _LAST_COUNTER:
-        raise click.BadParameter(f"{first_option} + --count - 1 must stay below 2^64", param_hint="'--count'")
+        raise click.BadParameter(f"the last counter, {first + count - 1}, is past 2^64 - 1", param_hint="'--count'")
 
     def generate(position, k):
         position = first if position is None else position
@@ -63,6 +63,7 @@ def _stream(ctx, generator, first, count, fmt, out, check, threads, first_option
 
 
 def _check(ctx, generator, first, count, fmt, check, threads):
+    """The i-th OTP of the file against counter first+i, a chunk at a time."""
     verified = total = 0
     for otps in batch_io.read_chunks(check, fmt):
         expected = call(generator.values, first + total, len(otps), num_threads=threads)
@@ -84,7 +85,7 @@ def hotp_command(ctx, secret_hex, secret_base32, counter, count, digits, algorit
     """RFC 4226 HOTP values for counters COUNTER .. COUNTER+COUNT-1, or --check a file of them."""
     batch_io.require_count_or_check(count, check)
     generator = _generator(secret_hex, secret_base32, digits, algorithm)
-    _stream(ctx, generator, counter, count, fmt, out, check, threads, "--counter")
+    _stream(ctx, generator, counter, count, fmt, out, check, threads)
 
 
 @click.command("totp")
@@ -104,7 +105,7 @@ def totp_command(ctx, secret_hex, secret_base32, at, step, t0, count, digits, al
     first = call(totp.timecode, int(time.time()) if at is None else at, step=step, t0=t0)
     if check is None:
         click.echo(f"first step: {first}", err=True)
-    _stream(ctx, generator, first, count, fmt, out, check, threads, "the first step")
+    _stream(ctx, generator, first, count, fmt, out, check, threads)
 
 
 def _read_passphrase(passphrase_file):
