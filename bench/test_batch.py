@@ -134,3 +134,29 @@ def test_rsa_lfsr_cli_text_1e6(benchmark, c_core, tmp_path):
             "--state", hex(STATE), "--count", str(COUNT), "--out", str(out)]
     result = benchmark(CliRunner().invoke, cli, args, catch_exceptions=False)
     assert result.exit_code == 0 and out.stat().st_size == 7 * COUNT
+
+
+# --- batch hotp: the streamed CLI against one in-memory core call ---
+
+HOTP_KEY = bytes.fromhex("3132333435363738393031323334353637383930")
+HOTP_COUNT = 10**7
+
+
+@c_only
+def test_hotp_in_memory_1e7(benchmark, c_core):
+    benchmark.group = "hotp-cli-u32"
+    benchmark.extra_info.update(impl="c in memory", count=HOTP_COUNT)
+    values = benchmark(c_core.hotp_batch, HOTP_KEY, 0, HOTP_COUNT, 6, "sha1")
+    assert len(values) == HOTP_COUNT and values[0] == 755224
+
+
+@c_only
+@pytest.mark.parametrize("fmt", ["u32", "text"])
+def test_hotp_cli_devnull_1e7(benchmark, fmt):
+    from otpfast_cli.main import cli
+    benchmark.group = "hotp-cli-u32"
+    benchmark.extra_info.update(impl=f"cli --format {fmt} --out /dev/null (streamed)", count=HOTP_COUNT)
+    args = ["batch", "hotp", "--secret", HOTP_KEY.hex(), "--count", str(HOTP_COUNT), "--format", fmt,
+            "--out", "/dev/null"]
+    result = benchmark(CliRunner().invoke, cli, args, catch_exceptions=False)
+    assert result.exit_code == 0 and result.stdout == ""

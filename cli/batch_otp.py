@@ -1,18 +1,21 @@
-"""``otpfast batch hotp|totp|hashchain``: HOTP/TOTP ranges and hash chains at C speed."""
-import array
+"""``otpfast batch hotp|totp|hashchain``: HOTP/TOTP ranges (and --check) and hash chains at C speed."""
+import operator
 import secrets
 import sys
 import time
 
 import click
 
-from otpfast import core, hashchain, rfc2289, totp
+from otpfast import hashchain, rfc2289, totp
 from otpfast.errors import InvalidParameter
 from otpfast.hotp import ALGORITHMS as HOTP_ALGORITHMS
 from otpfast.hotp import HOTP, parse_key
-from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter
+from otpfast_cli import batch_io
+from otpfast_cli.batch_io import call
+from otpfast_cli.options import INT, POSITIVE_INT
 
 _SECRET_HELP = "(also from the environment: OTPFAST_BATCH_{CMD}_SECRET / _SECRET_BASE32, which keeps it off argv)"
+_LAST_COUNTER = 2**64 - 1
 
 
 def _secret_options(cmd):
@@ -29,73 +32,80 @@ def _secret_options(cmd):
 def _common_output(f):
     f = click.option("--threads", type=POSITIVE_INT, default=None,
                      help="Worker threads (default: all cores; results never depend on it).")(f)
-    f = click.option("--out", type=click.File("wb", lazy=False), default="-", show_default=True,
-                     help="Output file ('-' for stdout).")(f)
-    f = click.option("--format", "fmt", type=click.Choice(["text", "u32"]), default="text",
-                     show_default=True,
-                     help="text: one zero-padded OTP per line; u32: little-endian uint32 per OTP.")(f)
+    f = batch_io.stream_options("Verify every OTP in this file (same --format, --digits, ...) against "
+                                "these parameters, the i-th against the i-th; exit 0 iff all verify.")(f)
     f = click.option("--algorithm", type=click.Choice(HOTP_ALGORITHMS), default="sha1", show_default=True)(f)
     f = click.option("--digits", type=INT, default=6, show_default=True, help="6 to 8.")(f)
-    f = click.option("--count", type=POSITIVE_INT, required=True, help="How many OTPs.")(f)
     return f
 
 
-def _key(secret_hex, secret_base32):
+def _generator(secret_hex, secret_base32, digits, algorithm):
     if secret_hex is None and secret_base32 is None:
         raise click.UsageError("give the key with --secret HEX or --secret-base32 B32")
     if secret_hex is not None and secret_base32 is not None:
         raise click.UsageError("give only one of --secret and --secret-base32")
-    try:
-        return parse_key(hex=secret_hex, base32=secret_base32)
-    except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
+    return call(lambda: HOTP(parse_key(hex=secret_hex, base32=secret_base32), digits=digits, algorithm=algorithm))
 
 
-def _write_values(values, digits, fmt, out):
-    if fmt == "u32":
-        data = values
-        if sys.byteorder != "little":
-            data = array.array("I", values)
-            data.byteswap()
-        out.write(data.tobytes())
-    else:
-        out.write(core.format_decimal(values, digits))
-    out.flush()
+def _stream(ctx, generator, first, count, fmt, out, check, threads):
+    """HOTP values for counters first, first+1, ...: written in chunks, or checked against --check."""
+    call(generator.values, first, 0, num_threads=threads)      # --counter, --threads: before any output
+    if check is not None:
+        _check(ctx, generator, first, count, fmt, check, threads)
+    if first + count - 1 > _LAST_COUNTER:
+        raise click.BadParameter(f"the last counter, {first + count - 1}, is past 2^64 - 1", param_hint="'--count'")
+
+    def generate(position, k):
+        position = first if position is None else position
+        return generator.values(position, k, num_threads=threads), position + k
+
+    batch_io.run(generate, count, fmt, out, generator.digits)
+
+
+def _check(ctx, generator, first, count, fmt, check, threads):
+    """The i-th OTP of the file against counter first+i, a chunk at a time."""
+    verified = total = 0
+    for otps in batch_io.read_chunks(check, fmt):
+        expected = call(generator.values, first + total, len(otps), num_threads=threads)
+        if otps.tobytes() == expected.tobytes():
+            verified += len(otps)
+        else:
+            verified += sum(map(operator.eq, otps, expected))
+        total += len(otps)
+    batch_io.expect_count(count, total)
+    batch_io.report(ctx, verified, total)
 
 
 @click.command("hotp")
 @_secret_options("HOTP")
 @click.option("--counter", type=INT, default=0, show_default=True, help="First counter value.")
 @_common_output
-def hotp_command(secret_hex, secret_base32, counter, count, digits, algorithm, fmt, out, threads):
-    """RFC 4226 HOTP values for counters COUNTER .. COUNTER+COUNT-1."""
-    key = _key(secret_hex, secret_base32)
-    try:
-        generator = HOTP(key, digits=digits, algorithm=algorithm)
-        values = generator.values(counter, count, num_threads=threads)
-    except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
-    _write_values(values, digits, fmt, out)
+@click.pass_context
+def hotp_command(ctx, secret_hex, secret_base32, counter, count, digits, algorithm, fmt, out, check, threads):
+    """RFC 4226 HOTP values for counters COUNTER .. COUNTER+COUNT-1, or --check a file of them."""
+    batch_io.require_count_or_check(count, check)
+    generator = _generator(secret_hex, secret_base32, digits, algorithm)
+    _stream(ctx, generator, counter, count, fmt, out, check, threads)
 
 
 @click.command("totp")
 @_secret_options("TOTP")
-@click.option("--time", "at", type=INT, default=None, help="Unix time of the first step (default: now).")
+@click.option("--time", "at", type=INT, default=None,
+              help="Unix time of the first step (default: now; needed with --check).")
 @click.option("--step", type=POSITIVE_INT, default=30, show_default=True, help="Seconds per step.")
 @click.option("--t0", type=INT, default=0, show_default=True, help="Unix time of step 0.")
 @_common_output
-def totp_command(secret_hex, secret_base32, at, step, t0, count, digits, algorithm, fmt, out, threads):
-    """RFC 6238 TOTP values for COUNT consecutive steps from floor((TIME - T0) / STEP)."""
-    key = _key(secret_hex, secret_base32)
-    if at is None:
-        at = int(time.time())
-    try:
-        first, values = totp.batch_values(key, time=at, count=count, step=step, t0=t0, digits=digits,
-                                          algorithm=algorithm, num_threads=threads)
-    except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
-    click.echo(f"first step: {first}", err=True)
-    _write_values(values, digits, fmt, out)
+@click.pass_context
+def totp_command(ctx, secret_hex, secret_base32, at, step, t0, count, digits, algorithm, fmt, out, check, threads):
+    """RFC 6238 TOTP values for COUNT consecutive steps from floor((TIME - T0) / STEP), or
+    --check a file of them."""
+    batch_io.require_for_check(check, **{"--time": at})
+    batch_io.require_count_or_check(count, check)
+    generator = _generator(secret_hex, secret_base32, digits, algorithm)
+    first = call(totp.timecode, int(time.time()) if at is None else at, step=step, t0=t0)
+    if check is None:
+        click.echo(f"first step: {first}", err=True)
+    _stream(ctx, generator, first, count, fmt, out, check, threads)
 
 
 def _read_passphrase(passphrase_file):
@@ -149,10 +159,7 @@ def _paper_mode(algorithm, seed, length, out):
             seed_bytes = bytes.fromhex(seed.replace(" ", ""))
         except ValueError:
             raise click.BadParameter("not valid hex", param_hint="'--seed'") from None
-    try:
-        chain = hashchain.HashChain(seed_bytes, length, algorithm)
-    except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
+    chain = call(hashchain.HashChain, seed_bytes, length, algorithm)
     click.echo(f"anchor: {chain.anchor.hex()}", err=True)
     for i in range(1, length + 1):
         out.write(f"{i}: {chain.otp(i)}\n")
@@ -168,7 +175,10 @@ def _rfc2289_mode(algorithm, seed, passphrase_file, sequence, count, fmt, out):
     try:
         values = rfc2289.otps(passphrase, seed, sequence, count, algorithm)
     except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
+        if exc.field == "passphrase" and passphrase_file is None:
+            raise click.BadParameter(exc.message, param_hint="the pass-phrase read from stdin "
+                                                             "(or give --passphrase-file)") from None
+        raise batch_io.option_error(exc) from None
     encode = rfc2289.to_words if fmt == "words" else rfc2289.to_hex
     for n, value in values:
         out.write(f"{n}: {encode(value)}\n")

@@ -1,16 +1,15 @@
 """``otpfast batch rsa-lfsr|rsa-primroot``: the paper's RSA-type OTPs in bulk (and --check)."""
-import array
 import secrets
 import shlex
-import sys
 
 import click
 
 from otpfast import core, rsaparams
 from otpfast.errors import InvalidParameter
-from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter
+from otpfast_cli import batch_io
+from otpfast_cli.batch_io import call
+from otpfast_cli.options import INT
 
-CHUNK = 1 << 22          # OTPs per core call: bounds memory, drives the progress bar
 _INSECURE = (
     "This is the paper's RSA-type OTP with a ~20-bit N: INSECURE and PREDICTABLE (N factors "
     "instantly and consecutive LFSR states share bits, so a few observed OTPs give away the "
@@ -21,16 +20,10 @@ _INSECURE = (
 def _common(f):
     f = click.option("--method", type=click.Choice(["auto", "crt", "sqm"]), default="auto", show_default=True,
                      help="Kernel: CRT tables, square-and-multiply, or the faster one (same results).")(f)
-    f = click.option("--check", "check", type=click.Path(dir_okay=False, exists=True, readable=True),
-                     default=None, help="Verify every OTP in this file (same --format) through OTP^d "
-                                        "against the stream; exit 0 iff all verify.")(f)
     f = click.option("--threads", type=INT, default=None,
                      help="Worker threads (default: all cores; results never depend on it).")(f)
-    f = click.option("--out", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
-                     help="Output file ('-' for stdout).")(f)
-    f = click.option("--format", "fmt", type=click.Choice(["text", "u32"]), default="text", show_default=True,
-                     help="text: one zero-padded OTP per line; u32: little-endian uint32 per OTP.")(f)
-    f = click.option("--count", type=POSITIVE_INT, default=None, help="How many OTPs (not with --check).")(f)
+    f = batch_io.stream_options("Verify every OTP in this file (same --format) through OTP^d against "
+                                "the stream; exit 0 iff all verify.")(f)
     f = click.option("--digits", type=INT, default=None,
                      help="Digits of N - 1 (= OTP length) when p, q are generated (2..9, default 6).")(f)
     f = click.option("--e", "e", type=INT, default=None, help="Public exponent (random when left out).")(f)
@@ -56,7 +49,7 @@ def _params(p, q, e, digits, generated):
             generated["e"] = e
         params = rsaparams.validate_params(p, q, e)
     except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
+        raise batch_io.option_error(exc) from None
     if params.n >= 1 << 32:
         raise click.BadParameter(f"p*q = {params.n} must be below 2^32", param_hint="'--p' / '--q'")
     if digits is not None and digits != params.digits:
@@ -88,99 +81,6 @@ def _announce(command, generated, shown):
     click.echo("  " + shlex.join(parts), err=True)
 
 
-def _open_out(path):
-    if path == "-":
-        return click.open_file("-", "wb")
-    try:
-        return open(path, "wb")
-    except OSError as exc:
-        raise click.BadParameter(f"cannot write {path!r}: {exc.strerror}", param_hint="'--out'") from None
-
-
-def _write(out, values, fmt, digits):
-    if fmt == "u32":
-        if sys.byteorder != "little":
-            values = array.array("I", values)
-            values.byteswap()
-        out.write(values)
-    else:
-        out.write(core.format_decimal(values, digits))
-
-
-def _run(generate, count, fmt, out_path, digits):
-    """generate(position, k) -> (otps, position): the stream in chunks, to --out."""
-    out = _open_out(out_path)
-    try:
-        if _show_progress(count):
-            with click.progressbar(length=count, label="generating", file=sys.stderr) as bar:
-                _chunks(generate, count, fmt, out, digits, bar.update)
-        else:
-            _chunks(generate, count, fmt, out, digits, lambda k: None)
-        out.flush()
-    finally:
-        if out_path != "-":
-            out.close()
-
-
-def _show_progress(count):
-    """A progress bar only for long runs, and only when stderr is a terminal."""
-    return count > CHUNK and sys.stderr.isatty()
-
-
-def _chunks(generate, count, fmt, out, digits, progress):
-    position, left = None, count
-    while left:
-        k = min(CHUNK, left)
-        otps, position = generate(position, k)
-        _write(out, otps, fmt, digits)
-        left -= k
-        progress(k)
-
-
-def _read_otps(path, fmt):
-    with open(path, "rb") as f:
-        data = f.read()
-    if fmt == "u32":
-        if len(data) % 4:
-            raise click.BadParameter(f"{len(data)} bytes is not a whole number of uint32 values",
-                                     param_hint="'--check'")
-        values = array.array("I")
-        values.frombytes(data)
-        if sys.byteorder != "little":
-            values.byteswap()
-    else:
-        try:
-            numbers = [int(line) for line in data.split() if line]
-        except ValueError:
-            raise click.BadParameter("not one decimal OTP per line", param_hint="'--check'") from None
-        if any(v < 0 for v in numbers):
-            raise click.BadParameter("negative OTP", param_hint="'--check'")
-        values = array.array("I", (min(v, 0xFFFFFFFF) for v in numbers))   # too big never verifies
-    if not values:
-        raise click.BadParameter("the file holds no OTPs", param_hint="'--check'")
-    return values
-
-
-def _report(ctx, verified, total):
-    click.echo(f"{verified} of {total} OTPs verified")
-    ctx.exit(0 if verified == total else 1)
-
-
-def _require_for_check(check, **given):
-    missing = [name for name, value in given.items() if value is None]
-    if check and missing:
-        raise click.UsageError(f"--check rebuilds the stream: give {', '.join(missing)}")
-
-
-def _call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except InvalidParameter as exc:
-        if exc.field == "num_threads":
-            exc = InvalidParameter("threads", exc.message)
-        raise bad_parameter(exc) from None
-
-
 @click.command("rsa-lfsr", epilog=_INSECURE,
                short_help="INSECURE paper RSA-type OTPs, a from an LFSR (study/batch only).")
 @_common
@@ -196,9 +96,8 @@ def rsa_lfsr(ctx, p, q, e, digits, count, fmt, out, threads, check, method, poly
     Candidates are the LFSR states from --state; one is used iff 1 <= a < N and
     gcd(a, N) = 1. OTPs are zero-padded to the digits of N - 1.
     """
-    _require_for_check(check, **{"--p": p, "--q": q, "--e": e, "--poly": poly, "--state": state})
-    if (check is None) == (count is None):
-        raise click.UsageError("give --count, or --check FILE (not both)")
+    batch_io.require_for_check(check, **{"--p": p, "--q": q, "--e": e, "--poly": poly, "--state": state})
+    batch_io.require_count_or_check(count, check)
     generated = {}
     params = _params(p, q, e, digits, generated)
     if poly is None:
@@ -210,11 +109,12 @@ def rsa_lfsr(ctx, p, q, e, digits, count, fmt, out, threads, check, method, poly
         state = 1 + secrets.randbelow((1 << (poly.bit_length() - 1)) - 1)
         generated["state"] = state
     if check is not None:
-        otps = _read_otps(check, fmt)
-        verified = _call(core.rsa_lfsr_verify, params.n, params.d, poly, state, otps,
-                         num_threads=threads, method=method)
-        _report(ctx, verified, len(otps))
-    _call(core.rsa_lfsr_generate, params.n, params.e, poly, state, 0, num_threads=threads, method=method)
+        otps = batch_io.read_all(check, fmt)
+        batch_io.expect_count(count, len(otps))
+        verified = call(core.rsa_lfsr_verify, params.n, params.d, poly, state, otps,
+                        num_threads=threads, method=method)
+        batch_io.report(ctx, verified, len(otps))
+    call(core.rsa_lfsr_generate, params.n, params.e, poly, state, 0, num_threads=threads, method=method)
     _announce("rsa-lfsr", generated, [("--p", params.p), ("--q", params.q), ("--e", params.e),
                                       ("--poly", poly), ("--state", state), ("--count", count),
                                       ("--format", fmt)])
@@ -223,7 +123,7 @@ def rsa_lfsr(ctx, p, q, e, digits, count, fmt, out, threads, check, method, poly
         return core.rsa_lfsr_generate(params.n, params.e, poly, state if position is None else position, k,
                                       num_threads=threads, method=method)
 
-    _run(generate, count, fmt, out, params.digits)
+    batch_io.run(generate, count, fmt, out, params.digits)
 
 
 @click.command("rsa-primroot", epilog=_INSECURE,
@@ -242,26 +142,26 @@ def rsa_primroot(ctx, p, q, e, digits, count, fmt, out, threads, check, method, 
 
     A power is used iff 1 <= a < N and gcd(a, N) = 1. OTPs are zero-padded to the digits of N - 1.
     """
-    _require_for_check(check, **{"--p": p, "--q": q, "--e": e, "--start": start})
-    if (check is None) == (count is None):
-        raise click.UsageError("give --count, or --check FILE (not both)")
+    batch_io.require_for_check(check, **{"--p": p, "--q": q, "--e": e, "--start": start})
+    batch_io.require_count_or_check(count, check)
     generated = {}
     params = _params(p, q, e, digits, generated)
     if generator is None:
         if prime == rsaparams.DEFAULT_PRIME:
             generator = rsaparams.DEFAULT_GENERATOR
         else:
-            generator = _call(rsaparams.smallest_primitive_root, prime)
+            generator = call(rsaparams.smallest_primitive_root, prime)
     if start is None:
         start = secrets.randbelow(max(prime - 1, 1))
         generated["start"] = start
     if check is not None:
-        otps = _read_otps(check, fmt)
-        verified = _call(core.rsa_primroot_verify, params.n, params.d, prime, generator, start, otps,
-                         num_threads=threads, method=method)
-        _report(ctx, verified, len(otps))
-    _call(core.rsa_primroot_generate, params.n, params.e, prime, generator, start, 0,
-          num_threads=threads, method=method)
+        otps = batch_io.read_all(check, fmt)
+        batch_io.expect_count(count, len(otps))
+        verified = call(core.rsa_primroot_verify, params.n, params.d, prime, generator, start, otps,
+                        num_threads=threads, method=method)
+        batch_io.report(ctx, verified, len(otps))
+    call(core.rsa_primroot_generate, params.n, params.e, prime, generator, start, 0,
+         num_threads=threads, method=method)
     _announce("rsa-primroot", generated, [("--p", params.p), ("--q", params.q), ("--e", params.e),
                                           ("--prime", prime), ("--generator", generator),
                                           ("--start", start), ("--count", count), ("--format", fmt)])
@@ -271,4 +171,4 @@ def rsa_primroot(ctx, p, q, e, digits, count, fmt, out, threads, check, method, 
                                           start if position is None else position, k,
                                           num_threads=threads, method=method)
 
-    _run(generate, count, fmt, out, params.digits)
+    batch_io.run(generate, count, fmt, out, params.digits)

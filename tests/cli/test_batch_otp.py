@@ -4,6 +4,9 @@ import base64
 import hashlib
 import json
 import pathlib
+import re
+import subprocess
+import sys
 
 import pyotp
 import pytest
@@ -18,6 +21,17 @@ VECTORS = pathlib.Path(__file__).resolve().parent.parent / "vectors"
 
 def run(*args, input=None, env=None):
     return CliRunner().invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+
+
+def assert_names_real_options(args, message):
+    """Every --option an error message names is an option of the command that printed it."""
+    command = cli.get_command(None, args[0])
+    if args[0] == "batch":
+        command = command.get_command(None, args[1])
+    options = {opt for param in command.params for opt in param.opts}
+    error = message[message.index("Error:"):]
+    named = set(re.findall(r"--[a-z][a-z0-9-]*", error))
+    assert named and named <= options, (named - options, message)
 
 
 def test_batch_hotp_text_is_rfc4226():
@@ -113,16 +127,41 @@ def test_bad_input_exits_2_naming_the_option(args, option):
     result = run(*args, input="This is a test.\n")
     assert result.exit_code == 2, result.output
     assert option in result.stderr
+    assert_names_real_options(args, result.stderr)
 
 
-def test_short_passphrase_exits_2():
-    result = run("batch", "hashchain", "--rfc2289", "--seed", "TeSt", "--sequence", "5", input="too short\n")
+def test_short_passphrase_from_stdin_exits_2_naming_stdin_and_the_real_option():
+    args = ["batch", "hashchain", "--rfc2289", "--seed", "TeSt", "--sequence", "5"]
+    result = run(*args, input="too short\n")
     assert result.exit_code == 2
-    assert "--passphrase" in result.stderr and "10 to 63" in result.stderr
+    assert "pass-phrase read from stdin" in result.stderr and "10 to 63" in result.stderr
+    assert_names_real_options(args, result.stderr)          # --passphrase-file, never "--passphrase"
 
 
-def test_missing_secret_is_a_usage_error():
-    assert run("batch", "hotp", "--count", "1").exit_code == 2
+def test_short_passphrase_file_exits_2_naming_passphrase_file(tmp_path):
+    pass_file = tmp_path / "pass.txt"
+    pass_file.write_text("too short\n")
+    args = ["batch", "hashchain", "--rfc2289", "--seed", "TeSt", "--sequence", "5", "--passphrase-file",
+            str(pass_file)]
+    result = run(*args)
+    assert result.exit_code == 2
+    assert "Invalid value for '--passphrase-file'" in result.stderr and "10 to 63" in result.stderr
+    assert_names_real_options(args, result.stderr)
+
+
+@pytest.mark.parametrize("args", [
+    ["batch", "hotp", "--count", "1"],
+    ["batch", "hotp", "--count", "1", "--secret", KEY_HEX, "--secret-base32", KEY_B32],
+    ["batch", "hotp", "--secret", KEY_HEX],
+    ["batch", "totp", "--secret", KEY_HEX],
+    ["batch", "hotp", "--secret", KEY_HEX, "--counter", str(2**64 - 2), "--count", "3"],
+    ["batch", "totp", "--secret", KEY_HEX, "--time", "-1", "--count", "1"],
+    ["batch", "totp", "--secret", KEY_HEX, "--time", str(30 * 2**64), "--count", "1"],
+])
+def test_usage_errors_exit_2_naming_real_options(args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert_names_real_options(args, result.stderr)
 
 
 def test_enroll_uri_and_qr(tmp_path):
@@ -159,3 +198,113 @@ def test_enroll_bad_input_exits_2(args, option, tmp_path, monkeypatch):
     result = run(*args)
     assert result.exit_code == 2, result.output
     assert option in result.stderr
+
+
+# --- streamed hotp/totp, --check, --count with --check (issue 10, item 7) ---
+
+HOTP_ARGS = ["batch", "hotp", "--secret", KEY_HEX, "--counter", "7"]
+TOTP_ARGS = ["batch", "totp", "--secret", KEY_HEX, "--time", "1700000000", "--step", "60"]
+
+
+@pytest.mark.parametrize("args", [HOTP_ARGS, TOTP_ARGS], ids=["hotp", "totp"])
+@pytest.mark.parametrize("fmt", ["text", "u32"])
+def test_chunked_stream_equals_one_piece(monkeypatch, tmp_path, args, fmt):
+    from otpfast_cli import batch_io
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    assert run(*args, "--count", "5500", "--format", fmt, "--out", str(whole)).exit_code == 0
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
+    assert run(*args, "--count", "5500", "--format", fmt, "--out", str(chunked)).exit_code == 0
+    assert chunked.read_bytes() == whole.read_bytes()
+    if args is HOTP_ARGS and fmt == "text":
+        ref = pyotp.HOTP(KEY_B32)
+        assert whole.read_text().split()[-1] == ref.at(7 + 5499)
+
+
+def test_hotp_progress_bar_only_on_a_terminal(monkeypatch):
+    from otpfast_cli import batch_io
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
+    quiet = run(*HOTP_ARGS, "--count", "3000")
+    assert quiet.exit_code == 0 and "generating" not in quiet.stderr     # CliRunner's stderr is no terminal
+    monkeypatch.setattr(batch_io, "show_progress", lambda count: count > batch_io.CHUNK)
+    loud = run(*HOTP_ARGS, "--count", "3000")
+    assert loud.exit_code == 0 and loud.stdout == quiet.stdout and "generating" in loud.stderr
+
+
+@pytest.mark.parametrize("args", [HOTP_ARGS, TOTP_ARGS], ids=["hotp", "totp"])
+@pytest.mark.parametrize("fmt", ["text", "u32"])
+def test_check_verifies_a_file_chunk_by_chunk(monkeypatch, tmp_path, args, fmt):
+    from otpfast_cli import batch_io
+    f = tmp_path / "otps"
+    assert run(*args, "--count", "5000", "--format", fmt, "--out", str(f)).exit_code == 0
+    monkeypatch.setattr(batch_io, "CHUNK", 700)
+    monkeypatch.setattr(batch_io, "TEXT_BLOCK", 1000)     # numbers split across blocks
+    result = run(*args, "--format", fmt, "--check", str(f))
+    assert result.exit_code == 0 and result.stdout == "5000 of 5000 OTPs verified\n"
+    values = array.array("I")
+    if fmt == "u32":
+        values.frombytes(f.read_bytes())
+    else:
+        values.extend(int(x) for x in f.read_text().split())
+    values[3] ^= 1
+    values[4999] = 0
+    f.write_bytes(values.tobytes() if fmt == "u32" else "\n".join(f"{v:06d}" for v in values).encode())
+    result = run(*args, "--format", fmt, "--check", str(f))    # (text now without a final newline)
+    assert result.exit_code == 1 and result.stdout == "4998 of 5000 OTPs verified\n"
+
+
+def test_check_against_other_parameters_fails(tmp_path):
+    f = tmp_path / "otps.txt"
+    assert run(*HOTP_ARGS, "--count", "50", "--out", str(f)).exit_code == 0
+    result = run("batch", "hotp", "--secret", KEY_HEX, "--counter", "8", "--check", str(f))
+    assert result.exit_code == 1 and re.fullmatch(r"\d+ of 50 OTPs verified\n", result.stdout)
+
+
+@pytest.mark.parametrize("args", [HOTP_ARGS, TOTP_ARGS], ids=["hotp", "totp"])
+def test_check_takes_the_generation_count(tmp_path, args):
+    f = tmp_path / "otps.txt"
+    generate = [*args, "--count", "300"]
+    assert run(*generate, "--out", str(f)).exit_code == 0
+    result = run(*generate, "--check", str(f))          # the generating command line + --check
+    assert result.exit_code == 0 and result.stdout == "300 of 300 OTPs verified\n"
+    result = run(*args, "--count", "301", "--check", str(f))
+    assert result.exit_code == 2 and "verified" not in result.stdout
+    assert "Invalid value for '--count'" in result.stderr and "holds 300 OTPs, not 301" in result.stderr
+
+
+def test_totp_check_needs_time(tmp_path):
+    f = tmp_path / "otps.txt"
+    f.write_text("123456\n")
+    result = run("batch", "totp", "--secret", KEY_HEX, "--check", str(f))
+    assert result.exit_code == 2 and "--time" in result.stderr
+
+
+@pytest.mark.parametrize("content, fmt", [(b"12x\n", "text"), (b"", "text"), (b" \n", "text"),
+                                          (b"-5\n", "text"), (b"\x01\x02\x03", "u32"), (b"", "u32")])
+def test_check_bad_file_exits_2(tmp_path, content, fmt):
+    f = tmp_path / "x"
+    f.write_bytes(content)
+    result = run(*HOTP_ARGS, "--format", fmt, "--check", str(f))
+    assert result.exit_code == 2 and "--check" in result.stderr and "verified" not in result.stdout
+
+
+def _peak_rss_kb(*args):
+    """Peak RSS of `python -m otpfast_cli ARGS` (a fresh parent, so no other child counts)."""
+    code = ("import resource, subprocess, sys\n"
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "otpfast_cli", *args],
+                         capture_output=True, text=True, timeout=300, check=True)
+    return int(out.stdout)
+
+
+def test_hotp_memory_stays_bounded(tmp_path):
+    """5 M OTPs held at once need >= 55 MB (20 MB of uint32 + 35 MB of text); streamed, the
+    peak grows by a few chunks over a --count 1 run, for generating and for --check."""
+    count, whole_kb = 5_000_000, 5_000_000 * (4 + 7) // 1024
+    base = _peak_rss_kb(*HOTP_ARGS, "--count", "1", "--out", "/dev/null")
+    text = tmp_path / "otps.txt"
+    generating = _peak_rss_kb(*HOTP_ARGS, "--count", str(count), "--out", str(text))
+    assert text.stat().st_size == 7 * count
+    checking = _peak_rss_kb(*HOTP_ARGS, "--count", str(count), "--check", str(text))
+    assert generating - base < whole_kb / 2, (base, generating)
+    assert checking - base < whole_kb / 2, (base, checking)

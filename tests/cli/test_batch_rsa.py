@@ -18,6 +18,14 @@ def run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def assert_names_real_options(command, message):
+    """Every --option the error names is an option of `batch COMMAND` (as in test_batch_otp)."""
+    options = {opt for param in cli.get_command(None, "batch").get_command(None, command).params
+               for opt in param.opts}
+    named = set(re.findall(r"--[a-z][a-z0-9-]*", message[message.index("Error:"):]))
+    assert named and named <= options, (named - options, message)
+
+
 @pytest.fixture(scope="module")
 def vectors():
     return json.loads((VECTORS / "rsa_paper.json").read_text())
@@ -143,13 +151,14 @@ def test_rsa_threads_do_not_change_output():
     ([*PAPER, "--degree", "1"], "--degree"),
     (["--digits", "1"], "--digits"),
     ([*PAPER, "--digits", "7"], "--digits"),
-    ([*PAPER, "--threads", "0"], "--threads"),
+    ([*PAPER, "--threads", "0"], "--threads"),                         # the core's num_threads
     ([*PAPER, "--poly", "zzz"], "--poly"),
 ])
 def test_rsa_lfsr_bad_input_exits_2_naming_the_option(args, option):
     result = run("batch", "rsa-lfsr", *args, "--count", "5")
     assert result.exit_code == 2, result.output
     assert option in result.output
+    assert_names_real_options("rsa-lfsr", result.stderr)
 
 
 @pytest.mark.parametrize("count", ["0", "-5"])
@@ -174,6 +183,7 @@ def test_rsa_primroot_bad_input_exits_2_naming_the_option(args, option):
     result = run("batch", "rsa-primroot", *PAPER, *args, "--count", "5")
     assert result.exit_code == 2, result.output
     assert option in result.output
+    assert_names_real_options("rsa-primroot", result.stderr)
 
 
 def test_rsa_check_needs_the_full_stream(tmp_path):
@@ -200,34 +210,45 @@ def test_rsa_help_labels_the_scheme_insecure():
 
 
 def test_rsa_chunked_run_continues_the_stream(monkeypatch):
-    from otpfast_cli import batch_rsa
+    from otpfast_cli import batch_io
     args = ["batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "0x77", "--count", "5500"]
     whole = run(*args).stdout
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
     assert run(*args).stdout == whole
     args = ["batch", "rsa-primroot", *PAPER, "--start", "12", "--count", "2500"]
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1 << 22)
+    monkeypatch.setattr(batch_io, "CHUNK", 1 << 22)
     whole = run(*args).stdout
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
     assert run(*args).stdout == whole
 
 
 def test_rsa_progress_bar_on_a_terminal(monkeypatch):
-    from otpfast_cli import batch_rsa
-    monkeypatch.setattr(batch_rsa, "CHUNK", 1000)
+    from otpfast_cli import batch_io
+    monkeypatch.setattr(batch_io, "CHUNK", 1000)
     args = ["batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "0x77", "--count", "3000"]
     quiet = run(*args)
     assert "generating" not in quiet.stderr          # CliRunner's stderr is not a terminal
-    monkeypatch.setattr(batch_rsa, "_show_progress", lambda count: count > batch_rsa.CHUNK)
+    monkeypatch.setattr(batch_io, "show_progress", lambda count: count > batch_io.CHUNK)
     loud = run(*args)
     assert loud.exit_code == 0 and loud.stdout == quiet.stdout
     assert "generating" in loud.stderr
 
 
-def test_rsa_count_and_check_are_exclusive(tmp_path):
-    f = tmp_path / "x.txt"
-    f.write_text("000001\n")
-    result = run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1", "--count", "1",
-                 "--check", str(f))
-    assert result.exit_code == 2 and "--count" in result.output
-    assert run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1").exit_code == 2
+@pytest.mark.parametrize("command, stream", [
+    ("rsa-lfsr", ["--poly", "0x100009", "--state", "0x1234"]),
+    ("rsa-primroot", ["--start", "77"]),
+])
+def test_rsa_check_takes_the_generation_count(tmp_path, command, stream):
+    f = tmp_path / "otps.txt"
+    generate = ["batch", command, *PAPER, *stream, "--count", "300"]
+    assert run(*generate, "--out", str(f)).exit_code == 0
+    result = run(*generate, "--check", str(f))          # the generating command line + --check
+    assert result.exit_code == 0 and "300 of 300 OTPs verified" in result.stdout
+    result = run("batch", command, *PAPER, *stream, "--count", "299", "--check", str(f))
+    assert result.exit_code == 2 and "verified" not in result.stdout
+    assert "Invalid value for '--count'" in result.stderr and "holds 300 OTPs, not 299" in result.stderr
+
+
+def test_rsa_needs_count_or_check():
+    result = run("batch", "rsa-lfsr", *PAPER, "--poly", "0x100009", "--state", "1")
+    assert result.exit_code == 2 and "--count" in result.stderr and "--check" in result.stderr
