@@ -8,8 +8,9 @@ is several times cheaper than a general decoder on the hot path; tests cross-che
 against pyrad's decoder and FreeRADIUS's radclient.
 
 RFC 2865 (packet format, PAP User-Password hiding, Response Authenticator),
-RFC 3579 §3.2 (Message-Authenticator), RFC 5080 §2.2.2 (duplicate key, see
-:func:`duplicate_key`).
+RFC 3579 §3.2 (Message-Authenticator); the Blast-RADIUS rules (CVE-2024-3596): Proxy-State
+only under a Message-Authenticator, and no answer that depends on what the User-Password
+decrypts to.
 """
 import hashlib
 import hmac
@@ -45,7 +46,8 @@ class DropReason(str, Enum):
     MALFORMED = "malformed"                  # attribute structure, User-Name, User-Password
     MISSING_MESSAGE_AUTHENTICATOR = "missing_message_authenticator"
     BAD_MESSAGE_AUTHENTICATOR = "bad_message_authenticator"
-    BAD_PASSWORD = "bad_password"            # does not decrypt to text: wrong shared secret
+    # Proxy-State that nothing authenticates: the Blast-RADIUS precondition (CVE-2024-3596)
+    PROXY_STATE_WITHOUT_MESSAGE_AUTHENTICATOR = "proxy_state_without_message_authenticator"
 
 
 class PacketDropped(RemoteProtocolError):
@@ -62,7 +64,8 @@ class PacketDropped(RemoteProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class AccessRequest:
-    """A validated Access-Request. ``password`` is kept out of ``repr``."""
+    """A validated Access-Request. ``password`` is kept out of ``repr``; it is the decrypted
+    User-Password as text (undecodable bytes replaced), never checked here."""
 
     identifier: int
     authenticator: bytes
@@ -93,11 +96,6 @@ def packet_length(header):
     if length > MAX_PACKET_SIZE:
         raise PacketDropped(DropReason.OVERSIZE, f"length field {length} > {MAX_PACKET_SIZE}")
     return length
-
-
-def duplicate_key(raw):
-    """(identifier, request authenticator): with the source, the RFC 5080 duplicate key."""
-    return raw[1], raw[4:20]
 
 
 def _walk_attributes(raw):
@@ -132,14 +130,14 @@ def _reveal_password(hidden, secret, authenticator):
     return b"".join(plain).rstrip(b"\x00")
 
 
-def _as_text(value, reason, what):
-    """UTF-8 text without control characters, else PacketDropped(reason)."""
+def _user_name(value):
+    """UTF-8 text without control characters, else PacketDropped (it travels in clear)."""
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        raise PacketDropped(reason, f"{what} is not UTF-8") from None
+        raise PacketDropped(DropReason.MALFORMED, "User-Name is not UTF-8") from None
     if not text or not text.isprintable():
-        raise PacketDropped(reason, f"{what} is empty or not printable text")
+        raise PacketDropped(DropReason.MALFORMED, "User-Name is empty or not printable text")
     return text
 
 
@@ -153,8 +151,11 @@ def _message_authenticator_ok(raw, value_start, secret):
 def decode_access_request(raw, secret, *, require_message_authenticator=False):
     """Validate and decode one Access-Request (a datagram, or one packet of a stream).
 
-    ``secret`` is the client's shared secret (bytes; ``b""`` on a UNIX socket).
-    Raises :class:`PacketDropped` for everything that must get no answer.
+    ``secret`` is the client's shared secret (bytes; ``b""`` on a UNIX socket). A
+    Message-Authenticator, when present, must match; without one the request is dropped
+    when ``require_message_authenticator`` or when it carries Proxy-State. Raises
+    :class:`PacketDropped` for everything that must get no answer; the User-Password is
+    never a reason (see below).
     """
     if len(raw) > MAX_PACKET_SIZE:
         raise PacketDropped(DropReason.OVERSIZE, f"{len(raw)} bytes > {MAX_PACKET_SIZE}")
@@ -185,13 +186,18 @@ def decode_access_request(raw, secret, *, require_message_authenticator=False):
                                 "Message-Authenticator does not match (wrong shared secret?)")
     elif require_message_authenticator:
         raise PacketDropped(DropReason.MISSING_MESSAGE_AUTHENTICATOR, "Message-Authenticator required")
+    elif _PROXY_STATE in found:
+        raise PacketDropped(DropReason.PROXY_STATE_WITHOUT_MESSAGE_AUTHENTICATOR,
+                            "Proxy-State without Message-Authenticator")
     start, end = user_names[0]
-    user_name = _as_text(raw[start:end], DropReason.MALFORMED, "User-Name")
+    user_name = _user_name(raw[start:end])
     start, end = passwords[0]
     authenticator = raw[4:HEADER_SIZE]
-    # with a wrong shared secret the password decrypts to noise
-    password = _as_text(_reveal_password(raw[start:end], secret, authenticator),
-                        DropReason.BAD_PASSWORD, "User-Password (wrong shared secret?)")
+    # No judgement on the decrypted bytes: whatever they are (text, or noise from a wrong
+    # secret or a forgery) they go to the verifier as this user's OTP and get the same
+    # Access-Reject as any wrong OTP. Dropping noise would tell a forger which guesses
+    # decrypt to text: an oracle on the keystream MD5(secret + authenticator).
+    password = _reveal_password(raw[start:end], secret, authenticator).decode("utf-8", "replace")
     return AccessRequest(
         identifier=raw[1],
         authenticator=authenticator,
