@@ -43,7 +43,7 @@ from otpfast.radius.server import start_radius
 async def main(port, secret):
     loop = asyncio.get_running_loop()
 
-    def verify(account, otp):  # accepts at once: measures the RADIUS layer alone
+    def verify(account, otp, source):  # accepts at once: measures the RADIUS layer alone
         future = loop.create_future()
         future.set_result(len(otp) == 6 and otp.isdigit())
         return future

@@ -121,11 +121,11 @@ def front_end(otpfast_services, tmp_path_factory):
     verifier = AsyncVerifier(otpfast_services["data_dir"].distribution(), loop=loop_thread.loop)
     calls = []
 
-    async def verify(account, otp):
+    async def verify(account, otp, source):
         calls.append(account)
         if account == "dave":  # slow enough for krad to retransmit (per-try timeout 1 s)
             await asyncio.sleep(RETRANSMIT_DELAY)
-        return await verifier.verify(account, otp, source="radius")
+        return await verifier.verify(account, otp, source=source)
 
     config = build_radius_config(radius_udp="127.0.0.1:0", radius_secret_file=str(secret_file),
                                  radius_legacy_no_message_authenticator=True,

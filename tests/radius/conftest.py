@@ -17,15 +17,18 @@ SECRET = b"radius-test-secret"
 
 
 class FakeVerify:
-    """Accepts each configured (account, otp) pair exactly once; records every call."""
+    """Accepts each configured (account, otp) pair exactly once; records every call
+    (``calls``: (account, otp); ``sources``: the source of each)."""
 
     def __init__(self, valid=(), delay=0.0):
         self.valid = set(valid)
         self.delay = delay
         self.calls = []
+        self.sources = []
 
-    async def __call__(self, account, otp):
+    async def __call__(self, account, otp, source):
         self.calls.append((account, otp))
+        self.sources.append(source)
         if self.delay:
             await asyncio.sleep(self.delay)
         if (account, otp) in self.valid:

@@ -51,6 +51,7 @@ def test_udp_accept_then_replay_rejected(start_front_end, radius_client, udp, fa
     pkt, raw = radius_client.request("alice", "000000")
     assert radius_client.check_reply(pkt, udp(fe.udp_address, raw)) == 3
     assert verify.calls == [("alice", OTP), ("alice", OTP), ("alice", "000000")]
+    assert verify.sources == ["radius 127.0.0.1"] * 3  # the audit and throttling source: the client
     assert fe.counters["accepted"] == 1 and fe.counters["rejected"] == 2
 
 
@@ -84,6 +85,7 @@ def test_unix_socket_many_requests_on_one_connection(start_front_end, radius_cli
         code = radius_client.check_reply(pkt, replies[i], secret=b"")
         assert code == (2 if i % 2 == 0 else 3)
     assert fe.counters["connections"] == 1
+    assert set(verify.sources) == {"radius unix"}
 
 
 def test_unix_socket_is_private_and_removed_on_close(start_front_end, fake_verify, loop_thread):
@@ -217,7 +219,7 @@ def test_unknown_client_dropped(start_front_end, radius_client, fake_verify, tmp
 
 
 def test_verify_error_is_a_reject(start_front_end, radius_client, udp, caplog):
-    async def broken(account, otp):
+    async def broken(account, otp, source):
         raise RuntimeError("store unavailable")
 
     fe = start_front_end(broken)

@@ -15,11 +15,12 @@ MIN_SECRET_LENGTH = 16
 LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 # the clients-file flag of a client that may omit the Message-Authenticator
 NO_MESSAGE_AUTHENTICATOR = "no-message-authenticator"
-# per source address, (events per second, burst): bad packets (wrong Message-Authenticator,
-# undecodable, replayed) are never legitimate in numbers; failures pass a whole KDC's users,
-# so the failure limit is a flood brake, not a guessing brake (that is per account)
+# Per source address, (events per second, burst). Bad packets (wrong Message-Authenticator,
+# malformed, replayed) are never legitimate in numbers. Failures come from all the users
+# behind a KDC or NAS, so the failure limit is a flood brake, not a guessing brake (that
+# is per account); its burst also caps a source's verifications in flight (each may fail).
 DEFAULT_BAD_PACKET_LIMIT = (1.0, 20)
-DEFAULT_FAILURE_LIMIT = (5.0, 50)
+DEFAULT_FAILURE_LIMIT = (5.0, 256)
 
 
 def check_secret(secret, option, where):

@@ -1,6 +1,8 @@
 """asyncio glue for the RADIUS front end: UDP and UNIX stream listeners.
 
-Every valid Access-Request becomes one ``verify(account, otp)`` call. Retransmissions
+Every valid Access-Request becomes one ``verify(account, otp, source)`` call (``source``:
+``"radius ADDRESS"`` for UDP, ``"radius unix"``: what the audit log and the service's
+per-source throttling see). Retransmissions
 (same source, identifier and request authenticator, RFC 5080 §2.2.2) are answered from
 a reply cache, and copies arriving while the first is still being verified wait for
 its answer, so a retransmission never burns an OTP nor counts as a failure. A copy of a
@@ -10,7 +12,9 @@ retransmission: dropped. Everything else that is wrong is dropped, counted in
 
 Per UDP source address, bad packets and failed verifications are rate limited
 (services.throttle): over a limit, that source's requests are dropped before any work,
-and one warning naming it is logged (at most once a minute per source and limit).
+and one warning naming it is logged (at most once a minute per source and limit). Each
+verification in flight counts as a possible failure, so a source never has more in flight
+than it has failures left: pipelining cannot overshoot the failure limit.
 """
 import asyncio
 import collections
@@ -78,6 +82,7 @@ class RadiusFrontEnd:
         self._failures = RateLimiter(Rate(*config.failure_limit), clock=clock)
         self._limit_logs = RateLimiter(_LIMIT_LOG, clock=clock)
         self._unix_client = config.unix_client
+        self._pending = collections.Counter()  # UDP source address -> verifications in flight
         self._closed = asyncio.Event()
         self.udp_address = None
         self.socket_path = None
@@ -191,7 +196,8 @@ class RadiusFrontEnd:
             self._drop("unknown_client", source, "no shared secret for this source address")
             return False
         kind, host, port = source
-        if kind == "udp" and (self._bad_packets.blocked(host) or self._failures.blocked(host)):
+        if kind == "udp" and (self._bad_packets.blocked(host)
+                              or self._failures.tokens(host) < self._pending[host] + 1):
             self.counters["rate_limited"] += 1
             return False
         now = self._clock()
@@ -227,10 +233,13 @@ class RadiusFrontEnd:
         entry.waiters.append(send)
         self._cache[key] = entry
         self._in_flight += 1
+        if kind == "udp":
+            self._pending[host] += 1
         self.counters["requests"] += 1
         account = self.config.account_for(request.user_name)
         try:
-            future = asyncio.ensure_future(self._verify(account, request.password))
+            future = asyncio.ensure_future(self._verify(
+                account, request.password, f"radius {host}" if kind == "udp" else "radius unix"))
         except Exception as exc:  # verify failed before returning an awaitable
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
@@ -239,6 +248,12 @@ class RadiusFrontEnd:
 
     def _finish(self, key, entry, request, account, future):
         self._in_flight -= 1
+        if key[0] == "udp":
+            left = self._pending[key[1]] - 1
+            if left:
+                self._pending[key[1]] = left
+            else:
+                del self._pending[key[1]]
         accepted = False
         if future.cancelled():
             self.counters["verify_errors"] += 1
@@ -414,7 +429,8 @@ class _UdpListener:
 
 
 async def start_radius(config, verify, *, udp_sock=None, unix_sock=None):
-    """Start the listeners of ``config``; ``verify(account, otp)`` returns an awaitable bool.
+    """Start the listeners of ``config``; ``verify(account, otp, source)`` returns an
+    awaitable bool.
     ``udp_sock`` / ``unix_sock``: already bound sockets to serve instead of binding
     ``config.udp`` / ``config.unix_socket`` (server workers share the supervisor's).
 
