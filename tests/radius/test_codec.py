@@ -173,6 +173,14 @@ def test_codec_bad_packet_dropped(rdict, name):
     assert "654321" not in str(info.value)
 
 
+@settings(max_examples=300, deadline=None)
+@given(secret=st.binary(max_size=150), message=st.binary(max_size=300))
+def test_codec_hmac_md5_is_rfc2104(secret, message):
+    import hmac
+    assert codec.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")
+    assert codec.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")  # cached states
+
+
 def test_codec_padding_after_length_is_ignored(rdict):
     _, raw = build(rdict)
     assert codec.decode_access_request(raw + b"\x00" * 7, SECRET).password == "123456"

@@ -1,11 +1,11 @@
 """Sans-IO RADIUS codec for the otpfast front end.
 
 Bytes in, :class:`AccessRequest` out; :func:`encode_reply` turns a decision into the
-Access-Accept / Access-Reject bytes (pyrad encodes and signs them). No sockets, no
-event loop, no clock. Requests are decoded by one strict walk over the attributes
-(only User-Name, User-Password, Message-Authenticator and Proxy-State matter here), which
-is several times cheaper than a general decoder on the hot path; tests cross-check it
-against pyrad's decoder and FreeRADIUS's radclient.
+signed Access-Accept / Access-Reject bytes. No sockets, no event loop, no clock. Requests
+are decoded by one strict walk over the attributes (only User-Name, User-Password,
+Message-Authenticator and Proxy-State matter here) and replies built directly, several
+times cheaper than a general encoder on the hot path; tests cross-check both against
+pyrad and FreeRADIUS's radclient.
 
 RFC 2865 (packet format, PAP User-Password hiding, Response Authenticator),
 RFC 3579 §3.2 (Message-Authenticator); the Blast-RADIUS rules (CVE-2024-3596): Proxy-State
@@ -20,7 +20,6 @@ from enum import Enum
 from importlib import resources
 
 from pyrad import dictionary as pyrad_dictionary
-from pyrad import packet as pyrad_packet
 
 from otpfast.errors import RemoteProtocolError
 
@@ -141,10 +140,32 @@ def _user_name(value):
     return text
 
 
+_ZERO_MESSAGE_AUTHENTICATOR = bytes([_MESSAGE_AUTHENTICATOR, 18]) + bytes(16)
+_HMAC_STATES = {}  # secret -> MD5 states after its inner and outer padded key (a few per server)
+
+
+def hmac_md5(secret, message):
+    """HMAC-MD5 (RFC 2104), the padded-key states computed once per secret: about half
+    the cost of ``hmac.digest`` on every request and reply that carries a
+    Message-Authenticator."""
+    states = _HMAC_STATES.get(secret)
+    if states is None:
+        if len(_HMAC_STATES) >= 1024:
+            _HMAC_STATES.clear()
+        key = (hashlib.md5(secret).digest() if len(secret) > 64 else secret).ljust(64, b"\0")
+        states = _HMAC_STATES[secret] = (hashlib.md5(bytes(b ^ 0x36 for b in key)),
+                                         hashlib.md5(bytes(b ^ 0x5C for b in key)))
+    inner = states[0].copy()
+    inner.update(message)
+    outer = states[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 def _message_authenticator_ok(raw, value_start, secret):
     """RFC 3579 §3.2: HMAC-MD5 over the packet with the Message-Authenticator zeroed."""
     zeroed = raw[:value_start] + bytes(16) + raw[value_start + 16:]
-    expected = hmac.new(secret, zeroed, hashlib.md5).digest()
+    expected = hmac_md5(secret, zeroed)
     return hmac.compare_digest(expected, raw[value_start:value_start + 16])
 
 
@@ -210,19 +231,24 @@ def decode_access_request(raw, secret, *, require_message_authenticator=False):
 
 
 def encode_reply(request, accept):
-    """Access-Accept (``accept``) or Access-Reject for ``request``, encoded and signed by pyrad.
+    """Access-Accept (``accept``) or Access-Reject for ``request``, signed (RFC 2865 §3).
 
     Carries a Message-Authenticator exactly when the request had one (krb5 1.20's libkrad
-    drops replies with one it did not ask for; BlastRADIUS-aware clients require it), and
-    the request's Proxy-State attributes in order (RFC 2865 §5.33).
+    drops replies with one it did not ask for; BlastRADIUS-aware clients require it), as
+    the first attribute (the Blast-RADIUS advice), then the request's Proxy-State
+    attributes in order (RFC 2865 §5.33).
     """
-    reply = pyrad_packet.AuthPacket(
-        code=ACCESS_ACCEPT if accept else ACCESS_REJECT, id=request.identifier,
-        secret=request.secret, authenticator=request.authenticator,
-        message_authenticator=bool(request.message_authenticator))
-    if request.proxy_state:
-        reply[_PROXY_STATE] = list(request.proxy_state)
-    return reply.ReplyPacket()
+    attributes = b"".join(bytes([_PROXY_STATE, len(value) + 2]) + value for value in request.proxy_state)
+    if request.message_authenticator:
+        attributes = _ZERO_MESSAGE_AUTHENTICATOR + attributes
+    header = struct.pack("!BBH", ACCESS_ACCEPT if accept else ACCESS_REJECT, request.identifier,
+                         HEADER_SIZE + len(attributes))
+    if request.message_authenticator:
+        # RFC 3579 §3.2: over the reply with the Request Authenticator in the header
+        mac = hmac_md5(request.secret, header + request.authenticator + attributes)
+        attributes = _ZERO_MESSAGE_AUTHENTICATOR[:2] + mac + attributes[18:]
+    response = hashlib.md5(header + request.authenticator + attributes + request.secret).digest()
+    return header + response + attributes
 
 
 def verify_response_authenticator(reply, request_authenticator, secret):
