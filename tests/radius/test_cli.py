@@ -161,6 +161,10 @@ def test_krb5_config_udp_secret_is_an_absolute_file_name(tmp_path, monkeypatch):
     assert "    corp_otp = {" in result.output.splitlines()
     assert "        timeout = 3" in result.output.splitlines()
     assert "addprinc" not in result.output
+    # krb5 1.20 over UDP needs the per-client opt-out: the stanza says how and what it costs
+    assert "--radius-legacy-no-message-authenticator" in result.output
+    assert "Blast-RADIUS" in result.output and "--radius-socket" in result.output
+    assert all("#" not in line or line.lstrip().startswith("#") for line in result.output.splitlines())
 
 
 def test_krb5_config_ipv6_and_only_kadmin():
