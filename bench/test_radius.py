@@ -12,7 +12,7 @@ test, without (as krb5 1.20 sends them). Every request must be accepted (each co
     OTPFAST_BENCH_RADIUS_WORKERS=N          # server processes (serve --workers; default 1)
 
 The load comes from one UDP socket, as from one NAS; with several workers the kernel routes
-each request by its RADIUS Identifier (otpfast.net.workers), and each account uses one.
+each request by its Request Authenticator (otpfast.net.workers).
 """
 import hashlib
 import hmac

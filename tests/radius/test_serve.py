@@ -135,6 +135,13 @@ def test_serve_opted_out_client_without_message_authenticator(served):
         assert verify_response_authenticator(reply, pkt.authenticator, LEGACY_SECRET.encode())
     # the opt-out is that address's only: from 127.0.0.1 the same request gets nothing
     assert _exchange_udp(served["address"], request(otp)[1], 0.3) is None
+    # a sniffed request re-sent under other Identifiers is not verified again, whichever
+    # worker the kernel hands it to (workers are picked by the Request Authenticator)
+    pkt, raw = request("000000")
+    assert _exchange_udp(served["address"], raw, 5, source="127.0.0.2")[0] == 3
+    for identifier in range(1, 11):
+        copy = raw[:1] + bytes([(raw[1] + identifier) % 256]) + raw[2:]
+        assert _exchange_udp(served["address"], copy, 0.2, source="127.0.0.2") is None
 
 
 def _exchange_udp(address, raw, timeout, source="127.0.0.1"):
