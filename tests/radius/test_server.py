@@ -311,7 +311,7 @@ def test_secret_file_first_line(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["127.0.0.1 ", "not-an-ip zz-value-zz-long-enough", "10.0.0.0/33 zz-value-zz-long-enough",
-                                  "# only", "127.0.0.1 zz-value-zz", "0.0.0.0/0 zz-value-zz-long-enough",
+                                  "# only", "127.0.0.1 zz-value-zz", "127.0.0.1 no-message-authenticator", "0.0.0.0/0 zz-value-zz-long-enough",
                                   "::/0 zz-value-zz-long-enough no-message-authenticator",
                                   "10.0.0.1 zz-value-zz-long-enough\n10.0.0.1/32 zz-value-zz-long-enough"])
 def test_clients_file_errors_name_option_without_secret(tmp_path, text):

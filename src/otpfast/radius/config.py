@@ -146,7 +146,7 @@ class RadiusClients:
                 continue
             where = f"{path} line {number}"
             parts = line.split(None, 1)
-            if len(parts) != 2:
+            if len(parts) != 2 or parts[1] == flag:
                 raise InvalidParameter(option, f"{where}: expected 'ADDRESS-or-CIDR SECRET [{NO_MESSAGE_AUTHENTICATOR}]'")
             try:
                 address = parts[0].decode("ascii")

@@ -254,7 +254,7 @@ class RadiusFrontEnd:
                 self._pending[key[1]] = left
             else:
                 del self._pending[key[1]]
-        accepted = False
+        accepted = refused = False
         if future.cancelled():
             self.counters["verify_errors"] += 1
         elif future.exception() is not None:
@@ -263,8 +263,9 @@ class RadiusFrontEnd:
                          type(future.exception()).__name__)
         else:
             accepted = future.result() is True
+            refused = not accepted
         self.counters["accepted" if accepted else "rejected"] += 1
-        if not accepted and key[0] == "udp":
+        if refused and key[0] == "udp":  # a store failure is not the source's
             self._charge(self._failures, "failure", key[1])
         logger.debug("RADIUS %s for account %r", "accept" if accepted else "reject", account)
         reply = codec.encode_reply(request, accepted)
