@@ -131,9 +131,14 @@ def front_end(otpfast_services, tmp_path_factory):
                                  radius_legacy_no_message_authenticator=True,
                                  radius_socket=os.path.join(sock_dir, "radius.sock"))
     fe = loop_thread.run(start_radius(config, verify))
+    # the default: the same secret for loopback, no opt-out (what krb5 1.20 over UDP meets
+    # if the operator leaves the opt-out out)
+    strict = loop_thread.run(start_radius(
+        build_radius_config(radius_udp="127.0.0.1:0", radius_secret_file=str(secret_file)), verify))
     try:
-        yield {"front_end": fe, "calls": calls, "secret_file": secret_file}
+        yield {"front_end": fe, "calls": calls, "secret_file": secret_file, "strict": strict}
     finally:
+        loop_thread.run(_close(strict))
         loop_thread.run(_close(fe))
         verifier.close()
         loop_thread.stop()
@@ -160,6 +165,9 @@ def realm(tmp_path_factory, front_end, require_service):
                               "--timeout", "3", "--only", "kdc.conf")
     retry_stanza = krb5_config(*udp, "--token-type", "otpfast_retry", "--timeout", "4", "--only", "kdc.conf")
     assert "retries = 3" in retry_stanza
+    strict_host, strict_port = front_end["strict"].udp_address
+    strict = ["--radius", f"{strict_host}:{strict_port}", "--radius-secret-file", str(secret_file)]
+    strict_stanza = krb5_config(*strict, "--token-type", "otpfast_strict", "--timeout", "1", "--only", "kdc.conf")
     kadmin = "".join([
         krb5_config(*udp, "--token-type", "otpfast_udp", "--only", "kadmin",
                     "--principal", "alice", "--account", "alice",
@@ -170,9 +178,11 @@ def realm(tmp_path_factory, front_end, require_service):
                     "--principal", "robert", "--account", "bob"),
         krb5_config(*udp, "--token-type", "otpfast_retry", "--only", "kadmin",
                     "--principal", "dave", "--account", "dave"),
+        krb5_config(*strict, "--token-type", "otpfast_strict", "--only", "kadmin",
+                    "--principal", "frank", "--account", "alice"),
     ])
     otp_section = "\n".join(["[otp]", *otp_entries(udp_stanza), *otp_entries(unix_stanza),
-                             *otp_entries(retry_stanza)])
+                             *otp_entries(retry_stanza), *otp_entries(strict_stanza)])
     (d / "krb5.conf").write_text(f"""\
 [libdefaults]
     default_realm = {REALM}
@@ -344,3 +354,18 @@ def test_kdc_retransmission_does_not_burn_the_otp(realm, otpfast_services, front
     assert fe.counters["duplicates"] > duplicates  # krad did resend while we verified
     assert front_end["calls"].count("dave") == before + 1  # ... and it was verified once
     assert otpfast_services["admin"].account("dave").failures == 0
+
+
+@pytest.mark.service
+def test_kinit_udp_without_the_opt_out_gets_no_answer(realm, otpfast_services, front_end):
+    """krb5 1.20's libkrad sends no Message-Authenticator over UDP: on the default path
+    otpfast drops its requests (the KDC times out), and the OTP is not spent."""
+    strict = front_end["strict"]
+    before = front_end["calls"].count("alice")
+    otp = otpfast_services["request_otp"]("alice")
+    r, _ = realm["kinit_otp"]("frank", otp)
+    assert r.returncode != 0 and "Preauthentication failed" in r.stderr
+    assert strict.counters["missing_message_authenticator"] >= 1
+    assert strict.counters["requests"] == 0 and front_end["calls"].count("alice") == before
+    r, _ = realm["kinit_otp"]("alice", otp)  # through the opted-out front end: still valid
+    assert r.returncode == 0, r.stderr
