@@ -258,4 +258,17 @@ def test_opt_out_is_logged_loudly_at_start(loop_thread, fake_verify, tmp_path, c
     [warning] = [r for r in caplog.records if "WITHOUT a Message-Authenticator" in r.getMessage()]
     assert warning.levelno == logging.WARNING
     assert "192.0.2.0/28" in warning.getMessage() and "2001:db8::5/128" in warning.getMessage()
-    assert "127.0.0.1" not in warning.getMessage() and "secret" not in warning.getMessage().split(":")[0]
+    assert "127.0.0.1" not in warning.getMessage()
+    assert not any(secret in caplog.text for secret in ("signed-client", "krb5-1.20-kdc", "pam-radius-auth"))
+
+
+def test_secret_file_default_networks_on_a_public_listener_warn(loop_thread, fake_verify, caplog):
+    """`--radius 0.0.0.0:PORT --radius-secret-file F` used to answer everyone; now it
+    answers loopback only, and says so at start."""
+    from otpfast.radius.config import RadiusConfig
+
+    config = RadiusConfig(udp=("0.0.0.0", 0), clients=RadiusClients.shared(SECRET))
+    with caplog.at_level(logging.WARNING, logger="otpfast.radius"):
+        fe = loop_thread.run(start_radius(config, fake_verify()))
+        loop_thread.call(fe.close)
+    assert "only loopback clients are configured" in caplog.text and "--radius-client-networks" in caplog.text
