@@ -2,8 +2,9 @@
 server process (real data dir, SQLite store with durable commits, group-commit verifier).
 
 Pre-provisioned outside the timed part: 64 HOTP accounts and, for each, its next codes
-(as an authenticator app computes them) as ready-made Access-Request packets. Every
-request must be accepted (each code once).
+(as an authenticator app computes them) as ready-made Access-Request packets, signed with a
+Message-Authenticator (required by default) or, for the opted-out client of the front-end
+test, without (as krb5 1.20 sends them). Every request must be accepted (each code once).
 
     python -m pytest bench/test_radius.py --benchmark-enable -s
     python -m pytest bench/test_radius.py --benchmark-disable -q     # correctness only
@@ -11,7 +12,7 @@ request must be accepted (each code once).
     OTPFAST_BENCH_RADIUS_WORKERS=N          # server processes (serve --workers; default 1)
 
 The load comes from one UDP socket, as from one NAS; with several workers the kernel routes
-each request by its RADIUS Identifier (otpfast.net.workers), and each account uses one.
+each request by its Request Authenticator (otpfast.net.workers).
 """
 import hashlib
 import hmac
@@ -37,24 +38,24 @@ WORKERS = int(os.environ.get("OTPFAST_BENCH_RADIUS_WORKERS", "1"))
 
 FRONT_END_ONLY_SERVER = r"""
 import asyncio, sys
-from otpfast.radius.config import ClientSecrets, RadiusConfig
+from otpfast.radius.config import RadiusClients, RadiusConfig
 from otpfast.radius.server import start_radius
 
-async def main(port, secret):
+async def main(port, secret, require_message_authenticator):
     loop = asyncio.get_running_loop()
 
-    def verify(account, otp):  # accepts at once: measures the RADIUS layer alone
+    def verify(account, otp, source):  # accepts at once: measures the RADIUS layer alone
         future = loop.create_future()
         future.set_result(len(otp) == 6 and otp.isdigit())
         return future
 
-    config = RadiusConfig(udp=("127.0.0.1", port), secrets=ClientSecrets(default=secret))
-    front_end = await start_radius(config, verify)
+    clients = RadiusClients.shared(secret, require_message_authenticator=require_message_authenticator)
+    front_end = await start_radius(RadiusConfig(udp=("127.0.0.1", port), clients=clients), verify)
     print("listening", flush=True)
     await loop.run_in_executor(None, sys.stdin.read)
     front_end.close()
 
-asyncio.run(main(int(sys.argv[1]), sys.argv[2].encode()))
+asyncio.run(main(int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3] == "required"))
 """
 
 
@@ -75,25 +76,30 @@ def hotp(key, counter, digits=6):
 @pytest.fixture(scope="module")
 def provisioned(tmp_path_factory):
     """64 HOTP accounts and, for each, its next CODES_PER_ACCOUNT codes as ready-made
-    Access-Request packets, in the order they must be used."""
+    Access-Request packets, in the order they must be used: {"signed": queues (with a
+    Message-Authenticator), "plain": queues (without)}."""
     base = tmp_path_factory.mktemp("bench-radius")
     data_dir = DataDir(str(base / "data"))
     data_dir.init(rsa_bits=2048)
     admin = data_dir.admin()
     rdict = load_dictionary()
-    queues = []
+    queues = {"signed": [], "plain": []}
     for index in range(OUTSTANDING):
         name = f"bench{index}"
         record = admin.add_account(name, "hotp")
         key = bytes.fromhex(record.material["key"])
-        packets = []
+        packets = {"signed": [], "plain": []}
         for counter in range(record.counter, record.counter + CODES_PER_ACCOUNT):
-            pkt = pyrad_packet.AuthPacket(code=1, id=index, secret=SECRET, dict=rdict)
-            pkt["User-Name"] = name
-            pkt["User-Password"] = pkt.PwCrypt(hotp(key, counter))
-            pkt["NAS-Identifier"] = "bench"
-            packets.append(pkt.RequestPacket())
-        queues.append(packets)
+            for kind in packets:
+                pkt = pyrad_packet.AuthPacket(code=1, id=index, secret=SECRET, dict=rdict)
+                pkt["User-Name"] = name
+                pkt["User-Password"] = pkt.PwCrypt(hotp(key, counter))
+                pkt["NAS-Identifier"] = "bench"
+                if kind == "signed":
+                    pkt.add_message_authenticator()
+                packets[kind].append(pkt.RequestPacket())
+        for kind in packets:
+            queues[kind].append(packets[kind])
     admin.store.close()
     secret_file = base / "radius.secret"
     secret_file.write_bytes(SECRET + b"\n")
@@ -156,14 +162,16 @@ def drive(port, queues):
     return accepted, rejected, seconds
 
 
-@pytest.fixture
-def front_end_only_server(provisioned):
+@pytest.fixture(params=["signed", "plain"], ids=["message-authenticator", "opted-out"])
+def front_end_only_server(request, provisioned):
+    """The front end alone; "plain": its client is opted out (no Message-Authenticator)."""
     port = free_udp_port()
-    proc = subprocess.Popen([sys.executable, "-c", FRONT_END_ONLY_SERVER, str(port), SECRET.decode()],
+    policy = "required" if request.param == "signed" else "opted-out"
+    proc = subprocess.Popen([sys.executable, "-c", FRONT_END_ONLY_SERVER, str(port), SECRET.decode(), policy],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("listening")
-        yield proc, port
+        yield request.param, port
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
@@ -174,15 +182,16 @@ def test_radius_front_end_only_per_second(benchmark, provisioned, front_end_only
     """The RADIUS layer alone (decode, duplicate cache, reply signing, UDP) over a verifier
     that answers at once: the ceiling the front end puts on the whole system."""
     _, _, queues = provisioned
-    _, port = front_end_only_server
-    _measure(benchmark, port, queues, "RADIUS/UDP front end only")
+    kind, port = front_end_only_server
+    label = "Message-Authenticator" if kind == "signed" else "opted out, no Message-Authenticator"
+    _measure(benchmark, port, queues[kind], f"RADIUS/UDP front end only ({label})")
 
 
 def test_radius_verifications_per_second(benchmark, provisioned, server):
     """``otpfast serve --radius``: every accept a durable, audited verification."""
     _, _, queues = provisioned
     _, port = server
-    _measure(benchmark, port, queues, f"RADIUS/UDP otpfast serve --workers {WORKERS}")
+    _measure(benchmark, port, queues["signed"], f"RADIUS/UDP otpfast serve --workers {WORKERS}")
 
 
 def _measure(benchmark, port, queues, label):

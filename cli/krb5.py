@@ -49,9 +49,15 @@ def kdc_conf_stanza(realm, token_type, *, radius_socket=None, radius=None, secre
         ]
     else:
         lines += [
-            "        # host:port: RADIUS over UDP (otpfast serve --radius ... --radius-secret-file ...)",
+            "        # host:port: RADIUS over UDP. krb5 1.20 sends no Message-Authenticator, which",
+            "        # otpfast requires by default: opt this KDC's address out with",
+            "        #   otpfast serve --radius ... --radius-secret-file FILE",
+            "        #     --radius-client-networks KDC-ADDRESS --radius-legacy-no-message-authenticator",
+            "        # or a line 'KDC-ADDRESS SECRET no-message-authenticator' in --radius-clients.",
+            "        # That exposes these logins to Blast-RADIUS forgery (CVE-2024-3596) on the path",
+            "        # between KDC and otpfast: prefer the UNIX socket (--radius-socket) on the KDC host.",
+            "        # secret is a FILE whose first line is the shared secret (16+ characters)",
             f"        server = {radius}",
-            "        # a FILE whose first line is the shared secret (not the secret itself)",
             f"        secret = {secret_file}",
             f"        timeout = {timeout}",
             "        # retransmissions are answered from otpfast's reply cache: never a second check",

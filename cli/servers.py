@@ -113,7 +113,7 @@ async def _start_radius(radius, verifier, sockets):
     from otpfast.radius.server import start_radius
 
     # verify_future: a plain future per request, no coroutine or Task
-    return await start_radius(radius, lambda account, otp: verifier.verify_future(account, otp, source="radius"),
+    return await start_radius(radius, lambda account, otp, source: verifier.verify_future(account, otp, source=source),
                               udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix)
 
 

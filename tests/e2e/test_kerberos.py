@@ -4,6 +4,9 @@ A throwaway realm on loopback; the front end runs over the real services (data d
 SQLite store, Distribution through the group-commit AsyncVerifier) on UDP and on a
 UNIX socket; kdc.conf's [otp] stanzas and the kadmin commands come from
 ``otpfast krb5 config``. OTPs are requested from otpfast as an account client would.
+krb5 1.20's libkrad sends no Message-Authenticator over UDP: the front end is configured
+from the options an operator gives for it (``--radius-secret-file F`` for loopback with
+``--radius-legacy-no-message-authenticator``); the UNIX socket needs nothing.
 """
 import asyncio
 import base64
@@ -21,7 +24,6 @@ import pytest
 from click.testing import CliRunner
 
 from otpfast.datadir import DataDir
-from otpfast.radius.config import ClientSecrets, RadiusConfig
 from otpfast.radius.server import start_radius
 from otpfast.services import masking
 
@@ -108,26 +110,35 @@ def otpfast_services(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def front_end(otpfast_services):
+def front_end(otpfast_services, tmp_path_factory):
     from otpfast.net.verifier import AsyncVerifier
+    from otpfast_cli.radius_options import build_radius_config
 
     sock_dir = tempfile.mkdtemp(prefix="otpk-", dir="/tmp")  # AF_UNIX paths <= 107 bytes
+    secret_file = tmp_path_factory.mktemp("radius-secret") / "radius.secret"
+    secret_file.write_bytes(RADIUS_SECRET + b"\n")
     loop_thread = LoopThread()
     verifier = AsyncVerifier(otpfast_services["data_dir"].distribution(), loop=loop_thread.loop)
     calls = []
 
-    async def verify(account, otp):
+    async def verify(account, otp, source):
         calls.append(account)
         if account == "dave":  # slow enough for krad to retransmit (per-try timeout 1 s)
             await asyncio.sleep(RETRANSMIT_DELAY)
-        return await verifier.verify(account, otp, source="radius")
+        return await verifier.verify(account, otp, source=source)
 
-    config = RadiusConfig(udp=("127.0.0.1", 0), secrets=ClientSecrets(default=RADIUS_SECRET),
-                          unix_socket=os.path.join(sock_dir, "radius.sock"))
+    config = build_radius_config(radius_udp="127.0.0.1:0", radius_secret_file=str(secret_file),
+                                 radius_legacy_no_message_authenticator=True,
+                                 radius_socket=os.path.join(sock_dir, "radius.sock"))
     fe = loop_thread.run(start_radius(config, verify))
+    # the default: the same secret for loopback, no opt-out (what krb5 1.20 over UDP meets
+    # if the operator leaves the opt-out out)
+    strict = loop_thread.run(start_radius(
+        build_radius_config(radius_udp="127.0.0.1:0", radius_secret_file=str(secret_file)), verify))
     try:
-        yield {"front_end": fe, "calls": calls}
+        yield {"front_end": fe, "calls": calls, "secret_file": secret_file, "strict": strict}
     finally:
+        loop_thread.run(_close(strict))
         loop_thread.run(_close(fe))
         verifier.close()
         loop_thread.stop()
@@ -145,8 +156,7 @@ def realm(tmp_path_factory, front_end, require_service):
     d = tmp_path_factory.mktemp("realm")
     fe = front_end["front_end"]
     kdc_port = free_port()
-    secret_file = d / "radius.secret"
-    secret_file.write_bytes(RADIUS_SECRET + b"\n")
+    secret_file = front_end["secret_file"]
     host, port = fe.udp_address
     udp = ["--radius", f"{host}:{port}", "--radius-secret-file", str(secret_file)]
     udp_stanza = krb5_config(*udp, "--token-type", "otpfast_udp", "--timeout", "3",
@@ -155,6 +165,9 @@ def realm(tmp_path_factory, front_end, require_service):
                               "--timeout", "3", "--only", "kdc.conf")
     retry_stanza = krb5_config(*udp, "--token-type", "otpfast_retry", "--timeout", "4", "--only", "kdc.conf")
     assert "retries = 3" in retry_stanza
+    strict_host, strict_port = front_end["strict"].udp_address
+    strict = ["--radius", f"{strict_host}:{strict_port}", "--radius-secret-file", str(secret_file)]
+    strict_stanza = krb5_config(*strict, "--token-type", "otpfast_strict", "--timeout", "1", "--only", "kdc.conf")
     kadmin = "".join([
         krb5_config(*udp, "--token-type", "otpfast_udp", "--only", "kadmin",
                     "--principal", "alice", "--account", "alice",
@@ -165,9 +178,11 @@ def realm(tmp_path_factory, front_end, require_service):
                     "--principal", "robert", "--account", "bob"),
         krb5_config(*udp, "--token-type", "otpfast_retry", "--only", "kadmin",
                     "--principal", "dave", "--account", "dave"),
+        krb5_config(*strict, "--token-type", "otpfast_strict", "--only", "kadmin",
+                    "--principal", "frank", "--account", "alice"),
     ])
     otp_section = "\n".join(["[otp]", *otp_entries(udp_stanza), *otp_entries(unix_stanza),
-                             *otp_entries(retry_stanza)])
+                             *otp_entries(retry_stanza), *otp_entries(strict_stanza)])
     (d / "krb5.conf").write_text(f"""\
 [libdefaults]
     default_realm = {REALM}
@@ -339,3 +354,18 @@ def test_kdc_retransmission_does_not_burn_the_otp(realm, otpfast_services, front
     assert fe.counters["duplicates"] > duplicates  # krad did resend while we verified
     assert front_end["calls"].count("dave") == before + 1  # ... and it was verified once
     assert otpfast_services["admin"].account("dave").failures == 0
+
+
+@pytest.mark.service
+def test_kinit_udp_without_the_opt_out_gets_no_answer(realm, otpfast_services, front_end):
+    """krb5 1.20's libkrad sends no Message-Authenticator over UDP: on the default path
+    otpfast drops its requests (the KDC times out), and the OTP is not spent."""
+    strict = front_end["strict"]
+    before = front_end["calls"].count("alice")
+    otp = otpfast_services["request_otp"]("alice")
+    r, _ = realm["kinit_otp"]("frank", otp)
+    assert r.returncode != 0 and "Preauthentication failed" in r.stderr
+    assert strict.counters["missing_message_authenticator"] >= 1
+    assert strict.counters["requests"] == 0 and front_end["calls"].count("alice") == before
+    r, _ = realm["kinit_otp"]("alice", otp)  # through the opted-out front end: still valid
+    assert r.returncode == 0, r.stderr

@@ -1,5 +1,6 @@
 """The supervisor's sockets for ``serve --workers N`` (otpfast.net.workers): one port for all
-workers, and RADIUS datagrams routed by their Identifier so a retransmission reaches the
+workers, and RADIUS datagrams routed by their Request Authenticator so a retransmission (or a
+replayed copy under another Identifier) reaches the
 worker that holds its cached reply. (Whole servers with workers: tests/e2e, tests/radius.)"""
 import socket
 import time
@@ -41,14 +42,16 @@ def test_workers_share_one_tcp_port_and_one_udp_port(worker_sockets):
     assert all(s.tcp.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
 
 
-def test_radius_datagrams_go_to_the_worker_of_their_identifier(worker_sockets):
+def test_radius_datagrams_go_to_the_worker_of_their_authenticator(worker_sockets):
     sockets = worker_sockets(2, radius_udp=("127.0.0.1", 0))
     address = sockets[0].udp.getsockname()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:     # one source port
-        for identifier in [0, 1, 2, 3, 5, 5, 200]:        # 5 twice: a retransmission
-            nas.sendto(bytes([1, identifier]) + bytes(18), address)
+        # (identifier, first authenticator byte): 5 twice is a retransmission, (9, 5) a copy
+        # of it under another Identifier: both reach the worker that saw the first
+        for identifier, first in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 5), (4, 5), (9, 5), (7, 200)]:
+            nas.sendto(bytes([1, identifier, 0, 20, first]) + bytes(15), address)
         received = [sorted(packet[1] for packet in _drain(s.udp)) for s in sockets]
-    assert received == [[0, 2, 200], [1, 3, 5, 5]]
+    assert received == [[0, 2, 7], [1, 3, 4, 4, 9]]
 
 
 def test_unix_socket_is_shared_and_an_address_in_use_leaves_nothing_bound(worker_sockets, tmp_path):

@@ -10,22 +10,25 @@ import pytest
 from pyrad import packet as pyrad_packet
 
 from otpfast.radius.codec import load_dictionary, verify_response_authenticator
-from otpfast.radius.config import ClientSecrets, RadiusConfig
+from otpfast.radius.config import RadiusClients, RadiusConfig
 from otpfast.radius.server import start_radius
 
 SECRET = b"radius-test-secret"
 
 
 class FakeVerify:
-    """Accepts each configured (account, otp) pair exactly once; records every call."""
+    """Accepts each configured (account, otp) pair exactly once; records every call
+    (``calls``: (account, otp); ``sources``: the source of each)."""
 
     def __init__(self, valid=(), delay=0.0):
         self.valid = set(valid)
         self.delay = delay
         self.calls = []
+        self.sources = []
 
-    async def __call__(self, account, otp):
+    async def __call__(self, account, otp, source):
         self.calls.append((account, otp))
+        self.sources.append(source)
         if self.delay:
             await asyncio.sleep(self.delay)
         if (account, otp) in self.valid:
@@ -86,14 +89,15 @@ def short_tmp():
 
 @pytest.fixture
 def start_front_end(loop_thread, short_tmp):
-    """``start_front_end(verify, **config_overrides) -> RadiusFrontEnd`` with UDP on a free
-    port (secret SECRET) and a UNIX socket; closed at teardown."""
+    """``start_front_end(verify, legacy=False, **config_overrides) -> RadiusFrontEnd`` with
+    UDP on a free port (secret SECRET for loopback sources; ``legacy``: those may omit the
+    Message-Authenticator) and a UNIX socket; closed at teardown."""
     started = []
 
-    def start(verify, **overrides):
+    def start(verify, legacy=False, **overrides):
         options = dict(
             udp=("127.0.0.1", 0),
-            secrets=ClientSecrets(default=SECRET),
+            clients=RadiusClients.shared(SECRET, require_message_authenticator=not legacy),
             unix_socket=os.path.join(short_tmp, "radius.sock"),
         )
         options.update(overrides)
@@ -109,13 +113,14 @@ def start_front_end(loop_thread, short_tmp):
 
 
 class RadiusClient:
-    """Builds Access-Requests with pyrad and talks UDP or a UNIX stream socket."""
+    """Builds Access-Requests with pyrad (with a Message-Authenticator unless told otherwise)
+    and talks UDP or a UNIX stream socket."""
 
     def __init__(self, rdict, secret=SECRET):
         self.rdict = rdict
         self.secret = secret
 
-    def request(self, user, password, *, message_authenticator=False, secret=None, identifier=None):
+    def request(self, user, password, *, message_authenticator=True, secret=None, identifier=None):
         pkt = pyrad_packet.AuthPacket(code=pyrad_packet.AccessRequest, secret=self.secret if secret is None else secret,
                                       dict=self.rdict, id=identifier)
         pkt["User-Name"] = user

@@ -53,16 +53,27 @@ def test_codec_response_authenticator_matches_rfc2865_example(rfc):
     assert not codec.verify_response_authenticator(rfc["access_accept"], auth, b"other")
 
 
-def test_codec_wrong_secret_on_rfc_example_is_bad_password(rdict, rfc):
-    with pytest.raises(PacketDropped) as info:
-        codec.decode_access_request(rfc["access_request"], b"not-xyzzy")
-    assert info.value.reason is DropReason.BAD_PASSWORD
+def test_codec_wrong_secret_password_is_not_judged(rdict, rfc):
+    """No oracle: with a wrong secret the password decrypts to noise, and the codec hands the
+    noise on as text like any password (the verifier refuses it) instead of dropping it."""
+    req = codec.decode_access_request(rfc["access_request"], b"not-xyzzy")
+    assert req.user_name == rfc["user_name"] and req.password != rfc["password"]
+
+
+@pytest.mark.parametrize("plain", [b"123456", b"\xff\xfe\x00\x01", b"\x00" * 16, b"\x07bell", b"\xc3\xa9t\xc3\xa9"])
+def test_codec_any_decrypted_password_decodes(rdict, plain):
+    pkt, _ = build(rdict)
+    del pkt["User-Password"]
+    OrderedDict.__setitem__(pkt, 2, [pkt.PwCrypt(plain)])
+    req = codec.decode_access_request(pkt.RequestPacket(), SECRET)
+    assert req.password == plain.rstrip(b"\x00").decode("utf-8", "replace")
 
 
 @pytest.mark.parametrize("with_ma", [False, True], ids=["plain", "message-authenticator"])
 @pytest.mark.parametrize("accept", [True, False], ids=["accept", "reject"])
 def test_codec_reply_signed_and_mirrors_message_authenticator(rdict, with_ma, accept):
-    pkt, raw = build(rdict, message_authenticator=with_ma, Proxy_State=b"proxy-1")
+    # Proxy-State only under a Message-Authenticator (Blast-RADIUS)
+    pkt, raw = build(rdict, message_authenticator=with_ma, **({"Proxy_State": b"proxy-1"} if with_ma else {}))
     req = codec.decode_access_request(raw, SECRET)
     assert req.message_authenticator is with_ma
     reply = codec.encode_reply(req, accept)
@@ -76,7 +87,7 @@ def test_codec_reply_signed_and_mirrors_message_authenticator(rdict, with_ma, ac
     if with_ma:
         assert decoded.verify_message_authenticator(original_authenticator=pkt.authenticator,
                                                     original_code=1)
-    assert decoded[33] == [b"proxy-1"]  # RFC 2865 §5.33: Proxy-State copied
+    assert decoded.get(33) == ([b"proxy-1"] if with_ma else None)  # RFC 2865 §5.33: Proxy-State copied
     assert pkt.VerifyReply(decoded, reply)
 
 
@@ -132,7 +143,8 @@ BAD_PACKETS = {
     "bad-message-authenticator": (lambda rd, raw: _with_ma_corrupted(rd), DropReason.BAD_MESSAGE_AUTHENTICATOR),
     "wrong-secret-with-ma": (lambda rd, raw: build(rd, secret=b"wrong", message_authenticator=True)[1],
                              DropReason.BAD_MESSAGE_AUTHENTICATOR),
-    "wrong-secret-plain": (lambda rd, raw: build(rd, secret=b"wrong")[1], DropReason.BAD_PASSWORD),
+    "proxy-state-without-ma": (lambda rd, raw: build(rd, Proxy_State=b"x" * 253)[1],
+                               DropReason.PROXY_STATE_WITHOUT_MESSAGE_AUTHENTICATOR),
     "garbage": (lambda rd, raw: bytes(range(1, 60)), DropReason.BAD_LENGTH),
 }
 
@@ -159,6 +171,14 @@ def test_codec_bad_packet_dropped(rdict, name):
         codec.decode_access_request(raw, SECRET)
     assert info.value.reason is reason
     assert "654321" not in str(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=st.binary(max_size=150), message=st.binary(max_size=300))
+def test_codec_hmac_md5_is_rfc2104(secret, message):
+    import hmac
+    assert codec.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")
+    assert codec.hmac_md5(secret, message) == hmac.digest(secret, message, "md5")  # cached states
 
 
 def test_codec_padding_after_length_is_ignored(rdict):
@@ -219,6 +239,11 @@ def test_codec_agrees_with_pyrad(rdict, user, password, proxy, with_ma, nas, sec
     if with_ma:
         pkt.add_message_authenticator()
     raw = pkt.RequestPacket()
+    if proxy and not with_ma:
+        with pytest.raises(PacketDropped) as info:
+            codec.decode_access_request(raw, secret)
+        assert info.value.reason is DropReason.PROXY_STATE_WITHOUT_MESSAGE_AUTHENTICATOR
+        return
     ours = codec.decode_access_request(raw, secret)
     theirs = pyrad_packet.AuthPacket(packet=raw, secret=secret, dict=rdict)
     assert ours.user_name == theirs["User-Name"][0]
@@ -234,7 +259,8 @@ def test_codec_agrees_with_pyrad(rdict, user, password, proxy, with_ma, nas, sec
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_codec_mutated_packets_only_raise_packet_dropped(rdict, data):
-    _, raw = build(rdict, message_authenticator=data.draw(st.booleans()), Proxy_State=b"p")
+    with_ma = data.draw(st.booleans())
+    _, raw = build(rdict, message_authenticator=with_ma, **({"Proxy_State": b"p"} if with_ma else {}))
     raw = bytearray(raw)
     for _ in range(data.draw(st.integers(1, 4))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
@@ -243,4 +269,44 @@ def test_codec_mutated_packets_only_raise_packet_dropped(rdict, data):
         req = codec.decode_access_request(raw, SECRET)
     except PacketDropped:
         return
-    assert req.password.isprintable() and req.user_name.isprintable()
+    assert isinstance(req.password, str) and req.user_name.isprintable()
+
+
+def _attribute(attr_type, value):
+    return bytes([attr_type, len(value) + 2]) + value
+
+
+@settings(max_examples=2000, deadline=None)
+@given(raw=st.binary(max_size=4200), secret=st.binary(max_size=40), require=st.booleans())
+def test_codec_fuzz_arbitrary_bytes_only_drop(raw, secret, require):
+    """Arbitrary bytes never raise anything but PacketDropped (the codec's drop exception)."""
+    try:
+        req = codec.decode_access_request(raw, secret, require_message_authenticator=require)
+    except PacketDropped as exc:
+        assert isinstance(exc.reason, DropReason)
+        return
+    assert isinstance(req.password, str)
+    codec.encode_reply(req, False)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(code=st.sampled_from([1, 1, 1, 2, 4, 12, 255]), identifier=st.integers(0, 255),
+       authenticator=st.binary(min_size=16, max_size=16),
+       attributes=st.lists(st.tuples(st.sampled_from([1, 2, 4, 18, 32, 33, 80, 26, 0, 255]),
+                                     st.binary(max_size=40)), max_size=8),
+       padding=st.binary(max_size=8), length_delta=st.sampled_from([0, 0, 0, -1, 1, -20, 4096]),
+       secret=st.binary(max_size=40), require=st.booleans())
+def test_codec_fuzz_structured_packets_only_drop(code, identifier, authenticator, attributes, padding,
+                                                 length_delta, secret, require):
+    """Well-framed packets with arbitrary attributes (User-Password of any length, several
+    Message-Authenticators, Proxy-State...): decoded or PacketDropped, nothing else."""
+    body = b"".join(_attribute(t, v[:253]) for t, v in attributes)
+    length = max(0, min(0xFFFF, codec.HEADER_SIZE + len(body) + length_delta))
+    raw = struct.pack("!BBH", code, identifier, length) + authenticator + body + padding
+    try:
+        req = codec.decode_access_request(raw, secret, require_message_authenticator=require)
+    except PacketDropped as exc:
+        assert isinstance(exc.reason, DropReason)
+        return
+    assert req.message_authenticator or not (require or req.proxy_state)
+    codec.encode_reply(req, True)

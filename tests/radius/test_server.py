@@ -1,5 +1,6 @@
 """The asyncio front end over a fake single-use verifier: UDP, UNIX socket, duplicates,
-secrets per client, Message-Authenticator policy and the bad-packet table."""
+secrets per client, Message-Authenticator policy and the bad-packet table.
+(The issue-9 attacks on the UDP front end: test_forgery.py.)"""
 import logging
 import os
 import socket
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from otpfast.errors import InvalidParameter
-from otpfast.radius.config import ClientSecrets, RadiusConfig, parse_host_port, read_secret_file
+from otpfast.radius.config import RadiusClients, RadiusConfig, parse_host_port, read_secret_file
 
 SECRET = b"radius-test-secret"
 OTP = "914276"
@@ -50,21 +51,21 @@ def test_udp_accept_then_replay_rejected(start_front_end, radius_client, udp, fa
     pkt, raw = radius_client.request("alice", "000000")
     assert radius_client.check_reply(pkt, udp(fe.udp_address, raw)) == 3
     assert verify.calls == [("alice", OTP), ("alice", OTP), ("alice", "000000")]
+    assert verify.sources == ["radius 127.0.0.1"] * 3  # the audit and throttling source: the client
     assert fe.counters["accepted"] == 1 and fe.counters["rejected"] == 2
 
 
 @pytest.mark.parametrize("with_ma", [False, True], ids=["plain", "message-authenticator"])
 def test_udp_message_authenticator_mirrored(start_front_end, radius_client, udp, fake_verify, with_ma):
-    fe = start_front_end(fake_verify({("bob", OTP)}))
+    fe = start_front_end(fake_verify({("bob", OTP)}), legacy=True)
     pkt, raw = radius_client.request("bob", OTP, message_authenticator=with_ma)
     assert radius_client.check_reply(pkt, udp(fe.udp_address, raw)) == 2  # checks the mirroring
 
 
-def test_require_message_authenticator_drops_requests_without(start_front_end, radius_client, udp,
-                                                             fake_verify):
+def test_message_authenticator_required_by_default(start_front_end, radius_client, udp, fake_verify):
     verify = fake_verify({("carol", OTP)})
-    fe = start_front_end(verify, require_message_authenticator=True)
-    pkt, raw = radius_client.request("carol", OTP)
+    fe = start_front_end(verify)
+    pkt, raw = radius_client.request("carol", OTP, message_authenticator=False)
     assert udp(fe.udp_address, raw, timeout=0.3) is None
     assert fe.counters["missing_message_authenticator"] == 1
     assert verify.calls == []
@@ -75,18 +76,20 @@ def test_require_message_authenticator_drops_requests_without(start_front_end, r
 def test_unix_socket_many_requests_on_one_connection(start_front_end, radius_client, fake_verify):
     users = [f"user{i}" for i in range(20)]
     verify = fake_verify({(u, OTP) for u in users[::2]})
-    fe = start_front_end(verify, udp=None, secrets=None)
-    requests = [radius_client.request(u, OTP, secret=b"", identifier=i) for i, u in enumerate(users)]
+    fe = start_front_end(verify, udp=None, clients=None)
+    requests = [radius_client.request(u, OTP, secret=b"", identifier=i, message_authenticator=False)
+                for i, u in enumerate(users)]
     replies = unix_exchange(fe.socket_path, [raw for _, raw in requests], len(requests))
     assert len(replies) == len(users)
     for i, (pkt, _) in enumerate(requests):
         code = radius_client.check_reply(pkt, replies[i], secret=b"")
         assert code == (2 if i % 2 == 0 else 3)
     assert fe.counters["connections"] == 1
+    assert set(verify.sources) == {"radius unix"}
 
 
 def test_unix_socket_is_private_and_removed_on_close(start_front_end, fake_verify, loop_thread):
-    fe = start_front_end(fake_verify(), udp=None, secrets=None)
+    fe = start_front_end(fake_verify(), udp=None, clients=None)
     assert stat.S_IMODE(os.stat(fe.socket_path).st_mode) == 0o600
     loop_thread.call(fe.close)
     assert not os.path.exists(fe.socket_path)
@@ -123,8 +126,8 @@ def test_udp_in_flight_duplicates_wait_for_first_result(start_front_end, radius_
 
 def test_unix_duplicate_on_same_connection(start_front_end, radius_client, fake_verify):
     verify = fake_verify({("fred", OTP)}, delay=0.2)
-    fe = start_front_end(verify, udp=None, secrets=None)
-    pkt, raw = radius_client.request("fred", OTP, secret=b"")
+    fe = start_front_end(verify, udp=None, clients=None)
+    pkt, raw = radius_client.request("fred", OTP, secret=b"", message_authenticator=False)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(3)
         s.connect(fe.socket_path)
@@ -180,33 +183,43 @@ def _send_from(source_ip, address, raw, timeout=0.5):
 
 def test_clients_file_secret_per_source_address(start_front_end, radius_client, fake_verify, tmp_path):
     clients = tmp_path / "clients"
-    clients.write_text("# RADIUS clients\n127.0.0.0/8 loopback-secret\n\n127.0.0.2   kdc-two secret\n")
-    verify = fake_verify({("ivan", "111111"), ("ivan", "222222")})
-    fe = start_front_end(verify, secrets=ClientSecrets.from_files(clients_file=str(clients)))
-    pkt, raw = radius_client.request("ivan", "111111", secret=b"loopback-secret")
+    clients.write_text("# RADIUS clients\n127.0.0.0/8 loopback-secret-16\n\n"
+                       "127.0.0.2   kdc-two secret value\n"
+                       "127.0.0.3 kdc three legacy secret  no-message-authenticator\n")
+    verify = fake_verify({("ivan", "111111"), ("ivan", "222222"), ("ivan", "333333")})
+    fe = start_front_end(verify, clients=RadiusClients.from_files(clients_file=str(clients)))
+    pkt, raw = radius_client.request("ivan", "111111", secret=b"loopback-secret-16")
     assert radius_client.check_reply(pkt, _send_from("127.0.0.1", fe.udp_address, raw),
-                                     secret=b"loopback-secret") == 2
-    pkt, raw = radius_client.request("ivan", "222222", secret=b"loopback-secret")
+                                     secret=b"loopback-secret-16") == 2
+    pkt, raw = radius_client.request("ivan", "222222", secret=b"loopback-secret-16")
     assert _send_from("127.0.0.2", fe.udp_address, raw) is None  # most specific entry wins
-    assert fe.counters["bad_password"] == 1
-    pkt, raw = radius_client.request("ivan", "222222", secret=b"kdc-two secret")
+    assert fe.counters["bad_message_authenticator"] == 1
+    pkt, raw = radius_client.request("ivan", "222222", secret=b"kdc-two secret value")
     assert radius_client.check_reply(pkt, _send_from("127.0.0.2", fe.udp_address, raw),
-                                     secret=b"kdc-two secret") == 2
+                                     secret=b"kdc-two secret value") == 2
+    # the flagged client may omit the Message-Authenticator; the others may not
+    pkt, raw = radius_client.request("ivan", "333333", secret=b"kdc three legacy secret",
+                                     message_authenticator=False)
+    assert radius_client.check_reply(pkt, _send_from("127.0.0.3", fe.udp_address, raw),
+                                     secret=b"kdc three legacy secret") == 2
+    pkt, raw = radius_client.request("ivan", "111111", secret=b"kdc-two secret value", message_authenticator=False)
+    assert _send_from("127.0.0.2", fe.udp_address, raw) is None
+    assert fe.counters["missing_message_authenticator"] == 1
 
 
 def test_unknown_client_dropped(start_front_end, radius_client, fake_verify, tmp_path):
     clients = tmp_path / "clients"
-    clients.write_text("127.0.0.2 only-two\n")
+    clients.write_text("127.0.0.2 only-two-secret-value\n")
     verify = fake_verify({("jane", OTP)})
-    fe = start_front_end(verify, secrets=ClientSecrets.from_files(clients_file=str(clients)))
-    pkt, raw = radius_client.request("jane", OTP, secret=b"only-two")
+    fe = start_front_end(verify, clients=RadiusClients.from_files(clients_file=str(clients)))
+    pkt, raw = radius_client.request("jane", OTP, secret=b"only-two-secret-value")
     assert _send_from("127.0.0.1", fe.udp_address, raw) is None
     assert fe.counters["unknown_client"] == 1
     assert verify.calls == []
 
 
 def test_verify_error_is_a_reject(start_front_end, radius_client, udp, caplog):
-    async def broken(account, otp):
+    async def broken(account, otp, source):
         raise RuntimeError("store unavailable")
 
     fe = start_front_end(broken)
@@ -219,8 +232,7 @@ def test_verify_error_is_a_reject(start_front_end, radius_client, udp, caplog):
 
 def _bad_udp_packets(radius_client, password):
     _, good = radius_client.request("lou", password)
-    _, with_ma = radius_client.request("lou", password, message_authenticator=True)
-    corrupted = bytearray(with_ma)
+    corrupted = bytearray(good)
     corrupted[corrupted.index(bytes([80, 18])) + 2] ^= 1
     return {
         "oversize": (good + b"\x00" * 4100, "oversize"),
@@ -229,15 +241,19 @@ def _bad_udp_packets(radius_client, password):
         "truncated": (good[:12], "bad_length"),
         "unknown_code": (bytes([77]) + good[1:], "unknown_code"),
         "garbage": (b"\x01\x07\x00\x1e" + b"\xff" * 26, "malformed"),
-        "wrong_secret": (radius_client.request("lou", password, secret=b"wrong-secret")[1], "bad_password"),
+        "wrong_secret": (radius_client.request("lou", password, secret=b"wrong-secret")[1],
+                         "bad_message_authenticator"),
         "bad_message_authenticator": (bytes(corrupted), "bad_message_authenticator"),
+        "no_message_authenticator": (radius_client.request("lou", password, message_authenticator=False)[1],
+                                     "missing_message_authenticator"),
     }
 
 
 def test_bad_packet_table_udp(start_front_end, radius_client, udp, fake_verify, caplog):
     password = "731902"
     verify = fake_verify({("lou", password)})
-    fe = start_front_end(verify)
+    # a bad-packet limit above the table's size: each packet is judged on its own here
+    fe = start_front_end(verify, bad_packet_limit=(1.0, 100))
     with caplog.at_level(logging.DEBUG, logger="otpfast.radius"):
         for name, (raw, counter) in _bad_udp_packets(radius_client, password).items():
             before = fe.counters[counter]
@@ -255,8 +271,8 @@ def test_bad_packet_table_udp(start_front_end, radius_client, udp, fake_verify, 
 def test_bad_packet_table_unix(start_front_end, radius_client, fake_verify, caplog):
     password = "402118"
     verify = fake_verify({("may", password)})
-    fe = start_front_end(verify, udp=None, secrets=None)
-    pkt, good = radius_client.request("may", password, secret=b"")
+    fe = start_front_end(verify, udp=None, clients=None)
+    pkt, good = radius_client.request("may", password, secret=b"", message_authenticator=False)
     with caplog.at_level(logging.DEBUG, logger="otpfast.radius"):
         # a bad length field loses the framing: the connection is closed
         for header_length, counter in ((10, "bad_length"), (5000, "oversize")):
@@ -284,8 +300,8 @@ def test_bad_packet_table_unix(start_front_end, radius_client, fake_verify, capl
 
 def test_secret_file_first_line(tmp_path):
     f = tmp_path / "secret"
-    f.write_bytes(b"  s3cret value \nsecond line\n")
-    assert read_secret_file(str(f)) == b"s3cret value"
+    f.write_bytes(b"  s3cret value of 16+ \nsecond line\n")
+    assert read_secret_file(str(f)) == b"s3cret value of 16+"
     f.write_bytes(b"\n")
     with pytest.raises(InvalidParameter) as info:
         read_secret_file(str(f))
@@ -294,23 +310,26 @@ def test_secret_file_first_line(tmp_path):
         read_secret_file(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("text", ["127.0.0.1 ", "not-an-ip zz-value-zz", "10.0.0.0/33 zz-value-zz", "# only"])
+@pytest.mark.parametrize("text", ["127.0.0.1 ", "not-an-ip zz-value-zz-long-enough", "10.0.0.0/33 zz-value-zz-long-enough",
+                                  "# only", "127.0.0.1 zz-value-zz", "127.0.0.1 no-message-authenticator", "0.0.0.0/0 zz-value-zz-long-enough",
+                                  "::/0 zz-value-zz-long-enough no-message-authenticator",
+                                  "10.0.0.1 zz-value-zz-long-enough\n10.0.0.1/32 zz-value-zz-long-enough"])
 def test_clients_file_errors_name_option_without_secret(tmp_path, text):
     f = tmp_path / "clients"
     f.write_text(text + "\n")
     with pytest.raises(InvalidParameter) as info:
-        ClientSecrets.from_files(clients_file=str(f))
+        RadiusClients.from_files(clients_file=str(f))
     assert info.value.field == "radius-clients"
     assert "zz-value-zz" not in str(info.value)
 
 
-def test_clients_file_ipv4_mapped_and_default(tmp_path):
+def test_clients_file_ipv4_mapped_and_unknown(tmp_path):
     f = tmp_path / "clients"
-    f.write_text("192.0.2.0/24 net-secret\n")
-    secrets = ClientSecrets.from_files(clients_file=str(f))
-    assert secrets.secret_for("::ffff:192.0.2.7") == b"net-secret"
-    assert secrets.secret_for("198.51.100.1") is None
-    assert "net-secret" not in repr(secrets)
+    f.write_text("192.0.2.0/24 net-secret-of-16-chars\n")
+    clients = RadiusClients.from_files(clients_file=str(f))
+    assert clients.client_for("::ffff:192.0.2.7").secret == b"net-secret-of-16-chars"
+    assert clients.client_for("198.51.100.1") is None
+    assert "net-secret" not in repr(clients) and "net-secret" not in repr(clients.client_for("192.0.2.1"))
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -335,7 +354,7 @@ def test_config_requires_a_listener_and_a_secret():
 
 
 def test_drop_warnings_are_rate_limited(start_front_end, fake_verify, caplog):
-    fe = start_front_end(fake_verify())
+    fe = start_front_end(fake_verify(), bad_packet_limit=(1.0, 1000))  # the log's own limit
     with caplog.at_level(logging.WARNING, logger="otpfast.radius"):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(200):

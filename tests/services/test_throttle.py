@@ -32,6 +32,17 @@ def test_throttle_charge_counts_without_asking():
     assert not limiter.blocked("x") and limiter.allow("x")
 
 
+def test_throttle_tokens_peeks_without_taking():
+    clock = Clock()
+    limiter = RateLimiter(Rate(rate=2.0, burst=3), clock=clock)
+    assert limiter.tokens("new") == 3 and len(limiter) == 0   # asking creates no bucket
+    limiter.charge("x")
+    limiter.charge("x")
+    assert limiter.tokens("x") == 1 and limiter.tokens("x") == 1
+    clock.now += 0.25
+    assert limiter.tokens("x") == 1.5
+
+
 def test_throttle_memory_bounded_oldest_out():
     clock = Clock()
     limiter = RateLimiter(Rate(rate=0.001, burst=1), clock=clock, max_keys=100)

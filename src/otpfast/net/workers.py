@@ -5,9 +5,10 @@ The supervisor (the process the command started) binds every listening socket, t
 * one TCP socket per worker, all on one address with SO_REUSEPORT: the kernel spreads new
   connections over them;
 * for RADIUS/UDP one socket per worker, likewise, with a socket filter that picks the worker
-  by the packet's RADIUS Identifier (Linux; else the kernel's hash of the source address and
-  port): a retransmission (same Identifier) reaches the worker whose duplicate cache holds
-  it, and the requests of one NAS, which all come from one port, still use every worker;
+  by the packet's Request Authenticator (its first byte; Linux; else the kernel's hash of the
+  source address and port): a retransmission, or a replayed copy under another Identifier or
+  port, reaches the worker whose duplicate cache holds it, and the requests of one NAS, which
+  all come from one port, still use every worker;
 * one RADIUS UNIX socket that every worker accepts on (a krb5kdc connection stays with the
   worker that accepted it).
 
@@ -66,7 +67,7 @@ def bind_worker_sockets(count, host, port, *, backlog, radius_udp=None, radius_s
                 sockets.udp = bind_udp(*radius_udp, reuse_port=True)
                 radius_udp = (radius_udp[0], sockets.udp.getsockname()[1])
         if radius_udp is not None and count > 1:
-            _pick_worker_by_radius_identifier(made[0].udp, count)
+            _pick_worker_by_radius_authenticator(made[0].udp, count)
     except BaseException:
         for sockets in made:
             sockets.close(keep_unix=True)
@@ -136,12 +137,13 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def _pick_worker_by_radius_identifier(sock, count):
-    """Attach ``A = payload[1] % count; return A`` to the reuseport group of UDP ``sock``
-    (the filter sees the UDP payload; byte 1 of a RADIUS packet is its Identifier). Returns
-    False where the kernel does not support it: the kernel's hash then picks the worker."""
+def _pick_worker_by_radius_authenticator(sock, count):
+    """Attach ``A = payload[4] % count; return A`` to the reuseport group of UDP ``sock``
+    (the filter sees the UDP payload; byte 4 of a RADIUS packet starts its Request
+    Authenticator, random per request). Returns False where the kernel does not support
+    it: the kernel's hash then picks the worker."""
     program = (_SockFilter * 3)(
-        _SockFilter(0x30, 0, 0, 1),          # BPF_LD | BPF_B | BPF_ABS: A = payload[1]
+        _SockFilter(0x30, 0, 0, 4),          # BPF_LD | BPF_B | BPF_ABS: A = payload[4]
         _SockFilter(0x94, 0, 0, count),      # BPF_ALU | BPF_MOD | BPF_K: A %= count
         _SockFilter(0x16, 0, 0, 0))          # BPF_RET | BPF_A
     fprog = _SockFprog(len(program), program)

@@ -1,14 +1,24 @@
 """asyncio glue for the RADIUS front end: UDP and UNIX stream listeners.
 
-Every valid Access-Request becomes one ``verify(account, otp)`` call. Retransmissions
+Every valid Access-Request becomes one ``verify(account, otp, source)`` call (``source``:
+``"radius ADDRESS"`` for UDP, ``"radius unix"``: what the audit log and the service's
+per-source throttling see). Retransmissions
 (same source, identifier and request authenticator, RFC 5080 §2.2.2) are answered from
 a reply cache, and copies arriving while the first is still being verified wait for
-its answer, so a retransmission never burns an OTP nor counts as a failure.
-Everything else that is wrong is dropped, counted in :attr:`RadiusFrontEnd.counters`
-and logged without the password.
+its answer, so a retransmission never burns an OTP nor counts as a failure. A copy of a
+request authenticator under another Identifier or source port is a replay, not a
+retransmission: dropped. Everything else that is wrong is dropped, counted in
+:attr:`RadiusFrontEnd.counters` and logged without the password.
+
+Per UDP source address, bad packets and failed verifications are rate limited
+(services.throttle): over a limit, that source's requests are dropped before any work,
+and one warning naming it is logged (at most once a minute per source and limit). Each
+verification in flight counts as a possible failure, so a source never has more in flight
+than it has failures left: pipelining cannot overshoot the failure limit.
 """
 import asyncio
 import collections
+import ipaddress
 import itertools
 import logging
 import os
@@ -18,34 +28,41 @@ import time
 
 from otpfast.radius import codec
 from otpfast.radius.codec import DropReason, PacketDropped
+from otpfast.services.throttle import Rate, RateLimiter
 
 logger = logging.getLogger("otpfast.radius")
 
 _UNIX_IN_FLIGHT_PER_CONNECTION = 256
 _MAX_CACHED_REPLIES = 1 << 18
 _DROP_LOGS_PER_SECOND = 20
+_LIMIT_LOG = Rate(rate=1 / 60, burst=1)  # one "over the limit" warning per source, limit and minute
+_REPLAYED = "replayed"  # a request authenticator seen under another Identifier or source port
 
 
 class _Pending:
-    """One request being verified, or its cached reply; waiters get the reply."""
+    """One request being verified, or its cached reply; waiters get the reply. ``port``
+    and ``identifier`` tell a retransmission from a replay under another Identifier."""
 
-    __slots__ = ("reply", "done", "waiters", "expires_at")
+    __slots__ = ("reply", "done", "waiters", "expires_at", "port", "identifier")
 
-    def __init__(self):
+    def __init__(self, port, identifier):
         self.reply = None
         self.done = False
         self.waiters = []
         self.expires_at = None
+        self.port = port
+        self.identifier = identifier
 
 
 class RadiusFrontEnd:
     """The running listeners. ``counters`` maps counter names to ints:
 
     ``requests`` (valid Access-Requests verified), ``accepted``, ``rejected``,
-    ``duplicates`` (answered from the cache or waited for), ``verify_errors``,
-    ``unknown_client``, ``overload``, ``connections``, ``send_dropped`` (UDP send buffer
-    full), ``drop_logs_suppressed`` (more than 20 drop warnings in a second), and one
-    counter per :class:`~otpfast.radius.codec.DropReason` value.
+    ``duplicates`` (answered from the cache or waited for), ``replayed`` (a cached request
+    authenticator under another Identifier or port), ``verify_errors``, ``unknown_client``,
+    ``rate_limited`` (dropped: the source is over a limit), ``overload``, ``connections``,
+    ``send_dropped`` (UDP send buffer full), ``drop_logs_suppressed`` (more than 20 drop
+    warnings in a second), and one counter per :class:`~otpfast.radius.codec.DropReason` value.
     """
 
     def __init__(self, config, verify, clock=time.monotonic):
@@ -61,6 +78,11 @@ class RadiusFrontEnd:
         self._unix_writers = set()
         self._connection_ids = itertools.count(1)
         self._log_window = (0.0, 0)  # (second, drop warnings logged in it)
+        self._bad_packets = RateLimiter(Rate(*config.bad_packet_limit), clock=clock)
+        self._failures = RateLimiter(Rate(*config.failure_limit), clock=clock)
+        self._limit_logs = RateLimiter(_LIMIT_LOG, clock=clock)
+        self._unix_client = config.unix_client
+        self._pending = collections.Counter()  # UDP source address -> verifications in flight
         self._closed = asyncio.Event()
         self.udp_address = None
         self.socket_path = None
@@ -73,6 +95,7 @@ class RadiusFrontEnd:
                 self._udp_transport = _UdpListener(self, udp_sock or bind_udp(*self.config.udp))
                 self.udp_address = self._udp_transport.address
                 logger.info("RADIUS listening on udp %s:%d", *self.udp_address)
+                self._log_clients()
             if self.config.unix_socket is not None:
                 path = self.config.unix_socket
                 if unix_sock is None:
@@ -101,6 +124,21 @@ class RadiusFrontEnd:
             logger.info("RADIUS front end closed; counters: %s", dict(sorted(self.counters.items())))
         self._closed.set()
 
+    def _log_clients(self):
+        clients = self.config.clients
+        logger.info("RADIUS clients: %s", ", ".join(map(str, clients.networks)))
+        opted_out = clients.without_message_authenticator()
+        if opted_out:
+            logger.warning(
+                "RADIUS clients %s may send Access-Requests WITHOUT a Message-Authenticator "
+                "(no-message-authenticator): anyone on their path can forge requests and answers "
+                "(Blast-RADIUS, CVE-2024-3596). Prefer the UNIX socket (--radius-socket) or a client "
+                "that sends one.", ", ".join(map(str, opted_out)))
+        if all(network.is_loopback for network in clients.networks) and \
+                not ipaddress.ip_address(self.udp_address[0]).is_loopback:
+            logger.warning("RADIUS listens on %s but only loopback clients are configured: list the "
+                           "others with --radius-client-networks or --radius-clients", self.udp_address[0])
+
     async def wait_closed(self):
         await self._closed.wait()
         await asyncio.sleep(0)
@@ -114,7 +152,9 @@ class RadiusFrontEnd:
         if window != second:
             window, logged = second, 0
         if logged < _DROP_LOGS_PER_SECOND:  # a flood of bad packets must not flood the log
-            logger.warning("RADIUS packet from %s dropped (%s): %s", source, name, detail)
+            kind, host, port = source
+            where = f"udp {host}:{port}" if kind == "udp" else f"unix#{host}"
+            logger.warning("RADIUS packet from %s dropped (%s): %s", where, name, detail)
         else:
             self.counters["drop_logs_suppressed"] += 1
         self._log_window = (window, logged + 1)
@@ -128,49 +168,78 @@ class RadiusFrontEnd:
             if entry is not None and entry.done and entry.expires_at <= now:
                 del cache[key]
 
-    def submit(self, raw, source, secret, send):
-        """Handle one packet from ``source`` (hashable, e.g. ``("udp", ip, port)``);
-        ``send(reply_bytes)`` is called at most once, maybe later. Returns False when the
-        packet was dropped (``send`` will never be called)."""
+    def _bad_packet(self, reason, source, detail):
+        """Drop a packet from a known client, charged to its source address (UDP)."""
+        self._drop(reason, source, detail)
+        if source[0] == "udp":
+            self._charge(self._bad_packets, "bad-packet", source[1])
+
+    def _charge(self, limiter, what, host):
+        limiter.charge(host)
+        if limiter.blocked(host) and self._limit_logs.allow((what, host)):
+            limit = limiter.limit
+            logger.warning("RADIUS source %s is over the %s limit (%g/s, burst %g): its requests are "
+                           "dropped until it slows down", host, what, limit.rate, limit.burst)
+
+    def submit(self, raw, source, client, send):
+        """Handle one packet from ``source`` (``("udp", ip, port)`` or ``("unix", n, 0)``)
+        sent by ``client`` (a :class:`~otpfast.radius.config.RadiusClient`, None when the
+        source is unknown); ``send(reply_bytes)`` is called at most once, maybe later.
+        Returns False when the packet was dropped (``send`` will never be called)."""
         if len(raw) > codec.MAX_PACKET_SIZE:
             self._drop(DropReason.OVERSIZE, source, f"{len(raw)} bytes")
             return False
         if len(raw) < codec.HEADER_SIZE:
             self._drop(DropReason.BAD_LENGTH, source, f"truncated: {len(raw)} bytes")
             return False
+        if client is None:
+            self._drop("unknown_client", source, "no shared secret for this source address")
+            return False
+        kind, host, port = source
+        if kind == "udp" and (self._bad_packets.blocked(host)
+                              or self._failures.tokens(host) < self._pending[host] + 1):
+            self.counters["rate_limited"] += 1
+            return False
         now = self._clock()
         if self._expiry:
             self._expire(now)
-        key = (source, *codec.duplicate_key(raw))
+        # RFC 5080 keys duplicates on (source, Identifier, authenticator); the authenticator
+        # alone is unique per request, so the same one under another Identifier or source
+        # port is a replayed copy (the port is never authenticated, and without a
+        # Message-Authenticator the Identifier is not either)
+        key = (kind, host, raw[4:20])
         entry = self._cache.get(key)
         if entry is not None:
+            if entry.identifier != raw[1] or entry.port != port:
+                self._bad_packet(_REPLAYED, source, "a request authenticator seen under another "
+                                                    "Identifier or source port")
+                return False
             self.counters["duplicates"] += 1
             if entry.done:
                 send(entry.reply)
             else:
                 entry.waiters.append(send)
             return True
-        if secret is None:
-            self._drop("unknown_client", source, "no shared secret for this source address")
-            return False
         try:
             request = codec.decode_access_request(
-                raw, secret,
-                require_message_authenticator=self.config.require_message_authenticator)
+                raw, client.secret, require_message_authenticator=client.require_message_authenticator)
         except PacketDropped as exc:
-            self._drop(exc.reason, source, exc.detail)
+            self._bad_packet(exc.reason, source, exc.detail)
             return False
         if self._in_flight >= self.config.max_in_flight:
             self._drop("overload", source, "too many requests in flight")
             return False
-        entry = _Pending()
+        entry = _Pending(port, raw[1])
         entry.waiters.append(send)
         self._cache[key] = entry
         self._in_flight += 1
+        if kind == "udp":
+            self._pending[host] += 1
         self.counters["requests"] += 1
         account = self.config.account_for(request.user_name)
         try:
-            future = asyncio.ensure_future(self._verify(account, request.password))
+            future = asyncio.ensure_future(self._verify(
+                account, request.password, f"radius {host}" if kind == "udp" else "radius unix"))
         except Exception as exc:  # verify failed before returning an awaitable
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
@@ -179,7 +248,13 @@ class RadiusFrontEnd:
 
     def _finish(self, key, entry, request, account, future):
         self._in_flight -= 1
-        accepted = False
+        if key[0] == "udp":
+            left = self._pending[key[1]] - 1
+            if left:
+                self._pending[key[1]] = left
+            else:
+                del self._pending[key[1]]
+        accepted = refused = False
         if future.cancelled():
             self.counters["verify_errors"] += 1
         elif future.exception() is not None:
@@ -188,7 +263,10 @@ class RadiusFrontEnd:
                          type(future.exception()).__name__)
         else:
             accepted = future.result() is True
+            refused = not accepted
         self.counters["accepted" if accepted else "rejected"] += 1
+        if refused and key[0] == "udp":  # a store failure is not the source's
+            self._charge(self._failures, "failure", key[1])
         logger.debug("RADIUS %s for account %r", "accept" if accepted else "reject", account)
         reply = codec.encode_reply(request, accepted)
         entry.reply = reply
@@ -208,12 +286,11 @@ class RadiusFrontEnd:
 
     # --- UNIX stream socket: plain packets back to back ------------------------------------
     async def _serve_stream(self, reader, writer):
-        source_id = next(self._connection_ids)
-        source = f"unix#{source_id}"
+        source = ("unix", next(self._connection_ids), 0)
         self.counters["connections"] += 1
         self._unix_writers.add(writer)
         slots = asyncio.Semaphore(_UNIX_IN_FLIGHT_PER_CONNECTION)
-        secret = self.config.unix_secret
+        client = self._unix_client
 
         def sender():
             replied = False
@@ -247,7 +324,7 @@ class RadiusFrontEnd:
                     self._drop(DropReason.BAD_LENGTH, source, "stream ended inside a packet")
                     return
                 await slots.acquire()
-                if not self.submit(raw, source, secret, sender()):
+                if not self.submit(raw, source, client, sender()):
                     slots.release()
         except (ConnectionError, OSError):
             return
@@ -320,7 +397,7 @@ class _UdpListener:
     def _read_ready(self):
         sock = self._sock
         front_end = self._front_end
-        secret_for = front_end.config.secrets.secret_for
+        client_for = front_end.config.clients.client_for
         submit = front_end.submit
         for _ in range(self._DRAIN):
             try:
@@ -331,7 +408,7 @@ class _UdpListener:
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 logger.debug("RADIUS udp socket error: %s", exc)
                 continue
-            submit(data, ("udp", addr[0], addr[1]), secret_for(addr[0]), self._sender(addr))
+            submit(data, ("udp", addr[0], addr[1]), client_for(addr[0]), self._sender(addr))
 
     def _sender(self, addr):
         sock = self._sock
@@ -353,7 +430,8 @@ class _UdpListener:
 
 
 async def start_radius(config, verify, *, udp_sock=None, unix_sock=None):
-    """Start the listeners of ``config``; ``verify(account, otp)`` returns an awaitable bool.
+    """Start the listeners of ``config``; ``verify(account, otp, source)`` returns an
+    awaitable bool.
     ``udp_sock`` / ``unix_sock``: already bound sockets to serve instead of binding
     ``config.udp`` / ``config.unix_socket`` (server workers share the supervisor's).
 

@@ -3,7 +3,8 @@
 One ``RateLimiter`` holds one bucket per key: ``burst`` tokens, refilled at ``rate`` tokens
 per second. ``allow(key)`` takes one token and says whether there was one; ``charge(key)``
 takes one without asking (a failure to count against the key), ``blocked(key)`` asks
-without taking. Memory is bounded: at most ``max_keys`` buckets; when full, the bucket that
+without taking, ``tokens(key)`` says how many are left (for callers with events still
+undecided: a RADIUS source may have no more verifications in flight than failures left). Memory is bounded: at most ``max_keys`` buckets; when full, the bucket that
 was touched least recently goes (a full bucket forgets nothing that matters, and an
 attacker rotating keys can only evict buckets, never gain tokens on a key it does not
 hold). No I/O, no timers: the clock is injected (seconds, monotonic).
@@ -67,6 +68,12 @@ class RateLimiter:
         if bucket is None:
             return False
         return self._bucket(key, self._clock())[0] < 1
+
+    def tokens(self, key) -> float:
+        """The tokens ``key`` has now (``burst`` for a key never charged); takes nothing."""
+        if key not in self._buckets:
+            return self.limit.burst
+        return self._bucket(key, self._clock())[0]
 
     def __len__(self) -> int:
         return len(self._buckets)
