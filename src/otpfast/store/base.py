@@ -36,6 +36,8 @@ class AccountRecord:
     failures: int             # consecutive failed verifications
     transcript: bytes | None  # ceremony transcript hash (final receipt)
     created_at: float
+    # the row as stored: every ACCOUNT_COLUMNS value, then its version (otpfast.store.rows)
+    row: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def authorities(self) -> tuple[int, ...]:
@@ -84,10 +86,12 @@ class AuditReport:
     reason: str               # "ok" or what is wrong, for the operator
     head_seq: int             # seq of the last entry (the head to record elsewhere)
     head_hash: bytes
+    bad_rows: tuple = ()      # rows edited or rolled back without the key (otpfast.store.rows)
+    anchor_seq: int = 0       # where the chain starts (the last archived entry)
 
     @property
     def ok(self) -> bool:
-        return self.first_bad is None
+        return self.first_bad is None and not self.bad_rows
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +104,7 @@ class AuditEntry:
     source: str
     outcome: str
     hash: bytes
+    rows: str | None = None   # the rows its transaction wrote (otpfast.store.rows)
 
 
 class Transaction(abc.ABC):

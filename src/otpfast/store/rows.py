@@ -1,0 +1,158 @@
+"""Row authentication: what protects the store's rows from someone who can write the
+database but does not hold the at-rest key.
+
+Every row whose fields decide access or replay carries two columns: ``ver`` and ``mac``.
+
+* ``mac`` = HMAC-SHA256 under the row key (AtRestKeys.row_mac) of the table's tag and every
+  column of the row in a fixed order (for accounts: every column of ACCOUNT_COLUMNS, so
+  columns added there later are covered without more code), then ``ver``. Clients: name,
+  account, verifier flag, credential hash, masking key; authorities: id, credential hash;
+  accounts: type, params (lockout policy), state, material, counter, last step, chain
+  value, failures, transcript...; issued OTPs: id, account, client, OTP digest, times and
+  ``used_at``. The primary key is covered, so a row copied under another key fails.
+* ``ver`` = the seq of the audit entry of the transaction that last wrote the row: the first
+  entry that transaction appended, whose ``rows`` field lists the row (``[tag, key]``; a
+  deletion ``["-" + tag, key]``; an archive carries older versions over as ``[tag, key,
+  ver]``). The ``rows`` field is inside the entry's chained MAC.
+
+What is caught, and where:
+
+* At read time, by every server and CLI process: any edit of a covered column (or of
+  ``ver``/``mac``) without the key. The row is refused as if absent (an unknown client,
+  account or authority, an issued OTP that does not exist), logged as a warning, and the
+  rest of a verification batch goes on.
+* At read time, a rollback to an older *valid* copy (a restored ``used_at = NULL`` with its
+  old MAC, an older counter/step/chain/failure count) of a row this process has already
+  seen or written in a newer version since it started: accounts through the high-water
+  version the account decoder keeps per name, issued OTPs through the ids this process
+  marked used (both bounded in memory, see HIGH_WATER_SIZE).
+* By ``otpfast audit verify`` (every row, every time): any MAC failure, and any row whose
+  ``ver`` is not the seq of the last audit entry that wrote it (a rollback to an older copy
+  by someone else's process, or across a restart), a row the log never wrote, and a
+  row restored after its recorded deletion. Deleting an issued OTP row (expired ones are
+  purged routinely) only withholds an OTP and is not reported.
+
+Rows do not stop a database writer from deleting rows or from breaking the store (denial of
+service); they stop the store from accepting or granting anything through an edited row.
+"""
+import hmac
+import json
+import logging
+
+_log = logging.getLogger("otpfast.store")
+
+ROW_COLUMNS = "ver, mac"
+CLIENT_NAMES = ("name", "account", "verifier", "credential_hash", "mask_key_enc", "created_at")
+AUTHORITY_NAMES = ("id", "credential_hash", "created_at")
+ISSUED_NAMES = ("id", "account", "client", "otp_digest", "issued_at", "expires_at", "used_at")
+HIGH_WATER_SIZE = 65536
+
+
+def tables(account_names) -> dict:
+    """table -> (tag in the MAC and the audit records, covered columns, key column)."""
+    return {"clients": ("c", CLIENT_NAMES, "name"),
+            "authorities": ("u", AUTHORITY_NAMES, "id"),
+            "accounts": ("a", tuple(account_names), "name"),
+            "issued": ("i", ISSUED_NAMES, "id")}
+
+
+def _encode(value) -> bytes:
+    """One column value, type-tagged and length-prefixed; numbers by value (an integral
+    REAL reads back as a float from one driver and an int from another)."""
+    if value is None:
+        return b"N"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return b"i%d;" % int(value)
+        return b"f" + repr(value).encode("ascii") + b";"
+    if isinstance(value, int):              # bool included
+        return b"i%d;" % int(value)
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return b"s%d:" % len(raw) + raw
+    raw = bytes(value)
+    return b"b%d:" % len(raw) + raw
+
+
+def row_mac(mac, tag: str, values, ver) -> bytes:
+    """The MAC of one row: ``mac`` is the precomputed HmacSha256 of the row key."""
+    inner = mac.inner.copy()
+    inner.update(tag.encode("ascii") + b"\0" + b"".join(map(_encode, values)) + _encode(ver))
+    outer = mac.outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def row_ok(mac, tag: str, values, ver, stored) -> bool:
+    if stored is None or ver is None:
+        return False
+    return hmac.compare_digest(row_mac(mac, tag, values, ver), bytes(stored))
+
+
+def refuse(table: str, key, why: str = "fails its integrity check") -> None:
+    _log.warning("store: the %s row %r %s (edited without the at-rest key?): refused",
+                 table, key, why)
+
+
+def records_text(written: dict) -> str | None:
+    """The ``rows`` field of an audit entry: ``written`` maps (tag, key) -> None (written),
+    "-" (deleted) or a carried-over version."""
+    if not written:
+        return None
+    out = []
+    for (tag, key), what in written.items():
+        if what is None:
+            out.append([tag, key])
+        elif what == "-":
+            out.append(["-" + tag, key])
+        else:
+            out.append([tag, key, what])
+    return json.dumps(out, separators=(",", ":"))
+
+
+def note_records(latest: dict, seq: int, text: str | None) -> None:
+    """Fold one entry's ``rows`` field into ``latest``: (tag, key) -> version or "-"."""
+    if not text:
+        return
+    for record in json.loads(text):
+        tag, key = record[0], record[1]
+        if tag.startswith("-"):
+            latest[tag[1:], key] = "-"
+        else:
+            latest[tag, key] = record[2] if len(record) > 2 else seq
+
+
+def check_rows(mac, table_specs: dict, latest: dict, rows_of,
+               anchor_seq: int = 0) -> list[str]:
+    """Every row of every authenticated table against its MAC and the last audit entry
+    that wrote it. ``rows_of(table, columns)`` yields the rows (covered columns, then
+    ver, mac); ``latest`` is from note_records over the whole chain. Returns problems."""
+    problems = []
+    for table, (tag, columns, key_column) in table_specs.items():
+        key_index = columns.index(key_column)
+        for row in rows_of(table, columns):
+            values, ver, stored = row[:-2], row[-2], row[-1]
+            key = values[key_index]
+            where = f"{table} row {key!r}"
+            if not row_ok(mac, tag, values, ver, stored):
+                problems.append(f"{where} fails its integrity check (edited without the "
+                                "at-rest key)")
+                continue
+            last = latest.get((tag, key))
+            if last == ver:
+                continue
+            if last == "-":
+                problems.append(f"{where} was restored after its deletion")
+            elif last is None and ver > anchor_seq:
+                problems.append(f"{where} (version {ver}) was never written by the logged "
+                                "transactions")
+            elif last is None:
+                problems.append(f"{where} (version {ver}) is not accounted for after the "
+                                "archive anchor")
+            elif ver < last:
+                problems.append(f"{where} was rolled back to an older copy (version {ver}, "
+                                f"last written by entry {last})")
+            else:
+                problems.append(f"{where} has version {ver}, but the log last wrote it in "
+                                f"entry {last}")
+    return problems
