@@ -3,6 +3,8 @@ concurrent writers from several stores keep one chain and never look like tamper
 import os
 import threading
 
+import pytest
+
 from otpfast.store import new_key
 from otpfast.store.common import ZERO_HASH, HeadFile, audit_mac
 
@@ -191,3 +193,40 @@ def test_head_file_is_rewritten_after_removal(backend, store):
     os.remove(backend.head_path)
     fill_audit(store, 1)
     assert store._head_file.read()[0] == 3 and store.verify_audit().ok
+
+
+def test_audit_archive_keeps_the_rest_provable(backend, store, tmp_path):
+    """Deliver 3: entries before a date move to a file, the rest is proved from a MACed
+    anchor, the file on its own and joined to the anchor; rows last written by archived
+    entries stay covered; a forged anchor is reported."""
+    from otpfast.errors import StoreError
+    from otpfast.store import archive
+
+    with store.transaction() as tx:
+        tx.add_authority(1, b"h" * 32, 1.0)
+        tx.audit(10.0, "admin", "-", "authority:1", "cli", "authority-added")
+    fill_audit(store, 3)                     # times 100..102
+    path = str(tmp_path / "a.jsonl")
+    done = store.archive_audit(101.0, path, 500.0)
+    assert (done.entries, done.first, done.last) == (2, 1, 2)
+    report = store.verify_audit()
+    assert report.ok and report.anchor_seq == 2 and report.entries == 3, report.reason
+    assert archive.verify_files(store, [path])[0].endswith("entries 1..2 (2)")
+    with pytest.raises(StoreError, match="exists"):
+        store.archive_audit(1e12, path, 600.0)
+    second = str(tmp_path / "b.jsonl")
+    assert store.archive_audit(1e12, second, 600.0).entries == 3    # 3..5, archive entry too
+    assert store.verify_audit().ok
+    assert len(archive.verify_files(store, [second, path])) == 2     # joined, any order
+    with pytest.raises(StoreError, match="anchor"):
+        archive.verify_files(store, [path])                          # ends before the anchor
+    backend.sql("UPDATE authorities SET credential_hash = %s", (b"x" * 32,))
+    assert any("authorities row 1" in p for p in store.verify_audit().bad_rows)
+    backend.sql("UPDATE authorities SET credential_hash = %s", (b"h" * 32,))
+    assert store.verify_audit().ok
+    backend.sql("UPDATE audit_anchor SET seq = seq + 1")
+    report = store.verify_audit()
+    assert not report.ok and "anchor was altered" in report.reason
+    with pytest.raises(StoreError, match="does not verify"):
+        store.archive_audit(1e12, str(tmp_path / "c.jsonl"), 700.0)
+    assert not os.path.exists(tmp_path / "c.jsonl")

@@ -255,7 +255,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def verify_audit(self) -> AuditReport:
-        """Check the audit chain: every entry's MAC, no gap, and the recorded head."""
+        """Check the audit chain (every entry's MAC, no gap, the archive anchor and the
+        recorded heads) and every authenticated row against it (otpfast.store.rows)."""
+
+    @abc.abstractmethod
+    def archive_audit(self, before: float, path: str, now: float):
+        """Move the entries dated before ``before`` to the new file ``path`` and anchor the
+        rest of the chain (otpfast.store.archive); returns an archive.Archived."""
 
     @abc.abstractmethod
     def schema_version(self) -> int: ...
