@@ -13,6 +13,10 @@ Rules every backend keeps, so a PostgreSQL backend can follow without changing c
   happened (``UPDATE ... WHERE counter = :old`` -> True/False). Callers never write a value
   they computed from an earlier read unless the write is conditional on that read.
 * ``now`` is always passed in by the caller (injected clock); the store never reads time.
+* Rows that decide access or replay (clients, authorities, accounts, issued OTPs) carry a
+  MAC under a key derived from the at-rest key and the version (audit seq) of their last
+  write (otpfast.store.rows). A row that fails is refused - reads return None / leave it
+  out, writes to it return False - and ``verify_audit`` lists it.
 """
 import abc
 import contextlib

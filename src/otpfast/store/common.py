@@ -1,5 +1,6 @@
 """What both backends share: the audit chain (MAC, check), the head file outside the
-database, the associated data of encrypted records and the decoding of account rows.
+database, the associated data of encrypted records, the decoding of account rows and the
+row MACs (written and checked here; the rules are in otpfast.store.rows).
 
 Backends differ only in SQL dialect and locking; everything that decides whether data is
 intact or secret lives here once.
@@ -19,7 +20,7 @@ from . import rows as row_auth
 from .atrest import AtRestKeys, HmacSha256
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, AuthorityRecord,
                    ClientRecord, ContributionRecord, Transaction)
-from .rows import ROW_COLUMNS, refuse, row_mac, row_ok
+from .rows import ROW_COLUMNS, issued_mac, issued_state, refuse, row_mac, row_ok
 
 ZERO_HASH = bytes(32)
 KEY_CHECK_LABEL = b"otpfast key check"
@@ -456,12 +457,17 @@ class SqlReads:
             digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
             ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
 
-    def _authentic_row(self, conn, table: str, key):
-        """The covered columns of one row of ``table`` if it passes its MAC; None if it is
-        absent or refused (logged)."""
+    _FOR_UPDATE = ""        # PostgreSQL: " FOR UPDATE" (SQLite's write lock covers the file)
+
+    def _authentic_row(self, conn, table: str, key, *, lock: bool = False):
+        """The row ``key`` of ``table`` (covered columns, ver, mac) if it passes its MAC;
+        None if it is absent or refused (logged). ``lock``: keep the row locked until the
+        transaction ends (no other writer can change it between this check and a write)."""
         tag, columns, key_column = TABLES[table]
         row = conn.execute(self._sql(f"SELECT {', '.join(columns)}, {ROW_COLUMNS} FROM {table}"
-                                     f" WHERE {key_column} = :key"), {"key": key}).fetchone()
+                                     f" WHERE {key_column} = :key"
+                                     + (self._FOR_UPDATE if lock else "")),
+                           {"key": key}).fetchone()
         if row is None:
             return None
         if not row_ok(self.keys.row_mac, tag, row[:-2], row[-2], row[-1]):
@@ -538,7 +544,7 @@ class SqlTransaction(Transaction):
         self.used_ids: list[int] = []            # issued rows marked used
         self.moved: list[str] = []               # accounts update_accounts moved
         self._version: int | None = None
-        self._issued_rows: dict = {}             # id -> covered columns, as find_issued read
+        self._issued_rows: dict = {}             # id -> (covered columns, row_state)
 
     def _sql(self, sql: str) -> str:
         return sql
@@ -579,7 +585,7 @@ class SqlTransaction(Transaction):
 
     def _change(self, table: str, key, sql: str, params: dict) -> bool:
         """One conditional UPDATE of one row, only if the row is authentic; then re-seal."""
-        if self._store._authentic_row(self._conn, table, key) is None:
+        if self._store._authentic_row(self._conn, table, key, lock=True) is None:
             return False
         if self._run(sql, params) != 1:
             return False
@@ -714,33 +720,33 @@ class SqlTransaction(Transaction):
         MAC and that this process has not marked used before (a rolled-back copy); the
         others are refused (logged). Their columns are kept for use_issued_ids."""
         mac, used, kept = self._store.keys.row_mac, self._store._used_issued, []
+        compare = hmac.compare_digest
         for row in rows:
             values, ver, stored = row[:-2], row[-2], row[-1]
-            if not row_ok(mac, "i", values, ver, stored):
+            # every column but used_at, shared by the MAC checked now and the one written
+            state = issued_state(mac, *values[:-1])
+            if stored is None or ver is None or not compare(
+                    issued_mac(mac, state, values[-1], ver), bytes(stored)):
                 refuse("issued", values[0])
             elif values[0] in used:
                 refuse("issued", values[0], "is an older copy (unused) of an OTP this "
                        "process marked used")
             else:
-                self._issued_rows[values[0]] = values
+                self._issued_rows[values[0]] = (values, state)
                 kept.append(values)
         return kept
 
     def _used_rows(self, ids, now):
         """For use_issued_ids: per id, the new MAC with ``used_at = now`` (ids find_issued
         did not read are read here)."""
-        missing = [i for i in ids if i not in self._issued_rows]
-        for id_ in missing:
-            row = self._store._authentic_row(self._conn, "issued", id_)
-            if row is not None and row[-3] is None:
-                self._issued_rows[id_] = row[:-2]
         ver, mac, out = self.version, self._store.keys.row_mac, []
         for id_ in ids:
-            values = self._issued_rows.get(id_)
-            if values is None:
-                continue
-            values = (*values[:-1], now)
-            out.append((id_, row_mac(mac, "i", values, ver)))
+            if id_ not in self._issued_rows:
+                row = self._store._authentic_row(self._conn, "issued", id_)
+                if row is None or row[-3] is not None:
+                    continue
+                self._issued_rows[id_] = (row[:-2], issued_state(mac, *row[:-3]))
+            out.append((id_, issued_mac(mac, self._issued_rows[id_][1], now, ver)))
             self.written["i", id_] = None
             self.used_ids.append(id_)
         return ver, out

@@ -210,6 +210,7 @@ class PostgresStore(SqlReads, Store):
     head this process wrote (a chain point; several machines may each keep their own)."""
 
     _sql = staticmethod(_pyformat)
+    _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
@@ -457,8 +458,8 @@ class _PostgresTransaction(SqlTransaction):
         if not wanted:
             return {}
         rows = self._conn.execute(
-            "SELECT i.id, i.account, i.client, i.otp_digest, i.issued_at, i.expires_at,"
-            " i.used_at, i.ver, i.mac FROM unnest(%(accounts)s::text[],"
+            "SELECT i.id, i.account, i.otp_digest, i.expires_at, i.used_at, i.ver, i.mac"
+            " FROM unnest(%(accounts)s::text[],"
             " %(digests)s::bytea[]) AS wanted (account, otp_digest) JOIN issued AS i"
             " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
             " WHERE i.used_at IS NULL AND i.expires_at > %(now)s ORDER BY i.id",
@@ -466,7 +467,7 @@ class _PostgresTransaction(SqlTransaction):
              "now": now}).fetchall()
         found: dict = {}
         for values in self._authentic_issued(rows, now):
-            found.setdefault((values[1], bytes(values[3])), []).append(values[0])
+            found.setdefault((values[1], bytes(values[2])), []).append(values[0])
         return found
 
     def use_issued_ids(self, ids, now):

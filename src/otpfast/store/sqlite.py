@@ -541,8 +541,7 @@ class _SQLiteTransaction(SqlTransaction):
             chunk = wanted[start:start + 300]
             params = [value for k, pair in enumerate(chunk) for value in (k, *pair)]
             params.append(now)
-            columns = ("wanted.k, i.id, i.client, printf('%!.17g', i.issued_at),"
-                       " printf('%!.17g', i.expires_at), i.ver, hex(i.mac)")
+            columns = "wanted.k, i.id, printf('%!.17g', i.expires_at), i.ver, hex(i.mac)"
             query = ("WITH wanted (k, account, otp_digest) AS (VALUES "
                      + ", ".join(["(?, ?, ?)"] * len(chunk)) + ") SELECT {} FROM wanted"
                      " CROSS JOIN issued AS i"
@@ -555,32 +554,28 @@ class _SQLiteTransaction(SqlTransaction):
             else:
                 found_rows = self._conn.execute(query.format(columns), params).fetchall()
             rows = []
-            for k, id_, client, issued_at, expires_at, ver, mac in found_rows:
+            for k, id_, expires_at, ver, mac in found_rows:
                 account, digest = chunk[k]
-                rows.append((id_, account, client, digest, float(issued_at),
-                             float(expires_at), None, ver, _unhex(mac)))
+                rows.append((id_, account, digest, float(expires_at), None, ver, _unhex(mac)))
             for values in self._authentic_issued(rows, now):
-                found.setdefault((values[1], values[3]), []).append(values[0])
+                found.setdefault((values[1], values[2]), []).append(values[0])
         for ids in found.values():
             ids.sort()
         return found
 
     def use_issued_ids(self, ids, now):
         ver, sealed = self._used_rows(list(ids), now)
-        if not _UPDATE_FROM:
-            return self._conn.executemany(
-                "UPDATE issued SET used_at = ?1, ver = ?2, mac = ?3 WHERE id = ?4"
-                " AND used_at IS NULL AND expires_at > ?1",
-                [(now, ver, mac, id_) for id_, mac in sealed]).rowcount
         marked = 0
-        for start in range(0, len(sealed), 400):     # SQLite < 3.32 allows 999 parameters
-            chunk = sealed[start:start + 400]
-            # one statement; every id is distinct, so each row is marked at most once
+        for start in range(0, len(sealed), 300):     # SQLite < 3.32 allows 999 parameters
+            chunk = sealed[start:start + 300]
+            # one statement (by primary key: UPDATE ... FROM would scan); every id is
+            # distinct, so each row is marked at most once
             marked += self._conn.execute(
-                "UPDATE issued SET used_at = ?1, ver = ?2, mac = c.column2 FROM (VALUES "
-                + ", ".join(["(?, ?)"] * len(chunk)) + ") AS c WHERE issued.id = c.column1"
-                " AND issued.used_at IS NULL AND issued.expires_at > ?1",
-                [now, ver, *(value for pair in chunk for value in pair)]).rowcount
+                "UPDATE issued SET used_at = ?1, ver = ?2, mac = CASE id"
+                + " WHEN ? THEN ?" * len(chunk) + " END WHERE id IN ("
+                + ", ".join(["?"] * len(chunk)) + ") AND used_at IS NULL AND expires_at > ?1",
+                [now, ver, *(value for pair in chunk for value in pair),
+                 *(id_ for id_, _ in chunk)]).rowcount
         return marked
 
     def _flush_audit(self) -> tuple[int, bytes] | None:
