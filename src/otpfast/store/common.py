@@ -20,7 +20,7 @@ from . import rows as row_auth
 from .atrest import AtRestKeys, HmacSha256
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, AuthorityRecord,
                    ClientRecord, ContributionRecord, Transaction)
-from .rows import ROW_COLUMNS, issued_mac, issued_state, refuse, row_mac, row_ok
+from .rows import ROW_COLUMNS, issued_prefix, refuse, row_mac, row_ok
 
 ZERO_HASH = bytes(32)
 KEY_CHECK_LABEL = b"otpfast key check"
@@ -544,7 +544,7 @@ class SqlTransaction(Transaction):
         self.used_ids: list[int] = []            # issued rows marked used
         self.moved: list[str] = []               # accounts update_accounts moved
         self._version: int | None = None
-        self._issued_rows: dict = {}             # id -> (covered columns, row_state)
+        self._issued_macs: dict = {}             # id -> (now, its MAC once used at now)
 
     def _sql(self, sql: str) -> str:
         return sql
@@ -716,37 +716,42 @@ class SqlTransaction(Transaction):
         return bool(ids) and self.use_issued_ids(ids[:1], now) == 1
 
     def _authentic_issued(self, rows, now) -> list:
-        """Of issued rows (covered columns, ver, mac) read as unused: those that pass their
-        MAC and that this process has not marked used before (a rolled-back copy); the
-        others are refused (logged). Their columns are kept for use_issued_ids."""
-        mac, used, kept = self._store.keys.row_mac, self._store._used_issued, []
-        compare = hmac.compare_digest
-        for row in rows:
-            values, ver, stored = row[:-2], row[-2], row[-1]
-            # every column but used_at, shared by the MAC checked now and the one written
-            state = issued_state(mac, *values[:-1])
-            if stored is None or ver is None or not compare(
-                    issued_mac(mac, state, values[-1], ver), bytes(stored)):
-                refuse("issued", values[0])
-            elif values[0] in used:
-                refuse("issued", values[0], "is an older copy (unused) of an OTP this "
-                       "process marked used")
+        """Of issued rows (id, account, otp_digest, expires_at, used_at = None, ver, mac)
+        read as unused: those that pass their MAC and that this process has not marked used
+        before (a rolled-back copy); the others are refused (logged). For the kept ones the
+        MAC they get when use_issued_ids marks them used at ``now`` is computed here too
+        (one shared prefix)."""
+        proto, used, compare = self._store.keys.row_mac, self._store._used_issued, hmac.compare_digest
+        new_tail = row_auth.encode(now) + b"i%d;" % self.version
+        kept, new_macs = [], self._issued_macs
+        for id_, account, otp_digest, expires_at, used_at, ver, stored in rows:
+            state = proto.copy()
+            state.update(issued_prefix(id_, account, otp_digest, expires_at))
+            check = state.copy()
+            check.update(b"Ni%d;" % ver if used_at is None and ver is not None else b"?")
+            if stored is None or not compare(check.digest(), bytes(stored)):
+                refuse("issued", id_)
+            elif id_ in used:
+                refuse("issued", id_, "is an older copy (unused) of an OTP this process "
+                       "marked used")
             else:
-                self._issued_rows[values[0]] = (values, state)
-                kept.append(values)
+                state.update(new_tail)
+                new_macs[id_] = (now, state.digest())
+                kept.append((id_, account, otp_digest))
         return kept
 
     def _used_rows(self, ids, now):
         """For use_issued_ids: per id, the new MAC with ``used_at = now`` (ids find_issued
-        did not read are read here)."""
-        ver, mac, out = self.version, self._store.keys.row_mac, []
+        did not read at this ``now`` are read here)."""
+        ver, new_macs, out = self.version, self._issued_macs, []
         for id_ in ids:
-            if id_ not in self._issued_rows:
+            known = new_macs.get(id_)
+            if known is None or known[0] != now:
                 row = self._store._authentic_row(self._conn, "issued", id_)
                 if row is None or row[-3] is not None:
                     continue
-                self._issued_rows[id_] = (row[:-2], issued_state(mac, *row[:-3]))
-            out.append((id_, issued_mac(mac, self._issued_rows[id_][1], now, ver)))
+                known = (now, row_mac(self._store.keys.row_mac, "i", (*row[:-3], now), ver))
+            out.append((id_, known[1]))
             self.written["i", id_] = None
             self.used_ids.append(id_)
         return ver, out

@@ -3,7 +3,8 @@ database but does not hold the at-rest key.
 
 Every row whose fields decide access or replay carries two columns: ``ver`` and ``mac``.
 
-* ``mac`` = HMAC-SHA256 under the row key (AtRestKeys.row_mac) of the table's tag and every
+* ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_mac: the keyed state, copied
+  per MAC, so each MAC is one hash) of the table's tag and every
   column of the row in a fixed order (for accounts: every column of ACCOUNT_COLUMNS, so
   columns added there later are covered without more code), then ``ver``. Clients: name,
   account, verifier flag, credential hash, masking key; authorities: id, credential hash;
@@ -38,6 +39,7 @@ service); they stop the store from accepting or granting anything through an edi
 import hmac
 import json
 import logging
+import struct
 
 _log = logging.getLogger("otpfast.store")
 
@@ -57,12 +59,15 @@ def tables(account_names) -> dict:
             "issued": ("i", ISSUED_NAMES, "id")}
 
 
+_DOUBLE = struct.Struct(">d").pack
+
+
 def _float(value: float) -> bytes:
     # numbers by value: an integral REAL reads back as a float from one driver, an int
     # from another
     if value.is_integer() and abs(value) < 2**53:
         return b"i%d;" % int(value)
-    return b"f%b;" % repr(value).encode("ascii")
+    return b"f" + _DOUBLE(value)
 
 
 def _str(value: str) -> bytes:
@@ -80,53 +85,29 @@ _ENCODERS = {type(None): lambda value: b"N", bool: lambda value: b"i%d;" % value
 _NAMES: dict = {}           # encoded account names (the verification hot path)
 
 
-def _encode(value) -> bytes:
+def encode(value) -> bytes:
     """One column value, type-tagged and length-prefixed (the MAC input)."""
     return _ENCODERS.get(type(value), _bytes)(value)
 
 
-def row_state(mac, tag: str, values):
-    """The HMAC's inner SHA-256 state after the tag and ``values``: rows that share their
-    first columns (an issued OTP before and after it is used) are finished from a copy."""
-    inner = mac.inner.copy()
-    inner.update(b"%b\0%b" % (tag.encode("ascii"), b"".join(map(_encode, values))))
-    return inner
+def row_mac(mac, tag: str, values, ver) -> bytes:
+    """The MAC of one row: ``mac`` is the keyed hash state of the row key."""
+    state = mac.copy()
+    state.update(b"%b\0%b%b" % (tag.encode("ascii"), b"".join(map(encode, values)),
+                                encode(ver)))
+    return state.digest()
 
 
-def issued_state(mac, id_: int, account: str, otp_digest: bytes, expires_at: float):
-    """row_state of an issued row's columns but used_at, in one step (the hot path)."""
+def issued_prefix(id_: int, account: str, otp_digest: bytes, expires_at: float) -> bytes:
+    """The MAC input of an issued row up to used_at, in one step (the verification hot
+    path): row_mac(mac, "i", (id, account, digest, expiry, used_at), ver) hashes this, then
+    used_at and ver encoded."""
     name = _NAMES.get(account)
     if name is None:
         name = _str(account)
         if len(_NAMES) < HIGH_WATER_SIZE:
             _NAMES[account] = name
-    inner = mac.inner.copy()
-    inner.update(b"i\0i%d;%bb%d:%b%b" % (id_, name, len(otp_digest), otp_digest,
-                                         _float(expires_at)))
-    return inner
-
-
-def issued_mac(mac, state, used_at, ver: int) -> bytes:
-    """finish() of an issued_state: used_at (None or a time), then ver (the hot path)."""
-    inner = state.copy()
-    inner.update((b"N" if used_at is None else _float(used_at)) + b"i%d;" % ver)
-    outer = mac.outer.copy()
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def finish(mac, state, values, ver) -> bytes:
-    """The MAC from a row_state: the remaining ``values``, then ``ver``."""
-    inner = state.copy()
-    inner.update(b"".join(map(_encode, values)) + _encode(ver))
-    outer = mac.outer.copy()
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def row_mac(mac, tag: str, values, ver) -> bytes:
-    """The MAC of one row: ``mac`` is the precomputed HmacSha256 of the row key."""
-    return finish(mac, row_state(mac, tag, values), (), ver)
+    return b"i\0i%d;%bb%d:%b%b" % (id_, name, len(otp_digest), otp_digest, _float(expires_at))
 
 
 def row_ok(mac, tag: str, values, ver, stored) -> bool:
