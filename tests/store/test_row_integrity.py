@@ -262,7 +262,7 @@ def test_rows_tx_without_audit_entry_is_recorded(backend, store):
     with store.transaction() as tx:
         assert tx.add_authority(3, b"h" * 32, 1.0)
     [entry] = list(store.audit_entries())
-    assert (entry.event, json.loads(entry.rows)) == ("store", [["u", 3]])
+    assert (entry.event, json.loads(entry.rows)) == ("store", {"u": [3]})
     assert store.verify_audit().ok
 
 

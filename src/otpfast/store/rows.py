@@ -12,9 +12,9 @@ Every row whose fields decide access or replay carries two columns: ``ver`` and 
   value, failures, transcript...; issued OTPs: id, account, client, OTP digest, times and
   ``used_at``. The primary key is covered, so a row copied under another key fails.
 * ``ver`` = the seq of the audit entry of the transaction that last wrote the row: the first
-  entry that transaction appended, whose ``rows`` field lists the row (``[tag, key]``; a
-  deletion ``["-" + tag, key]``; an archive carries older versions over as ``[tag, key,
-  ver]``). The ``rows`` field is inside the entry's chained MAC.
+  entry that transaction appended, whose ``rows`` field lists the rows it wrote, a JSON
+  object ``{tag: [key, ...], "-" + tag: [deleted key, ...], "=": [[tag, key, ver], ...]}``
+  (``=``: versions an archive carries over). The field is inside the entry's chained MAC.
 
 What is caught, and where:
 
@@ -126,14 +126,14 @@ def records_text(written: dict) -> str | None:
     "-" (deleted) or a carried-over version."""
     if not written:
         return None
-    out = []
+    out: dict = {}
     for (tag, key), what in written.items():
         if what is None:
-            out.append([tag, key])
+            out.setdefault(tag, []).append(key)
         elif what == "-":
-            out.append(["-" + tag, key])
+            out.setdefault("-" + tag, []).append(key)
         else:
-            out.append([tag, key, what])
+            out.setdefault("=", []).append([tag, key, what])
     return json.dumps(out, separators=(",", ":"))
 
 
@@ -141,12 +141,16 @@ def note_records(latest: dict, seq: int, text: str | None) -> None:
     """Fold one entry's ``rows`` field into ``latest``: (tag, key) -> version or "-"."""
     if not text:
         return
-    for record in json.loads(text):
-        tag, key = record[0], record[1]
-        if tag.startswith("-"):
-            latest[tag[1:], key] = "-"
+    for tag, keys in json.loads(text).items():
+        if tag == "=":
+            for carried_tag, key, ver in keys:
+                latest[carried_tag, key] = ver
+        elif tag.startswith("-"):
+            for key in keys:
+                latest[tag[1:], key] = "-"
         else:
-            latest[tag, key] = record[2] if len(record) > 2 else seq
+            for key in keys:
+                latest[tag, key] = seq
 
 
 def check_rows(mac, table_specs: dict, latest: dict, rows_of,
