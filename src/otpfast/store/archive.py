@@ -24,7 +24,7 @@ import os
 from otpfast.errors import StoreError
 
 from .base import AuditEntry, AuditReport
-from .common import ZERO_HASH, audit_mac, check_chain
+from .chain import ZERO_HASH, check_chain
 
 FORMAT = "otpfast-audit-archive-1"
 

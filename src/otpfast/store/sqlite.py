@@ -31,7 +31,7 @@ from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, chain_entries, check_chain, seal_existing_rows)
+                     SqlReads, SqlTransaction, chain_entries, seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, ...]] = [
