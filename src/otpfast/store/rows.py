@@ -4,13 +4,14 @@ database but does not hold the at-rest key.
 Every row whose fields decide access or replay carries two columns: ``ver`` and ``mac``.
 
 * ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_mac: the keyed state, copied
-  per MAC, so each MAC is one hash) of the table's tag and every
-  column of the row in a fixed order (for accounts: every column of ACCOUNT_COLUMNS, so
-  columns added there later are covered without more code), then ``ver``. Clients: name,
-  account, verifier flag, credential hash, masking key; authorities: id, credential hash;
-  accounts: type, params (lockout policy), state, material, counter, last step, chain
-  value, failures, transcript...; issued OTPs: id, account, client, OTP digest, times and
-  ``used_at``. The primary key is covered, so a row copied under another key fails.
+  per MAC, so each MAC is one hash) of the table's tag, the covered columns in a fixed order
+  (each type-tagged and length-prefixed), then ``ver``. Covered: clients: name, account,
+  verifier flag, credential hash, masking key, creation time; authorities: id, credential
+  hash, creation time; accounts: every column of ACCOUNT_COLUMNS (type, params with the
+  lockout policy, state, material, counter, last step, chain value, failures, transcript,
+  ... - columns added there later are covered without more code); issued OTPs: id,
+  account, OTP digest, expiry and ``used_at`` (what decides its use). The primary key is
+  covered, so a row copied under another key fails.
 * ``ver`` = the seq of the audit entry of the transaction that last wrote the row: the first
   entry that transaction appended, whose ``rows`` field lists the rows it wrote, a JSON
   object ``{tag: [key, ...], "-" + tag: [deleted key, ...], "=": [[tag, key, ver], ...]}``
