@@ -1,14 +1,16 @@
 """Admin commands over a local data directory: init, fingerprint, authority/client/account
 management, enrolment and the audit check. Thin: the logic lives in otpfast.services.admin."""
 import contextlib
+import datetime
 import json
+import os
 import sys
 
 import click
 
 from otpfast.datadir import DataDir
 from otpfast.errors import InvalidParameter, StoreError
-from otpfast.services import policy
+from otpfast.services import audit, policy
 from otpfast.services.admin import describe
 from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
 
@@ -260,13 +262,58 @@ def audit_group():
 
 @audit_group.command("verify")
 @data_dir_option
-def audit_verify(data_dir):
-    """Check every audit entry and the recorded head; exit 1 naming the first bad entry."""
+@click.option("--archive", "archives", multiple=True, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Also prove this archive file (from `audit archive`; repeatable) and that "
+                   "the archives join the log.")
+def audit_verify(data_dir, archives):
+    """Check every audit entry, the recorded head and every client, account, issued OTP and
+    authority row; exit 1 naming what is wrong."""
     with _admin(data_dir) as admin:
-        report = admin.store.verify_audit()
-    if not report.ok:
+        report = audit.verify_chain(admin.store)
+        lines = audit.verify_archives(admin.store, archives) if archives else []
+    for line in lines:
+        click.echo(line)
+    if report.first_bad is not None:
         click.echo(f"audit log BROKEN at entry {report.first_bad}: {report.reason}", err=True)
         sys.exit(1)
-    click.echo(f"audit log intact: {report.entries} entries, head {report.head_seq} "
-               f"{report.head_hash.hex()}")
+    if report.bad_rows:
+        click.echo(f"store rows REFUSED ({len(report.bad_rows)}):", err=True)
+        for problem in report.bad_rows:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    start = f", from archive anchor {report.anchor_seq}" if report.anchor_seq else ""
+    click.echo(f"audit log intact: {report.entries} entries{start}, head {report.head_seq} "
+               f"{report.head_hash.hex()}; rows intact")
 
+
+def _parse_date(text: str) -> float:
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter("not an ISO 8601 date or time (e.g. 2026-01-31 or "
+                                 "2026-01-31T12:00:00+01:00)", param_hint="'--before'") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+@audit_group.command("archive")
+@data_dir_option
+@click.option("--before", required=True, metavar="DATE",
+              help="Archive the entries dated before DATE (ISO 8601; UTC unless it names a "
+                   "zone).")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+def audit_archive(data_dir, before, file):
+    """Move the audit entries older than DATE to FILE (JSON lines, a new file, mode 0600)
+    and delete them from the store in one transaction; `audit verify` proves the rest from
+    a MACed anchor, `audit verify --archive FILE` the archived part."""
+    cutoff = _parse_date(before)
+    if os.path.lexists(file):
+        raise click.BadParameter(f"{file} exists already", param_hint="'FILE'")
+    with _admin(data_dir) as admin:
+        done = audit.archive(admin.store, cutoff, file, clock=admin.clock)
+    if done.entries:
+        click.echo(f"archived entries {done.first}..{done.last} ({done.entries}) to {file}")
+    else:
+        click.echo("no entries before that date: nothing archived")

@@ -5,6 +5,8 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
+from otpfast.datadir import DataDir
+from otpfast.services.distribution import VerifyItem
 from otpfast_cli.main import cli
 
 
@@ -22,6 +24,25 @@ def run(tmp_path, monkeypatch):
 
     invoke.data_dir = data_dir
     return invoke
+
+
+def _lock(data_dir, account, failures):
+    """Wrong OTPs through the service (an edited failure count would be refused)."""
+    distribution = DataDir(data_dir).distribution()
+    try:
+        distribution.verify_many([VerifyItem(account, "x", "test")] * failures)
+    finally:
+        distribution.store.close()
+
+
+def _sql(data_dir, statement, params=()):
+    conn = sqlite3.connect(os.path.join(data_dir, "store.db"))
+    try:
+        rows = conn.execute(statement, params).fetchall()
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -116,10 +137,7 @@ def test_admin_account_lifecycle(initialised):
     assert listing == ["alice\ttotp\tactive", "bob\thashchain\tpending"]
     show = run("account", "show", "alice").stdout
     assert "digits: 8" in show and "lockout: 10" in show and "key" not in show
-    conn = sqlite3.connect(os.path.join(run.data_dir, "store.db"))
-    conn.execute("UPDATE accounts SET failures = 10 WHERE name = 'alice'")
-    conn.commit()
-    conn.close()
+    _lock(run.data_dir, "alice", 10)
     assert "LOCKED" in run("account", "list").stdout
     assert run("account", "unlock", "alice").exit_code == 0
     assert "LOCKED" not in run("account", "list").stdout
@@ -163,3 +181,77 @@ def test_admin_wrong_at_rest_key(initialised, monkeypatch):
     monkeypatch.setenv("OTPFAST_AT_REST_KEY", "00" * 32)
     result = initialised("account", "list")
     assert result.exit_code == 1 and "at-rest key does not match" in result.output
+
+
+def test_admin_audit_verify_lists_edited_rows(initialised):
+    """Finding 6: rows edited without the at-rest key are refused by the CLI and listed by
+    `audit verify` (exit 1)."""
+    run = initialised
+    run("account", "add", "alice", "--type", "hotp", "--lockout", "3")
+    run("client", "add", "dev", "--account", "alice")
+    run("client", "add", "rp", "--verifier")
+    _lock(run.data_dir, "alice", 3)
+    assert run("audit", "verify").exit_code == 0
+    _sql(run.data_dir, "UPDATE accounts SET failures = 0 WHERE name = 'alice'")
+    _sql(run.data_dir, "UPDATE clients SET verifier = 1, account = NULL WHERE name = 'dev'")
+    result = run("account", "show", "alice")
+    assert result.exit_code == 2 and "no account named" in result.output
+    assert run("account", "list").stdout == ""
+    result = run("audit", "verify")
+    assert result.exit_code == 1 and "REFUSED (2)" in result.stderr
+    assert "accounts row 'alice'" in result.stderr and "clients row 'dev'" in result.stderr
+
+
+def test_admin_audit_verify_missing_head_file(initialised):
+    """Finding 7: with audit.head deleted, the whole log truncated is no longer "intact"."""
+    run = initialised
+    run("authority", "add", "1")
+    os.remove(os.path.join(run.data_dir, "audit.head"))
+    _sql(run.data_dir, "DELETE FROM audit")
+    _sql(run.data_dir, "DELETE FROM authorities")
+    _sql(run.data_dir, "UPDATE audit_head SET seq = 0, hash = ?", (bytes(32),))
+    result = run("audit", "verify")
+    assert result.exit_code == 1 and "head file is missing" in result.stderr
+
+
+def test_admin_audit_archive(initialised, tmp_path):
+    """`audit archive --before DATE FILE`: the old entries move to FILE, the rest verifies
+    from the anchor, the archive verifies on its own and joins up; a tampered anchor or
+    archive is reported."""
+    run = initialised
+    run("authority", "add", "1")
+    run("authority", "add", "2")
+    archive = tmp_path / "old.jsonl"
+    assert "nothing archived" in run("audit", "archive", "--before", "2001-01-01",
+                                     str(archive)).stdout
+    result = run("audit", "archive", "--before", "2999-01-01T00:00:00+01:00", str(archive))
+    assert result.exit_code == 0, result.output
+    assert "archived entries 1..2 (2)" in result.stdout
+    assert os.stat(archive).st_mode & 0o777 == 0o600
+    lines = archive.read_text().splitlines()
+    assert len(lines) == 3 and "authority-added" in lines[1]
+    run("authority", "add", "3")
+    result = run("audit", "verify")
+    assert result.exit_code == 0 and "from archive anchor 2" in result.stdout, result.output
+    result = run("audit", "verify", "--archive", str(archive))
+    assert result.exit_code == 0 and "entries 1..2 (2)" in result.stdout, result.output
+    assert run("audit", "archive", "--before", "yesterday", str(tmp_path / "x")).exit_code == 2
+    again = run("audit", "archive", "--before", "2001-01-01", str(archive))
+    assert again.exit_code == 2 and "exists" in again.output
+    # the archived authorities' rows are still covered: an edit is reported
+    _sql(run.data_dir, "UPDATE authorities SET credential_hash = ? WHERE id = 1", (b"x" * 32,))
+    result = run("audit", "verify")
+    assert result.exit_code == 1 and "authorities row 1" in result.stderr
+    _sql(run.data_dir, "UPDATE authorities SET credential_hash = ? WHERE id = 1",
+         (_sql(run.data_dir, "SELECT credential_hash FROM authorities WHERE id = 2")[0][0],))
+    # a tampered archive file
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text(archive.read_text().replace("authority-added", "authority-added!", 1))
+    result = run("audit", "verify", "--archive", str(tampered))
+    assert result.exit_code == 1 and "BROKEN" in result.output
+    # a tampered anchor (more entries deleted, the anchor moved without the key)
+    _sql(run.data_dir, "DELETE FROM audit WHERE seq = 3")
+    _sql(run.data_dir, "UPDATE audit_anchor SET seq = 3,"
+         " hash = (SELECT hash FROM audit WHERE seq = 4)")
+    result = run("audit", "verify")
+    assert result.exit_code == 1 and "anchor was altered" in result.stderr

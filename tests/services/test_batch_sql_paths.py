@@ -16,7 +16,7 @@ from otpfast.services.admin import Admin
 from otpfast.services.distribution import ClientInfo, Distribution, VerifyItem
 from otpfast.store import SQLiteStore, new_key
 from otpfast.store.base import AccountRecord
-from otpfast.store.common import ACCOUNT_COLUMNS, AccountDecoder
+from otpfast.store.common import ACCOUNT_SELECT, AccountDecoder
 from otpfast.totp import TOTP
 
 RP = ClientInfo("rp", None, True)
@@ -88,9 +88,10 @@ def test_batched_account_read_equals_row_read(tmp_path, clock):
     with store.transaction() as tx:
         batched = tx.accounts(names + ["missing"])
     decoder = AccountDecoder(store.keys)
-    rows = store._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts").fetchall()
+    rows = store._conn().execute(f"SELECT {ACCOUNT_SELECT} FROM accounts").fetchall()
     plain = {row[0]: decoder.account(row) for row in rows}
     assert batched == plain and len(plain) == 4
+    assert all(batched[name].row == plain[name].row for name in plain)   # what the MAC covers
     assert all(isinstance(r, AccountRecord) for r in batched.values())
     assert batched[names[0]].created_at == 1763816213.1234567
 

@@ -3,8 +3,10 @@ concurrent writers from several stores keep one chain and never look like tamper
 import os
 import threading
 
+import pytest
+
 from otpfast.store import new_key
-from otpfast.store.common import ZERO_HASH, audit_mac
+from otpfast.store.common import ZERO_HASH, HeadFile, audit_mac
 
 
 def fill_audit(store, n=6):
@@ -73,7 +75,7 @@ def test_audit_detects_truncated_tail_with_rewritten_db_head(backend, store):
 def test_audit_detects_rows_written_outside_otpfast(backend, store):
     fill_audit(store, 3)
     backend.sql("INSERT INTO audit SELECT 4, time, event, account, client, source, outcome,"
-                " hash FROM audit WHERE seq = 3")
+                " hash, rows FROM audit WHERE seq = 3")
     assert store.verify_audit().first_bad == 4
 
 
@@ -96,7 +98,7 @@ def test_audit_cannot_be_rechained_without_the_key(backend, store):
 def test_audit_concurrent_writers_keep_one_chain(backend, store):
     """Two stores (two server processes) append while a third checks: every check sees an
     intact chain (one snapshot), and the final chain has every entry exactly once."""
-    others = [backend.open() for _ in range(2)]
+    others = [backend.open(head=True) for _ in range(2)]     # one data dir: one head file
     checks, stop = [], threading.Event()
 
     def writer(s, tag):
@@ -129,10 +131,10 @@ def test_audit_concurrent_writers_keep_one_chain(backend, store):
             (b.account, "accepted", a.account, "rejected:no-match")
 
 
-def test_head_file_survives_a_torn_slot_and_reads_the_old_format(backend, store):
+def test_head_file_survives_a_torn_slot(backend, store):
     """The head file has two slots written alternately: a write torn by a crash spoils one
     slot and the other still names an earlier committed entry (the check stays valid);
-    spoiling both is reported; the one-line format of earlier versions is still read."""
+    spoiling both is reported."""
     fill_audit(store, 3)
     store.close()                     # flush and release the head file
     with open(backend.head_path, "rb") as fh:
@@ -152,14 +154,38 @@ def test_head_file_survives_a_torn_slot_and_reads_the_old_format(backend, store)
         fh.write(torn)
     report = reopened.verify_audit()
     assert not report.ok and "head file" in report.reason
-    last = list(reopened.audit_entries())[-1]
-    with open(backend.head_path, "w") as fh:
-        fh.write(f"{last.seq} {last.hash.hex()}\n")
-    assert reopened._head_file.read() == (3, last.hash)
-    assert reopened.verify_audit().ok
-    backend.sql("DELETE FROM audit WHERE seq = 3")
+
+
+def test_head_file_unkeyed_rewrite_is_refused(backend, store):
+    """Finding 7: the head file's check is a MAC. Truncating the log and rewriting the head
+    file (and the database head) to match, in the unkeyed format of earlier versions or
+    with a forged check, is reported."""
+    fill_audit(store, 4)
+    store.close()
+    backend.sql("DELETE FROM audit WHERE seq > 2")
     backend.sql("UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit WHERE seq = 2)")
-    assert reopened.verify_audit().first_bad == 3
+    [(digest,)] = backend.sql("SELECT hash FROM audit WHERE seq = 2")
+    reopened = backend.open(head=True)
+    for text in (f"2 {bytes(digest).hex()}\n",                       # the one-line format
+                 f"2 {bytes(digest).hex()} {HeadFile._unkeyed_check(2, bytes(digest).hex())}"
+                 .ljust(511) + "\n" + " " * 512,                    # unkeyed slots
+                 f"2 {bytes(digest).hex()} {'0' * 32}".ljust(511) + "\n" + " " * 512):
+        with open(backend.head_path, "w") as fh:
+            fh.write(text)
+        report = reopened.verify_audit()
+        assert not report.ok and "head file" in report.reason, text
+
+
+def test_head_file_missing_with_entries_is_an_error(backend, store):
+    """Finding 7: deleting audit.head no longer hides a truncation, even of the whole log."""
+    fill_audit(store, 3)
+    store.close()
+    os.remove(backend.head_path)
+    backend.sql("DELETE FROM audit")
+    backend.sql("UPDATE audit_head SET seq = 0, hash = %s", (ZERO_HASH,))
+    report = backend.open(head=True).verify_audit()
+    assert not report.ok and "head file is missing" in report.reason
+    assert backend.open().verify_audit().ok     # a store opened without a head file: no check
 
 
 def test_head_file_is_rewritten_after_removal(backend, store):
@@ -167,3 +193,40 @@ def test_head_file_is_rewritten_after_removal(backend, store):
     os.remove(backend.head_path)
     fill_audit(store, 1)
     assert store._head_file.read()[0] == 3 and store.verify_audit().ok
+
+
+def test_audit_archive_keeps_the_rest_provable(backend, store, tmp_path):
+    """Deliver 3: entries before a date move to a file, the rest is proved from a MACed
+    anchor, the file on its own and joined to the anchor; rows last written by archived
+    entries stay covered; a forged anchor is reported."""
+    from otpfast.errors import StoreError
+    from otpfast.store import archive
+
+    with store.transaction() as tx:
+        tx.add_authority(1, b"h" * 32, 1.0)
+        tx.audit(10.0, "admin", "-", "authority:1", "cli", "authority-added")
+    fill_audit(store, 3)                     # times 100..102
+    path = str(tmp_path / "a.jsonl")
+    done = store.archive_audit(101.0, path, 500.0)
+    assert (done.entries, done.first, done.last) == (2, 1, 2)
+    report = store.verify_audit()
+    assert report.ok and report.anchor_seq == 2 and report.entries == 3, report.reason
+    assert archive.verify_files(store, [path])[0].endswith("entries 1..2 (2)")
+    with pytest.raises(StoreError, match="exists"):
+        store.archive_audit(1e12, path, 600.0)
+    second = str(tmp_path / "b.jsonl")
+    assert store.archive_audit(1e12, second, 600.0).entries == 3    # 3..5, archive entry too
+    assert store.verify_audit().ok
+    assert len(archive.verify_files(store, [second, path])) == 2     # joined, any order
+    with pytest.raises(StoreError, match="anchor"):
+        archive.verify_files(store, [path])                          # ends before the anchor
+    backend.sql("UPDATE authorities SET credential_hash = %s", (b"x" * 32,))
+    assert any("authorities row 1" in p for p in store.verify_audit().bad_rows)
+    backend.sql("UPDATE authorities SET credential_hash = %s", (b"h" * 32,))
+    assert store.verify_audit().ok
+    backend.sql("UPDATE audit_anchor SET seq = seq + 1")
+    report = store.verify_audit()
+    assert not report.ok and "anchor was altered" in report.reason
+    with pytest.raises(StoreError, match="does not verify"):
+        store.archive_audit(1e12, str(tmp_path / "c.jsonl"), 700.0)
+    assert not os.path.exists(tmp_path / "c.jsonl")

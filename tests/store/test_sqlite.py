@@ -107,12 +107,10 @@ def test_store_batch_accounts_cached_while_no_other_connection_writes(backend, s
     found, reads = batch_read()
     assert found["bob"].failures == 0 and reads == 1
 
-    other = backend.connect()                              # another connection's commit
-    try:
-        backend.execute(other, "UPDATE accounts SET failures = 2 WHERE name = %s", ("bob",))
-        add_account(backend.open(), "nobody")
-    finally:
-        other.close()
+    other = backend.open()                                 # another connection's commit
+    with other.transaction() as tx:
+        assert tx.record_failure("bob") and tx.record_failure("bob")
+    add_account(other, "nobody")
     found, reads = batch_read()
     assert found["bob"].failures == 2 and "nobody" in found and reads == 1
 

@@ -1,11 +1,15 @@
-"""Audit events and checking the audit chain.
+"""Audit events, checking the audit chain and the store's rows, and archiving old entries.
 
 Entries record who did what and how it ended: event, account, client, source, outcome and
 time. Never an OTP, a credential, a phrase or any other secret (callers pass only names and
 the outcome words below). The store chains entries with HMAC-SHA256 under a key derived from
-the at-rest key (otpfast.store.atrest) and mirrors the head outside the database.
+the at-rest key (otpfast.store.atrest), mirrors the head outside the database (MACed), and
+binds every authenticated row to the entry that last wrote it (otpfast.store.rows).
 """
+import time
+
 from otpfast.store import AuditReport, Store
+from otpfast.store import archive as _archive
 
 # events
 VERIFY = "verify"
@@ -29,5 +33,18 @@ NO_MATCH = "rejected:wrong-expired-or-used"
 
 
 def verify_chain(store: Store) -> AuditReport:
-    """The store's audit chain check (what ``otpfast audit verify`` runs)."""
+    """The store's audit chain and row check (what ``otpfast audit verify`` runs)."""
     return store.verify_audit()
+
+
+def verify_archives(store: Store, paths) -> list[str]:
+    """Prove archive files (``audit archive``) and that they join the store's chain; one
+    line per file. Raises StoreError naming what is wrong."""
+    return _archive.verify_files(store, list(paths))
+
+
+def archive(store: Store, before: float, path: str, *, clock=time.time):
+    """Move the entries dated before ``before`` (seconds since the epoch) to the new file
+    ``path``; the rest of the chain stays provable (``audit verify``). Refused (StoreError)
+    unless the whole check passes first."""
+    return store.archive_audit(before, path, clock())

@@ -1,7 +1,7 @@
 """Keys kept outside the database: the at-rest key and the keys derived from it.
 
 The at-rest key is 32 random bytes, held in a 0600 file in the data directory or in
-``$OTPFAST_AT_REST_KEY`` (base64url or hex). From it, HKDF-SHA256 derives three
+``$OTPFAST_AT_REST_KEY`` (base64url or hex). From it, HKDF-SHA256 derives
 independent keys so one key never serves two purposes:
 
 * ``enc``   AES-256-GCM for secrets (token material, contribution hashes, masking keys);
@@ -11,6 +11,10 @@ independent keys so one key never serves two purposes:
   database but not to this key cannot re-chain edited entries).
 * ``otp``   HMAC-SHA256 key for the digests of issued OTPs (a 6-digit OTP has only 10^6
   values, so an unkeyed hash would be reversible).
+* ``row``   keyed BLAKE2b-256 key authenticating rows (clients, accounts, issued OTPs,
+  authorities: see otpfast.store.rows), so an edit without the at-rest key is refused.
+* ``head``  HMAC-SHA256 key of the audit head file and of the archive anchor (a check value
+  an attacker who deletes or rewrites them cannot recompute).
 """
 import base64
 import binascii
@@ -72,6 +76,9 @@ class AtRestKeys:
         self.audit_key = _derive(key, b"otpfast audit mac")
         self.audit_mac = HmacSha256(self.audit_key)
         self._otp_mac = HmacSha256(_derive(key, b"otpfast otp digest"))
+        # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path
+        self.row_mac = hashlib.blake2b(key=_derive(key, b"otpfast row mac"), digest_size=32)
+        self.head_mac = HmacSha256(_derive(key, b"otpfast head mac"))
 
     def encrypt(self, plaintext: bytes, associated: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)

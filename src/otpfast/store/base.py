@@ -13,6 +13,10 @@ Rules every backend keeps, so a PostgreSQL backend can follow without changing c
   happened (``UPDATE ... WHERE counter = :old`` -> True/False). Callers never write a value
   they computed from an earlier read unless the write is conditional on that read.
 * ``now`` is always passed in by the caller (injected clock); the store never reads time.
+* Rows that decide access or replay (clients, authorities, accounts, issued OTPs) carry a
+  MAC under a key derived from the at-rest key and the version (audit seq) of their last
+  write (otpfast.store.rows). A row that fails is refused - reads return None / leave it
+  out, writes to it return False - and ``verify_audit`` lists it.
 """
 import abc
 import contextlib
@@ -36,6 +40,8 @@ class AccountRecord:
     failures: int             # consecutive failed verifications
     transcript: bytes | None  # ceremony transcript hash (final receipt)
     created_at: float
+    # the row as stored: every ACCOUNT_COLUMNS value, then its version (otpfast.store.rows)
+    row: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def authorities(self) -> tuple[int, ...]:
@@ -84,10 +90,12 @@ class AuditReport:
     reason: str               # "ok" or what is wrong, for the operator
     head_seq: int             # seq of the last entry (the head to record elsewhere)
     head_hash: bytes
+    bad_rows: tuple = ()      # rows edited or rolled back without the key (otpfast.store.rows)
+    anchor_seq: int = 0       # where the chain starts (the last archived entry)
 
     @property
     def ok(self) -> bool:
-        return self.first_bad is None
+        return self.first_bad is None and not self.bad_rows
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class AuditEntry:
     source: str
     outcome: str
     hash: bytes
+    rows: str | None = None   # the rows its transaction wrote (otpfast.store.rows)
 
 
 class Transaction(abc.ABC):
@@ -255,7 +264,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def verify_audit(self) -> AuditReport:
-        """Check the audit chain: every entry's MAC, no gap, and the recorded head."""
+        """Check the audit chain (every entry's MAC, no gap, the archive anchor and the
+        recorded heads) and every authenticated row against it (otpfast.store.rows)."""
+
+    @abc.abstractmethod
+    def archive_audit(self, before: float, path: str, now: float):
+        """Move the entries dated before ``before`` to the new file ``path`` and anchor the
+        rest of the chain (otpfast.store.archive); returns an archive.Archived."""
 
     @abc.abstractmethod
     def schema_version(self) -> int: ...

@@ -1,88 +1,38 @@
-"""What both backends share: the audit chain (MAC, check), the head file outside the
-database, the associated data of encrypted records and the decoding of account rows.
+"""What both backends share: the associated data of encrypted records, the decoding of
+account rows, the SQL both dialects accept, and the row MACs (written and checked here; the
+rules are in otpfast.store.rows; the audit chain is in otpfast.store.chain).
 
 Backends differ only in SQL dialect and locking; everything that decides whether data is
 intact or secret lives here once.
 """
 import collections
-import hashlib
 import hmac
 import json
-import os
-import struct
 import threading
 import time
 
 from otpfast.errors import StoreError
 
-from .atrest import AtRestKeys, HmacSha256
-from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, AuthorityRecord,
-                   ClientRecord, ContributionRecord, Transaction)
+from . import rows as row_auth
+from .atrest import AtRestKeys
+from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuthorityRecord, ClientRecord,
+                   ContributionRecord, Transaction)
+# the audit chain lives in .chain; its names stay importable from here
+from .chain import ZERO_HASH, HeadFile, audit_mac, chain_entries, check_chain  # noqa: F401
+from .rows import ROW_COLUMNS, issued_prefix, refuse, row_mac, row_ok
 
-ZERO_HASH = bytes(32)
 KEY_CHECK_LABEL = b"otpfast key check"
 SECRET_CACHE_SIZE = 4096
 
 # the columns of an account row, in the order account_from_row reads them
 ACCOUNT_COLUMNS = ("name, type, params, state, material_enc, counter, last_step, chain_last,"
                    " failures, transcript, created_at")
-AUDIT_COLUMNS = ("seq", "time", "event", "account", "client", "source", "outcome", "hash")
-
-
-_LENGTH = struct.Struct(">I").pack
-_FIELDS: dict[str, bytes] = {}      # length-prefixed UTF-8 of recurring field values
-
-
-def _field(text: str) -> bytes:
-    data = _FIELDS.get(text)
-    if data is None:
-        raw = text.encode("utf-8")
-        data = _LENGTH(len(raw)) + raw
-        if len(_FIELDS) < SECRET_CACHE_SIZE:      # names and outcome words, never secrets
-            _FIELDS[text] = data
-    return data
-
-
-def audit_mac(key: bytes, prev: bytes, seq: int, time: float, event: str, account: str,
-              client: str, source: str, outcome: str) -> bytes:
-    """HMAC-SHA256 of one audit entry chained onto the previous entry's MAC: the MAC input
-    is ``prev`` then each field (seq, repr(time), event, account, client, source, outcome)
-    as a 4-byte big-endian length and its UTF-8 bytes."""
-    return hmac.digest(key, b"".join((prev, _field(str(seq)), _field(repr(float(time))),
-                                      _field(event), _field(account), _field(client),
-                                      _field(source), _field(outcome))), "sha256")
-
-
-def chain_entries(key, head: tuple[int, bytes], entries: list[tuple]) -> list[tuple]:
-    """Audit rows (seq, time, event, account, client, source, outcome, hash) of ``entries`` =
-    [(time, event, account, client, source, outcome)], chained onto ``head`` = (seq, hash),
-    in one pass. ``key``: the audit key, or its precomputed HmacSha256 (AtRestKeys.audit_mac)."""
-    mac = key if isinstance(key, HmacSha256) else HmacSha256(key)
-    inner_state, outer_state = mac.inner, mac.outer
-    seq, prev = head
-    rows = []
-    append, join, field, length = rows.append, b"".join, _field, _LENGTH
-    # a batch's entries share time and event, and mostly client, source and outcome: their
-    # encoded fields are built once per distinct value
-    heads: dict = {}
-    tails: dict = {}
-    for when, event, account, client, source, outcome in entries:
-        seq += 1
-        seq_text = str(seq).encode("ascii")
-        when = float(when)
-        middle = heads.get((when, event))
-        if middle is None:
-            middle = heads[when, event] = field(repr(when)) + field(event)
-        tail = tails.get((client, source, outcome))
-        if tail is None:
-            tail = tails[client, source, outcome] = field(client) + field(source) + field(outcome)
-        inner = inner_state.copy()
-        inner.update(join((prev, length(len(seq_text)), seq_text, middle, field(account), tail)))
-        outer = outer_state.copy()
-        outer.update(inner.digest())
-        prev = outer.digest()
-        append((seq, when, event, account, client, source, outcome, prev))
-    return rows
+AUDIT_COLUMNS = ("seq", "time", "event", "account", "client", "source", "outcome", "hash",
+                 "rows")
+# row authentication (otpfast.store.rows): every ACCOUNT_COLUMNS column is covered
+ACCOUNT_NAMES = tuple(name.strip() for name in ACCOUNT_COLUMNS.split(","))
+ACCOUNT_SELECT = f"{ACCOUNT_COLUMNS}, {ROW_COLUMNS}"
+TABLES = row_auth.tables(ACCOUNT_NAMES)
 
 
 def account_aad(name: str) -> bytes:
@@ -101,146 +51,22 @@ def encrypt_material(keys: AtRestKeys, name: str, material: dict) -> bytes:
     return keys.encrypt(json.dumps(material, sort_keys=True).encode(), account_aad(name))
 
 
-def check_chain(audit_key: bytes, entries, heads) -> AuditReport:
-    """Walk the audit chain (every MAC, no gap) and compare it with the recorded heads:
-    ``heads`` is [(what, (seq, hash) or None)], the database head first. The caller reads
-    the database head and the entries in one snapshot, and the head file before it."""
-    wanted = {int(head[0]) for _, head in heads if head is not None}
-    prev, last, count = ZERO_HASH, 0, 0
-    hashes = {0: ZERO_HASH}      # the chain's hash at the seqs the heads name
-    for entry in entries:
-        count += 1
-        if entry.seq != last + 1:
-            return AuditReport(count, last + 1, f"entry {last + 1} is missing", last, prev)
-        mac = audit_mac(audit_key, prev, entry.seq, entry.time, entry.event, entry.account,
-                        entry.client, entry.source, entry.outcome)
-        if not hmac.compare_digest(mac, entry.hash):
-            return AuditReport(count, entry.seq, f"entry {entry.seq} was altered", last, prev)
-        prev, last = entry.hash, entry.seq
-        if last in wanted:
-            hashes[last] = prev
-    for what, head in heads:
-        if head is None:
-            continue
-        head_seq, head_hash = int(head[0]), bytes(head[1])
-        if head_seq > last:
-            return AuditReport(count, last + 1, f"entries {last + 1}..{head_seq} were removed "
-                               f"from the end (the {what} is at {head_seq})", last, prev)
-        if head_seq < 0 or not hmac.compare_digest(hashes[head_seq], head_hash):
-            return AuditReport(count, max(head_seq, 1), f"the {what} does not match entry "
-                               f"{head_seq}", last, prev)
-        if what == "database head" and head_seq < last:
-            return AuditReport(count, head_seq + 1, f"entries after {head_seq} were written "
-                               "outside otpfast (the database head was not moved)", last, prev)
-    return AuditReport(count, None, "ok", last, prev)
-
-
-class HeadFile:
-    """The head of the audit chain (seq and hash of the last entry this process committed),
-    kept in a file outside the database: it detects a tail truncation that also rewrites
-    the database head.
-
-    Written after each COMMIT that added entries (once per transaction, so once per
-    verify_many batch), never moved backwards by this process, and never ahead of the
-    database (the COMMIT is durable before the write). Cheap and crash-safe without a
-    rename or an fsync per batch: the file holds two fixed slots (bytes 0 and 512, in
-    different sectors), each a text line ``<seq> <hash hex> <check>``; writes alternate
-    between the slots with one pwrite on a descriptor kept open, and a reader takes the
-    valid slot with the highest seq. A write torn by a crash spoils at most one slot, whose
-    check then fails, and the other still holds an earlier committed head. A process crash
-    loses nothing (the page cache survives); the file is fdatasync'ed at most once per
-    ``SYNC_INTERVAL`` seconds and on close, so after a power loss it lags the database by at
-    most that much - it is a lower bound on the chain, which is all the check needs. The
-    one-line format of earlier versions (``<seq> <hash hex>``) is still read."""
-
-    SLOT = 512
-    SYNC_INTERVAL = 1.0
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self._lock = threading.Lock()
-        self._written = 0
-        self._fd: int | None = None
-        self._slot = 0
-        self._synced_at = 0.0
-        self._dirty = False
-
-    @staticmethod
-    def _check(seq: int, hex_hash: str) -> str:
-        return hashlib.sha256(f"{seq} {hex_hash}".encode("ascii")).hexdigest()[:16]
-
-    def _open(self) -> int:
-        if self._fd is not None and os.fstat(self._fd).st_nlink > 0:
-            return self._fd
-        if self._fd is not None:           # the file was removed or replaced: start anew
-            os.close(self._fd)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._slot = 0
-        return self._fd
-
-    def write(self, seq: int, digest: bytes) -> None:
-        if self.path is None:
-            return
-        with self._lock:
-            if seq <= self._written:
-                return
-            fd = self._open()
-            hex_hash = digest.hex()
-            line = f"{seq} {hex_hash} {self._check(seq, hex_hash)}\n".encode("ascii")
-            os.pwrite(fd, line.ljust(self.SLOT - 1, b" ") + b"\n", self._slot * self.SLOT)
-            self._slot ^= 1
-            self._written = seq
-            self._dirty = True
-            now = time.monotonic()
-            if now - self._synced_at >= self.SYNC_INTERVAL:
-                os.fdatasync(fd)
-                self._synced_at, self._dirty = now, False
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                if self._dirty:
-                    os.fdatasync(self._fd)
-                    self._dirty = False
-                os.close(self._fd)
-                self._fd = None
-
-    def read(self) -> tuple[int, bytes] | None:
-        """(seq, hash) of the newest valid slot; None without a file; (-1, b"") when no
-        slot is valid."""
-        if self.path is None:
-            return None
-        try:
-            with open(self.path, "rb") as fh:
-                data = fh.read(2 * self.SLOT)
-        except FileNotFoundError:
-            return None
-        best = None
-        for start in (0, self.SLOT):
-            fields = data[start:start + self.SLOT].split()
-            try:
-                seq, hex_hash = int(fields[0]), fields[1].decode("ascii")
-                digest = bytes.fromhex(hex_hash)
-                legacy = len(data) < self.SLOT and len(fields) == 2
-                if not legacy and fields[2].decode("ascii") != self._check(seq, hex_hash):
-                    continue
-            except (IndexError, ValueError):
-                continue
-            if best is None or seq > best[0]:
-                best = (seq, digest)
-        return (-1, b"") if best is None else best
-
-
 class AccountDecoder:
     """Turns account rows into AccountRecords. Decrypted material is kept in a small LRU in
     memory (never on disk), keyed by (name, ciphertext): a re-encrypted or replaced secret
     has a new ciphertext (fresh nonce), so a stale entry can never be returned. Whole
     records are kept too, keyed by the complete row (any change to the row is a miss), and
     the decoded fixed part of a row (params, material, transcript), keyed by every column
-    but the four a verification moves, so a moved counter costs no decoding."""
+    but the four a verification moves, so a moved counter costs no decoding.
+
+    Rows are (ACCOUNT_COLUMNS..., ver, mac). A row whose MAC fails, whose material does not
+    decrypt, or whose version is older than one this decoder has already returned for the
+    account (a rollback, see otpfast.store.rows) is refused: :meth:`account` logs it and
+    returns None. The MAC is checked once per distinct row (the record cache)."""
 
     def __init__(self, keys: AtRestKeys, size: int = SECRET_CACHE_SIZE):
         self._keys = keys
+        self._versions: dict = {}          # name -> newest row version returned
         self._size = size
         self._material: collections.OrderedDict = collections.OrderedDict()
         self._records: collections.OrderedDict = collections.OrderedDict()  # row -> record
@@ -262,13 +88,41 @@ class AccountDecoder:
                 self._material.popitem(last=False)
         return material
 
-    def account(self, row) -> AccountRecord:
+    def account(self, row) -> AccountRecord | None:
         row = tuple(row)
         record = self._records.get(row)
-        if record is not None:
-            return record
+        if record is None:
+            try:
+                record = self._decode(row)
+            except (StoreError, ValueError, TypeError):
+                record = None
+            if record is None:
+                refuse("accounts", row[0])
+                return None
+        return self._not_rolled_back(record)
+
+    def _not_rolled_back(self, record: AccountRecord) -> AccountRecord | None:
+        ver = record.row[-1]
+        seen = self._versions.get(record.name)
+        if seen is not None and ver < seen:
+            refuse("accounts", record.name, f"is an older copy (version {ver}) than one "
+                   f"already read (version {seen})")
+            return None
+        if seen is None and len(self._versions) >= row_auth.HIGH_WATER_SIZE:
+            self._versions.clear()
+        self._versions[record.name] = ver
+        return record
+
+    def written(self, name: str, ver: int) -> None:
+        """This process committed version ``ver`` of the account's row."""
+        self._versions[name] = max(ver, self._versions.get(name, 0))
+
+    def _decode(self, row) -> AccountRecord | None:
+        values, ver, mac = row[:-2], row[-2], row[-1]
+        if not row_ok(self._keys.row_mac, "a", values, ver, mac):
+            return None
         (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
-         transcript, created_at) = row
+         transcript, created_at) = values
         # the row's fixed part (all but counter, last_step, chain_last, failures): decoded once
         fixed_key = (name, type_, params, state, material_enc, transcript, created_at)
         fixed = self._fixed.get(fixed_key)
@@ -291,7 +145,7 @@ class AccountDecoder:
                                material=material, counter=counter, last_step=last_step,
                                chain_last=None if chain_last is None else bytes(chain_last),
                                failures=failures, transcript=transcript,
-                               created_at=created_at)
+                               created_at=created_at, row=(*values, ver))
         with self._lock:
             self._records[row] = record
             while len(self._records) > self._size:
@@ -307,6 +161,7 @@ class AccountDecoder:
                 del self._records[row]
             for fixed_key in [k for k in self._fixed if k[0] == name]:
                 del self._fixed[fixed_key]
+            self._versions.pop(name, None)
 
 
 def check_key(keys: AtRestKeys, blob) -> None:
@@ -321,14 +176,15 @@ def check_key(keys: AtRestKeys, blob) -> None:
 
 class SqlReads:
     """The Store reads whose SQL is the same on every backend (``:name`` parameters;
-    ``_sql`` converts them for the driver). Mixed into SQLiteStore and PostgresStore."""
+    ``_sql`` converts them for the driver). Mixed into SQLiteStore and PostgresStore.
+    Rows that fail their MAC are refused (None, logged): otpfast.store.rows."""
 
     @staticmethod
     def _sql(sql: str) -> str:
         return sql
 
     def _select_account(self, conn, name):
-        row = conn.execute(self._sql(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = :name"),
+        row = conn.execute(self._sql(f"SELECT {ACCOUNT_SELECT} FROM accounts WHERE name = :name"),
                            {"name": name}).fetchone()
         return None if row is None else self._decoder.account(row)
 
@@ -340,23 +196,43 @@ class SqlReads:
             account=r[0], authority_id=r[1], salt=bytes(r[2]),
             digest=self.keys.decrypt(bytes(r[3]), contribution_aad(r[0], r[1])),
             ciphertext_hash=bytes(r[4]), created_at=r[5]) for r in rows]
+
+    _FOR_UPDATE = ""        # PostgreSQL: " FOR UPDATE" (SQLite's write lock covers the file)
+
+    def _authentic_row(self, conn, table: str, key, *, lock: bool = False):
+        """The row ``key`` of ``table`` (covered columns, ver, mac) if it passes its MAC;
+        None if it is absent or refused (logged). ``lock``: keep the row locked until the
+        transaction ends (no other writer can change it between this check and a write)."""
+        tag, columns, key_column = TABLES[table]
+        row = conn.execute(self._sql(f"SELECT {', '.join(columns)}, {ROW_COLUMNS} FROM {table}"
+                                     f" WHERE {key_column} = :key"
+                                     + (self._FOR_UPDATE if lock else "")),
+                           {"key": key}).fetchone()
+        if row is None:
+            return None
+        if not row_ok(self.keys.row_mac, tag, row[:-2], row[-2], row[-1]):
+            refuse(table, key)
+            return None
+        return row
+
     def account(self, name: str) -> AccountRecord | None:
         return self._select_account(self._conn(), name)
 
     def client(self, name: str) -> ClientRecord | None:
-        row = self._conn().execute(self._sql(
-            "SELECT name, account, verifier, credential_hash, mask_key_enc, created_at"
-            " FROM clients WHERE name = :name"), {"name": name}).fetchone()
+        row = self._authentic_row(self._conn(), "clients", name)
         if row is None:
             return None
-        mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
+        try:
+            mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
+        except StoreError:
+            refuse("clients", name, "does not decrypt")
+            return None
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
                             credential_hash=bytes(row[3]), mask_key=mask_key,
                             created_at=row[5])
 
     def authority(self, authority_id: int) -> AuthorityRecord | None:
-        row = self._conn().execute(self._sql("SELECT id, credential_hash, created_at FROM authorities"
-                                             " WHERE id = :id"), {"id": authority_id}).fetchone()
+        row = self._authentic_row(self._conn(), "authorities", authority_id)
         if row is None:
             return None
         return AuthorityRecord(id=row[0], credential_hash=bytes(row[1]), created_at=row[2])
@@ -364,23 +240,97 @@ class SqlReads:
     def contributions(self, account: str) -> list[ContributionRecord]:
         return self._select_contributions(self._conn(), account)
 
+    def _check_rows(self, conn, latest: dict, anchor_seq: int) -> list[str]:
+        """Every authenticated row against its MAC and the audit log (``audit verify``)."""
+        def rows_of(table, columns):
+            return conn.execute(f"SELECT {', '.join(columns)}, {ROW_COLUMNS} FROM {table}"
+                                ).fetchall()
+        return row_auth.check_rows(self.keys.row_mac, TABLES, latest, rows_of, anchor_seq)
+
+    def _after_commit(self, tx) -> None:
+        """What a committed transaction wrote becomes this process's high-water mark: the
+        issued rows it marked used and the versions of the accounts it moved; a later
+        read of an older copy is a rollback (otpfast.store.rows)."""
+        if tx.used_ids:
+            used = self._used_issued
+            if len(used) + len(tx.used_ids) > row_auth.HIGH_WATER_SIZE:
+                used.clear()
+            used.update(tx.used_ids)
+        for name in tx.moved:
+            self._decoder.written(name, tx.version)
+
+
+# the account columns a verification batch moves (Transaction.update_accounts): each is an
+# attribute of the new state handed to update_accounts
+MOVED_COLUMNS = ("counter", "last_step", "chain_last", "failures")
+_MOVED_INDEX = tuple(ACCOUNT_NAMES.index(column) for column in MOVED_COLUMNS)
+
 
 class SqlTransaction(Transaction):
     """The Transaction methods whose SQL is the same on every backend, written once with
     ``:name`` parameters; a backend whose driver wants another style overrides ``_sql``.
-    Backend-specific statements (batched updates, RETURNING, casts) live in the subclasses."""
+    Backend-specific statements (batched updates, RETURNING, casts) live in the subclasses.
+
+    Row authentication (otpfast.store.rows): a write first checks the row's MAC (a refused
+    row is not changed: False), then the row is re-sealed with this transaction's version
+    (the seq of its first audit entry) and recorded in that entry."""
 
     def __init__(self, store, conn):
         self._store = store
         self._conn = conn
         self._pending_audit: list[tuple] = []   # chained and written at commit
         self.touched_accounts: set[str] = set()  # accounts this transaction may have changed
+        self.written: dict = {}                  # (tag, key) -> None | "-" (audit records)
+        self.used_ids: list[int] = []            # issued rows marked used
+        self.moved: list[str] = []               # accounts update_accounts moved
+        self._version: int | None = None
+        self._issued_macs: dict = {}             # id -> (now, its MAC once used at now)
 
     def _sql(self, sql: str) -> str:
         return sql
 
     def _run(self, sql: str, params: dict) -> int:
         return self._conn.execute(self._sql(sql), params).rowcount
+
+    @property
+    def version(self) -> int:
+        """The seq this transaction's first audit entry gets: the version of its rows."""
+        if self._version is None:
+            self._version = self._head_seq() + 1
+        return self._version
+
+    def _head_seq(self) -> int:
+        raise NotImplementedError
+
+    def _audit_rows(self):
+        """The pending entries and the ``rows`` field of the first: a transaction that
+        wrote rows and audited nothing gets one entry recording them."""
+        rows = row_auth.records_text(self.written)
+        if rows is not None and not self._pending_audit:
+            # the store never reads the clock for decisions; this only dates the record
+            self._pending_audit.append((time.time(), "store", "-", "-", "-", "rows-written"))
+        return rows
+
+    def _seal(self, table: str, key) -> None:
+        """Re-MAC one row as it now is, with this transaction's version."""
+        tag, columns, key_column = TABLES[table]
+        row = self._conn.execute(self._sql(f"SELECT {', '.join(columns)} FROM {table}"
+                                           f" WHERE {key_column} = :key"),
+                                 {"key": key}).fetchone()
+        ver = self.version
+        self._run(f"UPDATE {table} SET ver = :ver, mac = :mac WHERE {key_column} = :key",
+                  {"ver": ver, "mac": row_mac(self._store.keys.row_mac, tag, row, ver),
+                   "key": key})
+        self.written[tag, key] = None
+
+    def _change(self, table: str, key, sql: str, params: dict) -> bool:
+        """One conditional UPDATE of one row, only if the row is authentic; then re-seal."""
+        if self._store._authentic_row(self._conn, table, key, lock=True) is None:
+            return False
+        if self._run(sql, params) != 1:
+            return False
+        self._seal(table, key)
+        return True
 
     def account(self, name):
         return self._store._select_account(self._conn, name)
@@ -392,9 +342,12 @@ class SqlTransaction(Transaction):
         return self._store._select_contributions(self._conn, account)
 
     def add_authority(self, authority_id, credential_hash, now):
-        return self._run("INSERT INTO authorities (id, credential_hash, created_at)"
-                         " VALUES (:id, :h, :now) ON CONFLICT DO NOTHING",
-                         {"id": authority_id, "h": credential_hash, "now": now}) == 1
+        added = self._run("INSERT INTO authorities (id, credential_hash, created_at)"
+                          " VALUES (:id, :h, :now) ON CONFLICT DO NOTHING",
+                          {"id": authority_id, "h": credential_hash, "now": now}) == 1
+        if added:
+            self._seal("authorities", authority_id)
+        return added
 
     def delete_account(self, name):
         self.touched_accounts.add(name)
@@ -403,43 +356,69 @@ class SqlTransaction(Transaction):
             for table in ("contributions", "issued"):
                 self._run(f"DELETE FROM {table} WHERE account = :name", {"name": name})
             self._store._decoder.forget(name)
+            self.written["a", name] = "-"
         return deleted
 
     def activate_account(self, name, material, chain_last, transcript, *, counter=0):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET state = :active, material_enc = :enc,"
-                         " chain_last = :chain, transcript = :t, counter = :counter"
-                         " WHERE name = :name AND state = :pending",
-                         {"active": ACCOUNT_ACTIVE, "pending": ACCOUNT_PENDING, "name": name,
-                          "enc": encrypt_material(self._store.keys, name, material),
-                          "chain": chain_last, "t": transcript, "counter": counter}) == 1
+        return self._change("accounts", name,
+                            "UPDATE accounts SET state = :active, material_enc = :enc,"
+                            " chain_last = :chain, transcript = :t, counter = :counter"
+                            " WHERE name = :name AND state = :pending",
+                            {"active": ACCOUNT_ACTIVE, "pending": ACCOUNT_PENDING, "name": name,
+                             "enc": encrypt_material(self._store.keys, name, material),
+                             "chain": chain_last, "t": transcript, "counter": counter})
 
     def advance_counter(self, name, old, new):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET counter = :new WHERE name = :name"
-                         " AND counter = :old", {"name": name, "old": old, "new": new}) == 1
+        return self._change("accounts", name,
+                            "UPDATE accounts SET counter = :new WHERE name = :name"
+                            " AND counter = :old", {"name": name, "old": old, "new": new})
 
     def advance_chain(self, name, old, new):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET chain_last = :new WHERE name = :name"
-                         " AND chain_last = :old", {"name": name, "old": old, "new": new}) == 1
+        return self._change("accounts", name,
+                            "UPDATE accounts SET chain_last = :new WHERE name = :name"
+                            " AND chain_last = :old", {"name": name, "old": old, "new": new})
+
+    def advance_step(self, name, old, new):
+        self.touched_accounts.add(name)
+        if not new > old:
+            return False
+        return self._change("accounts", name,
+                            "UPDATE accounts SET last_step = :new WHERE name = :name"
+                            " AND last_step = :old", {"name": name, "old": old, "new": new})
 
     def record_failure(self, name):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET failures = failures + 1 WHERE name = :name"
-                         " AND failures < lockout",
-                         {"name": name}) == 1
+        return self._change("accounts", name,
+                            "UPDATE accounts SET failures = failures + 1 WHERE name = :name"
+                            " AND failures < lockout", {"name": name})
 
     def clear_failures(self, name):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = :name"
-                         " AND failures < lockout",
-                         {"name": name}) == 1
+        return self._change("accounts", name,
+                            "UPDATE accounts SET failures = 0 WHERE name = :name"
+                            " AND failures < lockout", {"name": name})
 
     def unlock(self, name):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = :name",
-                         {"name": name}) == 1
+        return self._change("accounts", name,
+                            "UPDATE accounts SET failures = 0 WHERE name = :name", {"name": name})
+
+    def _moved_rows(self, changes):
+        """For update_accounts: per (old, new), the new row's covered values and its MAC
+        (version: this transaction's)."""
+        ver, mac = self.version, self._store.keys.row_mac
+        out = []
+        for old, new in changes:
+            values = list(old.row[:-1])
+            for index, column in zip(_MOVED_INDEX, MOVED_COLUMNS):
+                values[index] = getattr(new, column)
+            out.append((values, row_mac(mac, "a", values, ver)))
+            self.written["a", old.name] = None
+            self.moved.append(old.name)
+        return ver, out
 
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})
@@ -454,12 +433,15 @@ class SqlTransaction(Transaction):
         self.touched_accounts.add(name)
         state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
         enc = None if material is None else encrypt_material(self._store.keys, name, material)
-        return self._run("INSERT INTO accounts (name, type, params, state, material_enc,"
-                         " chain_last, lockout, counter, created_at) VALUES (:name, :type, :params,"
-                         " :state, :enc, :chain, :lockout, :counter, :now) ON CONFLICT DO NOTHING",
-                         {"name": name, "type": type, "params": json.dumps(params, sort_keys=True),
-                          "state": state, "enc": enc, "chain": chain_last,
-                          "lockout": int(params["lockout"]), "counter": counter, "now": now}) == 1
+        added = self._run("INSERT INTO accounts (name, type, params, state, material_enc,"
+                          " chain_last, lockout, counter, created_at) VALUES (:name, :type, :params,"
+                          " :state, :enc, :chain, :lockout, :counter, :now) ON CONFLICT DO NOTHING",
+                          {"name": name, "type": type, "params": json.dumps(params, sort_keys=True),
+                           "state": state, "enc": enc, "chain": chain_last,
+                           "lockout": int(params["lockout"]), "counter": counter, "now": now}) == 1
+        if added:
+            self._seal("accounts", name)
+        return added
 
     def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
         enc = self._store.keys.encrypt(digest, contribution_aad(account, authority_id))
@@ -473,15 +455,90 @@ class SqlTransaction(Transaction):
         return self._run("DELETE FROM contributions WHERE account = :account", {"account": account})
 
     def use_issued(self, account, otp_digest, now):
-        return self._run("UPDATE issued SET used_at = :now WHERE used_at IS NULL AND id ="
-                         " (SELECT id FROM issued WHERE account = :account AND otp_digest = :d"
-                         " AND used_at IS NULL AND expires_at > :now ORDER BY id LIMIT 1)",
-                         {"now": now, "account": account, "d": otp_digest}) == 1
+        ids = self.find_issued([(account, otp_digest)], now).get((account, otp_digest))
+        return bool(ids) and self.use_issued_ids(ids[:1], now) == 1
+
+    def _authentic_issued(self, rows, now) -> list:
+        """Of issued rows (id, account, otp_digest, expires_at, used_at = None, ver, mac)
+        read as unused: those that pass their MAC and that this process has not marked used
+        before (a rolled-back copy); the others are refused (logged). For the kept ones the
+        MAC they get when use_issued_ids marks them used at ``now`` is computed here too
+        (one shared prefix)."""
+        proto, used, compare = self._store.keys.row_mac, self._store._used_issued, hmac.compare_digest
+        new_tail = row_auth.encode(now) + b"i%d;" % self.version
+        kept, new_macs = [], self._issued_macs
+        for id_, account, otp_digest, expires_at, used_at, ver, stored in rows:
+            state = proto.copy()
+            state.update(issued_prefix(id_, account, otp_digest, expires_at))
+            check = state.copy()
+            check.update(b"Ni%d;" % ver if used_at is None and ver is not None else b"?")
+            if stored is None or not compare(check.digest(), bytes(stored)):
+                refuse("issued", id_)
+            elif id_ in used:
+                refuse("issued", id_, "is an older copy (unused) of an OTP this process "
+                       "marked used")
+            else:
+                state.update(new_tail)
+                new_macs[id_] = (now, state.digest())
+                kept.append((id_, account, otp_digest))
+        return kept
+
+    def _used_rows(self, ids, now):
+        """For use_issued_ids: per id, the new MAC with ``used_at = now`` (ids find_issued
+        did not read at this ``now`` are read here)."""
+        ver, new_macs, out = self.version, self._issued_macs, []
+        for id_ in ids:
+            known = new_macs.get(id_)
+            if known is None or known[0] != now:
+                row = self._store._authentic_row(self._conn, "issued", id_)
+                if row is None or row[-3] is not None:
+                    continue
+                known = (now, row_mac(self._store.keys.row_mac, "i", (*row[:-3], now), ver))
+            out.append((id_, known[1]))
+            self.written["i", id_] = None
+            self.used_ids.append(id_)
+        return ver, out
 
     def add_client(self, name, account, verifier, credential_hash, mask_key, now):
         enc = self._store.keys.encrypt(mask_key, client_aad(name))
-        return self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
-                         " mask_key_enc, created_at) VALUES (:name, :account, :verifier, :h,"
-                         " :mask, :now) ON CONFLICT DO NOTHING",
-                         {"name": name, "account": account, "verifier": bool(verifier),
-                          "h": credential_hash, "mask": enc, "now": now}) == 1
+        added = self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
+                          " mask_key_enc, created_at) VALUES (:name, :account, :verifier, :h,"
+                          " :mask, :now) ON CONFLICT DO NOTHING",
+                          {"name": name, "account": account, "verifier": bool(verifier),
+                           "h": credential_hash, "mask": enc, "now": now}) == 1
+        if added:
+            self._seal("clients", name)
+        return added
+
+
+def seal_existing_rows(conn, keys: AtRestKeys, sql, now: float) -> int:
+    """The migration step that introduces row authentication: MAC every existing row with
+    the version of one new audit entry that records them all (inside the migration's
+    transaction, which holds the write lock). ``sql`` converts ``:name`` parameters.
+    Returns how many rows were sealed."""
+    seq, prev = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    ver = int(seq) + 1
+    written = {}
+    for table, (tag, columns, key_column) in TABLES.items():
+        for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall():
+            key = row[columns.index(key_column)]
+            conn.execute(sql(f"UPDATE {table} SET ver = :ver, mac = :mac"
+                             f" WHERE {key_column} = :key"),
+                         {"ver": ver, "mac": row_mac(keys.row_mac, tag, row, ver), "key": key})
+            written[tag, key] = None
+    if not written:
+        return 0
+    rows = chain_entries(keys.audit_mac, (int(seq), bytes(prev)),
+                         [(now, "store", "-", "-", "-", "rows-sealed")],
+                         row_auth.records_text(written))
+    insert_audit(conn, sql, rows)
+    conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
+                 {"seq": rows[-1][0], "hash": rows[-1][7]})
+    return len(written)
+
+
+def insert_audit(conn, sql, rows) -> None:
+    for row in rows:
+        conn.execute(sql("INSERT INTO audit (seq, time, event, account, client, source, outcome,"
+                         " hash, rows) VALUES (:seq, :time, :event, :account, :client, :source,"
+                         " :outcome, :hash, :rows)"), dict(zip(AUDIT_COLUMNS, row)))

@@ -32,14 +32,16 @@ import functools
 import os
 import re
 import threading
+import time
 from typing import Iterator
 
 from otpfast.errors import StoreBusy, StoreError
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
-from .common import (ACCOUNT_COLUMNS, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, chain_entries, check_chain)
+from . import archive
+from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
+                     SqlReads, SqlTransaction, chain_entries, seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
 # versions and meaning as otpfast.store.sqlite.MIGRATIONS, in PostgreSQL types.
@@ -78,7 +80,17 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX issued_lookup ON issued (account, otp_digest)",
         "CREATE INDEX issued_expiry ON issued (expires_at)",
     ),
+    (   # v3: row authentication (otpfast.store.rows; existing rows are sealed by
+        # common.seal_existing_rows in the same transaction), audit archive anchor
+        *(f"ALTER TABLE {table} ADD COLUMN {column}"
+          for table in ("clients", "authorities", "accounts", "issued")
+          for column in ("ver BIGINT", "mac BYTEA")),
+        "ALTER TABLE audit ADD COLUMN rows TEXT",
+        "CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL,"
+        " hash BYTEA NOT NULL, mac BYTEA NOT NULL)",
+    ),
 ]
+ROWS_VERSION = 3        # the migration that needs the at-rest key (seals existing rows)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # pg_advisory_xact_lock key serializing schema migrations within one database ("otpfast")
@@ -147,10 +159,13 @@ def _current_version(conn) -> int:
     return 0 if row is None else int(row[0])
 
 
-def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True) -> int:
+def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True,
+            keys: AtRestKeys | None = None,
+            steps: list | None = None) -> int:
     """Apply the migrations after the database's version up to ``target``, each in its own
     transaction with the version bump, under an advisory lock (two processes opening one
-    database at once do not both migrate it). ``create=False`` refuses an empty database."""
+    database at once do not both migrate it). ``create=False`` refuses an empty database.
+    The ROWS_VERSION step also seals the existing rows and needs ``keys``."""
     while True:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -167,10 +182,17 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True) -> int:
                          " WHERE NOT EXISTS (SELECT 1 FROM schema_version)")
             for statement in MIGRATIONS[version]:
                 conn.execute(statement, {"zero": ZERO_HASH} if "%(zero)s" in statement else None)
+            if version + 1 == ROWS_VERSION:
+                if keys is None:
+                    raise StoreError("this schema migration needs the at-rest key")
+                conn.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                seal_existing_rows(conn, keys, _pyformat, time.time())
             cur = conn.execute("UPDATE schema_version SET version = %(new)s"
                                " WHERE version = %(old)s", {"new": version + 1, "old": version})
             if cur.rowcount != 1:
                 raise StoreError("concurrent schema migration")
+        if steps is not None:
+            steps.append(version + 1)
 
 
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -188,6 +210,7 @@ class PostgresStore(SqlReads, Store):
     head this process wrote (a chain point; several machines may each keep their own)."""
 
     _sql = staticmethod(_pyformat)
+    _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
@@ -203,12 +226,18 @@ class PostgresStore(SqlReads, Store):
         self._inherited: list = []          # a forked parent's connections: never used/closed
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._head_file = HeadFile(head_path)
+        self._head_file = HeadFile(head_path, self.keys.head_mac)
         self._decoder = AccountDecoder(self.keys)
+        self._used_issued: set = set()      # issued rows this process marked used
         conn = self._conn()
         try:
-            migrate(conn, create=create)
+            unkeyed_head, steps = self._head_file.read_unkeyed(), []
+            migrate(conn, create=create, keys=self.keys, steps=steps)
             self._check_key(conn)
+            if 1 in steps and head_path is not None:    # a new store: its head file
+                self._head_file.rewrite(0, ZERO_HASH)
+            elif ROWS_VERSION in steps and unkeyed_head is not None:   # the one time it is read
+                self._head_file.rewrite(*unkeyed_head)
         except BaseException:
             self.close()
             raise
@@ -287,6 +316,7 @@ class PostgresStore(SqlReads, Store):
         except BaseException:
             _rollback(conn)
             raise
+        self._after_commit(tx)
         if tx._head[0] != tx._head_start:
             self._head_file.write(*tx._head)
 
@@ -294,32 +324,38 @@ class PostgresStore(SqlReads, Store):
         names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
         if not names:
             return {}
-        rows = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+        rows = conn.execute(f"SELECT {ACCOUNT_SELECT} FROM accounts"
                             " WHERE name = ANY(%(names)s)", {"names": names}).fetchall()
-        return {row[0]: self._decoder.account(row) for row in rows}
+        found = {}
+        for row in rows:
+            record = self._decoder.account(row)
+            if record is not None:          # a refused row: as if absent
+                found[row[0]] = record
+        return found
 
     # -- reads ------------------------------------------------------------------------
     def accounts(self) -> list[AccountRecord]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale
-        rows = self._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+        rows = self._conn().execute(f"SELECT {ACCOUNT_SELECT} FROM accounts"
                                     ' ORDER BY name COLLATE "C"').fetchall()
-        return [self._decoder.account(r) for r in rows]
+        return [record for record in map(self._decoder.account, rows) if record is not None]
 
     def clients(self) -> list[str]:
         return [r[0] for r in self._conn().execute(
             'SELECT name FROM clients ORDER BY name COLLATE "C"').fetchall()]
 
-    def _audit_pages(self, conn) -> Iterator[AuditEntry]:
+    def _audit_pages(self, conn, upto: int | None = None) -> Iterator[AuditEntry]:
         """Every entry in seq order, fetched in pages (keyset pagination on seq)."""
         after = None
         while True:
-            rows = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash"
-                                " FROM audit WHERE %(after)s::bigint IS NULL"
-                                " OR seq > %(after)s::bigint ORDER BY seq LIMIT %(n)s",
-                                {"after": after, "n": AUDIT_PAGE}).fetchall()
+            rows = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash,"
+                                " rows FROM audit WHERE (%(after)s::bigint IS NULL"
+                                " OR seq > %(after)s::bigint) AND (%(upto)s::bigint IS NULL"
+                                " OR seq <= %(upto)s::bigint) ORDER BY seq LIMIT %(n)s",
+                                {"after": after, "upto": upto, "n": AUDIT_PAGE}).fetchall()
             for r in rows:
                 yield AuditEntry(seq=r[0], time=r[1], event=r[2], account=r[3], client=r[4],
-                                 source=r[5], outcome=r[6], hash=bytes(r[7]))
+                                 source=r[5], outcome=r[6], hash=bytes(r[7]), rows=r[8])
             if len(rows) < AUDIT_PAGE:
                 return
             after = rows[-1][0]
@@ -336,11 +372,20 @@ class PostgresStore(SqlReads, Store):
         # must not look like entries written behind otpfast's back
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            db_head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            return check_chain(self.keys.audit_key, self._audit_pages(conn),
-                               [("database head", db_head), ("head file", head_file)])
+            return archive.verify(self, conn, head_file, self._audit_pages(conn))
         finally:
             _rollback(conn)
+
+    def archive_audit(self, before: float, path: str, now: float) -> archive.Archived:
+        """Move the entries dated before ``before`` to the new file ``path``
+        (otpfast.store.archive)."""
+        head_file = self._head_file.read()
+
+        def in_transaction():
+            with self.transaction() as tx:
+                return archive.archive(self, tx, before, path, head_file,
+                                       lambda upto: self._audit_pages(tx._conn, upto), now)
+        return archive.run(self, path, in_transaction)
 
 
 def _rollback(conn) -> None:
@@ -363,18 +408,19 @@ class _PostgresTransaction(SqlTransaction):
 
     _sql = staticmethod(_pyformat)
 
-    def advance_step(self, name, old, new):
-        return self._run("UPDATE accounts SET last_step = %(new)s WHERE name = %(name)s"
-                         " AND last_step = %(old)s AND %(new)s::bigint > %(old)s::bigint",
-                         {"name": name, "old": old, "new": new}) == 1
+    def _head_seq(self) -> int:
+        return self._head_start
 
     def update_accounts(self, changes):
         changes = list(changes)
         if not changes:
             return 0
+        ver, sealed = self._moved_rows(changes)
         columns = {key: [] for key in ("names", "counters", "steps", "chains", "failures",
                                        "old_counters", "old_steps", "old_chains",
                                        "old_failures")}
+        columns["macs"] = [mac for _, mac in sealed]
+        columns["ver"] = ver
         for old, new in changes:
             for key, value in (("names", old.name), ("counters", new.counter),
                                ("steps", new.last_step), ("chains", new.chain_last),
@@ -385,12 +431,13 @@ class _PostgresTransaction(SqlTransaction):
         # one statement; the names are distinct, so each row is changed at most once
         return self._run(
             "UPDATE accounts AS a SET counter = c.counter, last_step = c.last_step,"
-            " chain_last = c.chain_last, failures = c.failures"
+            " chain_last = c.chain_last, failures = c.failures, ver = %(ver)s, mac = c.mac"
             " FROM unnest(%(names)s::text[], %(counters)s::bigint[], %(steps)s::bigint[],"
             " %(chains)s::bytea[], %(failures)s::integer[], %(old_counters)s::bigint[],"
-            " %(old_steps)s::bigint[], %(old_chains)s::bytea[], %(old_failures)s::integer[])"
+            " %(old_steps)s::bigint[], %(old_chains)s::bytea[], %(old_failures)s::integer[],"
+            " %(macs)s::bytea[])"
             " AS c (name, counter, last_step, chain_last, failures, old_counter, old_last_step,"
-            " old_chain_last, old_failures)"
+            " old_chain_last, old_failures, mac)"
             " WHERE a.name = c.name AND a.counter = c.old_counter"
             " AND a.last_step = c.old_last_step"
             " AND a.chain_last IS NOT DISTINCT FROM c.old_chain_last"
@@ -403,6 +450,7 @@ class _PostgresTransaction(SqlTransaction):
                                  " %(exp)s) RETURNING id",
                                  {"account": account, "client": client, "d": otp_digest,
                                   "at": issued_at, "exp": expires_at}).fetchone()
+        self._seal("issued", int(row[0]))
         return int(row[0])
 
     def find_issued(self, wanted, now):
@@ -410,35 +458,41 @@ class _PostgresTransaction(SqlTransaction):
         if not wanted:
             return {}
         rows = self._conn.execute(
-            "SELECT i.id, i.account, i.otp_digest FROM unnest(%(accounts)s::text[],"
+            "SELECT i.id, i.account, i.otp_digest, i.expires_at, i.used_at, i.ver, i.mac"
+            " FROM unnest(%(accounts)s::text[],"
             " %(digests)s::bytea[]) AS wanted (account, otp_digest) JOIN issued AS i"
             " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
             " WHERE i.used_at IS NULL AND i.expires_at > %(now)s ORDER BY i.id",
             {"accounts": [a for a, _ in wanted], "digests": [d for _, d in wanted],
              "now": now}).fetchall()
         found: dict = {}
-        for id_, account, digest in rows:
-            found.setdefault((account, bytes(digest)), []).append(id_)
+        for values in self._authentic_issued(rows, now):
+            found.setdefault((values[1], bytes(values[2])), []).append(values[0])
         return found
 
     def use_issued_ids(self, ids, now):
-        ids = list(ids)
-        if not ids:
+        ver, sealed = self._used_rows(list(ids), now)
+        if not sealed:
             return 0
         # one statement; every id is distinct, so each row is marked at most once
-        return self._run("UPDATE issued SET used_at = %(now)s WHERE id = ANY(%(ids)s)"
-                         " AND used_at IS NULL AND expires_at > %(now)s",
-                         {"ids": ids, "now": now})
+        return self._run("UPDATE issued AS i SET used_at = %(now)s, ver = %(ver)s, mac = c.mac"
+                         " FROM unnest(%(ids)s::bigint[], %(macs)s::bytea[]) AS c (id, mac)"
+                         " WHERE i.id = c.id AND i.used_at IS NULL AND i.expires_at > %(now)s",
+                         {"ids": [i for i, _ in sealed], "macs": [m for _, m in sealed],
+                          "now": now, "ver": ver})
 
     def _flush_audit_head(self):
         """Chain and insert the transaction's audit entries and move the head (the head row
         is locked since BEGIN)."""
+        records = self._audit_rows()
         if not self._pending_audit:
             return
-        rows = chain_entries(self._store.keys.audit_mac, self._head, self._pending_audit)
+        rows = chain_entries(self._store.keys.audit_mac, self._head, self._pending_audit,
+                             records)
         with self._conn.cursor() as cur:
             cur.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
-                            " outcome, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows)
+                            " outcome, hash, rows) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            rows)
         self._head = (rows[-1][0], rows[-1][7])
         if self._run("UPDATE audit_head SET seq = %(seq)s, hash = %(hash)s WHERE id = 1"
                      " AND seq = %(old)s", {"seq": self._head[0], "hash": self._head[1],

@@ -29,8 +29,9 @@ from otpfast.errors import StoreBusy, StoreError
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
-from .common import (ACCOUNT_COLUMNS, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, chain_entries, check_chain)
+from . import archive
+from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
+                     SqlReads, SqlTransaction, chain_entries, seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -66,18 +67,29 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX issued_lookup ON issued (account, otp_digest)",
         "CREATE INDEX issued_expiry ON issued (expires_at)",
     ),
+    (   # v3: row authentication (otpfast.store.rows; existing rows are sealed by
+        # common.seal_existing_rows in the same transaction), audit archive anchor
+        *(f"ALTER TABLE {table} ADD COLUMN {column}"
+          for table in ("clients", "authorities", "accounts", "issued")
+          for column in ("ver INTEGER", "mac BLOB")),
+        "ALTER TABLE audit ADD COLUMN rows TEXT",
+        "CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,"
+        " hash BLOB NOT NULL, mac BLOB NOT NULL)",
+    ),
 ]
+ROWS_VERSION = 3        # the migration that needs the at-rest key (seals existing rows)
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
 _AUTOCHECKPOINT = 1000                                       # SQLite's default, in pages
 _log = logging.getLogger("otpfast.store")
 _JSON = sqlite3.sqlite_version_info >= (3, 38, 0)            # JSON functions built in
-# 8 parameters a row; SQLite < 3.32 allows 999 parameters, later versions 32766
-_AUDIT_ROWS = 4000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
+# 9 parameters a row; SQLite < 3.32 allows 999 parameters, later versions 32766
+_AUDIT_ROWS = 3600 if sqlite3.sqlite_version_info >= (3, 32, 0) else 110
 # ACCOUNT_COLUMNS as JSON values: blobs as hex (NULL stays null), the REAL exact (17 digits)
 _ACCOUNT_JSON = ("name, type, params, state, iif(material_enc IS NULL, NULL, hex(material_enc)),"
                  " counter, last_step, iif(chain_last IS NULL, NULL, hex(chain_last)), failures,"
-                 " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at)")
+                 " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at),"
+                 " ver, hex(mac)")
 
 
 def _unhex(text):
@@ -93,10 +105,13 @@ def _current_version(conn) -> int:
     return 0 if row is None else int(row[0])
 
 
-def migrate(conn, target: int = SCHEMA_VERSION) -> int:
+def migrate(conn, target: int = SCHEMA_VERSION, *, keys: AtRestKeys | None = None,
+            steps: list | None = None) -> int:
     """Apply the migrations after the database's version up to ``target``, each in its own
     write transaction together with the version bump (the version is re-read under the
-    write lock, so two processes opening a store at once do not both migrate it)."""
+    write lock, so two processes opening a store at once do not both migrate it). The
+    ROWS_VERSION step also seals the existing rows and needs ``keys``. ``steps`` receives
+    the versions applied (the caller then writes or re-keys the audit head file)."""
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -112,11 +127,17 @@ def migrate(conn, target: int = SCHEMA_VERSION) -> int:
                 return version
             for statement in MIGRATIONS[version]:
                 conn.execute(statement, {"zero": ZERO_HASH} if ":zero" in statement else {})
+            if version + 1 == ROWS_VERSION:
+                if keys is None:
+                    raise StoreError("this schema migration needs the at-rest key")
+                seal_existing_rows(conn, keys, str, time.time())
             cur = conn.execute("UPDATE schema_version SET version = :new WHERE version = :old",
                                {"new": version + 1, "old": version})
             if cur.rowcount != 1:
                 raise StoreError("concurrent schema migration")
             conn.execute("COMMIT")
+            if steps is not None:
+                steps.append(version + 1)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -178,8 +199,9 @@ class SQLiteStore(SqlReads, Store):
         self.location = path
         self.keys = AtRestKeys(key)
         self.head_path = head_path
-        self._head_file = HeadFile(head_path)
+        self._head_file = HeadFile(head_path, self.keys.head_mac)
         self._decoder = AccountDecoder(self.keys)
+        self._used_issued: set = set()      # issued rows this process marked used
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -191,8 +213,13 @@ class SQLiteStore(SqlReads, Store):
         self._unsynced_head = None      # the audit head of durable=False commits, for sync()
         try:
             conn = self._conn()
-            migrate(conn)
+            unkeyed_head, steps = self._head_file.read_unkeyed(), []
+            migrate(conn, keys=self.keys, steps=steps)
             self._check_key(conn)
+            if 1 in steps and head_path is not None:    # a new store: its head file
+                self._head_file.rewrite(0, ZERO_HASH)
+            elif ROWS_VERSION in steps and unkeyed_head is not None:   # the one time it is read
+                self._head_file.rewrite(*unkeyed_head)
         except BaseException:
             self.close()
             raise
@@ -270,6 +297,7 @@ class SQLiteStore(SqlReads, Store):
                 conn.execute("ROLLBACK")
             raise
         self._committed_accounts(tx)
+        self._after_commit(tx)
         if head is not None:
             if durable:
                 self._head_file.write(*head)
@@ -362,34 +390,40 @@ class SQLiteStore(SqlReads, Store):
             chunk = names[start:start + 500]
             marks = ", ".join("?" * len(chunk))
             if not _JSON:
-                for row in conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+                for row in conn.execute(f"SELECT {ACCOUNT_SELECT} FROM accounts"
                                         f" WHERE name IN ({marks})", chunk):
-                    found[row[0]] = self._decoder.account(row)
+                    record = self._decoder.account(row)
+                    if record is not None:      # a refused row: as if absent
+                        found[row[0]] = record
                 continue
             (packed,) = conn.execute(f"SELECT json_group_array(json_array({_ACCOUNT_JSON}))"
                                      f" FROM accounts WHERE name IN ({marks})", chunk).fetchone()
             for (name, type_, params, state, material, counter, last_step, chain_last,
-                 failures, transcript, created_at) in json.loads(packed):
-                found[name] = self._decoder.account((
+                 failures, transcript, created_at, ver, mac) in json.loads(packed):
+                record = self._decoder.account((
                     name, type_, params, state, _unhex(material), counter, last_step,
-                    _unhex(chain_last), failures, _unhex(transcript), float(created_at)))
+                    _unhex(chain_last), failures, _unhex(transcript), float(created_at),
+                    ver, _unhex(mac)))
+                if record is not None:          # a refused row: as if absent
+                    found[name] = record
         return found
 
     # -- reads ------------------------------------------------------------------------
     def accounts(self) -> list[AccountRecord]:
-        rows = self._conn().execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"
+        rows = self._conn().execute(f"SELECT {ACCOUNT_SELECT} FROM accounts"
                                     " ORDER BY name").fetchall()
-        return [self._decoder.account(r) for r in rows]
+        return [record for record in map(self._decoder.account, rows) if record is not None]
 
     def clients(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT name FROM clients ORDER BY name")]
 
-    def _entries(self, conn) -> Iterator[AuditEntry]:
-        cur = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash"
-                           " FROM audit ORDER BY seq")
+    def _entries(self, conn, upto: int | None = None) -> Iterator[AuditEntry]:
+        cur = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash,"
+                           " rows FROM audit WHERE :upto IS NULL OR seq <= :upto ORDER BY seq",
+                           {"upto": upto})
         for r in cur:
             yield AuditEntry(seq=r[0], time=r[1], event=r[2], account=r[3], client=r[4],
-                             source=r[5], outcome=r[6], hash=bytes(r[7]))
+                             source=r[5], outcome=r[6], hash=bytes(r[7]), rows=r[8])
 
     def audit_entries(self) -> Iterator[AuditEntry]:
         return self._entries(self._conn())
@@ -403,11 +437,20 @@ class SQLiteStore(SqlReads, Store):
         # another process in between must not look like entries written behind otpfast's back
         conn.execute("BEGIN")
         try:
-            db_head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            return check_chain(self.keys.audit_key, self._entries(conn),
-                               [("database head", db_head), ("head file", head_file)])
+            return archive.verify(self, conn, head_file, self._entries(conn))
         finally:
             conn.execute("COMMIT")
+
+    def archive_audit(self, before: float, path: str, now: float) -> archive.Archived:
+        """Move the entries dated before ``before`` to the new file ``path``
+        (otpfast.store.archive)."""
+        head_file = self._head_file.read()
+
+        def in_transaction():
+            with self.transaction() as tx:
+                return archive.archive(self, tx, before, path, head_file,
+                                       lambda upto: self._entries(tx._conn, upto), now)
+        return archive.run(self, path, in_transaction)
 
 
 class _Checkpointer:
@@ -449,41 +492,41 @@ class _SQLiteTransaction(SqlTransaction):
     def accounts(self, names):
         return self._store._batch_accounts(self._conn, names)
 
-    def advance_step(self, name, old, new):
-        self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET last_step = :new WHERE name = :name"
-                         " AND last_step = :old AND :new > :old",
-                         {"name": name, "old": old, "new": new}) == 1
+    def _head_seq(self) -> int:
+        return int(self._conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()[0])
 
     def update_accounts(self, changes):
         changes = list(changes)
-        for old, new in changes:     # what the rows hold after this update (cache at COMMIT)
+        ver, sealed = self._moved_rows(changes)
+        for (old, new), (values, _) in zip(changes, sealed):
+            # what the rows hold after this update (cache at COMMIT)
             self.updated_accounts[old.name] = dataclasses.replace(
                 old, counter=new.counter, last_step=new.last_step, chain_last=new.chain_last,
-                failures=new.failures)
+                failures=new.failures, row=(*values, ver))
         if not _UPDATE_FROM:
             cur = self._conn.executemany(
                 "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
-                " failures = ?4 WHERE name = ?5 AND counter = ?6 AND last_step = ?7"
-                " AND chain_last IS ?8 AND failures = ?9 AND ?2 >= last_step"
-                " AND ?4 <= lockout",
+                " failures = ?4, ver = ?10, mac = ?11 WHERE name = ?5 AND counter = ?6"
+                " AND last_step = ?7 AND chain_last IS ?8 AND failures = ?9"
+                " AND ?2 >= last_step AND ?4 <= lockout",
                 [(new.counter, new.last_step, new.chain_last, new.failures, old.name,
-                  old.counter, old.last_step, old.chain_last, old.failures)
-                 for old, new in changes])
+                  old.counter, old.last_step, old.chain_last, old.failures, ver, mac)
+                 for (old, new), (_, mac) in zip(changes, sealed)])
             return cur.rowcount
         changed = 0
-        for start in range(0, len(changes), 500):      # 9 parameters a row, < 32766
+        for start in range(0, len(changes), 500):      # 10 parameters a row, < 32766
             chunk = changes[start:start + 500]
-            params = []
+            params = [ver]
             extend = params.extend
-            for old, new in chunk:
+            for (old, new), (_, mac) in zip(chunk, sealed[start:start + 500]):
                 extend((old.name, new.counter, new.last_step, new.chain_last, new.failures,
-                        old.counter, old.last_step, old.chain_last, old.failures))
+                        old.counter, old.last_step, old.chain_last, old.failures, mac))
             # one statement; the names are distinct, so each row is changed at most once
             changed += self._conn.execute(
                 "UPDATE accounts SET counter = c.column2, last_step = c.column3,"
-                " chain_last = c.column4, failures = c.column5 FROM (VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
+                " chain_last = c.column4, failures = c.column5, ver = ?1, mac = c.column10"
+                " FROM (VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
                 " WHERE accounts.name = c.column1 AND accounts.counter = c.column6"
                 " AND accounts.last_step = c.column7 AND accounts.chain_last IS c.column8"
                 " AND accounts.failures = c.column9 AND c.column3 >= accounts.last_step"
@@ -496,6 +539,7 @@ class _SQLiteTransaction(SqlTransaction):
                                  " expires_at) VALUES (:account, :client, :d, :at, :exp)",
                                  {"account": account, "client": client, "d": otp_digest,
                                   "at": issued_at, "exp": expires_at})
+        self._seal("issued", int(cur.lastrowid))
         return int(cur.lastrowid)
 
     def find_issued(self, wanted, now):
@@ -505,48 +549,58 @@ class _SQLiteTransaction(SqlTransaction):
             chunk = wanted[start:start + 300]
             params = [value for k, pair in enumerate(chunk) for value in (k, *pair)]
             params.append(now)
-            # one result row ("k id,k id,...": k indexes chunk): see _select_accounts
-            (packed,) = self._conn.execute(
-                "WITH wanted (k, account, otp_digest) AS (VALUES "
-                + ", ".join(["(?, ?, ?)"] * len(chunk)) + ")"
-                " SELECT group_concat(wanted.k || ' ' || i.id, ',') FROM wanted"
-                " CROSS JOIN issued AS i"
-                " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
-                " WHERE i.used_at IS NULL AND i.expires_at > ?", params).fetchone()
-            if packed:
-                for pair in packed.split(","):
-                    k, id_ = pair.split(" ")
-                    found.setdefault(chunk[int(k)], []).append(int(id_))
+            columns = "wanted.k, i.id, printf('%!.17g', i.expires_at), i.ver, hex(i.mac)"
+            query = ("WITH wanted (k, account, otp_digest) AS (VALUES "
+                     + ", ".join(["(?, ?, ?)"] * len(chunk)) + ") SELECT {} FROM wanted"
+                     " CROSS JOIN issued AS i"
+                     " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
+                     " WHERE i.used_at IS NULL AND i.expires_at > ?")
+            if _JSON:   # one result row (a JSON array: k indexes chunk): see _select_accounts
+                (packed,) = self._conn.execute(
+                    query.format(f"json_group_array(json_array({columns}))"), params).fetchone()
+                found_rows = json.loads(packed)
+            else:
+                found_rows = self._conn.execute(query.format(columns), params).fetchall()
+            rows = []
+            for k, id_, expires_at, ver, mac in found_rows:
+                account, digest = chunk[k]
+                rows.append((id_, account, digest, float(expires_at), None, ver, _unhex(mac)))
+            for values in self._authentic_issued(rows, now):
+                found.setdefault((values[1], values[2]), []).append(values[0])
         for ids in found.values():
             ids.sort()
         return found
 
     def use_issued_ids(self, ids, now):
-        ids = list(ids)
+        ver, sealed = self._used_rows(list(ids), now)
         marked = 0
-        for start in range(0, len(ids), 900):     # SQLite < 3.32 allows 999 parameters
-            chunk = ids[start:start + 900]
-            # one statement; every id is distinct, so each row is marked at most once
+        for start in range(0, len(sealed), 300):     # SQLite < 3.32 allows 999 parameters
+            chunk = sealed[start:start + 300]
+            # one statement (by primary key: UPDATE ... FROM would scan); every id is
+            # distinct, so each row is marked at most once
             marked += self._conn.execute(
-                "UPDATE issued SET used_at = ?1 WHERE id IN ("
+                "UPDATE issued SET used_at = ?1, ver = ?2, mac = CASE id"
+                + " WHEN ? THEN ?" * len(chunk) + " END WHERE id IN ("
                 + ", ".join(["?"] * len(chunk)) + ") AND used_at IS NULL AND expires_at > ?1",
-                [now, *chunk]).rowcount
+                [now, ver, *(value for pair in chunk for value in pair),
+                 *(id_ for id_, _ in chunk)]).rowcount
         return marked
 
     def _flush_audit(self) -> tuple[int, bytes] | None:
         """Chain and insert the transaction's audit entries and move the head (inside the
         transaction); returns the new head, None if nothing was audited."""
+        records = self._audit_rows()
         if not self._pending_audit:
             return None
         row = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         old = int(row[0])
         rows = chain_entries(self._store.keys.audit_mac, (old, bytes(row[1])),
-                             self._pending_audit)
+                             self._pending_audit, records)
         for start in range(0, len(rows), _AUDIT_ROWS):    # one statement per chunk
             chunk = rows[start:start + _AUDIT_ROWS]
             self._conn.execute("INSERT INTO audit (seq, time, event, account, client, source,"
-                               " outcome, hash) VALUES "
-                               + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                               " outcome, hash, rows) VALUES "
+                               + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                                [value for row in chunk for value in row])
         head = (rows[-1][0], rows[-1][7])
         if self._run("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
