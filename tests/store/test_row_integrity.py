@@ -34,9 +34,10 @@ class World:
         self.admin.add_authority(1)
 
     def otp(self, account="alice", client="dev", credential=None):
-        info = self.dist.authenticate(client, credential or self.device)
+        info = self.dist.login(client, credential or self.device)
         issued = self.dist.request(info, account)
-        return masking.unmask(credential or self.device, account, issued.nonce, issued.masked)
+        return masking.unmask(info.session_key, account, issued.nonce, issued.masked,
+                              issued.expires_at_ms)
 
     def verify(self, otp, account="alice", dist=None):
         return (dist or self.dist).verify_many([VerifyItem(account, otp, "test")])[0]
@@ -124,7 +125,7 @@ def test_rows_verifier_credential_hash_swapped_is_refused(world):
                       (credentials.credential_hash(mine),))
     assert world.store.client("rp") is None
     with pytest.raises(Refused):
-        world.dist.authenticate("rp", mine)
+        world.dist.login("rp", mine)
     assert any("clients row 'rp'" in p for p in world.refused_rows())
 
 
