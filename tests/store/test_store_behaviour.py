@@ -51,12 +51,12 @@ def test_store_insert_is_not_duplicated(store):
         assert not tx.add_account("alice", "totp", PARAMS, None, None, 1.0)
         assert tx.add_authority(1, b"h" * 32, 1.0)
         assert not tx.add_authority(1, b"x" * 32, 2.0)
-        assert tx.add_client("dev", "alice", False, b"h" * 32, b"M" * 32, 1.0)
-        assert not tx.add_client("dev", None, True, b"x" * 32, b"N" * 32, 1.0)
+        assert tx.add_client("dev", "alice", False, b"h" * 32, 1.0)
+        assert not tx.add_client("dev", None, True, b"x" * 32, 1.0)
     assert store.account("alice").type == "hotp"
     assert store.authority(1).credential_hash == b"h" * 32
     client = store.client("dev")
-    assert (client.verifier, client.account, client.mask_key) == (False, "alice", b"M" * 32)
+    assert (client.verifier, client.account) == (False, "alice")
     assert store.client("nobody") is None and store.authority(2) is None
     assert store.account("nobody") is None
 
@@ -323,7 +323,7 @@ def test_store_many_openers_migrate_once(backend):
 def test_store_secret_not_in_tables(backend, store):
     add_account(store)
     with store.transaction() as tx:
-        tx.add_client("dev", "alice", False, b"h" * 32, b"M" * 32, 1.0)
+        tx.add_client("dev", "alice", False, b"h" * 32, 1.0)
         tx.add_contribution("alice", 1, b"s" * 16, b"D" * 32, b"c" * 32, 1.0)
     data = b""
     for table in ("accounts", "clients", "contributions", "meta"):
@@ -334,7 +334,6 @@ def test_store_secret_not_in_tables(backend, store):
     for secret in (SECRET, SECRET.hex().encode(), b"M" * 32, b"D" * 32):
         assert secret not in data
     assert store.account("alice").material == {"key": SECRET.hex()}
-    assert store.client("dev").mask_key == b"M" * 32
     assert store.contributions("alice")[0].digest == b"D" * 32
 
 

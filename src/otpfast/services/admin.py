@@ -44,7 +44,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.add_client(name, account, verifier, credentials.credential_hash(credential),
-                                 secrets.token_bytes(32), now):
+                                 now):
                 raise InvalidParameter("name", f"client {name!r} exists already")
             self._audit(tx, now, "client-added", account=account or "-", client=name)
         return credential

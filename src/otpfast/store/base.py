@@ -62,7 +62,6 @@ class ClientRecord:
     account: str | None
     verifier: bool
     credential_hash: bytes
-    mask_key: bytes           # decrypted
     created_at: float
 
 
@@ -132,7 +131,7 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def add_client(self, name: str, account: str | None, verifier: bool,
-                   credential_hash: bytes, mask_key: bytes, now: float) -> bool: ...
+                   credential_hash: bytes, now: float) -> bool: ...
 
     # -- accounts
     @abc.abstractmethod

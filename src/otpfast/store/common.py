@@ -39,10 +39,6 @@ def account_aad(name: str) -> bytes:
     return b"account\0" + name.encode()
 
 
-def client_aad(name: str) -> bytes:
-    return b"client\0" + name.encode()
-
-
 def contribution_aad(account: str, authority_id: int) -> bytes:
     return b"contribution\0" + account.encode() + b"\0" + str(authority_id).encode()
 
@@ -222,14 +218,8 @@ class SqlReads:
         row = self._authentic_row(self._conn(), "clients", name)
         if row is None:
             return None
-        try:
-            mask_key = self.keys.decrypt(bytes(row[4]), client_aad(row[0]))
-        except StoreError:
-            refuse("clients", name, "does not decrypt")
-            return None
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
-                            credential_hash=bytes(row[3]), mask_key=mask_key,
-                            created_at=row[5])
+                            credential_hash=bytes(row[3]), created_at=row[5])
 
     def authority(self, authority_id: int) -> AuthorityRecord | None:
         row = self._authentic_row(self._conn(), "authorities", authority_id)
@@ -499,13 +489,13 @@ class SqlTransaction(Transaction):
             self.used_ids.append(id_)
         return ver, out
 
-    def add_client(self, name, account, verifier, credential_hash, mask_key, now):
-        enc = self._store.keys.encrypt(mask_key, client_aad(name))
+    def add_client(self, name, account, verifier, credential_hash, now):
+        # mask_key_enc: unused since protocol v2 (masks are per connection); kept empty
         added = self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
                           " mask_key_enc, created_at) VALUES (:name, :account, :verifier, :h,"
                           " :mask, :now) ON CONFLICT DO NOTHING",
                           {"name": name, "account": account, "verifier": bool(verifier),
-                           "h": credential_hash, "mask": enc, "now": now}) == 1
+                           "h": credential_hash, "mask": b"", "now": now}) == 1
         if added:
             self._seal("clients", name)
         return added
