@@ -16,8 +16,8 @@ import time
 from otpfast.errors import StoreError
 
 from .atrest import AtRestKeys, HmacSha256
-from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditReport, AuthorityRecord,
-                   ClientRecord, ContributionRecord, Transaction)
+from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountRecord, AuditReport,
+                   AuthorityRecord, ClientRecord, ContributionRecord, Transaction)
 
 ZERO_HASH = bytes(32)
 KEY_CHECK_LABEL = b"otpfast key check"
@@ -25,7 +25,8 @@ SECRET_CACHE_SIZE = 4096
 
 # the columns of an account row, in the order account_from_row reads them
 ACCOUNT_COLUMNS = ("name, type, params, state, material_enc, counter, last_step, chain_last,"
-                   " failures, transcript, created_at")
+                   " failures, transcript, created_at"
+                   ", failed_at, locked_until, locks")     # v3: throttling (services.policy)
 AUDIT_COLUMNS = ("seq", "time", "event", "account", "client", "source", "outcome", "hash")
 
 
@@ -268,8 +269,8 @@ class AccountDecoder:
         if record is not None:
             return record
         (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
-         transcript, created_at) = row
-        # the row's fixed part (all but counter, last_step, chain_last, failures): decoded once
+         transcript, created_at, failed_at, locked_until, locks) = row
+        # the row's fixed part (all but the verification state a decision moves): decoded once
         fixed_key = (name, type_, params, state, material_enc, transcript, created_at)
         fixed = self._fixed.get(fixed_key)
         if fixed is None:
@@ -291,7 +292,8 @@ class AccountDecoder:
                                material=material, counter=counter, last_step=last_step,
                                chain_last=None if chain_last is None else bytes(chain_last),
                                failures=failures, transcript=transcript,
-                               created_at=created_at)
+                               created_at=created_at, failed_at=failed_at,
+                               locked_until=locked_until, locks=locks)
         with self._lock:
             self._records[row] = record
             while len(self._records) > self._size:
@@ -438,8 +440,13 @@ class SqlTransaction(Transaction):
 
     def unlock(self, name):
         self.touched_accounts.add(name)
-        return self._run("UPDATE accounts SET failures = 0 WHERE name = :name",
-                         {"name": name}) == 1
+        return self._run("UPDATE accounts SET failures = 0, failed_at = 0, locked_until = 0,"
+                         " locks = 0 WHERE name = :name", {"name": name}) == 1
+
+    def lock(self, name):
+        self.touched_accounts.add(name)
+        return self._run("UPDATE accounts SET locked_until = :forever WHERE name = :name",
+                         {"name": name, "forever": LOCKED_FOR_GOOD}) == 1
 
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})

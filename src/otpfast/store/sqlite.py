@@ -66,6 +66,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX issued_lookup ON issued (account, otp_digest)",
         "CREATE INDEX issued_expiry ON issued (expires_at)",
     ),
+    (   # v3: throttling - failures leak over time, locks are temporary (services.policy);
+        # an account the old policy had locked for good stays locked (9e999 is +Inf)
+        "ALTER TABLE accounts ADD COLUMN failed_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locked_until REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locks INTEGER NOT NULL DEFAULT 0",
+        "UPDATE accounts SET locked_until = 9e999 WHERE failures >= lockout",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
@@ -77,7 +84,8 @@ _AUDIT_ROWS = 4000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
 # ACCOUNT_COLUMNS as JSON values: blobs as hex (NULL stays null), the REAL exact (17 digits)
 _ACCOUNT_JSON = ("name, type, params, state, iif(material_enc IS NULL, NULL, hex(material_enc)),"
                  " counter, last_step, iif(chain_last IS NULL, NULL, hex(chain_last)), failures,"
-                 " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at)")
+                 " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at),"
+                 " printf('%!.17g', failed_at), printf('%!.17g', locked_until), locks")
 
 
 def _unhex(text):
@@ -318,7 +326,8 @@ class SQLiteStore(SqlReads, Store):
         for name in tx.touched_accounts:
             cache.pop(name, None)
         for name, record in tx.updated_accounts.items():
-            if name not in tx.touched_accounts:
+            # only rows that exist (a verification decoy updates a name that has none)
+            if name not in tx.touched_accounts and cache.get(name) is not None:
                 cache[name] = record
 
     def _batch_accounts(self, conn, names) -> dict:
@@ -361,10 +370,12 @@ class SQLiteStore(SqlReads, Store):
             (packed,) = conn.execute(f"SELECT json_group_array(json_array({_ACCOUNT_JSON}))"
                                      f" FROM accounts WHERE name IN ({marks})", chunk).fetchone()
             for (name, type_, params, state, material, counter, last_step, chain_last,
-                 failures, transcript, created_at) in json.loads(packed):
+                 failures, transcript, created_at, failed_at, locked_until,
+                 locks) in json.loads(packed):
                 found[name] = self._decoder.account((
                     name, type_, params, state, _unhex(material), counter, last_step,
-                    _unhex(chain_last), failures, _unhex(transcript), float(created_at)))
+                    _unhex(chain_last), failures, _unhex(transcript), float(created_at),
+                    float(failed_at), float(locked_until), locks))
         return found
 
     # -- reads ------------------------------------------------------------------------
@@ -452,34 +463,40 @@ class _SQLiteTransaction(SqlTransaction):
         for old, new in changes:     # what the rows hold after this update (cache at COMMIT)
             self.updated_accounts[old.name] = dataclasses.replace(
                 old, counter=new.counter, last_step=new.last_step, chain_last=new.chain_last,
-                failures=new.failures)
+                failures=new.failures, failed_at=new.failed_at, locked_until=new.locked_until,
+                locks=new.locks)
         if not _UPDATE_FROM:
             cur = self._conn.executemany(
                 "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
-                " failures = ?4 WHERE name = ?5 AND counter = ?6 AND last_step = ?7"
-                " AND chain_last IS ?8 AND failures = ?9 AND ?2 >= last_step"
-                " AND ?4 <= lockout",
+                " failures = ?4, failed_at = ?10, locked_until = ?11, locks = ?12"
+                " WHERE name = ?5 AND counter = ?6 AND last_step = ?7"
+                " AND chain_last IS ?8 AND failures = ?9 AND locked_until = ?13"
+                " AND ?2 >= last_step AND ?4 <= lockout",
                 [(new.counter, new.last_step, new.chain_last, new.failures, old.name,
-                  old.counter, old.last_step, old.chain_last, old.failures)
+                  old.counter, old.last_step, old.chain_last, old.failures, new.failed_at,
+                  new.locked_until, new.locks, old.locked_until)
                  for old, new in changes])
             return cur.rowcount
         changed = 0
-        for start in range(0, len(changes), 500):      # 9 parameters a row, < 32766
+        for start in range(0, len(changes), 500):      # 13 parameters a row, < 32766
             chunk = changes[start:start + 500]
             params = []
             extend = params.extend
             for old, new in chunk:
                 extend((old.name, new.counter, new.last_step, new.chain_last, new.failures,
-                        old.counter, old.last_step, old.chain_last, old.failures))
+                        old.counter, old.last_step, old.chain_last, old.failures,
+                        new.failed_at, new.locked_until, new.locks, old.locked_until))
             # one statement; the names are distinct, so each row is changed at most once
             changed += self._conn.execute(
                 "UPDATE accounts SET counter = c.column2, last_step = c.column3,"
-                " chain_last = c.column4, failures = c.column5 FROM (VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
+                " chain_last = c.column4, failures = c.column5, failed_at = c.column10,"
+                " locked_until = c.column11, locks = c.column12 FROM (VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
                 " WHERE accounts.name = c.column1 AND accounts.counter = c.column6"
                 " AND accounts.last_step = c.column7 AND accounts.chain_last IS c.column8"
-                " AND accounts.failures = c.column9 AND c.column3 >= accounts.last_step"
-                " AND c.column5 <= accounts.lockout", params).rowcount
+                " AND accounts.failures = c.column9 AND accounts.locked_until = c.column13"
+                " AND c.column3 >= accounts.last_step AND c.column5 <= accounts.lockout",
+                params).rowcount
         return changed
 
     def issue(self, account, client, otp_digest, issued_at, expires_at):
