@@ -85,6 +85,12 @@ class FakeDistribution:
     def issue(self, account, otp):
         self.valid.setdefault(account, set()).add(otp)
 
+    def refusals_pending(self):       # no refusal entries queued (see AsyncVerifier)
+        return False
+
+    def flush_refusals(self, **kwargs):
+        return 0
+
     def request(self, client, account):
         from otpfast.net.client import IssuedOtp
         self.threads.add(threading.get_ident())

@@ -201,10 +201,12 @@ class Distribution:
     def refusals_pending(self) -> bool:
         return self._refusals.pending()
 
-    def flush_refusals(self, *, wait: bool = True, durable: bool = True) -> int:
+    def flush_refusals(self, *, wait: bool = True, durable: bool = True,
+                       everything: bool = False) -> int:
         """Write the queued refusal entries that are due (one transaction); returns how
-        many. The network glue calls it when idle; ``wait``/``durable`` as verify_many."""
-        refusals = self._refusals.take(self.clock())
+        many. The network glue calls it when idle, and with ``everything`` (flood windows
+        still open included) when it stops; ``wait``/``durable`` as verify_many."""
+        refusals = self._refusals.take(self.clock(), everything=everything)
         if not refusals:
             return 0
         try:

@@ -72,10 +72,11 @@ class RefusalLog:
         """Anything to write now or when a window ends."""
         return bool(self._queue or self._windows)
 
-    def take(self, now: float) -> list[tuple]:
-        """The entries to write now (the queue, and the aggregates of ended windows)."""
+    def take(self, now: float, *, everything: bool = False) -> list[tuple]:
+        """The entries to write now: the queue and the aggregates of ended windows (of
+        every window with ``everything``, e.g. at shutdown)."""
         with self._lock:
-            self._close_ended(now)
+            self._close_ended(math.inf if everything else now)
             entries, self._queue = self._queue, []
         return entries
 
