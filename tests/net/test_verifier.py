@@ -29,6 +29,9 @@ class Recorder:
     def refusals_pending(self):       # no refusal entries queued
         return False
 
+    def flush_refusals(self, **kwargs):
+        return 0
+
     def note(self, value):
         self.threads.add(threading.get_ident())
         self.calls.append((value, len(self.batches)))

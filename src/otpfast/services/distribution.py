@@ -159,32 +159,30 @@ class Distribution:
         if not items:
             return []
         now = self.clock()
+        # a source or client out of failures: refused before its accounts are even read
         blocked = [item for item in items if self.throttled(
             item.source, None if item.client is None else item.client.name)]
+        asked = items
         if blocked:
             for item in blocked:
-                self._refusals.add(now, audit.VERIFY, str(item.account)[:128],
-                                   "-" if item.client is None else item.client.name,
-                                   str(item.source)[:64], audit.THROTTLED)
+                self._refuse_throttled(now, item)
             blocked_ids = {id(item) for item in blocked}
             items = [item for item in items if id(item) not in blocked_ids]
+            if not items:       # no transaction at all: the refusals wait for the next one
+                return [False] * len(asked)
         refusals = self._refusals.take(now)
         try:
             with self.store.transaction(wait=wait, durable=durable) as tx:
                 batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy)
-                decided = batch.run(refusals)
+                decided = batch.run(self, refusals)
                 batch.finish()
         except BaseException:
             self._refusals.put_back(refusals)
             raise
-        for item, ok in zip(items, decided):
-            if not ok:
-                self._count_failure(item.source,
-                                    None if item.client is None else item.client.name)
         if not blocked:
             return decided
         decided_iter = iter(decided)
-        return [False if id(item) in blocked_ids else next(decided_iter) for item in items]
+        return [False if id(item) in blocked_ids else next(decided_iter) for item in asked]
 
     # -- throttling and refusals ------------------------------------------------------
     def throttled(self, source, client_name: str | None = None) -> bool:
@@ -192,6 +190,11 @@ class Distribution:
         policy.FAILED_PER_SOURCE): refuse at once, touching no account."""
         return self._failed_sources.blocked(source) or (
             client_name is not None and self._failed_clients.blocked(client_name))
+
+    def _refuse_throttled(self, now: float, item: VerifyItem) -> None:
+        self._refusals.add(now, audit.VERIFY, str(item.account)[:128],
+                           "-" if item.client is None else item.client.name,
+                           str(item.source)[:64], audit.THROTTLED)
 
     def _count_failure(self, source, client_name: str | None) -> None:
         self._failed_sources.charge(source)
@@ -327,17 +330,29 @@ class _VerifyBatch:
         self.taken: list[int] = []
         self._decoy_material = decoy.material
 
-    def run(self, refusals=()) -> list[bool]:
+    def run(self, distribution: Distribution, refusals=()) -> list[bool]:
         """Decide every item in order; queue one audit entry each (after ``refusals``,
-        entries queued earlier); True = accepted."""
+        entries queued earlier); True = accepted. Each failure counts against its source
+        and client at once, so a later item of the batch from a source that has run out is
+        refused without a decision (its entry goes to the refusal log)."""
         now, accepted = self.now, audit.ACCEPTED
+        throttled, count_failure = distribution.throttled, distribution._count_failure
         results, entries = [], list(refusals)
         for item, (live, well_formed, lookup) in zip(self.items, self.checked):
-            outcome = self._decide(item, live, well_formed, lookup)
-            results.append(outcome == accepted)
             client = item.client
+            client_name = None if client is None else client.name
+            if throttled(item.source, client_name):
+                distribution._refuse_throttled(now, item)
+                results.append(False)
+                continue
+            outcome = self._decide(item, live, well_formed, lookup)
+            if outcome == accepted:
+                results.append(True)
+            else:
+                results.append(False)
+                count_failure(item.source, client_name)
             entries.append((now, audit.VERIFY, str(item.account)[:128],
-                            "-" if client is None else client.name, str(item.source)[:64],
+                            "-" if client is None else client_name, str(item.source)[:64],
                             outcome))
         if entries:
             self.tx.audit_many(entries)

@@ -9,9 +9,10 @@ Floods are aggregated: of the refusals from one source within ``AGGREGATE_WINDOW
 of its first, the first ``AGGREGATE_AFTER`` are written one by one and the rest become ONE
 entry when the window ends: outcome ``refused:aggregated:<n>:<t>s`` ("n more refusals from
 this source in t seconds"; event, account and client are ``*`` where they differed).
-Memory is bounded: at most ``MAX_QUEUED`` single entries wait (beyond, refusals are only
-counted in their window) and at most ``MAX_SOURCES`` windows are open (the oldest is closed
-early when a new source needs room).
+Memory is bounded: at most ``MAX_QUEUED`` entries wait (beyond, refusals are only counted:
+in their window, and a window closing then adds to one overflow aggregate of source ``*``)
+and at most ``MAX_SOURCES`` windows are open (the oldest closes early when a new source
+needs room).
 """
 import collections
 import math
@@ -45,6 +46,7 @@ class RefusalLog:
     def __init__(self):
         self._queue: list[tuple] = []
         self._windows: collections.OrderedDict = collections.OrderedDict()  # oldest first
+        self._overflow: _Window | None = None   # aggregates that found the queue full
         self._lock = threading.Lock()
 
     def add(self, now: float, event: str, account: str, client: str, source: str,
@@ -70,13 +72,16 @@ class RefusalLog:
 
     def pending(self) -> bool:
         """Anything to write now or when a window ends."""
-        return bool(self._queue or self._windows)
+        return bool(self._queue or self._windows or self._overflow)
 
     def take(self, now: float, *, everything: bool = False) -> list[tuple]:
         """The entries to write now: the queue and the aggregates of ended windows (of
         every window with ``everything``, e.g. at shutdown)."""
         with self._lock:
             self._close_ended(math.inf if everything else now)
+            if self._overflow is not None:
+                self._queue.append(_aggregate("*", self._overflow))
+                self._overflow = None
             entries, self._queue = self._queue, []
         return entries
 
@@ -96,7 +101,23 @@ class RefusalLog:
             self._close(source, window)
 
     def _close(self, source, window: _Window) -> None:
-        if window.extra:
-            span = max(1, math.ceil(window.last - window.first))
-            self._queue.append((window.last, window.event, window.account, window.client,
-                                source, f"{AGGREGATED}:{window.extra}:{span}s"))
+        if not window.extra:
+            return
+        if len(self._queue) < MAX_QUEUED:
+            self._queue.append(_aggregate(source, window))
+            return
+        overflow = self._overflow
+        if overflow is None:
+            overflow = self._overflow = _Window(window.first)
+        overflow.first, overflow.last = min(overflow.first, window.first), max(overflow.last,
+                                                                               window.last)
+        overflow.extra += window.extra
+        overflow.event = _same(overflow.event, window.event)
+        overflow.account = _same(overflow.account, window.account)
+        overflow.client = _same(overflow.client, window.client)
+
+
+def _aggregate(source, window: _Window) -> tuple:
+    span = max(1, math.ceil(window.last - window.first))
+    return (window.last, window.event, window.account, window.client, source,
+            f"{AGGREGATED}:{window.extra}:{span}s")
