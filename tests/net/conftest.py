@@ -72,6 +72,7 @@ class FakeDistribution:
         self.threads = set()
         self.lock = threading.Lock()
         self.fail_next_batch = False
+        self.sources = set()
 
     def authenticate(self, client_name, credential):
         self.auth_calls += 1
@@ -106,6 +107,7 @@ class FakeDistribution:
             self.fail_next_batch = False
             raise RuntimeError("disk full")
         self.batches.append(len(items))
+        self.sources.update(item.source for item in items)
         out = []
         for item in items:
             allowed = item.client is None or item.client.verifier

@@ -124,6 +124,7 @@ class ServerProtocol(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._peer = _peer_label(transport)
+        self._handler.source = _peer_host(transport)     # throttling and audit key
         if self._tracker.full():
             log.warning("connection from %s refused: connection limit reached", self._peer)
             self._closing = True
@@ -299,6 +300,11 @@ class ServerProtocol(asyncio.Protocol):
             self._transport.write(self._conn.send(Error()))
         finally:
             self.close()
+
+
+def _peer_host(transport):
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
 
 
 def _peer_label(transport):

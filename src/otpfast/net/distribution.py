@@ -23,6 +23,7 @@ class DistributionHandler:
         self._verifier = verifier
         self._distribution = verifier.distribution
         self.client = None
+        self.source = "protocol"        # the peer's address, once connected (_stream)
 
     def _authenticated(self, client):
         self.client = client
@@ -32,7 +33,8 @@ class DistributionHandler:
         kind = type(event)
         if kind is Verify:
             reply = Reply.waiting(_verdict)
-            self._verifier.verify_callback(event.account, event.otp, reply, source="protocol", client=self.client)
+            self._verifier.verify_callback(event.account, event.otp, reply, source=self.source,
+                                           client=self.client)
             return reply
         if kind is Request:
             return Reply(future=self._verifier.call_future(

@@ -14,6 +14,14 @@ class CombinedHandler:
         self._keyserver = keyserver_handler
         self._distribution = distribution_handler
 
+    @property
+    def source(self):
+        return self._distribution.source
+
+    @source.setter
+    def source(self, address):          # the peer's address (_stream), for throttling
+        self._distribution.source = address
+
     def handle(self, event):
         if type(event) is Hello or type(event) is Contribute:
             return self._keyserver.handle(event)

@@ -42,11 +42,12 @@ FAILURE_LEAK = 3600.0
 FIRST_LOCK = 300.0
 MAX_LOCK = 4 * 3600.0
 # Failed verifications and authentications a source address, and a client name, may cause:
-# a burst of 60, then one a second. A relay serving thousands of users stays far below
-# (its users rarely fail); above it requests are refused before any account is read, so a
-# hot source can neither lock accounts quickly nor cost the store a write per guess.
-FAILED_PER_SOURCE = Rate(rate=1.0, burst=60)
-FAILED_PER_CLIENT = Rate(rate=1.0, burst=60)
+# a burst of 100, then 5 a second. A relay (RADIUS NAS, verifier service) passes on the
+# failures of all its users and reaches that only at thousands of logins a second; above
+# it requests are refused before any account is read, so a hot source can neither lock
+# accounts fast (at most one every 2 s at the default lockout) nor cost a write per guess.
+FAILED_PER_SOURCE = Rate(rate=5.0, burst=100)
+FAILED_PER_CLIENT = Rate(rate=5.0, burst=100)
 DEFAULT_WINDOW, MAX_WINDOW = 10, 100
 DEFAULT_CHAIN_LENGTH, MAX_CHAIN_LENGTH = 1000, 1_000_000
 DEFAULT_PERIOD = 30
