@@ -328,6 +328,7 @@ class _VerifyBatch:
             self.checked.append((live, well_formed, lookup))
         self.unused = tx.find_issued(list(wanted.values()), now)
         self.taken: list[int] = []
+        self._decoy = decoy
         self._decoy_material = decoy.material
 
     def run(self, distribution: Distribution, refusals=()) -> list[bool]:
@@ -378,6 +379,12 @@ class _VerifyBatch:
         if live.record.state != ACCOUNT_ACTIVE:
             return audit.PENDING
         if self.now < live.locked_until:
+            # the work of a wrong OTP (HMACs on the decoy, the account row written back as
+            # it is): a lock must not tell in its timing that the account exists
+            if well_formed:
+                self._token(self._decoy, tokens.HotpMatcher).match(
+                    item.otp, 0, self._decoy.params["window"])
+            live.moved = True
             return audit.LOCKED
         if well_formed and self._match(live, item.otp, lookup):
             if live.record.material is self._decoy_material:
