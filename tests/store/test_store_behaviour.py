@@ -202,14 +202,14 @@ def test_store_update_accounts_is_compare_and_set(store):
         assert tx.update_accounts([(now_alice, moved(now_alice, failures=4))]) == 0
         now_bob = tx.account("bob")
         assert tx.update_accounts([(now_bob, moved(now_bob, chain_last=b"y", failures=3,
-                                                   failed_at=2.5, locked_until=9.5,
+                                                   failed_at=2, locked_until=9,
                                                    locks=1))]) == 1
         # the lock is part of the compare: a stale locked_until matches no row
         assert tx.update_accounts([(now_bob, moved(now_bob, locks=2))]) == 0
     alice, bob = store.account("alice"), store.account("bob")
     assert (alice.counter, alice.failures, alice.last_step) == (5, 2, -1)
     assert (bob.last_step, bob.chain_last, bob.failures) == (7, b"y", 3)
-    assert (bob.failed_at, bob.locked_until, bob.locks) == (2.5, 9.5, 1)
+    assert (bob.failed_at, bob.locked_until, bob.locks) == (2, 9, 1)
 
 
 def test_store_transaction_rolls_back_on_exception(store):

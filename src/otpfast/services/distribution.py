@@ -160,8 +160,16 @@ class Distribution:
             return []
         now = self.clock()
         # a source or client out of failures: refused before its accounts are even read
-        blocked = [item for item in items if self.throttled(
-            item.source, None if item.client is None else item.client.name)]
+        # (asked once per distinct pair: a relay's batch comes from one source and client)
+        throttled, known = self.throttled, {}
+        blocked = []
+        for item in items:
+            pair = (item.source, None if item.client is None else item.client.name)
+            out = known.get(pair)
+            if out is None:
+                out = known[pair] = throttled(*pair)
+            if out:
+                blocked.append(item)
         asked = items
         if blocked:
             for item in blocked:
@@ -337,24 +345,32 @@ class _VerifyBatch:
         and client at once, so a later item of the batch from a source that has run out is
         refused without a decision (its entry goes to the refusal log)."""
         now, accepted = self.now, audit.ACCEPTED
-        throttled, count_failure = distribution.throttled, distribution._count_failure
+        count_failure = distribution._count_failure
+        source_blocked = distribution._failed_sources.blocked
+        client_blocked = distribution._failed_clients.blocked
+        # sources and clients that ran out in this batch (the others were asked before it)
+        out_sources, out_clients = set(), set()
         results, entries = [], list(refusals)
         for item, (live, well_formed, lookup) in zip(self.items, self.checked):
             client = item.client
             client_name = None if client is None else client.name
-            if throttled(item.source, client_name):
+            if (out_sources or out_clients) and (item.source in out_sources
+                                                 or client_name in out_clients):
                 distribution._refuse_throttled(now, item)
                 results.append(False)
                 continue
             outcome = self._decide(item, live, well_formed, lookup)
-            if outcome == accepted:
-                results.append(True)
-            else:
-                results.append(False)
-                count_failure(item.source, client_name)
+            ok = outcome == accepted
+            results.append(ok)
             entries.append((now, audit.VERIFY, str(item.account)[:128],
                             "-" if client is None else client_name, str(item.source)[:64],
                             outcome))
+            if not ok:
+                count_failure(item.source, client_name)
+                if source_blocked(item.source):
+                    out_sources.add(item.source)
+                if client_name is not None and client_blocked(client_name):
+                    out_clients.add(client_name)
         if entries:
             self.tx.audit_many(entries)
         return results

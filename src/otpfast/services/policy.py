@@ -35,12 +35,12 @@ LOCKOUT_POLICIES = ("temporary", "permanent")
 DEFAULT_LOCKOUT_POLICY = "temporary"    # a lock anyone can trigger must not last for ever
 # One failure leaks away per hour: an occasional typo is forgotten within a working day, and
 # a guesser who never trips the lock gets at most 24 tries a day at an account.
-FAILURE_LEAK = 3600.0
+FAILURE_LEAK = 3600
 # The first lock lasts 5 minutes (long for a script, short for a person who mistyped), each
 # repeated one twice as long, at most 4 hours: a guesser then gets about one try per lock
 # (failures start leaking only when a lock ends), and the owner is back the same day.
-FIRST_LOCK = 300.0
-MAX_LOCK = 4 * 3600.0
+FIRST_LOCK = 300
+MAX_LOCK = 4 * 3600
 # Failed verifications and authentications a source address, and a client name, may cause:
 # a burst of 100, then 5 a second. A relay (RADIUS NAS, verifier service) passes on the
 # failures of all its users and reaches that only at thousands of logins a second; above
@@ -90,29 +90,30 @@ def validate_authorities(ids) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def lock_duration(locks: int) -> float:
-    """How long the ``locks``-th temporary lock in a row lasts."""
-    return min(FIRST_LOCK * 2.0 ** min(locks - 1, 32), MAX_LOCK)
+def lock_duration(locks: int) -> int:
+    """How long the ``locks``-th temporary lock in a row lasts (s)."""
+    return min(FIRST_LOCK << min(locks - 1, 32), MAX_LOCK)
 
 
-def leaked(failures: int, failed_at: float, now: float) -> tuple[int, float]:
-    """(failures, failed_at) at ``now``: one failure gone per FAILURE_LEAK since failed_at."""
+def leaked(failures: int, failed_at: int, now: float) -> tuple[int, int]:
+    """(failures, failed_at) at ``now``: one failure gone per FAILURE_LEAK since failed_at.
+    Times are whole seconds in the store."""
     if failures and now > failed_at:
         gone = int((now - failed_at) // FAILURE_LEAK)
         if gone >= failures:
-            return 0, now
+            return 0, int(now)
         if gone:
             return failures - gone, failed_at + gone * FAILURE_LEAK
     return failures, failed_at
 
 
-def after_failure(failures: int, failed_at: float, locked_until: float, locks: int,
-                  lockout: int, permanent: bool, now: float) -> tuple[int, float, float, int]:
+def after_failure(failures: int, failed_at: int, locked_until: int, locks: int,
+                  lockout: int, permanent: bool, now: float) -> tuple[int, int, int, int]:
     """The (failures, failed_at, locked_until, locks) of an unlocked account after one more
     failed verification at ``now``."""
     failures, failed_at = leaked(failures, failed_at, now)
     if not failures:
-        failed_at = now
+        failed_at = int(now)
         locks = 0               # every earlier failure leaked away: the back-off starts over
     failures += 1
     if failures < lockout:
@@ -120,7 +121,7 @@ def after_failure(failures: int, failed_at: float, locked_until: float, locks: i
     if permanent:
         return lockout, failed_at, LOCKED_FOR_GOOD, locks + 1
     locks += 1
-    until = now + lock_duration(locks)
+    until = int(now) + lock_duration(locks)
     return lockout, until, until, locks     # the failures leak only once the lock ends
 
 

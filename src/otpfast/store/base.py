@@ -17,12 +17,12 @@ Rules every backend keeps, so a PostgreSQL backend can follow without changing c
 import abc
 import contextlib
 import dataclasses
-import math
 from typing import Iterator
 
 ACCOUNT_PENDING = "pending"   # waiting for its key ceremony
 ACCOUNT_ACTIVE = "active"
-LOCKED_FOR_GOOD = math.inf    # locked_until of a hard lock: only ``account unlock`` lifts it
+# locked_until of a hard lock (only ``account unlock`` lifts it): 2**53 s, past any clock
+LOCKED_FOR_GOOD = 2**53
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,8 +38,8 @@ class AccountRecord:
     failures: int             # recent failed verifications (they leak away: services.policy)
     transcript: bytes | None  # ceremony transcript hash (final receipt)
     created_at: float
-    failed_at: float = 0.0    # when ``failures`` last leaked (or was set)
-    locked_until: float = 0.0  # refused before this time; LOCKED_FOR_GOOD: a hard lock
+    failed_at: int = 0        # when ``failures`` last leaked or was set (whole seconds)
+    locked_until: int = 0     # refused before this time (s); LOCKED_FOR_GOOD: a hard lock
     locks: int = 0            # temporary locks in a row (the back-off level)
 
     @property

@@ -80,10 +80,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     (   # v3: throttling - failures leak over time, locks are temporary (services.policy);
         # an account the old policy had locked for good stays locked
-        "ALTER TABLE accounts ADD COLUMN failed_at DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE accounts ADD COLUMN locked_until DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN failed_at BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locked_until BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE accounts ADD COLUMN locks INTEGER NOT NULL DEFAULT 0",
-        "UPDATE accounts SET locked_until = 'Infinity' WHERE failures >= lockout",
+        "UPDATE accounts SET locked_until = 9007199254740992 WHERE failures >= lockout",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -399,10 +399,10 @@ class _PostgresTransaction(SqlTransaction):
             " chain_last = c.chain_last, failures = c.failures, failed_at = c.failed_at,"
             " locked_until = c.locked_until, locks = c.locks"
             " FROM unnest(%(names)s::text[], %(counters)s::bigint[], %(steps)s::bigint[],"
-            " %(chains)s::bytea[], %(failures)s::integer[], %(failed_at)s::float8[],"
-            " %(locked_until)s::float8[], %(locks)s::integer[], %(old_counters)s::bigint[],"
+            " %(chains)s::bytea[], %(failures)s::integer[], %(failed_at)s::bigint[],"
+            " %(locked_until)s::bigint[], %(locks)s::integer[], %(old_counters)s::bigint[],"
             " %(old_steps)s::bigint[], %(old_chains)s::bytea[], %(old_failures)s::integer[],"
-            " %(old_locked_until)s::float8[])"
+            " %(old_locked_until)s::bigint[])"
             " AS c (name, counter, last_step, chain_last, failures, failed_at, locked_until,"
             " locks, old_counter, old_last_step, old_chain_last, old_failures,"
             " old_locked_until)"

@@ -67,11 +67,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX issued_expiry ON issued (expires_at)",
     ),
     (   # v3: throttling - failures leak over time, locks are temporary (services.policy);
-        # an account the old policy had locked for good stays locked (9e999 is +Inf)
-        "ALTER TABLE accounts ADD COLUMN failed_at REAL NOT NULL DEFAULT 0",
-        "ALTER TABLE accounts ADD COLUMN locked_until REAL NOT NULL DEFAULT 0",
+        # an account the old policy had locked for good stays locked (LOCKED_FOR_GOOD)
+        "ALTER TABLE accounts ADD COLUMN failed_at INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE accounts ADD COLUMN locks INTEGER NOT NULL DEFAULT 0",
-        "UPDATE accounts SET locked_until = 9e999 WHERE failures >= lockout",
+        "UPDATE accounts SET locked_until = 9007199254740992 WHERE failures >= lockout",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -85,7 +85,7 @@ _AUDIT_ROWS = 4000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
 _ACCOUNT_JSON = ("name, type, params, state, iif(material_enc IS NULL, NULL, hex(material_enc)),"
                  " counter, last_step, iif(chain_last IS NULL, NULL, hex(chain_last)), failures,"
                  " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at),"
-                 " printf('%!.17g', failed_at), printf('%!.17g', locked_until), locks")
+                 " failed_at, locked_until, locks")
 
 
 def _unhex(text):
@@ -375,7 +375,7 @@ class SQLiteStore(SqlReads, Store):
                 found[name] = self._decoder.account((
                     name, type_, params, state, _unhex(material), counter, last_step,
                     _unhex(chain_last), failures, _unhex(transcript), float(created_at),
-                    float(failed_at), float(locked_until), locks))
+                    failed_at, locked_until, locks))
         return found
 
     # -- reads ------------------------------------------------------------------------
