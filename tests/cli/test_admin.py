@@ -116,10 +116,10 @@ def test_admin_account_lifecycle(initialised):
     assert listing == ["alice\ttotp\tactive", "bob\thashchain\tpending"]
     show = run("account", "show", "alice").stdout
     assert "digits: 8" in show and "lockout: 10" in show and "key" not in show
-    assert "locked: no" in show and "lockout_policy: temporary" in show
+    assert "locked: False" in show and "lockout_policy: temporary" in show
     assert run("account", "lock", "alice").exit_code == 0
     assert "LOCKED" in run("account", "list").stdout
-    assert "locked: permanent" in run("account", "show", "alice").stdout
+    assert "locked_until: permanent" in run("account", "show", "alice").stdout
     assert run("account", "unlock", "alice").exit_code == 0
     assert "LOCKED" not in run("account", "list").stdout
     assert run("account", "unlock", "nobody").exit_code == 2

@@ -121,13 +121,13 @@ class Admin:
                                 period=record.params.get("period", 30), counter=record.counter)
 
 
-def lock_state(record: AccountRecord, now: float) -> str:
-    """"permanent", "until <UTC time>" or "no"."""
+def locked_until(record: AccountRecord, now: float) -> str:
+    """"permanent", the UTC time a temporary lock ends, or "-"."""
     if record.locked:
         return "permanent"
     if record.locked_at(now):
-        return "until " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.locked_until))
-    return "no"
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.locked_until))
+    return "-"
 
 
 def describe(record: AccountRecord, now: float) -> dict:
@@ -135,7 +135,8 @@ def describe(record: AccountRecord, now: float) -> dict:
     as they count now (after leaking), the lock and the back-off level (locks in a row)."""
     failures, _ = policy.leaked(record.failures, record.failed_at, now)
     info = {"name": record.name, "type": record.type, "state": record.state,
-            "failures": failures, "locked": lock_state(record, now), "lock_level": record.locks,
+            "failures": failures, "locked": record.locked_at(now),
+            "locked_until": locked_until(record, now), "lock_level": record.locks,
             "lockout_policy": policy.DEFAULT_LOCKOUT_POLICY}
     info.update({k: v for k, v in record.params.items()})
     if record.type in policy.SERVER_ISSUED or record.type == "hotp":
