@@ -13,6 +13,6 @@ from .sqlite import SCHEMA_VERSION, SQLiteStore
 __all__ = [
     "ACCOUNT_ACTIVE", "ACCOUNT_PENDING", "AccountRecord", "AuditEntry", "AuditReport",
     "AuthorityRecord", "AtRestKeys", "ClientRecord", "ContributionRecord", "LOCKED_FOR_GOOD",
-    "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Transaction", "describe_url", "load_key",
-    "new_key",
+    "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Transaction", "describe_url",
+    "load_key", "new_key",
 ]
