@@ -166,3 +166,21 @@ def test_lockout_migration_keeps_old_permanent_locks(tmp_path):
         assert store.account("fine").locked_until == 0
     finally:
         store.close()
+
+
+def test_lockout_migration_keeps_old_permanent_locks_postgres(pg_url):
+    from otpfast.store import PostgresStore
+    from otpfast.store import postgres as postgres_backend
+    conn = postgres_backend.connect(pg_url)
+    postgres_backend.migrate(conn, target=2)
+    for name, failures in (("locked", 3), ("fine", 1)):
+        conn.execute("INSERT INTO accounts (name, type, params, state, failures, lockout,"
+                     " created_at) VALUES (%s, 'totp', '{\"lockout\": 3}', 'pending', %s, 3, 1.0)",
+                     (name, failures))
+    conn.close()
+    store = PostgresStore(pg_url, new_key())
+    try:
+        assert store.account("locked").locked and not store.account("fine").locked
+        assert store.account("fine").locked_until == 0
+    finally:
+        store.close()
