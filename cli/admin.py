@@ -123,7 +123,7 @@ def client_add(data_dir, name, account, verifier):
 
 @click.group("account")
 def account_group():
-    """Accounts: add, list, show, unlock, delete."""
+    """Accounts: add, list, show, lock, unlock, delete."""
 
 
 @account_group.command("add")
@@ -145,15 +145,20 @@ def account_group():
 @click.option("--chain-length", type=POSITIVE_INT, default=None,
               help=f"hashchain: number of uses (default {policy.DEFAULT_CHAIN_LENGTH}).")
 @click.option("--lockout", type=POSITIVE_INT, default=None,
-              help=f"Failed verifications before locking (default {policy.DEFAULT_LOCKOUT}, "
-                   f"max {policy.MAX_LOCKOUT}).")
+              help=f"Recent failed verifications before locking (default "
+                   f"{policy.DEFAULT_LOCKOUT}, max {policy.MAX_LOCKOUT}); one is forgiven "
+                   f"every {int(policy.FAILURE_LEAK // 60)} minutes.")
+@click.option("--lockout-policy", type=click.Choice(policy.LOCKOUT_POLICIES), default=None,
+              help=f"temporary (default): a lock lifts by itself after "
+                   f"{int(policy.FIRST_LOCK // 60)} minutes, doubling at each repeated lock up "
+                   f"to {int(policy.MAX_LOCK // 3600)} hours; permanent: until `account unlock`.")
 @click.option("--window", type=click.IntRange(min=0), default=None,
               help=f"hotp/hashchain look-ahead (default {policy.DEFAULT_WINDOW}).")
 @click.option("--period", type=POSITIVE_INT, default=None, help="totp: step in seconds (30).")
 @click.option("--insecure-paper-mode", is_flag=True,
               help="Confirm an INSECURE rsa-lfsr/rsa-primroot account (the paper's scheme).")
 def account_add(data_dir, name, type_, authorities, digits, ttl, algorithm, chain_length,
-                lockout, window, period, insecure_paper_mode):
+                lockout, lockout_policy, window, period, insecure_paper_mode):
     """Create account NAME."""
     if type_ in policy.INSECURE_TYPES:
         click.echo(f"WARNING: {type_} is the paper's RSA-type OTP with a ~20-bit modulus. It is "
@@ -167,7 +172,8 @@ def account_add(data_dir, name, type_, authorities, digits, ttl, algorithm, chai
         record = admin.add_account(name, type_, digits=digits, ttl=ttl, algorithm=algorithm,
                                    chain_length=chain_length, lockout=lockout, window=window,
                                    period=period, authorities=ids,
-                                   insecure_paper_mode=insecure_paper_mode)
+                                   insecure_paper_mode=insecure_paper_mode,
+                                   lockout_policy=lockout_policy)
     if record.authorities:
         click.echo(f"account {name} ({type_}) waits for the key ceremony of authorities "
                    f"{','.join(map(str, record.authorities))}")
@@ -182,11 +188,12 @@ def account_list(data_dir, as_json):
     """List accounts (no secrets)."""
     with _admin(data_dir) as admin:
         records = admin.accounts()
+        now = admin.clock()
     for record in records:
         if as_json:
-            click.echo(json.dumps(describe(record), sort_keys=True))
+            click.echo(json.dumps(describe(record, now), sort_keys=True))
         else:
-            flags = " LOCKED" if record.locked else ""
+            flags = " LOCKED" if record.locked_at(now) else ""
             click.echo(f"{record.name}\t{record.type}\t{record.state}{flags}")
 
 
@@ -196,7 +203,7 @@ def account_list(data_dir, as_json):
 def account_show(data_dir, name):
     """Show an account's settings and state (no secrets)."""
     with _admin(data_dir) as admin:
-        info = describe(admin.account(name))
+        info = describe(admin.account(name), admin.clock())
     for key in sorted(info):
         value = info[key]
         if isinstance(value, list):
@@ -204,11 +211,21 @@ def account_show(data_dir, name):
         click.echo(f"{key}: {value}")
 
 
+@account_group.command("lock")
+@data_dir_option
+@click.argument("name")
+def account_lock(data_dir, name):
+    """Lock account NAME for good: every OTP refused until `account unlock`."""
+    with _admin(data_dir) as admin:
+        admin.lock(name)
+    click.echo(f"account {name} locked")
+
+
 @account_group.command("unlock")
 @data_dir_option
 @click.argument("name")
 def account_unlock(data_dir, name):
-    """Reset the failure count of a locked account."""
+    """Lift any lock of account NAME and forget its failures and back-off."""
     with _admin(data_dir) as admin:
         admin.unlock(name)
     click.echo(f"account {name} unlocked")

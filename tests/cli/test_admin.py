@@ -137,11 +137,20 @@ def test_admin_account_lifecycle(initialised):
     assert listing == ["alice\ttotp\tactive", "bob\thashchain\tpending"]
     show = run("account", "show", "alice").stdout
     assert "digits: 8" in show and "lockout: 10" in show and "key" not in show
-    _lock(run.data_dir, "alice", 10)
+    assert "locked: False" in show and "lockout_policy: temporary" in show
+    assert run("account", "lock", "alice").exit_code == 0
     assert "LOCKED" in run("account", "list").stdout
+    assert "locked_until: permanent" in run("account", "show", "alice").stdout
     assert run("account", "unlock", "alice").exit_code == 0
     assert "LOCKED" not in run("account", "list").stdout
     assert run("account", "unlock", "nobody").exit_code == 2
+    assert run("account", "lock", "nobody").exit_code == 2
+    result = run("account", "add", "carol", "--type", "hotp", "--lockout-policy", "permanent")
+    assert result.exit_code == 0
+    assert "lockout_policy: permanent" in run("account", "show", "carol").stdout
+    result = run("account", "add", "dave", "--type", "hotp", "--lockout-policy", "never")
+    assert result.exit_code == 2 and "--lockout-policy" in result.output
+    assert run("account", "delete", "carol", "--yes").exit_code == 0
     assert run("account", "delete", "bob", input="n\n").exit_code == 1
     assert run("account", "delete", "bob", "--yes").exit_code == 0
     assert run("account", "list").stdout.splitlines() == ["alice\ttotp\tactive"]

@@ -96,6 +96,7 @@ class FakeDistribution:
         self.threads = set()
         self.lock = threading.Lock()
         self.fail_next_batch = False
+        self.sources = set()
 
     def authenticate(self, exchange, proof, *, source="-"):
         from otpfast.services import credentials
@@ -109,6 +110,12 @@ class FakeDistribution:
 
     def issue(self, account, otp):
         self.valid.setdefault(account, set()).add(otp)
+
+    def refusals_pending(self):       # no refusal entries queued (see AsyncVerifier)
+        return False
+
+    def flush_refusals(self, **kwargs):
+        return 0
 
     def request(self, client, account):
         from otpfast.services import masking
@@ -127,6 +134,7 @@ class FakeDistribution:
             self.fail_next_batch = False
             raise RuntimeError("disk full")
         self.batches.append(len(items))
+        self.sources.update(item.source for item in items)
         out = []
         for item in items:
             allowed = item.client is None or item.client.verifier

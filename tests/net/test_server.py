@@ -73,6 +73,18 @@ def test_distribution_request_verify_replay(start, run):
     run(main)
 
 
+@pytest.mark.parametrize("kind", ["combined", "distribution"])
+def test_verifications_name_the_peer_address_as_source(start, run, kind):
+    """The source is what throttling counts failures against (services.policy)."""
+    async def main():
+        async with start(kind=kind) as running:
+            async with running.connect() as verifier:
+                await verifier.authenticate(*VERIFIER)
+                await verifier.verify("alice", "000000")
+            assert running.distribution.sources == {"127.0.0.1"}
+    run(main)
+
+
 def test_pipelined_verifications_keep_order_and_batch(start, run):
     async def main():
         async with start() as running:

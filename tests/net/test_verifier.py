@@ -26,6 +26,12 @@ class Recorder:
             raise OSError("disk I/O error")
         return [item.otp.startswith("ok") for item in items]
 
+    def refusals_pending(self):       # no refusal entries queued
+        return False
+
+    def flush_refusals(self, **kwargs):
+        return 0
+
     def note(self, value):
         self.threads.add(threading.get_ident())
         self.calls.append((value, len(self.batches)))

@@ -38,7 +38,7 @@ def test_verify_many_same_decisions_on_every_sql_path(device_otps, sql_path, tmp
     store = SQLiteStore(str(tmp_path / "s.db"), new_key(), head_path=str(tmp_path / "head"),
                         create=True)
     admin, distribution = Admin(store, clock=clock), Distribution(store, clock=clock)
-    admin.add_account("h", "hotp", lockout=3)
+    admin.add_account("h", "hotp", lockout=4)
     admin.add_account('odd, "name"', "totp")
     admin.add_account("c", "hashchain", chain_length=10)
     next_h, next_c = device_otps(admin, distribution, "h"), device_otps(admin, distribution, "c")
@@ -63,10 +63,11 @@ def test_verify_many_same_decisions_on_every_sql_path(device_otps, sql_path, tmp
         audit.NO_MATCH, audit.ACCEPTED, audit.NO_MATCH, audit.NO_ACCOUNT, audit.BAD_FORMAT,
         audit.NOT_AUTHORISED]
     h = store.account("h")
-    assert (h.counter, h.failures, h.locked) == (counter + 1, 2, False)
+    # successes do not reset failures
+    assert (h.counter, h.failures, h.locked_at(clock())) == (counter + 1, 3, False)
     assert store.account('odd, "name"').last_step == int(clock() // 30)
     assert store.account("c").chain_last == bytes.fromhex(issued_c)
-    # a third failure locks: then even the next valid code is refused
+    # a fourth failure locks: then even the next valid code is refused
     assert distribution.verify_many([VerifyItem("h", wrong, "t"),
                                      VerifyItem("h", app.generate(counter + 1), "t")]) == [False, False]
     assert [e.outcome for e in list(store.audit_entries())[-2:]] == [audit.NO_MATCH, audit.LOCKED]

@@ -39,8 +39,8 @@ def test_batch_duplicates_accept_exactly_once(device_otps, admin, distribution, 
              VerifyItem("h", app_code, "app", RP), VerifyItem("h", issued_h, "net", RP)]
     assert distribution.verify_many(items) == [True, True, False, True, False, False, False]
     assert store.account("h").counter == 6
-    # refusals counted in order: the app code's success reset h's count between them
-    assert (store.account("h").failures, store.account("c").failures) == (2, 1)
+    # every refusal counts; a success in between does not reset the count
+    assert (store.account("h").failures, store.account("c").failures) == (3, 1)
     assert store.account("c").chain_last == bytes.fromhex(chain_value)
     assert outcomes(store, 7) == [audit.ACCEPTED, audit.ACCEPTED, audit.NO_MATCH,
                                   audit.ACCEPTED, audit.NO_MATCH, audit.NO_MATCH,
@@ -85,24 +85,24 @@ def test_batch_mixed_accounts_and_refusals(device_otps, admin, distribution, sto
     assert outcomes(store, 9) == [audit.NO_MATCH, audit.ACCEPTED, audit.NO_ACCOUNT,
                                   audit.NOT_AUTHORISED, audit.ACCEPTED, audit.BAD_FORMAT,
                                   audit.NO_ACCOUNT, audit.ACCEPTED, audit.NO_MATCH]
-    # the success after the bad-format failure reset a's count; b's refusal stays counted
-    assert store.account("a").failures == 0 and store.account("b").failures == 0
-    assert store.account("t").failures == 1
+    # refusals stay counted, successes after them notwithstanding
+    assert [store.account(name).failures for name in "abt"] == [1, 1, 1]
 
 
-def test_batch_lockout_is_counted_inside_the_batch(device_otps, admin, distribution, store):
+def test_batch_lockout_is_counted_inside_the_batch(device_otps, admin, distribution, store,
+                                                  clock):
     admin.add_account("h", "hotp", lockout=3)
     next_h = device_otps(admin, distribution, "h")
     good = next_h()
     wrong = "000000" if good != "000000" else "111111"
     items = [VerifyItem("h", wrong, "net", RP)] * 2 + [VerifyItem("h", good, "net", RP)]
     items += [VerifyItem("h", wrong, "net", RP)] * 3 + [VerifyItem("h", next_h(), "net", RP)]
-    # two failures, a success (resets), three failures (locks), then even a valid OTP fails
+    # two failures, a success (no reset), a third failure locks, then even a valid OTP fails
     assert distribution.verify_many(items) == [False, False, True, False, False, False, False]
-    assert outcomes(store, 7)[-4:] == [audit.NO_MATCH, audit.NO_MATCH, audit.NO_MATCH,
+    assert outcomes(store, 7)[-4:] == [audit.NO_MATCH, audit.LOCKED, audit.LOCKED,
                                        audit.LOCKED]
     record = store.account("h")
-    assert record.failures == 3 and record.locked
+    assert record.failures == 3 and record.locked_at(clock()) and not record.locked
     admin.unlock("h")
     assert distribution.verify_many([items[-1]]) == [True]
 

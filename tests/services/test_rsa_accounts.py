@@ -96,12 +96,12 @@ def test_rsa_prf_account(admin, distribution, store):
         assert pow(int(otp), m["d"], m["n"]) == rsaotp.prf_candidate(key, i, m["n"])
 
 
-def test_rsa_prf_wrong_otp_counts_as_failure(admin, distribution, store):
+def test_rsa_prf_wrong_otp_counts_as_failure(admin, distribution, store, clock):
     admin.add_account("prf", "rsa-prf", lockout=2)
     for _ in range(2):
         with pytest.raises(InvalidToken):
             distribution.verify("prf", "000000", source="test")
-    assert store.account("prf").locked
+    assert store.account("prf").locked_at(clock())
 
 
 def test_rsa_types_need_insecure_flag(admin):

@@ -97,11 +97,15 @@ def test_store_failures_stop_at_lockout_and_unlock(store):
     add_account(store)
     with store.transaction() as tx:
         assert [tx.record_failure("alice") for _ in range(5)] == [True, True, True, False, False]
-        assert not tx.clear_failures("alice")           # locked: a success cannot unlock
-    assert store.account("alice").locked
+        assert not tx.clear_failures("alice")           # at the lockout: cannot be cleared
+        assert tx.lock("alice") and not tx.lock("nobody")
+    alice = store.account("alice")
+    assert alice.failures == 3 and alice.locked and alice.locked_at(1e12)
     with store.transaction() as tx:
         assert tx.unlock("alice")
-    assert store.account("alice").failures == 0
+    alice = store.account("alice")
+    assert (alice.failures, alice.failed_at, alice.locked_until, alice.locks) == (0, 0, 0, 0)
+    assert not alice.locked
 
 
 def test_store_pending_account_activates_once(store):
@@ -197,10 +201,15 @@ def test_store_update_accounts_is_compare_and_set(store):
         assert tx.update_accounts([(now_alice, moved(now_alice, last_step=-5))]) == 0
         assert tx.update_accounts([(now_alice, moved(now_alice, failures=4))]) == 0
         now_bob = tx.account("bob")
-        assert tx.update_accounts([(now_bob, moved(now_bob, chain_last=b"y", failures=3))]) == 1
+        assert tx.update_accounts([(now_bob, moved(now_bob, chain_last=b"y", failures=3,
+                                                   failed_at=2, locked_until=9,
+                                                   locks=1))]) == 1
+        # the lock is part of the compare: a stale locked_until matches no row
+        assert tx.update_accounts([(now_bob, moved(now_bob, locks=2))]) == 0
     alice, bob = store.account("alice"), store.account("bob")
     assert (alice.counter, alice.failures, alice.last_step) == (5, 2, -1)
-    assert (bob.last_step, bob.chain_last, bob.failures, bob.locked) == (7, b"y", 3, True)
+    assert (bob.last_step, bob.chain_last, bob.failures) == (7, b"y", 3)
+    assert (bob.failed_at, bob.locked_until, bob.locks) == (2, 9, 1)
 
 
 def test_store_transaction_rolls_back_on_exception(store):

@@ -46,7 +46,8 @@ class DistributionHandler:
         client = self.client
         if kind is Verify and client is not None:
             reply = Reply.waiting(_verdict)
-            self._verifier.verify_callback(event.account, event.otp, reply, source="protocol", client=client)
+            self._verifier.verify_callback(event.account, event.otp, reply, source=self.source,
+                                           client=client)
             return reply
         if kind is Request and client is not None:
             return Reply(future=self._verifier.call_future(

@@ -34,6 +34,10 @@ from ..errors import StoreBusy
 from ..services.distribution import VerifyItem
 
 BUSY_RETRY = 0.005       # seconds between attempts at a write lock another process holds
+# Queued refusal audit entries (Distribution.note_refusal) ride on the next verification
+# batch; without one they are written at most this long after they were queued (and flood
+# aggregates when their window ends): rare enough to cost nothing, soon enough to read.
+REFUSAL_FLUSH = 1.0
 
 log = logging.getLogger("otpfast.net.verifier")
 
@@ -54,6 +58,7 @@ class AsyncVerifier:
         self._tick_batch = []          # (item, future or callback) submitted during this loop pass
         self._tick_scheduled = False
         self._retry = None             # the timer of a batch waiting for the write lock
+        self._refusal_timer = None     # the timer of the next refusal flush
         self.batches = 0
         self.verified = 0
         self.busy = 0                  # attempts that found the write lock taken
@@ -103,13 +108,15 @@ class AsyncVerifier:
         before it; return an asyncio future with its result or exception."""
         if self._closed:
             raise RuntimeError("AsyncVerifier is closed")
-        loop = self._loop or asyncio.get_running_loop()
+        if self._loop is None:
+            self._attach(asyncio.get_running_loop())
         self._run_tick(wait=True)  # keep submission order
-        future = loop.create_future()
+        future = self._loop.create_future()
         try:
             future.set_result(fn(*args, **kwargs))
         except Exception as exc:  # handed to the awaiting coroutine
             future.set_exception(exc)
+        self._schedule_refusal_flush()
         return future
 
     async def call(self, fn, *args, **kwargs):
@@ -119,6 +126,13 @@ class AsyncVerifier:
         """Decide what is still pending, then refuse new work."""
         if not self._closed:
             self._run_tick(wait=True)
+            if self._refusal_timer is not None:
+                self._refusal_timer.cancel()
+                self._refusal_timer = None
+            try:
+                self.distribution.flush_refusals(everything=True)
+            except Exception as exc:  # the server stops anyway; say what was not written
+                log.error("writing queued refusal entries failed: %s", type(exc).__name__)
             if self._handoff is not None and self._loop is not None:
                 self._loop.remove_reader(self._handoff.fileno())
             if self._syncing is not None or self._unsynced:
@@ -169,6 +183,7 @@ class AsyncVerifier:
             outcome = [(target, None, exc) for _item, target in batch]
         if self._handoff is not None:
             self._handoff.notify()
+        self._schedule_refusal_flush()
         self.batch_log.append((len(batch), time.perf_counter() - started, time.thread_time() - cpu_started))
         self.batches += 1
         self.verified += len(batch)
@@ -179,6 +194,25 @@ class AsyncVerifier:
             if self._syncing is None:
                 self._start_sync()
         return True
+
+    # -- refusal entries not taken by a batch ------------------------------------------------
+    def _schedule_refusal_flush(self):
+        if (self._refusal_timer is None and self._loop is not None and not self._closed
+                and self.distribution.refusals_pending()):
+            self._refusal_timer = self._loop.call_later(REFUSAL_FLUSH, self._flush_refusals)
+
+    def _flush_refusals(self):
+        self._refusal_timer = None
+        try:
+            written = self.distribution.flush_refusals(wait=False, durable=self._sync is None)
+        except StoreBusy:       # another writer: the next timer tries again
+            written = 0
+        except Exception as exc:  # kept queued; the next timer tries again
+            log.error("writing queued refusal entries failed: %s", type(exc).__name__)
+            written = 0
+        if written and self._sync is not None and self._syncing is None:
+            self._start_sync()      # the audit head file follows once they are on disk
+        self._schedule_refusal_flush()
 
     # -- durability off the loop ----------------------------------------------------------
     def _start_sync(self):

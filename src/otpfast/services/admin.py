@@ -80,11 +80,20 @@ class Admin:
         return record
 
     def unlock(self, name: str) -> None:
+        """Lift any lock and forget the failures and the back-off."""
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.unlock(name):
                 raise InvalidParameter("name", f"no account named {name!r}")
             self._audit(tx, now, "account-unlocked", account=name)
+
+    def lock(self, name: str) -> None:
+        """Lock an account for good (until :meth:`unlock`)."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.lock(name):
+                raise InvalidParameter("name", f"no account named {name!r}")
+            self._audit(tx, now, "account-locked", account=name)
 
     def delete(self, name: str) -> None:
         now = self.clock()
@@ -113,10 +122,23 @@ class Admin:
                                 period=record.params.get("period", 30), counter=record.counter)
 
 
-def describe(record: AccountRecord) -> dict:
-    """Non-secret facts about an account, for ``account list/show``."""
+def locked_until(record: AccountRecord, now: float) -> str:
+    """"permanent", the UTC time a temporary lock ends, or "-"."""
+    if record.locked:
+        return "permanent"
+    if record.locked_at(now):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.locked_until))
+    return "-"
+
+
+def describe(record: AccountRecord, now: float) -> dict:
+    """Non-secret facts about an account at ``now``, for ``account list/show``: failures
+    as they count now (after leaking), the lock and the back-off level (locks in a row)."""
+    failures, _ = policy.leaked(record.failures, record.failed_at, now)
     info = {"name": record.name, "type": record.type, "state": record.state,
-            "failures": record.failures, "locked": record.locked}
+            "failures": failures, "locked": record.locked_at(now),
+            "locked_until": locked_until(record, now), "lock_level": record.locks,
+            "lockout_policy": policy.DEFAULT_LOCKOUT_POLICY}
     info.update({k: v for k, v in record.params.items()})
     if record.type in policy.SERVER_ISSUED or record.type == "hotp":
         info["counter"] = record.counter

@@ -24,6 +24,7 @@ ADMIN = "admin"
 ACCEPTED = "accepted"
 ISSUED = "issued"
 REFUSED = "refused"
+THROTTLED = "refused:throttled"      # the source or client failed too often (no account read)
 NO_ACCOUNT = "rejected:unknown-account"
 NOT_AUTHORISED = "rejected:not-authorised"
 PENDING = "rejected:ceremony-pending"

@@ -10,20 +10,30 @@ Verification policy, the same for every caller (native protocol, CLI, RADIUS):
   counter (the counter then moves past it: no reuse); TOTP accepts the current step +-1
   and only steps after the last accepted one; hash chains follow the paper (H(x) == last,
   then x is stored) and need the issued row too;
-* after ``lockout`` consecutive failures the account is locked (every OTP refused) until
-  ``otpfast account unlock``; a success resets the count;
-* every failure raises the same InvalidToken; every call writes one audit entry.
+* failures count per account and leak away over time (a success does not reset them);
+  reaching ``lockout`` locks the account (every OTP refused) for a while that doubles at
+  each repeated lock, or for good under the permanent policy (services.policy);
+* failures also count per source address and per client name (token buckets,
+  services.throttle): over the limit a verification is refused before any account is read;
+* an unknown account costs the same work as a known one (a decoy account of the default
+  type is verified in its place), so timing does not tell which names exist;
+* every failure raises the same InvalidToken; every verification writes one audit entry
+  in its batch's transaction; refusals before that point are queued (note_refusal,
+  services.refusals) and written with the next batch or flush, floods aggregated.
 """
 import collections
 import dataclasses
+import secrets
 import threading
 import time
 
 from otpfast.errors import InvalidParameter, InvalidToken, Refused
 from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
-from . import audit, credentials, masking, tokens
+from . import audit, credentials, masking, policy, tokens
 from .policy import SERVER_ISSUED
+from .refusals import RefusalLog
+from .throttle import RateLimiter
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,6 +63,10 @@ class VerifyItem:
 
 TOKEN_CACHE_SIZE = 4096
 MIN_TTL, MAX_TTL = 1, 86400     # seconds; the paper uses 120..900
+# The decoy verified in place of an unknown account: HOTP with the default settings (the
+# widest look-ahead of the default settings, so the most HMACs), as any new account has.
+DECOY_TYPE = "hotp"             # (_VerifyBatch builds its matcher: tokens.HotpMatcher)
+_DECOY_NAME = " decoy"          # no real account can have it (names never start with a space)
 
 
 class _TokenCache:
@@ -89,6 +103,10 @@ class Distribution:
         self.clock = clock
         self.ttl = ttl
         self._tokens = _TokenCache()
+        self._failed_sources = RateLimiter(policy.FAILED_PER_SOURCE, clock=clock)
+        self._failed_clients = RateLimiter(policy.FAILED_PER_CLIENT, clock=clock)
+        self._refusals = RefusalLog()
+        self._decoy = _decoy_account(clock())
 
     # -- clients ----------------------------------------------------------------------
     def authenticate(self, exchange: credentials.Exchange, proof: bytes, *,
@@ -96,6 +114,11 @@ class Distribution:
         """Check a client's proof (services.credentials); the ClientInfo carries the session
         key that masks this connection's OTPs. Refused: one generic Refused, same cost."""
         name = exchange.principal
+        if self.throttled(str(source)[:64], str(name)[:128]):
+            # out of failures: refused before any work (this says nothing about the name)
+            self.note_refusal(self.clock(), audit.AUTHENTICATE, "-", str(name)[:128],
+                              str(source)[:64], audit.THROTTLED)
+            raise Refused()
         record = self.store.client(name) if exchange.kind == credentials.CLIENT else None
         session_key = credentials.check_proof(
             proof, None if record is None else record.credential_hash, exchange)
@@ -154,30 +177,107 @@ class Distribution:
         decided in order with the same rules as :meth:`verify`; of two copies of one OTP
         exactly one is accepted. ``wait=False``: raise StoreBusy (nothing decided) while
         another writer holds the store. ``durable=False``: return before the decisions are
-        on disk; tell nobody of them before ``store.sync()`` returns."""
+        on disk; tell nobody of them before ``store.sync()`` returns. The queued refusal
+        entries are written in the same transaction."""
         if not items:
             return []
         now = self.clock()
-        with self.store.transaction(wait=wait, durable=durable) as tx:
-            batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now)
-            results = batch.run()
-            batch.finish()
-        return results
+        # a source or client out of failures: refused before its accounts are even read
+        # (asked once per distinct pair: a relay's batch comes from one source and client)
+        throttled, known = self.throttled, {}
+        blocked = []
+        for item in items:
+            pair = (item.source, None if item.client is None else item.client.name)
+            out = known.get(pair)
+            if out is None:
+                out = known[pair] = throttled(*pair)
+            if out:
+                blocked.append(item)
+        asked = items
+        if blocked:
+            for item in blocked:
+                self._refuse_throttled(now, item)
+            blocked_ids = {id(item) for item in blocked}
+            items = [item for item in items if id(item) not in blocked_ids]
+            if not items:       # no transaction at all: the refusals wait for the next one
+                return [False] * len(asked)
+        refusals = self._refusals.take(now)
+        try:
+            with self.store.transaction(wait=wait, durable=durable) as tx:
+                batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy)
+                decided = batch.run(self, refusals)
+                batch.finish()
+        except BaseException:
+            self._refusals.put_back(refusals)
+            raise
+        if not blocked:
+            return decided
+        decided_iter = iter(decided)
+        return [False if id(item) in blocked_ids else next(decided_iter) for item in asked]
 
+    # -- throttling and refusals ------------------------------------------------------
+    def throttled(self, source, client_name: str | None = None) -> bool:
+        """True while ``source`` or ``client_name`` has used up its failures (see
+        policy.FAILED_PER_SOURCE): refuse at once, touching no account."""
+        return self._failed_sources.blocked(source) or (
+            client_name is not None and self._failed_clients.blocked(client_name))
+
+    def _refuse_throttled(self, now: float, item: VerifyItem) -> None:
+        self._refusals.add(now, audit.VERIFY, str(item.account)[:128],
+                           "-" if item.client is None else item.client.name,
+                           str(item.source)[:64], audit.THROTTLED)
+
+    def _count_failure(self, source, client_name: str | None) -> None:
+        self._failed_sources.charge(source)
+        if client_name is not None and client_name != "-":
+            self._failed_clients.charge(client_name)
+
+    def refusals_pending(self) -> bool:
+        return self._refusals.pending()
+
+    def flush_refusals(self, *, wait: bool = True, durable: bool = True,
+                       everything: bool = False) -> int:
+        """Write the queued refusal entries that are due (one transaction); returns how
+        many. The network glue calls it when idle, and with ``everything`` (flood windows
+        still open included) when it stops; ``wait``/``durable`` as verify_many."""
+        refusals = self._refusals.take(self.clock(), everything=everything)
+        if not refusals:
+            return 0
+        try:
+            with self.store.transaction(wait=wait, durable=durable) as tx:
+                tx.audit_many(refusals)
+        except BaseException:
+            self._refusals.put_back(refusals)
+            raise
+        return len(refusals)
 
     def note_refusal(self, now: float, event: str, account: str, client: str, source: str,
                      outcome: str) -> None:
-        # the throttle branch replaces this
-        with self.store.transaction() as tx:
-            tx.audit(now, event, account, client, source, outcome)
+        """A refusal outside a verification batch (failed authentication, refused request):
+        it counts against ``source`` and ``client`` (see :meth:`throttled`) and its audit
+        entry is queued, not committed: it is written with the next verification batch or
+        :meth:`flush_refusals`, floods aggregated (services.refusals)."""
+        source, client = str(source)[:64], str(client)[:128]
+        self._count_failure(source, client)
+        self._refusals.add(now, event, str(account)[:128], client, source, outcome)
+
+
+def _decoy_account(now: float) -> AccountRecord:
+    """The account verified in place of an unknown one: a random key nobody knows."""
+    params = policy.account_params(DECOY_TYPE)
+    material, chain_last, counter = tokens.derive_material(DECOY_TYPE, params,
+                                                           secrets.token_bytes(32))
+    return AccountRecord(name=_DECOY_NAME, type=DECOY_TYPE, params=params, state=ACCOUNT_ACTIVE,
+                         material=material, counter=counter, last_step=-1,
+                         chain_last=chain_last, failures=0, transcript=None, created_at=now)
 
 
 class _Live:
     """The batch's current verification state of one account (its record as read at the
     start, plus the fields the batch's decisions move)."""
 
-    __slots__ = ("record", "counter", "last_step", "chain_last", "failures", "lockout",
-                 "token", "moved")
+    __slots__ = ("record", "counter", "last_step", "chain_last", "failures", "failed_at",
+                 "locked_until", "locks", "lockout", "permanent", "token", "moved")
 
     def __init__(self, record: AccountRecord):
         self.record = record
@@ -185,7 +285,11 @@ class _Live:
         self.last_step = record.last_step
         self.chain_last = record.chain_last
         self.failures = record.failures
+        self.failed_at = record.failed_at
+        self.locked_until = record.locked_until
+        self.locks = record.locks
         self.lockout = record.lockout
+        self.permanent = record.params.get("lockout_policy") == "permanent"
         self.token = None
         self.moved = False      # a decision set a field (even back to its start value)
 
@@ -206,9 +310,14 @@ class _VerifyBatch:
     if still unused (Transaction.use_issued_ids). Any shortfall raises, and the whole
     transaction rolls back - nothing accepted, nothing audited; the write lock makes that
     impossible short of someone writing behind otpfast's back. The audit entries (one per
-    item) are handed over in one call."""
+    item) are handed over in one call.
 
-    def __init__(self, tx, keys, token_cache: _TokenCache, items: list[VerifyItem], now: float):
+    An item naming an unknown account is decided on a decoy (_Live of the decoy account
+    under the unknown name): the same format check, issued-OTP lookup, HMACs and failure
+    update (a compare-and-set that matches no row) as a wrong OTP for a real account."""
+
+    def __init__(self, tx, keys, token_cache: _TokenCache, items: list[VerifyItem], now: float,
+                 decoy: AccountRecord):
         self.tx = tx
         self.now = now
         self.items = items
@@ -216,6 +325,7 @@ class _VerifyBatch:
         records = tx.accounts(item.account for item in items
                               if item.client is None or item.client.verifier)
         self.live = {name: _Live(record) for name, record in records.items()}
+        self.decoys: list[_Live] = []
         # per item: (its account's _Live or None, well formed, issued-OTP lookup key or None)
         self.checked: list[tuple] = []
         wanted: dict[tuple[str, str], tuple[str, bytes]] = {}
@@ -223,11 +333,14 @@ class _VerifyBatch:
         live_of = self.live.get
         for item in items:
             account, otp, client = item.account, item.otp, item.client
-            live = (live_of(account) if isinstance(account, str)
-                    and (client is None or client.verifier) else None)
-            if live is None:
+            if not isinstance(account, str) or (client is not None and not client.verifier):
                 self.checked.append((None, False, None))
                 continue
+            live = live_of(account)
+            if live is None:        # the decoy's matcher: from the cache, as for any account
+                live = _Live(decoy)     # its name can match no row: its update changes nothing
+                live.token = self._token(decoy, tokens.HotpMatcher)
+                self.decoys.append(live)
             record = live.record
             kind = record.type
             if not isinstance(otp, str):
@@ -246,25 +359,52 @@ class _VerifyBatch:
             self.checked.append((live, well_formed, lookup))
         self.unused = tx.find_issued(list(wanted.values()), now)
         self.taken: list[int] = []
+        self._decoy = decoy
+        self._decoy_material = decoy.material
 
-    def run(self) -> list[bool]:
-        """Decide every item in order; queue one audit entry each; True = accepted."""
+    def run(self, distribution: Distribution, refusals=()) -> list[bool]:
+        """Decide every item in order; queue one audit entry each (after ``refusals``,
+        entries queued earlier); True = accepted. Each failure counts against its source
+        and client at once, so a later item of the batch from a source that has run out is
+        refused without a decision (its entry goes to the refusal log)."""
         now, accepted = self.now, audit.ACCEPTED
-        results, entries = [], []
+        count_failure = distribution._count_failure
+        source_blocked = distribution._failed_sources.blocked
+        client_blocked = distribution._failed_clients.blocked
+        # sources and clients that ran out in this batch (the others were asked before it)
+        out_sources, out_clients = set(), set()
+        results, entries = [], list(refusals)
         for item, (live, well_formed, lookup) in zip(self.items, self.checked):
-            outcome = self._decide(item, live, well_formed, lookup)
-            results.append(outcome == accepted)
             client = item.client
+            client_name = None if client is None else client.name
+            if (out_sources or out_clients) and (item.source in out_sources
+                                                 or client_name in out_clients):
+                distribution._refuse_throttled(now, item)
+                results.append(False)
+                continue
+            outcome = self._decide(item, live, well_formed, lookup)
+            ok = outcome == accepted
+            results.append(ok)
             entries.append((now, audit.VERIFY, str(item.account)[:128],
-                            "-" if client is None else client.name, str(item.source)[:64],
+                            "-" if client is None else client_name, str(item.source)[:64],
                             outcome))
-        self.tx.audit_many(entries)
+            if not ok:
+                count_failure(item.source, client_name)
+                if source_blocked(item.source):
+                    out_sources.add(item.source)
+                if client_name is not None and client_blocked(client_name):
+                    out_clients.add(client_name)
+        if entries:
+            self.tx.audit_many(entries)
         return results
 
     def finish(self) -> None:
-        """Write the batch's decisions (inside the transaction, before COMMIT)."""
+        """Write the batch's decisions (inside the transaction, before COMMIT); the decoys'
+        updates name no existing row, so they change nothing."""
         changes = [(live.record, live) for live in self.live.values() if live.moved]
-        if changes and self.tx.update_accounts(changes) != len(changes):
+        expected = len(changes)
+        changes += [(live.record, live) for live in self.decoys if live.moved]
+        if changes and self.tx.update_accounts(changes) != expected:
             raise RuntimeError("account state changed inside a transaction")
         if self.taken and self.tx.use_issued_ids(self.taken, self.now) != len(self.taken):
             raise RuntimeError("issued OTPs changed inside a transaction")
@@ -277,15 +417,24 @@ class _VerifyBatch:
             return audit.NO_ACCOUNT
         if live.record.state != ACCOUNT_ACTIVE:
             return audit.PENDING
-        if live.failures >= live.lockout:
+        if self.now < live.locked_until:
+            # the work of a wrong OTP (HMACs on the decoy, the account row written back as
+            # it is): a lock must not tell in its timing that the account exists
+            if well_formed:
+                self._token(self._decoy, tokens.HotpMatcher).match(
+                    item.otp, 0, self._decoy.params["window"])
+            live.moved = True
             return audit.LOCKED
         if well_formed and self._match(live, item.otp, lookup):
-            if live.failures:
-                live.failures = 0
-                live.moved = True
+            if live.record.material is self._decoy_material:
+                return audit.NO_ACCOUNT
             return audit.ACCEPTED
-        live.failures += 1                          # not locked: below the lockout
+        (live.failures, live.failed_at, live.locked_until, live.locks) = policy.after_failure(
+            live.failures, live.failed_at, live.locked_until, live.locks, live.lockout,
+            live.permanent, self.now)
         live.moved = True
+        if live.record.material is self._decoy_material:
+            return audit.NO_ACCOUNT
         return audit.NO_MATCH if well_formed else audit.BAD_FORMAT
 
     def _take_issued(self, lookup) -> bool:

@@ -4,8 +4,12 @@ Limits (each a documented choice):
 
 * ``ttl``: how long an issued OTP stays valid, default 300 s. Accepted 1..86400 s; the
   paper's 2-15 minutes (120..900 s) lies inside. Only server-issued OTPs expire.
-* ``lockout``: consecutive failed verifications before the account locks, default 10,
-  1..100; ``otpfast account unlock`` resets it.
+* ``lockout``: recent failed verifications before the account locks, default 10, 1..100.
+  Failures leak away (one per ``FAILURE_LEAK``); a success does not reset them. Reaching
+  the lockout locks the account for ``FIRST_LOCK``, twice as long at each repeated lock up
+  to ``MAX_LOCK``, and the lock lifts by itself (``lockout_policy`` "temporary", the
+  default); with "permanent" it holds until ``otpfast account unlock``. ``otpfast account
+  lock`` locks any account for good; ``unlock`` clears failures, lock and back-off.
 * ``window``: HOTP look-ahead for authenticator apps (and hash-chain values skipped by
   requests never verified), default 10, 0..100. TOTP accepts the current step +-1.
 * ``digits``: HOTP/TOTP 6..8 (RFC 4226); RSA types as ``rsaparams`` allows (paper: 6).
@@ -16,6 +20,9 @@ Limits (each a documented choice):
 import hashlib
 
 from otpfast.errors import InvalidParameter
+from otpfast.store import LOCKED_FOR_GOOD
+
+from .throttle import Rate
 
 TYPES = ("hotp", "totp", "hashchain", "rsa-prf", "rsa-lfsr", "rsa-primroot")
 INSECURE_TYPES = ("rsa-lfsr", "rsa-primroot")
@@ -24,6 +31,23 @@ RSA_TYPES = ("rsa-prf", "rsa-lfsr", "rsa-primroot")
 
 DEFAULT_TTL, MIN_TTL, MAX_TTL = 300, 1, 86_400
 DEFAULT_LOCKOUT, MAX_LOCKOUT = 10, 100
+LOCKOUT_POLICIES = ("temporary", "permanent")
+DEFAULT_LOCKOUT_POLICY = "temporary"    # a lock anyone can trigger must not last for ever
+# One failure leaks away per hour: an occasional typo is forgotten within a working day, and
+# a guesser who never trips the lock gets at most 24 tries a day at an account.
+FAILURE_LEAK = 3600
+# The first lock lasts 5 minutes (long for a script, short for a person who mistyped), each
+# repeated one twice as long, at most 4 hours: a guesser then gets about one try per lock
+# (failures start leaking only when a lock ends), and the owner is back the same day.
+FIRST_LOCK = 300
+MAX_LOCK = 4 * 3600
+# Failed verifications and authentications a source address, and a client name, may cause:
+# a burst of 100, then 5 a second. A relay (RADIUS NAS, verifier service) passes on the
+# failures of all its users and reaches that only at thousands of logins a second; above
+# it requests are refused before any account is read, so a hot source can neither lock
+# accounts fast (at most one every 2 s at the default lockout) nor cost a write per guess.
+FAILED_PER_SOURCE = Rate(rate=5.0, burst=100)
+FAILED_PER_CLIENT = Rate(rate=5.0, burst=100)
 DEFAULT_WINDOW, MAX_WINDOW = 10, 100
 DEFAULT_CHAIN_LENGTH, MAX_CHAIN_LENGTH = 1000, 1_000_000
 DEFAULT_PERIOD = 30
@@ -66,11 +90,47 @@ def validate_authorities(ids) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def lock_duration(locks: int) -> int:
+    """How long the ``locks``-th temporary lock in a row lasts (s)."""
+    return min(FIRST_LOCK << min(locks - 1, 32), MAX_LOCK)
+
+
+def leaked(failures: int, failed_at: int, now: float) -> tuple[int, int]:
+    """(failures, failed_at) at ``now``: one failure gone per FAILURE_LEAK since failed_at.
+    Times are whole seconds in the store."""
+    if failures and now > failed_at:
+        gone = int((now - failed_at) // FAILURE_LEAK)
+        if gone >= failures:
+            return 0, int(now)
+        if gone:
+            return failures - gone, failed_at + gone * FAILURE_LEAK
+    return failures, failed_at
+
+
+def after_failure(failures: int, failed_at: int, locked_until: int, locks: int,
+                  lockout: int, permanent: bool, now: float) -> tuple[int, int, int, int]:
+    """The (failures, failed_at, locked_until, locks) of an unlocked account after one more
+    failed verification at ``now``."""
+    failures, failed_at = leaked(failures, failed_at, now)
+    if not failures:
+        failed_at = int(now)
+        locks = 0               # every earlier failure leaked away: the back-off starts over
+    failures += 1
+    if failures < lockout:
+        return failures, failed_at, locked_until, locks
+    if permanent:
+        return lockout, failed_at, LOCKED_FOR_GOOD, locks + 1
+    locks += 1
+    until = int(now) + lock_duration(locks)
+    return lockout, until, until, locks     # the failures leak only once the lock ends
+
+
 def account_params(type: str, *, digits: int | None = None, ttl: int | None = None,
                    algorithm: str | None = None, chain_length: int | None = None,
                    lockout: int | None = None, window: int | None = None,
                    period: int | None = None, authorities=None,
-                   insecure_paper_mode: bool = False) -> dict:
+                   insecure_paper_mode: bool = False,
+                   lockout_policy: str | None = None) -> dict:
     """Validate the settings of a new account; returns its ``params`` dict."""
     if type not in TYPES:
         raise InvalidParameter("type", f"must be one of {', '.join(TYPES)}, got {type!r}")
@@ -83,6 +143,11 @@ def account_params(type: str, *, digits: int | None = None, ttl: int | None = No
                         MAX_LOCKOUT),
         "authorities": list(validate_authorities(authorities)) if authorities else [],
     }
+    lockout_policy = DEFAULT_LOCKOUT_POLICY if lockout_policy is None else lockout_policy
+    if lockout_policy not in LOCKOUT_POLICIES:
+        raise InvalidParameter("lockout-policy", f"must be one of {', '.join(LOCKOUT_POLICIES)}")
+    if lockout_policy != DEFAULT_LOCKOUT_POLICY:
+        params["lockout_policy"] = lockout_policy
     if type in SERVER_ISSUED:
         params["ttl"] = _int(DEFAULT_TTL if ttl is None else ttl, "ttl", MIN_TTL, MAX_TTL)
     elif ttl is not None:

@@ -4,14 +4,15 @@ PostgreSQL for shared deployments; psycopg is imported only when a PostgresStore
 Services import only the names re-exported here.
 """
 from .atrest import AtRestKeys, load_key, new_key
-from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuditEntry, AuditReport,
-                   AuthorityRecord, ClientRecord, ContributionRecord, Store, Transaction)
+from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountRecord, AuditEntry,
+                   AuditReport, AuthorityRecord, ClientRecord, ContributionRecord, Store,
+                   Transaction)
 from .postgres import PostgresStore, describe_url
 from .sqlite import SCHEMA_VERSION, SQLiteStore
 
 __all__ = [
     "ACCOUNT_ACTIVE", "ACCOUNT_PENDING", "AccountRecord", "AuditEntry", "AuditReport",
-    "AuthorityRecord", "AtRestKeys", "ClientRecord", "ContributionRecord", "PostgresStore",
-    "SCHEMA_VERSION", "SQLiteStore", "Store", "Transaction", "describe_url", "load_key",
-    "new_key",
+    "AuthorityRecord", "AtRestKeys", "ClientRecord", "ContributionRecord", "LOCKED_FOR_GOOD",
+    "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Transaction", "describe_url",
+    "load_key", "new_key",
 ]

@@ -25,6 +25,8 @@ from typing import Iterator
 
 ACCOUNT_PENDING = "pending"   # waiting for its key ceremony
 ACCOUNT_ACTIVE = "active"
+# locked_until of a hard lock (only ``account unlock`` lifts it): 2**53 s, past any clock
+LOCKED_FOR_GOOD = 2**53
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,9 +39,12 @@ class AccountRecord:
     counter: int              # next HOTP counter / stream index / chain index to issue
     last_step: int            # TOTP: last accepted time step (-1: none)
     chain_last: bytes | None  # hash chain: last accepted value
-    failures: int             # consecutive failed verifications
+    failures: int             # recent failed verifications (they leak away: services.policy)
     transcript: bytes | None  # ceremony transcript hash (final receipt)
     created_at: float
+    failed_at: int = 0        # when ``failures`` last leaked or was set (whole seconds)
+    locked_until: int = 0     # refused before this time (s); LOCKED_FOR_GOOD: a hard lock
+    locks: int = 0            # temporary locks in a row (the back-off level)
     # the row as stored: every ACCOUNT_COLUMNS value, then its version (otpfast.store.rows)
     row: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
@@ -53,7 +58,12 @@ class AccountRecord:
 
     @property
     def locked(self) -> bool:
-        return self.failures >= self.lockout
+        """A hard lock (the permanent lockout policy or ``account lock``): only an admin
+        lifts it. A temporary lock is a matter of time: :meth:`locked_at`."""
+        return self.locked_until == LOCKED_FOR_GOOD
+
+    def locked_at(self, now: float) -> bool:
+        return now < self.locked_until
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -161,7 +171,8 @@ class Transaction(abc.ABC):
     def update_accounts(self, changes) -> int:
         """Compare-and-set of the verification state of several accounts in one go:
         ``changes`` is [(old, new)] AccountRecords of distinct accounts; each row takes new's
-        counter, last_step, chain_last and failures only if it still holds old's (and
+        counter, last_step, chain_last, failures, failed_at, locked_until and locks only if
+        it still holds old's counter, last_step, chain_last, failures and locked_until (and
         last_step does not go back, failures stay within the lockout). Returns how many rows
         were changed; a caller getting fewer than ``len(changes)`` must roll back."""
 
@@ -175,7 +186,11 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def unlock(self, name: str) -> bool:
-        """failures -> 0 unconditionally (the admin's ``account unlock``)."""
+        """Clear failures, lock and back-off unconditionally (the admin's ``account unlock``)."""
+
+    @abc.abstractmethod
+    def lock(self, name: str) -> bool:
+        """A hard lock (locked_until -> LOCKED_FOR_GOOD): the admin's ``account lock``."""
 
     # -- ceremony
     @abc.abstractmethod

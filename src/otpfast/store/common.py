@@ -15,8 +15,8 @@ from otpfast.errors import StoreError
 
 from . import rows as row_auth
 from .atrest import AtRestKeys
-from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, AccountRecord, AuthorityRecord, ClientRecord,
-                   ContributionRecord, Transaction)
+from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountRecord,
+                   AuthorityRecord, ClientRecord, ContributionRecord, Transaction)
 # the audit chain lives in .chain; its names stay importable from here
 from .chain import ZERO_HASH, HeadFile, audit_mac, chain_entries, check_chain  # noqa: F401
 from .rows import ROW_COLUMNS, issued_prefix, refuse, row_mac, row_ok
@@ -26,7 +26,8 @@ SECRET_CACHE_SIZE = 4096
 
 # the columns of an account row, in the order account_from_row reads them
 ACCOUNT_COLUMNS = ("name, type, params, state, material_enc, counter, last_step, chain_last,"
-                   " failures, transcript, created_at")
+                   " failures, transcript, created_at"
+                   ", failed_at, locked_until, locks")     # throttling (services.policy)
 AUDIT_COLUMNS = ("seq", "time", "event", "account", "client", "source", "outcome", "hash",
                  "rows")
 # row authentication (otpfast.store.rows): every ACCOUNT_COLUMNS column is covered
@@ -118,8 +119,8 @@ class AccountDecoder:
         if not row_ok(self._keys.row_mac, "a", values, ver, mac):
             return None
         (name, type_, params, state, material_enc, counter, last_step, chain_last, failures,
-         transcript, created_at) = values
-        # the row's fixed part (all but counter, last_step, chain_last, failures): decoded once
+         transcript, created_at, failed_at, locked_until, locks) = values
+        # the row's fixed part (all but the verification state a decision moves): decoded once
         fixed_key = (name, type_, params, state, material_enc, transcript, created_at)
         fixed = self._fixed.get(fixed_key)
         if fixed is None:
@@ -141,7 +142,8 @@ class AccountDecoder:
                                material=material, counter=counter, last_step=last_step,
                                chain_last=None if chain_last is None else bytes(chain_last),
                                failures=failures, transcript=transcript,
-                               created_at=created_at, row=(*values, ver))
+                               created_at=created_at, failed_at=failed_at,
+                               locked_until=locked_until, locks=locks, row=(*values, ver))
         with self._lock:
             self._records[row] = record
             while len(self._records) > self._size:
@@ -252,7 +254,16 @@ class SqlReads:
 
 # the account columns a verification batch moves (Transaction.update_accounts): each is an
 # attribute of the new state handed to update_accounts
-MOVED_COLUMNS = ("counter", "last_step", "chain_last", "failures")
+def _decoy_values(record: AccountRecord) -> list:
+    """Column values of the shape a real account row has, for a decoy's MAC (equal work)."""
+    values = [getattr(record, column, None) for column in ACCOUNT_NAMES]
+    values[ACCOUNT_NAMES.index("params")] = json.dumps(record.params, sort_keys=True)
+    values[ACCOUNT_NAMES.index("material_enc")] = bytes(72)
+    return values
+
+
+MOVED_COLUMNS = ("counter", "last_step", "chain_last", "failures", "failed_at", "locked_until",
+                 "locks")
 _MOVED_INDEX = tuple(ACCOUNT_NAMES.index(column) for column in MOVED_COLUMNS)
 
 
@@ -394,7 +405,23 @@ class SqlTransaction(Transaction):
     def unlock(self, name):
         self.touched_accounts.add(name)
         return self._change("accounts", name,
-                            "UPDATE accounts SET failures = 0 WHERE name = :name", {"name": name})
+                            "UPDATE accounts SET failures = 0, failed_at = 0, locked_until = 0,"
+                            " locks = 0 WHERE name = :name", {"name": name})
+
+    def lock(self, name):
+        self.touched_accounts.add(name)
+        return self._change("accounts", name,
+                            "UPDATE accounts SET locked_until = :forever WHERE name = :name",
+                            {"name": name, "forever": LOCKED_FOR_GOOD})
+
+    def _write_decoys(self, changes, sealed) -> None:
+        """Verification decoys (unknown accounts, see services.distribution) write a row as
+        a real account's failure does, so that the store's work does not tell them apart;
+        the decoy table's one row holds nothing of value."""
+        macs = [mac for (old, _), (_, mac) in zip(changes, sealed) if not old.row]
+        if macs:
+            self._run("UPDATE decoy SET writes = writes + :n, mac = :mac WHERE id = 1",
+                      {"n": len(macs), "mac": macs[-1]})
 
     def _moved_rows(self, changes):
         """For update_accounts: per (old, new), the new row's covered values and its MAC
@@ -402,12 +429,17 @@ class SqlTransaction(Transaction):
         ver, mac = self.version, self._store.keys.row_mac
         out = []
         for old, new in changes:
-            values = list(old.row[:-1])
+            # a record without a row is a verification decoy (an unknown account): its MAC
+            # is computed all the same (equal cost), but its UPDATE matches no row
+            values = list(old.row[:-1]) if old.row else _decoy_values(old)
             for index, column in zip(_MOVED_INDEX, MOVED_COLUMNS):
                 values[index] = getattr(new, column)
             out.append((values, row_mac(mac, "a", values, ver)))
-            self.written["a", old.name] = None
-            self.moved.append(old.name)
+            if old.row:
+                self.written["a", old.name] = None
+                self.moved.append(old.name)
+            else:
+                self.written["decoy", old.name] = None     # a tag no table has
         return ver, out
 
     def purge_issued(self, before):

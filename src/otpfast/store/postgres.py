@@ -80,7 +80,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX issued_lookup ON issued (account, otp_digest)",
         "CREATE INDEX issued_expiry ON issued (expires_at)",
     ),
-    (   # v3: row authentication (otpfast.store.rows; existing rows are sealed by
+    (   # v3: throttling - failures leak over time, locks are temporary (services.policy);
+        # an account the old policy had locked for good stays locked
+        "ALTER TABLE accounts ADD COLUMN failed_at BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locked_until BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locks INTEGER NOT NULL DEFAULT 0",
+        "UPDATE accounts SET locked_until = 9007199254740992 WHERE failures >= lockout",
+    ),
+    (   # v4: row authentication (otpfast.store.rows; existing rows are sealed by
         # common.seal_existing_rows in the same transaction), audit archive anchor
         *(f"ALTER TABLE {table} ADD COLUMN {column}"
           for table in ("clients", "authorities", "accounts", "issued")
@@ -88,9 +95,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE audit ADD COLUMN rows TEXT",
         "CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL,"
         " hash BYTEA NOT NULL, mac BYTEA NOT NULL)",
+        # the row a verification decoy (unknown account) writes: see SqlTransaction
+        "CREATE TABLE decoy (id INTEGER PRIMARY KEY CHECK (id = 1), writes BIGINT NOT NULL,"
+        " mac BYTEA)",
+        "INSERT INTO decoy (id, writes) VALUES (1, 0)",
     ),
 ]
-ROWS_VERSION = 3        # the migration that needs the at-rest key (seals existing rows)
+ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # pg_advisory_xact_lock key serializing schema migrations within one database ("otpfast")
@@ -416,33 +427,41 @@ class _PostgresTransaction(SqlTransaction):
         if not changes:
             return 0
         ver, sealed = self._moved_rows(changes)
+        self._write_decoys(changes, sealed)
         columns = {key: [] for key in ("names", "counters", "steps", "chains", "failures",
+                                       "failed_at", "locked_until", "locks",
                                        "old_counters", "old_steps", "old_chains",
-                                       "old_failures")}
+                                       "old_failures", "old_locked_until")}
         columns["macs"] = [mac for _, mac in sealed]
         columns["ver"] = ver
         for old, new in changes:
             for key, value in (("names", old.name), ("counters", new.counter),
                                ("steps", new.last_step), ("chains", new.chain_last),
-                               ("failures", new.failures), ("old_counters", old.counter),
+                               ("failures", new.failures), ("failed_at", new.failed_at),
+                               ("locked_until", new.locked_until), ("locks", new.locks),
+                               ("old_counters", old.counter),
                                ("old_steps", old.last_step), ("old_chains", old.chain_last),
-                               ("old_failures", old.failures)):
+                               ("old_failures", old.failures),
+                               ("old_locked_until", old.locked_until)):
                 columns[key].append(value)
         # one statement; the names are distinct, so each row is changed at most once
         return self._run(
             "UPDATE accounts AS a SET counter = c.counter, last_step = c.last_step,"
-            " chain_last = c.chain_last, failures = c.failures, ver = %(ver)s, mac = c.mac"
+            " chain_last = c.chain_last, failures = c.failures, failed_at = c.failed_at,"
+            " locked_until = c.locked_until, locks = c.locks, ver = %(ver)s, mac = c.mac"
             " FROM unnest(%(names)s::text[], %(counters)s::bigint[], %(steps)s::bigint[],"
-            " %(chains)s::bytea[], %(failures)s::integer[], %(old_counters)s::bigint[],"
+            " %(chains)s::bytea[], %(failures)s::integer[], %(failed_at)s::bigint[],"
+            " %(locked_until)s::bigint[], %(locks)s::integer[], %(old_counters)s::bigint[],"
             " %(old_steps)s::bigint[], %(old_chains)s::bytea[], %(old_failures)s::integer[],"
-            " %(macs)s::bytea[])"
-            " AS c (name, counter, last_step, chain_last, failures, old_counter, old_last_step,"
-            " old_chain_last, old_failures, mac)"
+            " %(old_locked_until)s::bigint[], %(macs)s::bytea[])"
+            " AS c (name, counter, last_step, chain_last, failures, failed_at, locked_until,"
+            " locks, old_counter, old_last_step, old_chain_last, old_failures,"
+            " old_locked_until, mac)"
             " WHERE a.name = c.name AND a.counter = c.old_counter"
             " AND a.last_step = c.old_last_step"
             " AND a.chain_last IS NOT DISTINCT FROM c.old_chain_last"
-            " AND a.failures = c.old_failures AND c.last_step >= a.last_step"
-            " AND c.failures <= a.lockout", columns)
+            " AND a.failures = c.old_failures AND a.locked_until = c.old_locked_until"
+            " AND c.last_step >= a.last_step AND c.failures <= a.lockout", columns)
 
     def issue(self, account, client, otp_digest, issued_at, expires_at):
         row = self._conn.execute("INSERT INTO issued (account, client, otp_digest, issued_at,"

@@ -67,7 +67,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX issued_lookup ON issued (account, otp_digest)",
         "CREATE INDEX issued_expiry ON issued (expires_at)",
     ),
-    (   # v3: row authentication (otpfast.store.rows; existing rows are sealed by
+    (   # v3: throttling - failures leak over time, locks are temporary (services.policy);
+        # an account the old policy had locked for good stays locked (LOCKED_FOR_GOOD)
+        "ALTER TABLE accounts ADD COLUMN failed_at INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN locks INTEGER NOT NULL DEFAULT 0",
+        "UPDATE accounts SET locked_until = 9007199254740992 WHERE failures >= lockout",
+    ),
+    (   # v4: row authentication (otpfast.store.rows; existing rows are sealed by
         # common.seal_existing_rows in the same transaction), audit archive anchor
         *(f"ALTER TABLE {table} ADD COLUMN {column}"
           for table in ("clients", "authorities", "accounts", "issued")
@@ -75,9 +82,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE audit ADD COLUMN rows TEXT",
         "CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,"
         " hash BLOB NOT NULL, mac BLOB NOT NULL)",
+        # the row a verification decoy (unknown account) writes: see SqlTransaction
+        "CREATE TABLE decoy (id INTEGER PRIMARY KEY CHECK (id = 1), writes INTEGER NOT NULL,"
+        " mac BLOB)",
+        "INSERT INTO decoy (id, writes) VALUES (1, 0)",
     ),
 ]
-ROWS_VERSION = 3        # the migration that needs the at-rest key (seals existing rows)
+ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
 _AUTOCHECKPOINT = 1000                                       # SQLite's default, in pages
@@ -89,7 +100,7 @@ _AUDIT_ROWS = 3600 if sqlite3.sqlite_version_info >= (3, 32, 0) else 110
 _ACCOUNT_JSON = ("name, type, params, state, iif(material_enc IS NULL, NULL, hex(material_enc)),"
                  " counter, last_step, iif(chain_last IS NULL, NULL, hex(chain_last)), failures,"
                  " iif(transcript IS NULL, NULL, hex(transcript)), printf('%!.17g', created_at),"
-                 " ver, hex(mac)")
+                 " failed_at, locked_until, locks, ver, hex(mac)")
 
 
 def _unhex(text):
@@ -354,7 +365,8 @@ class SQLiteStore(SqlReads, Store):
         for name in tx.touched_accounts:
             cache.pop(name, None)
         for name, record in tx.updated_accounts.items():
-            if name not in tx.touched_accounts:
+            # only rows that exist (a verification decoy updates a name that has none)
+            if name not in tx.touched_accounts and cache.get(name) is not None:
                 cache[name] = record
 
     def _batch_accounts(self, conn, names) -> dict:
@@ -399,11 +411,12 @@ class SQLiteStore(SqlReads, Store):
             (packed,) = conn.execute(f"SELECT json_group_array(json_array({_ACCOUNT_JSON}))"
                                      f" FROM accounts WHERE name IN ({marks})", chunk).fetchone()
             for (name, type_, params, state, material, counter, last_step, chain_last,
-                 failures, transcript, created_at, ver, mac) in json.loads(packed):
+                 failures, transcript, created_at, failed_at, locked_until, locks, ver,
+                 mac) in json.loads(packed):
                 record = self._decoder.account((
                     name, type_, params, state, _unhex(material), counter, last_step,
                     _unhex(chain_last), failures, _unhex(transcript), float(created_at),
-                    ver, _unhex(mac)))
+                    failed_at, locked_until, locks, ver, _unhex(mac)))
                 if record is not None:          # a refused row: as if absent
                     found[name] = record
         return found
@@ -498,39 +511,46 @@ class _SQLiteTransaction(SqlTransaction):
     def update_accounts(self, changes):
         changes = list(changes)
         ver, sealed = self._moved_rows(changes)
+        self._write_decoys(changes, sealed)
         for (old, new), (values, _) in zip(changes, sealed):
             # what the rows hold after this update (cache at COMMIT)
             self.updated_accounts[old.name] = dataclasses.replace(
                 old, counter=new.counter, last_step=new.last_step, chain_last=new.chain_last,
-                failures=new.failures, row=(*values, ver))
+                failures=new.failures, failed_at=new.failed_at, locked_until=new.locked_until,
+                locks=new.locks, row=(*values, ver))
         if not _UPDATE_FROM:
             cur = self._conn.executemany(
                 "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
-                " failures = ?4, ver = ?10, mac = ?11 WHERE name = ?5 AND counter = ?6"
-                " AND last_step = ?7 AND chain_last IS ?8 AND failures = ?9"
+                " failures = ?4, failed_at = ?10, locked_until = ?11, locks = ?12,"
+                " ver = ?14, mac = ?15 WHERE name = ?5 AND counter = ?6 AND last_step = ?7"
+                " AND chain_last IS ?8 AND failures = ?9 AND locked_until = ?13"
                 " AND ?2 >= last_step AND ?4 <= lockout",
                 [(new.counter, new.last_step, new.chain_last, new.failures, old.name,
-                  old.counter, old.last_step, old.chain_last, old.failures, ver, mac)
+                  old.counter, old.last_step, old.chain_last, old.failures, new.failed_at,
+                  new.locked_until, new.locks, old.locked_until, ver, mac)
                  for (old, new), (_, mac) in zip(changes, sealed)])
             return cur.rowcount
         changed = 0
-        for start in range(0, len(changes), 500):      # 10 parameters a row, < 32766
+        for start in range(0, len(changes), 500):      # 14 parameters a row, < 32766
             chunk = changes[start:start + 500]
             params = [ver]
             extend = params.extend
             for (old, new), (_, mac) in zip(chunk, sealed[start:start + 500]):
                 extend((old.name, new.counter, new.last_step, new.chain_last, new.failures,
-                        old.counter, old.last_step, old.chain_last, old.failures, mac))
+                        old.counter, old.last_step, old.chain_last, old.failures,
+                        new.failed_at, new.locked_until, new.locks, old.locked_until, mac))
             # one statement; the names are distinct, so each row is changed at most once
             changed += self._conn.execute(
                 "UPDATE accounts SET counter = c.column2, last_step = c.column3,"
-                " chain_last = c.column4, failures = c.column5, ver = ?1, mac = c.column10"
+                " chain_last = c.column4, failures = c.column5, failed_at = c.column10,"
+                " locked_until = c.column11, locks = c.column12, ver = ?1, mac = c.column14"
                 " FROM (VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") AS c"
                 " WHERE accounts.name = c.column1 AND accounts.counter = c.column6"
                 " AND accounts.last_step = c.column7 AND accounts.chain_last IS c.column8"
-                " AND accounts.failures = c.column9 AND c.column3 >= accounts.last_step"
-                " AND c.column5 <= accounts.lockout", params).rowcount
+                " AND accounts.failures = c.column9 AND accounts.locked_until = c.column13"
+                " AND c.column3 >= accounts.last_step AND c.column5 <= accounts.lockout",
+                params).rowcount
         return changed
 
     def issue(self, account, client, otp_digest, issued_at, expires_at):
