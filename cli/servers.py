@@ -140,7 +140,7 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
         try:
             await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
         finally:
-            service.store.close()
+            service.close()
 
     _run(main)
 
@@ -180,7 +180,7 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
         raise SystemExit(status)
 
 
-async def _serve_verifying(datadir, distribution, start_listener, radius, worker, extra_stores=()):
+async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None):
     """Run a listener that verifies through one group-commit writer (plus the RADIUS front
     end if asked for) until SIGINT/SIGTERM; then close everything in reverse order.
     ``worker``: (sockets, handoff, ready) of a worker process (``ready()`` announces), or
@@ -203,8 +203,8 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
         await verifier.aclose()
         logging.getLogger("otpfast.net.verifier").info("%s", verifier.stats_line())
         distribution.store.close()
-        for store in extra_stores:
-            store.close()
+        if keyserver is not None:
+            keyserver.close()
 
 
 @click.command()
@@ -253,6 +253,6 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
                                         limits=limits, sock=sock)
 
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker,
-                               extra_stores=[keyserver_service.store])
+                               keyserver=keyserver_service)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)

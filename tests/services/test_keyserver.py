@@ -320,3 +320,30 @@ def test_keyserver_audit_holds_no_secret(keyserver, admin, store, authorities, p
     text = repr(list(store.audit_entries()))
     for secret in list(phrases.values()) + [c.encode() for c in authorities.values()]:
         assert secret.hex() not in text and repr(secret)[2:-1] not in text
+
+
+def test_keyserver_authentication_flood_is_throttled_and_aggregated(keyserver, store,
+                                                                   authorities, monkeypatch):
+    """Finding 4 on the key server: failed authority logins from one source cost a bounded
+    number of audit commits (the first few one by one, the rest one aggregate), and past the
+    source's budget the proof is not even checked."""
+    from otpfast.services import policy, refusals
+    checked = []
+    real_check = credentials.check_proof
+    monkeypatch.setattr(credentials, "check_proof",
+                        lambda *args: checked.append(1) or real_check(*args))
+    commits = []
+    real_transaction = store.transaction
+    monkeypatch.setattr(store, "transaction", lambda **kw: commits.append(1) or real_transaction(**kw))
+    attempts = int(policy.FAILED_PER_SOURCE.burst) + 200
+    for _ in range(attempts):
+        ex = exchange(1)
+        with pytest.raises(Refused):
+            keyserver.authenticate(ex, b"x" * 43, source="198.51.100.9")
+    assert len(checked) <= policy.FAILED_PER_SOURCE.burst + 1      # then refused unchecked
+    assert len(commits) <= refusals.AGGREGATE_AFTER                 # one commit per single entry
+    written = keyserver.flush_refusals(everything=True)
+    assert written == 1                                             # the rest: one aggregate
+    entries = [e for e in store.audit_entries() if e.source == "198.51.100.9"]
+    assert len(entries) == refusals.AGGREGATE_AFTER + 1
+    assert entries[-1].outcome.startswith(refusals.AGGREGATED)

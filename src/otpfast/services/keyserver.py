@@ -33,7 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from otpfast.errors import Refused
 from otpfast.store import ACCOUNT_ACTIVE, ACCOUNT_PENDING, Store
 
-from . import audit, credentials, derivation, tokens
+from . import audit, credentials, derivation, policy, tokens
+from .refusals import RefusalLog
+from .throttle import RateLimiter
 
 MIN_ITERATIONS_DEFAULT = 600_000
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
@@ -96,6 +98,10 @@ class KeyServer:
         self._private_key = private_key
         self.iterations = iterations
         self.clock = clock
+        # refusals: throttled per source, audited in batches and floods aggregated, as the
+        # distribution server's (services.refusals)
+        self._failed_sources = RateLimiter(policy.FAILED_PER_SOURCE, clock=clock)
+        self._refusals = RefusalLog()
 
     def public_key_pem(self) -> bytes:
         return self._private_key.public_key().public_bytes(
@@ -104,16 +110,42 @@ class KeyServer:
     def _sign(self, message: bytes) -> bytes:
         return self._private_key.sign(message, _PSS, hashes.SHA256())
 
-    def _refused(self, now, event, account, authority, source="-"):
-        with self.store.transaction() as tx:
-            tx.audit(now, event, str(account)[:128], str(authority)[:64], str(source)[:64],
-                     audit.REFUSED)
+    def _refused(self, now, event, account, authority, source="-", outcome=audit.REFUSED):
+        source = str(source)[:64]
+        self._failed_sources.charge(source)
+        self._refusals.add(now, event, str(account)[:128], str(authority)[:64], source, outcome)
+        self.flush_refusals(now)
         return Refused()
+
+    def flush_refusals(self, now: float | None = None, *, everything: bool = False) -> int:
+        """Write the refusal entries that are due (one transaction): a source's first few
+        each minute one by one, the rest of a flood as one aggregate when its window ends;
+        ``everything`` at shutdown. Returns how many entries were written."""
+        entries = self._refusals.take(self.clock() if now is None else now, everything=everything)
+        if entries:
+            try:
+                with self.store.transaction() as tx:
+                    tx.audit_many(entries)
+            except BaseException:
+                self._refusals.put_back(entries)
+                raise
+        return len(entries)
+
+    def close(self) -> None:
+        """Write every queued refusal, then close the store (at shutdown)."""
+        try:
+            self.flush_refusals(everything=True)
+        finally:
+            self.store.close()
 
     def authenticate(self, exchange: credentials.Exchange, proof: bytes, *,
                      source: str = "-") -> AuthorityInfo:
         """Check an authority's proof; ``exchange.principal`` is its id in decimal."""
         principal = exchange.principal
+        if self._failed_sources.blocked(str(source)[:64]):
+            # out of failures: refused before any work (this says nothing about the principal)
+            raise self._refused(self.clock(), audit.AUTHENTICATE, "-", f"authority:{principal}",
+                                source, audit.THROTTLED) from None
         authority = None
         if (exchange.kind == credentials.AUTHORITY and principal.isascii() and principal.isdigit()
                 and len(principal) <= 10):
