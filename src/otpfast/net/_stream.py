@@ -297,8 +297,9 @@ class ServerProtocol(asyncio.Protocol):
     def _update_reading(self):
         if self._closing:
             return
-        should_pause = (self._writing_paused or self._barrier is not None
-                        or len(self._replies) >= self._limits.max_pending)
+        # Behind a barrier the connection is still read (the decoder's buffer limit bounds
+        # it), so a peer that leaves is noticed and its queued work cancelled.
+        should_pause = self._writing_paused or len(self._replies) >= self._limits.max_pending
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
@@ -321,7 +322,7 @@ class ServerProtocol(asyncio.Protocol):
         if buffered and not self._closing:
             if buffered <= len(data):          # the incomplete frame started in this read
                 self._frame_started = now
-            if buffered > self._buffer_limit and self._barrier is None and not self.authenticated():
+            if buffered > self._buffer_limit and not self.authenticated():
                 self._refuse()
                 return
             self._tighten_timer(self._frame_started + self._limits.read_timeout)

@@ -92,13 +92,14 @@ class Tracker:
 
 
 def raise_file_limit(max_connections, headroom=FD_HEADROOM):
-    """Raise this process's soft RLIMIT_NOFILE towards its hard limit so that
-    ``max_connections`` connections plus ``headroom`` fit; return the soft limit now in force.
-    Raises ValueError (naming the numbers) if they cannot fit under the hard limit."""
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (a flood then finds every
+    descriptor the system allows, and --max-connections sheds it first); return the soft
+    limit now in force. Raises ValueError (naming the numbers) if ``max_connections`` plus
+    ``headroom`` do not fit."""
     needed = max_connections + headroom
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+    if soft != resource.RLIM_INFINITY and soft != hard:
+        target = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
