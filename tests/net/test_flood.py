@@ -179,6 +179,23 @@ def test_unauthenticated_connection_may_not_buffer_a_large_frame(start, run):
     run(main)
 
 
+def test_unauthenticated_requests_are_few(start, run):
+    """A stranger repeating Hello as fast as the replies come back is cut off."""
+    async def main():
+        async with start(limits=ServerLimits(unauthenticated_requests=5)) as running:
+            reader, writer = await raw_tls(running)
+            writer.write(HELLO * 50)
+            data = b""
+            async with asyncio.timeout(5):
+                while chunk := await reader.read(65536):
+                    data += chunk
+            assert data.endswith(codec.encode(m.Error()))
+            public_key = codec.encode(m.PublicKey(running.keyserver.public_key_pem()))
+            assert data.count(public_key) <= 5
+            writer.close()
+    run(main)
+
+
 # -- finding 10: a frame dripped one byte at a time ---------------------------------------------
 
 def test_dripped_frame_cut_at_read_timeout_from_its_first_byte(start, run):

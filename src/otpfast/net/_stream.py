@@ -44,6 +44,9 @@ class ServerLimits:
     # Bytes of an incomplete frame before authentication: every opening request (Hello, Auth,
     # Contribute) is below 1.5 KiB; after it the codec's 64 KiB frame limit applies.
     unauthenticated_buffer: int = 4096
+    # Requests before authentication: a client needs two or three; a stranger repeating Hello
+    # as fast as replies come back is cut off.
+    unauthenticated_requests: int = 16
     max_pending: int = 1024           # pipelined requests per connection before reading pauses
     backlog: int = 512
 
@@ -154,6 +157,7 @@ class ServerProtocol(asyncio.Protocol):
         self._peer_done = False
         self._authenticated = False
         self._buffer_limit = limits.unauthenticated_buffer
+        self._unauthenticated_requests = limits.unauthenticated_requests
         self._accepted_at = 0.0
         self._last_activity = 0.0
         self._frame_started = 0.0
@@ -351,6 +355,11 @@ class ServerProtocol(asyncio.Protocol):
             if event is CONNECTION_CLOSED:
                 self._peer_done = True
                 break
+            if not self._authenticated:
+                self._unauthenticated_requests -= 1
+                if self._unauthenticated_requests < 0 and not self.authenticated():
+                    self._refuse()
+                    return
             reply = self._handler.handle(event)
             reply.owner = self
             self._replies.append(reply)
