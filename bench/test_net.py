@@ -24,7 +24,7 @@ first alone, then while bench/_flood.py (its own process) holds 1,000 unauthenti
 connections (raw TCP that never handshake, TLS that send a Hello every 4 s; reopened when
 closed) and floods Contribute frames; prints both rates and their ratio (target >= 80 %,
 asserted with OTPFAST_BENCH_ASSERT_TARGET=1). Sizes: OTPFAST_BENCH_NET_FLOOD_OTPS (per phase,
-default 3200; 640 with --benchmark-disable), OTPFAST_BENCH_NET_FLOOD_CONNECTIONS (default
+default as OTPFAST_BENCH_NET_OTPS; 640 with --benchmark-disable), OTPFAST_BENCH_NET_FLOOD_CONNECTIONS (default
 1000), OTPFAST_BENCH_NET_FLOOD_CONTRIBUTORS (default 4).
 """
 import asyncio
@@ -187,7 +187,7 @@ def own_cpu_seconds():
 
 
 def _flood_otps(config):
-    default = "640" if config.getoption("benchmark_disable", False) else "3200"
+    default = "640" if config.getoption("benchmark_disable", False) else str(TOTAL)
     return max(CONNECTIONS, int(os.environ.get("OTPFAST_BENCH_NET_FLOOD_OTPS", default)))
 
 
