@@ -10,10 +10,11 @@ the server keeps serving everyone else.
 
 A connection is counted from accept (otpfast.net.admission): the listener accepts plain TCP,
 counts it, then starts TLS on its socket (``loop.connect_accepted_socket``) under
-``handshake_timeout``; a connection still in its handshake can be evicted like any other. Until its handler says
-it is authenticated (``handler.authenticated``), a connection has ``auth_timeout`` from
-accept to get there (frames do not extend it), may hold at most ``unauthenticated_buffer``
-bytes of an incomplete frame, and is the first to go when the table is full.
+``handshake_timeout``; one still in its handshake can be evicted like any other. Until its
+handler says it is authenticated (``handler.authenticated``), a connection has
+``auth_timeout`` from accept to get there (frames do not extend it), may send at most
+``unauthenticated_requests`` requests and hold at most ``unauthenticated_buffer`` bytes of an
+incomplete frame, and is the first to go when the table is full.
 Timeouts: ``read_timeout`` for a whole frame from its first byte, or for the peer to take our
 replies; ``idle_timeout`` between requests.
 """
@@ -197,8 +198,7 @@ class ServerProtocol(asyncio.Protocol):
             if not self._closing and not isinstance(exc, asyncio.CancelledError):
                 log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__)
             self._closing = True
-            self._tracker.discard(self)
-            sock.close()
+            self._tracker.discard(self)        # the loop closes the socket it took over
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         finally:
