@@ -310,3 +310,36 @@ def test_source_address_is_loopback_alias():
     """The attackers' 127.0.0.2 must be usable (Linux loopback answers 127/8)."""
     with socket.socket() as sock:
         sock.bind((ATTACKER, 0))
+
+
+class FakeSlot:
+    def __init__(self, source, authenticated=False):
+        self.source = source
+        self._authenticated = authenticated
+        self.evicted = False
+
+    def authenticated(self):
+        return self._authenticated
+
+    def evict(self):
+        self.evicted = True
+
+
+def test_tracker_evicts_in_accept_order_and_logs_with_a_rate_limit(caplog):
+    from otpfast.net.admission import Tracker
+
+    tracker = Tracker(limit=3, per_source=2)
+    verifier, first, second = FakeSlot("10.0.0.1", True), FakeSlot("10.0.0.2"), FakeSlot("10.0.0.3")
+    for slot in (verifier, first, second):
+        assert tracker.admit(slot)
+    with caplog.at_level("WARNING", logger="otpfast.net"):
+        newcomers = [FakeSlot(f"10.1.0.{i}") for i in range(50)]
+        for slot in newcomers:
+            assert tracker.admit(slot)            # each evicts the oldest stranger
+        assert first.evicted and second.evicted and not verifier.evicted
+        assert verifier in tracker.protocols and len(tracker.protocols) == 3
+        crowd = [FakeSlot("10.2.0.1") for _ in range(3)]
+        assert [tracker.admit(slot) for slot in crowd] == [True, True, False]    # per-source cap
+    lines = [r.getMessage() for r in caplog.records]
+    assert 1 <= sum("evicted" in line for line in lines) <= 5            # 50 evictions, a few lines
+    assert any("connections from this source" in line for line in lines)

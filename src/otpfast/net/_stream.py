@@ -188,7 +188,7 @@ class ServerProtocol(asyncio.Protocol):
         self._upgrade = self._loop.create_task(self._start_tls(sock))
 
     def lost_at_accept(self, exc):
-        log.warning("connection refused at accept: %s", exc)
+        self._tracker.note_accept_failure(exc)
 
     async def _start_tls(self, sock):
         try:

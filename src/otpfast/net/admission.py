@@ -67,6 +67,9 @@ class Tracker:
                 del self._by_source[source]
         self._unauthenticated.pop(protocol, None)
 
+    def note_accept_failure(self, exc):
+        self._note("accept", "connection dropped at accept: %s (%d more unlogged)", exc.strerror or exc)
+
     def authenticated(self, protocol):
         """``protocol`` authenticated: it is never evicted."""
         self._unauthenticated.pop(protocol, None)
