@@ -281,6 +281,25 @@ def test_contribution_queue_is_bounded_and_cancelled_with_its_connection(start, 
     run(main)
 
 
+def test_slow_contribution_outlives_the_auth_deadline(start, run):
+    """The server, not the authority, is slow: a queued contribution is not cut off."""
+    async def main():
+        async with start(kind="keyserver", limits=ServerLimits(auth_timeout=0.3)) as running:
+            from otpfast_cli.clients import encrypt_phrase
+            real = running.keyserver.contribute
+
+            def slow(*args):
+                time.sleep(0.6)
+                return real(*args)
+
+            running.keyserver.contribute = slow
+            async with running.connect() as client:
+                pem = await client.public_key()
+                receipt = await client.contribute("alice", 1, b"authority-secret", encrypt_phrase(pem, b"phrase"))
+            assert receipt == b"receipt:alice"
+    run(main)
+
+
 def running_keyserver_swap(running, replacement):
     """Make the running key server's contributions ``replacement``'s (slow, refused)."""
     running.keyserver.contribute = replacement.contribute

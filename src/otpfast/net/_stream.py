@@ -268,7 +268,8 @@ class ServerProtocol(asyncio.Protocol):
             deadline = self._last_activity + limits.read_timeout
         else:
             deadline = self._last_activity + limits.idle_timeout
-        if not self.authenticated():
+        # (not while a barrier waits on us: a contribution queued behind others; the queue is bounded)
+        if self._barrier is None and not self.authenticated():
             deadline = min(deadline, self._accepted_at + limits.auth_timeout)
         return deadline
 
