@@ -18,6 +18,14 @@ Workers:  OTPFAST_BENCH_NET_WORKERS (server processes, ``otpfast serve --workers
           on 2 cores shared with this load generator, 2 workers measured slower)
 Loop:     OTPFAST_EVENT_LOOP=asyncio|uvloop (client and server; default uvloop when installed)
 Target:   OTPFAST_BENCH_ASSERT_TARGET=1 also asserts >= 10,000/s with p99 <= 10 ms
+
+Under attack (``test_net_verify_under_flood``, issue 9): the same load twice in one run,
+first alone, then while bench/_flood.py (its own process) holds 1,000 unauthenticated
+connections (raw TCP that never handshake, TLS that send a Hello every 4 s; reopened when
+closed) and floods Contribute frames; prints both rates and their ratio (target >= 80 %,
+asserted with OTPFAST_BENCH_ASSERT_TARGET=1). Sizes: OTPFAST_BENCH_NET_FLOOD_OTPS (per phase,
+default as OTPFAST_BENCH_NET_OTPS; 640 with --benchmark-disable), OTPFAST_BENCH_NET_FLOOD_CONNECTIONS (default
+1000), OTPFAST_BENCH_NET_FLOOD_CONTRIBUTORS (default 4).
 """
 import asyncio
 import os
@@ -45,6 +53,10 @@ PER_CONNECTION = max(1, TOTAL // CONNECTIONS)
 WORKERS = int(os.environ.get("OTPFAST_BENCH_NET_WORKERS", "1"))
 TARGET_PER_SECOND = 10_000
 TARGET_P99_MS = 10.0
+FLOOD_CONNECTIONS = int(os.environ.get("OTPFAST_BENCH_NET_FLOOD_CONNECTIONS", "1000"))
+FLOOD_CONTRIBUTORS = int(os.environ.get("OTPFAST_BENCH_NET_FLOOD_CONTRIBUTORS", "4"))
+FLOOD_TARGET_RATIO = 0.8
+FLOOD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_flood.py")
 
 _HEADER = codec.HEADER
 _REPLY_TYPES = {m.Accept.TYPE, m.Reject.TYPE, m.Error.TYPE}
@@ -194,9 +206,15 @@ def own_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+def _flood_otps(config):
+    default = "640" if config.getoption("benchmark_disable", False) else str(TOTAL)
+    return max(CONNECTIONS, int(os.environ.get("OTPFAST_BENCH_NET_FLOOD_OTPS", default)))
+
+
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A data directory with 64 rsa-prf accounts and TOTAL pre-issued OTPs; the server process."""
+def prepared(tmp_path_factory, request):
+    """A data directory with 64 rsa-prf accounts and TOTAL pre-issued OTPs (plus two sets for the
+    flood benchmark); the server process."""
     path = tmp_path_factory.mktemp("bench-net")
     datadir = DataDir(str(path / "data"))
     datadir.init(rsa_bits=2048)
@@ -209,16 +227,23 @@ def prepared(tmp_path_factory):
     # Pre-issue through the service API (outside the timed part; not durable-critical).
     store = datadir.open_store(synchronous="NORMAL")
     distribution = Distribution(store)
-    work = []
-    for i in range(CONNECTIONS):
-        account = f"user{i}"
-        client = ClientInfo(f"phone{i}", account, False, b"k" * 32)
-        items = []
-        for _ in range(PER_CONNECTION):
-            issued = distribution.request(client, account)
-            items.append((account, unmask(client.session_key, account, issued.nonce, issued.masked,
-                                          issued.expires_at_ms)))
-        work.append(items)
+
+    def issue(per_connection):
+        work = []
+        for i in range(CONNECTIONS):
+            account = f"user{i}"
+            client = ClientInfo(f"phone{i}", account, False, b"k" * 32)
+            items = []
+            for _ in range(per_connection):
+                issued = distribution.request(client, account)
+                items.append((account, unmask(client.session_key, account, issued.nonce,
+                                              issued.masked, issued.expires_at_ms)))
+            work.append(items)
+        return work
+
+    work = issue(PER_CONNECTION)
+    flood_per_connection = _flood_otps(request.config) // CONNECTIONS
+    flood_work = (issue(flood_per_connection), issue(flood_per_connection))
     store.close()
     command = os.environ.get("OTPFAST_BENCH_NET_SERVER")  # profiling hook: a replacement server command
     command = command.split() + [datadir.path] if command else [
@@ -231,7 +256,7 @@ def prepared(tmp_path_factory):
     pin = server.stdout.readline().split()[1]
     host, port = address.rsplit(":", 1)
     state = {"host": host, "port": int(port), "pin": pin, "credential": verifier_credential, "work": work,
-             "pid": server.pid, "directory": str(path)}
+             "flood_work": flood_work, "pid": server.pid, "directory": str(path)}
     yield state
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
@@ -308,3 +333,61 @@ def test_net_verify_throughput(benchmark, prepared):
     assert sum(p.accepted for p in second) == 0
     if os.environ.get("OTPFAST_BENCH_ASSERT_TARGET") == "1":
         assert rate >= TARGET_PER_SECOND and p99 <= TARGET_P99_MS
+
+
+def _rate(work, elapsed, protocols):
+    total = sum(len(items) for items in work)
+    assert sum(len(p.latencies) for p in protocols) == total
+    assert sum(p.accepted for p in protocols) == total  # every pre-issued OTP verified exactly once
+    return total / elapsed
+
+
+@pytest.mark.benchmark(group="net-verify-flood")
+def test_net_verify_under_flood(benchmark, prepared):
+    """Legitimate verifications per second alone, then under 1,000 unauthenticated connections
+    and a Contribute flood (bench/_flood.py, its own process)."""
+    unloaded_work, loaded_work = prepared["flood_work"]
+    elapsed, protocols, unloaded_cpu = eventloop.run(run_clients(prepared, unloaded_work))
+    unloaded = _rate(unloaded_work, elapsed, protocols)
+    attacker = subprocess.Popen(
+        [sys.executable, FLOOD_SCRIPT, prepared["host"], str(prepared["port"]), str(FLOOD_CONNECTIONS),
+         str(FLOOD_CONTRIBUTORS)], stdout=subprocess.PIPE, text=True)
+    attacker_cpu = None
+    try:
+        assert attacker.stdout.readline().strip() == "ready"
+        time.sleep(0.5)                      # the Contribute flood under way
+        results = {}
+
+        def run():
+            results["elapsed"], results["protocols"], results["cpu"] = eventloop.run(
+                run_clients(prepared, loaded_work))
+
+        before = process_cpu_seconds(attacker.pid)
+        benchmark.pedantic(run, rounds=1, iterations=1)
+        after = process_cpu_seconds(attacker.pid)
+        attacker_cpu = None if before is None or after is None else after - before
+    finally:
+        attacker.send_signal(signal.SIGTERM)
+        counts = attacker.communicate(timeout=60)[0].strip()
+    loaded = _rate(loaded_work, results["elapsed"], results["protocols"])
+    ratio = loaded / unloaded
+    cpu = results["cpu"]
+    total = sum(len(items) for items in loaded_work)
+
+    def per_verification(seconds):
+        return None if seconds is None else round(seconds / total * 1e6, 1)
+
+    benchmark.extra_info.update(
+        verifications=total, unloaded_per_second=round(unloaded), loaded_per_second=round(loaded),
+        ratio=round(ratio, 3), flood_connections=FLOOD_CONNECTIONS, contributors=FLOOD_CONTRIBUTORS,
+        event_loop=eventloop.chosen(), server_cpu_us_alone=per_verification(unloaded_cpu["server"]),
+        server_cpu_us=per_verification(cpu["server"]), attacker_cpu_s=attacker_cpu)
+    print(f"\n{total} verifications per phase ({eventloop.chosen()}): alone {unloaded:,.0f}/s, under "
+          f"{FLOOD_CONNECTIONS} unauthenticated connections + {FLOOD_CONTRIBUTORS} Contribute floods "
+          f"{loaded:,.0f}/s = {ratio:.0%} (target {FLOOD_TARGET_RATIO:.0%})")
+    print(f"server CPU per verification: alone {per_verification(unloaded_cpu['server'])} us, under attack "
+          f"{per_verification(cpu['server'])} us (the attack's included); attacker CPU during the timed part "
+          f"{attacker_cpu if attacker_cpu is None else round(attacker_cpu, 2)} s of {results['elapsed']:.2f} s; "
+          f"attacker: {counts}")
+    if os.environ.get("OTPFAST_BENCH_ASSERT_TARGET") == "1":
+        assert ratio >= FLOOD_TARGET_RATIO

@@ -9,6 +9,7 @@ The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=as
 and store (otpfast.net.workers).
 """
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -39,14 +40,38 @@ def open_datadir(data_dir):
         raise bad_parameter(exc)
 
 
+def _listener_limits(f):
+    """Collapse the listener options into one ``limits`` argument (a ServerLimits), after
+    raising the file limit to fit --max-connections (exit 2 naming it if it cannot)."""
+    @functools.wraps(f)
+    def command(*, read_timeout, idle_timeout, auth_timeout, max_connections, max_connections_per_source, **kwargs):
+        from otpfast.net.admission import raise_file_limit
+
+        try:
+            raise_file_limit(max_connections)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--max-connections'")
+        limits = ServerLimits(read_timeout=read_timeout, idle_timeout=idle_timeout, auth_timeout=auth_timeout,
+                              max_connections=max_connections, max_connections_per_source=max_connections_per_source)
+        return f(limits=limits, **kwargs)
+    return command
+
+
 def server_options(f):
+    f = _listener_limits(f)
     f = click.option("--verbose", "-v", is_flag=True, help="Log connections (never secrets).")(f)
+    f = click.option("--max-connections-per-source", type=click.IntRange(min=1), default=128, show_default=True,
+                     help="Concurrent connections from one IP address; more are closed at once.")(f)
     f = click.option("--max-connections", type=click.IntRange(min=1), default=1024, show_default=True,
-                     help="Concurrent connections; more are closed at once.")(f)
+                     help="Concurrent connections, counted from accept (TLS handshake included); when full, the "
+                          "oldest connection not yet authenticated is closed to make room. The soft file limit "
+                          "is raised to fit them.")(f)
+    f = click.option("--auth-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                     help="Seconds from accept for a connection to authenticate (requests do not extend it).")(f)
     f = click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
                      help="Seconds a connection may stay silent between requests.")(f)
     f = click.option("--read-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-                     help="Seconds to finish sending a started frame.")(f)
+                     help="Seconds to send a whole frame, from its first byte.")(f)
     f = data_dir_option(f)
     f = click.option("--listen", required=True, metavar="HOST:PORT",
                      help="Address to listen on with TLS (port 0: any free port).")(f)
@@ -58,10 +83,6 @@ ttl_option = click.option(
     "--ttl", type=click.IntRange(min=MIN_TTL, max=MAX_TTL), default=None, metavar="SECONDS",
     help=f"Validity of the OTPs this server issues, {MIN_TTL}..{MAX_TTL} s (the paper uses 120-900) "
          "[default: each account's ttl setting, 300 unless set].")
-
-
-def _limits(read_timeout, idle_timeout, max_connections):
-    return ServerLimits(read_timeout=read_timeout, idle_timeout=idle_timeout, max_connections=max_connections)
 
 
 def _configure_logging(verbose):
@@ -125,7 +146,7 @@ async def _close_radius(front_end):
 
 @click.command()
 @server_options
-def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose):
+def keyserver(listen, data_dir, limits, verbose):
     """Key server: hands out its RSA public key and takes the authorities' contributions."""
     from otpfast.net.keyserver import serve_keyserver
 
@@ -136,7 +157,7 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
     async def main():
         service = datadir.keyserver()
         server = await serve_keyserver(service, tls.server_context(datadir), host, port,
-                                       limits=_limits(read_timeout, idle_timeout, max_connections))
+                                       limits=limits)
         try:
             await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
         finally:
@@ -212,14 +233,13 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
 @radius_options
 @ttl_option
 @workers_option
-def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl, workers):
+def distserver(listen, data_dir, limits, verbose, radius, ttl, workers):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
 
     host, port = listen_address(listen)
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
-    limits = _limits(read_timeout, idle_timeout, max_connections)
 
     async def worker_main(*worker):
         async def start(verifier, sock):
@@ -236,14 +256,13 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
 @radius_options
 @ttl_option
 @workers_option
-def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose, radius, ttl, workers):
+def serve(listen, data_dir, limits, verbose, radius, ttl, workers):
     """Key server and distribution server on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
 
     host, port = listen_address(listen)
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
-    limits = _limits(read_timeout, idle_timeout, max_connections)
 
     async def worker_main(*worker):
         keyserver_service = datadir.keyserver()

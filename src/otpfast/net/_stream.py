@@ -6,27 +6,48 @@ connection before any later request is read) or a waiting reply that the verifie
 commit fills (verifications: no future, no task; the verifier then calls ``replies_ready()``
 once per connection and batch), and replies are written in request order, many per write. A peer that breaks the protocol, fails to
 authenticate or is refused gets one generic ``Error`` frame and the connection is closed;
-the server keeps serving everyone else. Timeouts: ``read_timeout`` while a frame is
-incomplete or a reply is being written, ``idle_timeout`` between requests.
+the server keeps serving everyone else.
+
+A connection is counted from accept (otpfast.net.admission): the listener accepts plain TCP,
+counts it, then starts TLS on its socket (``loop.connect_accepted_socket``) under
+``handshake_timeout``; one still in its handshake can be evicted like any other. Until its
+handler says it is authenticated (``handler.authenticated``), a connection has
+``auth_timeout`` from accept to get there (frames do not extend it), may send at most
+``unauthenticated_requests`` requests and hold at most ``unauthenticated_buffer`` bytes of an
+incomplete frame, and is the first to go when the table is full.
+Timeouts: ``read_timeout`` for a whole frame from its first byte, or for the peer to take our
+replies; ``idle_timeout`` between requests.
 """
 import asyncio
 import dataclasses
 import logging
+import os
+import socket
 from collections import deque
 
 from ..errors import ProtocolError, Refused
 from ..protocol._connection import CONNECTION_CLOSED, NEED_DATA, SERVER
 from ..protocol.messages import Error
+from .admission import Tracker
 
 log = logging.getLogger("otpfast.net")
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerLimits:
-    read_timeout: float = 10.0        # to finish a started frame / accept our replies
+    read_timeout: float = 10.0        # a whole frame from its first byte / the peer to accept our replies
     idle_timeout: float = 300.0       # between requests
     handshake_timeout: float = 10.0   # TLS handshake
+    auth_timeout: float = 10.0        # from accept to authenticated (a client needs one round trip)
     max_connections: int = 1024
+    # Per source address: a verifier host keeps a pool of a few dozen; the benchmark uses 64.
+    max_connections_per_source: int = 128
+    # Bytes of an incomplete frame before authentication: every opening request (Hello, Auth,
+    # Contribute) is below 1.5 KiB; after it the codec's 64 KiB frame limit applies.
+    unauthenticated_buffer: int = 4096
+    # Requests before authentication: a client needs two or three; a stranger repeating Hello
+    # as fast as replies come back is cut off.
+    unauthenticated_requests: int = 16
     max_pending: int = 1024           # pipelined requests per connection before reading pauses
     backlog: int = 512
 
@@ -88,25 +109,46 @@ def _error_for(exc):
     return Error()
 
 
-class ConnectionTracker:
-    """Counts open connections against the cap; lets a server close them all."""
+def handler_authenticated(handler):
+    """True once the connection's handler says its peer proved who it is: its
+    ``authenticated`` attribute, or (handlers without one) a ``client`` that is set."""
+    flag = getattr(handler, "authenticated", None)
+    if flag is None:
+        return getattr(handler, "client", None) is not None
+    return bool(flag)
 
-    def __init__(self, limit):
-        self.limit = limit
-        self.protocols = set()
 
-    def full(self):
-        return len(self.protocols) >= self.limit
+class _Accepting(asyncio.Protocol):
+    """The listener's protocol for a new TCP connection: takes its socket out of the plain
+    transport (a duplicate descriptor; the transport is dropped before it reads anything) and
+    hands it to the connection's ServerProtocol, which counts it and starts TLS."""
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def connection_made(self, transport):
+        try:
+            sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        except OSError as exc:                 # out of descriptors: drop this one
+            self._protocol.lost_at_accept(exc)
+            return
+        finally:
+            transport.abort()
+        self._protocol.accepted(sock)
 
 
 class ServerProtocol(asyncio.Protocol):
-    """Runs one connection: ``make_connection()`` -> sans-IO Connection, ``handler.handle(event)``."""
+    """Runs one connection: ``make_connection()`` -> sans-IO Connection, ``handler.handle(event)``.
 
-    def __init__(self, make_connection, handler, limits, tracker):
+    ``accepted(sock)`` at accept (counted there), ``connection_made`` once TLS is up.
+    """
+
+    def __init__(self, make_connection, handler, limits, tracker, ssl_context):
         self._conn = make_connection(SERVER, max_pending=limits.max_pending * 16)
         self._handler = handler
         self._limits = limits
         self._tracker = tracker
+        self._ssl_context = ssl_context
         self._transport = None
         self._replies = deque()
         self._barrier = None
@@ -114,65 +156,136 @@ class ServerProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._closing = False
         self._peer_done = False
+        self._authenticated = False
+        self._buffer_limit = limits.unauthenticated_buffer
+        self._unauthenticated_requests = limits.unauthenticated_requests
+        self._accepted_at = 0.0
         self._last_activity = 0.0
+        self._frame_started = 0.0
         self._timer = None
         self._loop = None
+        self._upgrade = None
+        self.source = "?"
         self._peer = "?"
 
     # -- lifecycle ------------------------------------------------------------------------
-    def connection_made(self, transport):
-        self._transport = transport
+    def accepted(self, sock):
+        """A new TCP connection: take a slot (counted from now), then start TLS."""
         self._loop = asyncio.get_running_loop()
-        self._peer = _peer_label(transport)
-        if self._tracker.full():
-            log.warning("connection from %s refused: connection limit reached", self._peer)
-            self._closing = True
-            transport.abort()
+        self._accepted_at = self._loop.time()
+        try:
+            peer = sock.getpeername()
+        except OSError:                        # already gone
+            sock.close()
             return
-        self._tracker.protocols.add(self)
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.source = peer[0]
+            self._peer = f"{peer[0]}:{peer[1]}"
+        if not self._tracker.admit(self):
+            self._closing = True
+            sock.close()
+            return
+        self._upgrade = self._loop.create_task(self._start_tls(sock))
+
+    def lost_at_accept(self, exc):
+        self._tracker.note_accept_failure(exc)
+
+    async def _start_tls(self, sock):
+        try:
+            await self._loop.connect_accepted_socket(lambda: self, sock, ssl=self._ssl_context,
+                                                     ssl_handshake_timeout=self._limits.handshake_timeout)
+        except BaseException as exc:  # noqa: BLE001 - a failed handshake drops this connection only
+            if not self._closing and not isinstance(exc, asyncio.CancelledError):
+                log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__)
+            self._closing = True
+            self._tracker.discard(self)        # the loop closes the socket it took over
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            self._upgrade = None
+
+    def connection_made(self, transport):
+        """TLS is up (called by the TLS layer once the handshake is done)."""
+        self._transport = transport
         opened = getattr(self._handler, "connection_made", None)   # the handler learns its peer
         if opened is not None:
             opened(transport)
         self._last_activity = self._loop.time()
-        self._arm_timer(self._limits.idle_timeout)
+        self._arm_timer(min(self._limits.idle_timeout,
+                            self._accepted_at + self._limits.auth_timeout - self._last_activity))
 
     def connection_lost(self, exc):
         self._closing = True
-        self._tracker.protocols.discard(self)
+        self._tracker.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._replies.clear()
+        self._drop_replies()
 
     def close(self):
         if not self._closing:
             self._closing = True
-            self._transport.close()
+            self._end("close")
+
+    def evict(self):
+        """Make room for a new connection (the table is full): abort now."""
+        if not self._closing:
+            self._closing = True
+            self._end("abort")
+
+    def _end(self, how):
+        if self._transport is not None:
+            getattr(self._transport, how)()
+        elif self._upgrade is not None:       # TLS handshake under way
+            self._upgrade.cancel()
+
+    def authenticated(self):
+        if not self._authenticated and handler_authenticated(self._handler):
+            self._authenticated = True
+            self._buffer_limit = float("inf")
+            self._tracker.authenticated(self)
+        return self._authenticated
+
+    def _drop_replies(self):
+        """Cancel the work not started for this connection (a queued contribution)."""
+        for reply in self._replies:
+            if reply.future is not None:
+                reply.future.cancel()
+        self._replies.clear()
 
     # -- timeouts -------------------------------------------------------------------------
     def _arm_timer(self, delay):
-        self._timer = self._loop.call_later(delay, self._check_timeout)
+        self._timer = self._loop.call_later(max(0.0, delay), self._check_timeout)
 
-    def _tighten_timer(self):
-        """A frame is incomplete: make sure the timer fires within read_timeout."""
-        deadline = self._last_activity + self._limits.read_timeout
+    def _tighten_timer(self, deadline):
+        """Make sure the timer fires by ``deadline``."""
         if self._timer is not None and self._timer.when() > deadline:
             self._timer.cancel()
-            self._arm_timer(self._limits.read_timeout)
+            self._arm_timer(deadline - self._loop.time())
 
-    def _current_timeout(self):
-        if self._conn.buffered or self._writing_paused:
-            return self._limits.read_timeout
-        return self._limits.idle_timeout
+    def _deadline(self):
+        limits = self._limits
+        if self._conn.buffered:
+            deadline = self._frame_started + limits.read_timeout
+        elif self._writing_paused:
+            deadline = self._last_activity + limits.read_timeout
+        else:
+            deadline = self._last_activity + limits.idle_timeout
+        # (not while a barrier waits on us: a contribution queued behind others; the queue is bounded)
+        if self._barrier is None and not self.authenticated():
+            deadline = min(deadline, self._accepted_at + limits.auth_timeout)
+        return deadline
 
     def _check_timeout(self):
         self._timer = None
         if self._closing:
             return
-        deadline = self._last_activity + self._current_timeout()
+        deadline = self._deadline()
         now = self._loop.time()
         if now >= deadline:
-            log.info("connection from %s timed out", self._peer)
+            log.info("connection from %s timed out%s", self._peer,
+                     "" if self._authenticated else " (not authenticated)")
+            self._closing = True
             self._transport.abort()
             return
         self._arm_timer(deadline - now)
@@ -181,7 +294,7 @@ class ServerProtocol(asyncio.Protocol):
     def pause_writing(self):
         self._writing_paused = True
         self._last_activity = self._loop.time()  # the peer has read_timeout to take our replies
-        self._tighten_timer()
+        self._tighten_timer(self._last_activity + self._limits.read_timeout)
         self._update_reading()
 
     def resume_writing(self):
@@ -192,8 +305,9 @@ class ServerProtocol(asyncio.Protocol):
     def _update_reading(self):
         if self._closing:
             return
-        should_pause = (self._writing_paused or self._barrier is not None
-                        or len(self._replies) >= self._limits.max_pending)
+        # Behind a barrier the connection is still read (the decoder's buffer limit bounds
+        # it), so a peer that leaves is noticed and its queued work cancelled.
+        should_pause = self._writing_paused or len(self._replies) >= self._limits.max_pending
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
@@ -205,15 +319,21 @@ class ServerProtocol(asyncio.Protocol):
     def data_received(self, data):
         if self._closing:
             return
-        self._last_activity = self._loop.time()
+        self._last_activity = now = self._loop.time()
         try:
             self._conn.receive_data(data)
         except ProtocolError:
             self._refuse()
             return
         self._handle_events()
-        if self._conn.buffered and not self._closing:
-            self._tighten_timer()
+        buffered = self._conn.buffered
+        if buffered and not self._closing:
+            if buffered <= len(data):          # the incomplete frame started in this read
+                self._frame_started = now
+            if buffered > self._buffer_limit and not self.authenticated():
+                self._refuse()
+                return
+            self._tighten_timer(self._frame_started + self._limits.read_timeout)
 
     def eof_received(self):
         if self._closing:
@@ -239,6 +359,11 @@ class ServerProtocol(asyncio.Protocol):
             if event is CONNECTION_CLOSED:
                 self._peer_done = True
                 break
+            if not self._authenticated:
+                self._unauthenticated_requests -= 1
+                if self._unauthenticated_requests < 0 and not self.authenticated():
+                    self._refuse()
+                    return
             reply = self._handler.handle(event)
             reply.owner = self
             self._replies.append(reply)
@@ -283,7 +408,7 @@ class ServerProtocol(asyncio.Protocol):
             if type(message) is Error:
                 out.append(conn.send(message))
                 self._transport.write(b"".join(out))
-                self._replies.clear()
+                self._drop_replies()
                 self.close()
                 return
             out.append(conn.send(message))
@@ -297,18 +422,11 @@ class ServerProtocol(asyncio.Protocol):
         if self._closing:
             return
         log.info("protocol violation from %s; closing", self._peer)
-        self._replies.clear()
+        self._drop_replies()
         try:
             self._transport.write(self._conn.send(Error()))
         finally:
             self.close()
-
-
-def _peer_label(transport):
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "?"
 
 
 class Listener:
@@ -357,20 +475,17 @@ async def start_server(make_connection, make_handler, ssl_context, host, port, l
     if ssl_context is None:
         raise ValueError("TLS is mandatory: no plaintext listener")
     limits = limits or ServerLimits()
-    tracker = ConnectionTracker(limits.max_connections)
+    tracker = Tracker(limits.max_connections, limits.max_connections_per_source)
     loop = asyncio.get_running_loop()
 
     def factory():
-        return ServerProtocol(make_connection, make_handler(), limits, tracker)
+        return _Accepting(ServerProtocol(make_connection, make_handler(), limits, tracker, ssl_context))
 
+    # Plain TCP: each connection is counted at accept, then upgraded (ServerProtocol._start_tls).
     if sock is not None:
-        server = await loop.create_server(
-            factory, sock=sock, ssl=ssl_context, ssl_handshake_timeout=limits.handshake_timeout,
-            backlog=limits.backlog)
+        server = await loop.create_server(factory, sock=sock, backlog=limits.backlog)
     else:
-        server = await loop.create_server(
-            factory, host, port, ssl=ssl_context, ssl_handshake_timeout=limits.handshake_timeout,
-            backlog=limits.backlog, reuse_address=True)
+        server = await loop.create_server(factory, host, port, backlog=limits.backlog, reuse_address=True)
     return Listener(server, tracker, executor)
 
 

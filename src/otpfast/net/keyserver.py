@@ -1,16 +1,63 @@
 """Key server over the network: Hello -> PublicKey; AuthStart -> Challenge, AuthProof -> AuthOk
-(the authority authenticates first); then Contribute -> Receipt, TranscriptRequest -> Transcript."""
+(the authority authenticates first); then Contribute -> Receipt, TranscriptRequest -> Transcript.
+
+Service calls (store, RSA, PBKDF2) are rationed: one at a time per connection (each is a
+barrier: the connection's later requests wait, unread), at most ``CONTRIBUTION_QUEUE`` queued
+or running across the server (beyond that the request is refused at once: one Error,
+connection closed), and a call not started yet is cancelled when its connection goes.
+Nothing but Hello and the challenge is answered before the authority has authenticated.
+"""
 import asyncio
 import concurrent.futures
 import functools
+import logging
+import threading
 
 from ..protocol import keyserver as keyserver_protocol
 from ..protocol.messages import (AuthOk, AuthProof, AuthStart, Contribute, Error, Hello, PublicKey, Receipt,
                                  Transcript, TranscriptRequest)
 from ..services import credentials
+from ..services.throttle import Rate, RateLimiter
 from . import tls
 from ._auth import Authentication, peer_host
 from ._stream import Reply, ServerLimits, start_server
+
+log = logging.getLogger("otpfast.net")
+
+# Key-server calls queued or running at once, server-wide: a ceremony has a handful of
+# authorities; more than this waiting means a flood, and the queue's tail would wait for
+# seconds of PBKDF2 anyway.
+CONTRIBUTION_QUEUE = 8
+
+
+class ContributionQueue:
+    """The key server's executor behind a bound: ``submit(fn, *args, **kwargs)`` returns an
+    asyncio future, or None when ``limit`` calls are already queued or running."""
+
+    def __init__(self, executor, limit=CONTRIBUTION_QUEUE):
+        self.executor = executor
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self._log_limit = RateLimiter(Rate(rate=0.2, burst=3), max_keys=1)
+        self.refused = 0
+
+    def submit(self, fn, *args, **kwargs):
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            if self._log_limit.allow("full"):
+                log.warning("key-server request refused: %d already queued (%d refused so far)",
+                            self.limit, self.refused)
+            return None
+        try:
+            work = self.executor.submit(functools.partial(fn, *args, **kwargs))
+        except BaseException:
+            self._slots.release()
+            raise
+        work.add_done_callback(self._release)   # also when cancelled before it started
+        return asyncio.wrap_future(work)
+
+    def _release(self, _work):
+        self._slots.release()
 
 
 def _receipt(signed):
@@ -22,13 +69,12 @@ def _transcript(signed):
 
 
 class KeyServerHandler:
-    """Per-connection handler. ``executor`` runs the service calls (store, RSA, PBKDF2); nothing
-    but Hello and the challenge is answered before the authority has authenticated."""
+    """Per-connection handler; ``queue`` (a ContributionQueue) runs the service calls."""
 
-    def __init__(self, keyserver, public_key_pem, executor, binding):
+    def __init__(self, keyserver, public_key_pem, queue, binding):
         self._keyserver = keyserver
         self._public_key = Reply(PublicKey(public_key_pem))
-        self._executor = executor
+        self._queue = queue
         self._auth = Authentication(credentials.AUTHORITY, binding)
         self.authority = None
         self.source = "-"
@@ -41,8 +87,11 @@ class KeyServerHandler:
     def connection_made(self, transport):
         self.source = peer_host(transport)
 
-    def _run(self, fn, *args, **kwargs):
-        return asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+    def _call(self, convert, fn, *args, **kwargs):
+        future = self._queue.submit(fn, *args, **kwargs)
+        if future is None:
+            return Reply(Error(), barrier=True)
+        return Reply(future=future, convert=convert, barrier=True)
 
     def _authenticated(self, authority):
         self.authority = authority
@@ -61,16 +110,15 @@ class KeyServerHandler:
             exchange = self._auth.proof()
             if exchange is None:
                 return Reply(Error())
-            future = self._run(self._keyserver.authenticate, exchange, event.proof, source=self.source)
-            return Reply(future=future, convert=self._authenticated, barrier=True)
+            return self._call(self._authenticated, self._keyserver.authenticate, exchange, event.proof,
+                              source=self.source)
         if self.authority is None:
             return Reply(Error())      # no RSA work, no store write for an unauthenticated peer
         if kind is Contribute:
-            future = self._run(self._keyserver.contribute, self.authority, event.account, event.ciphertext)
-            return Reply(future=future, convert=_receipt)
+            return self._call(_receipt, self._keyserver.contribute, self.authority, event.account,
+                              event.ciphertext)
         if kind is TranscriptRequest:
-            return Reply(future=self._run(self._keyserver.transcript, self.authority, event.account),
-                         convert=_transcript)
+            return self._call(_transcript, self._keyserver.transcript, self.authority, event.account)
         return Reply(Error())
 
 
@@ -83,14 +131,15 @@ async def serve_keyserver(keyserver, ssl_context, host, port, *, limits=None, ex
     """Serve the key server with TLS on (host, port); return a Listener. ``ssl_context`` as for
     serve_distribution."""
     executor = executor or keyserver_executor()
+    queue = ContributionQueue(executor)
     pem = keyserver.public_key_pem()
     binding = tls.server_end_point(ssl_context)
 
     def make_handler():
-        return KeyServerHandler(keyserver, pem, executor, binding)
+        return KeyServerHandler(keyserver, pem, queue, binding)
 
     return await start_server(keyserver_protocol.Connection, make_handler, ssl_context, host, port, limits,
                               executor=executor)
 
 
-__all__ = ["serve_keyserver", "KeyServerHandler", "ServerLimits"]
+__all__ = ["serve_keyserver", "KeyServerHandler", "ContributionQueue", "ServerLimits"]

@@ -4,7 +4,7 @@ from ..protocol.messages import Hello
 from . import tls
 from ._stream import ServerLimits, start_server
 from .distribution import DistributionHandler
-from .keyserver import KeyServerHandler, keyserver_executor
+from .keyserver import ContributionQueue, KeyServerHandler, keyserver_executor
 
 
 class CombinedHandler:
@@ -33,11 +33,12 @@ class CombinedHandler:
 async def serve_combined(keyserver, verifier, ssl_context, host, port, *, limits=None, executor=None, sock=None):
     """Serve both services with TLS on one (host, port) or bound socket ``sock``; return a Listener."""
     executor = executor or keyserver_executor()
+    queue = ContributionQueue(executor)
     pem = keyserver.public_key_pem()
     binding = tls.server_end_point(ssl_context)
 
     def make_handler():
-        return CombinedHandler(KeyServerHandler(keyserver, pem, executor, binding),
+        return CombinedHandler(KeyServerHandler(keyserver, pem, queue, binding),
                                DistributionHandler(verifier, binding))
 
     return await start_server(combined_protocol.Connection, make_handler, ssl_context, host, port, limits,
