@@ -37,6 +37,7 @@ EXHAUSTED = "rejected:chain-exhausted"          # a hash chain with no use left
 UNKNOWN_PRINCIPAL = "refused:unknown-principal"
 BAD_PROOF = "refused:wrong-credential"
 REQUEST_NOT_AUTHORISED = "refused:not-authorised"   # a verifier, or a device of another account
+REVOKED = "refused:credential-revoked"  # a session of a credential since rotated
 REQUEST_NO_ACCOUNT = "refused:unknown-account"
 REQUEST_PENDING = "refused:ceremony-pending"
 REQUEST_NOT_ISSUED = "refused:not-server-issued"    # totp: the app makes them, not the server

@@ -44,6 +44,8 @@ class ClientInfo:
     # this connection's key (masks issued OTPs); memory only
     session_key: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
     source: str = dataclasses.field(default="-", compare=False)    # the peer address (audit)
+    # the credential it proved: a request after `client rotate` or `client delete` is refused
+    credential_hash: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class Distribution:
                               audit.UNKNOWN_PRINCIPAL if record is None else audit.BAD_PROOF)
             raise Refused()
         return ClientInfo(record.name, record.account, record.verifier, session_key,
-                          str(source)[:64])
+                          str(source)[:64], record.credential_hash)
 
     def login(self, client_name: str, credential: bytes | str) -> ClientInfo:
         """In-process authentication (no network: the credential stays in this process); the
@@ -148,6 +150,9 @@ class Distribution:
             if (record is None or record.verifier or record.account != account
                     or client.session_key is None):
                 reason = audit.REQUEST_NOT_AUTHORISED
+                raise Refused()
+            if record.credential_hash != client.credential_hash:
+                reason = audit.REVOKED
                 raise Refused()
             with self.store.transaction() as tx:
                 acct = tx.account(account)
