@@ -212,3 +212,20 @@ def test_admin_tools_hash_chain_uses_left_and_exhaustion(admin, distribution, cl
 def test_admin_tools_describe_other_types_have_no_uses_left(admin):
     admin.add_account("t", "totp")
     assert "uses_left" not in describe(admin.account("t"), FakeClock()())
+
+
+def test_admin_tools_verifier_session_ends_with_rotation_and_deletion(admin, distribution):
+    admin.add_account("alice", "hotp")
+    key = bytes.fromhex(admin.account("alice").material["key"])
+    rp = distribution.login("rp", admin.add_client("rp", verifier=True))
+    distribution.verify("alice", HOTP(key).generate(0), source="192.0.2.1", client=rp)
+    fresh = distribution.login("rp", admin.rotate_client("rp"))
+    with pytest.raises(InvalidToken):      # the session of the old credential: refused
+        distribution.verify("alice", HOTP(key).generate(1), source="192.0.2.1", client=rp)
+    distribution.verify("alice", HOTP(key).generate(1), source="192.0.2.1", client=fresh)
+    admin.delete_client("rp")
+    with pytest.raises(InvalidToken):
+        distribution.verify("alice", HOTP(key).generate(2), source="192.0.2.1", client=fresh)
+    distribution.flush_refusals(everything=True)
+    assert [e["outcome"] for e in _audit(admin, account="alice") if e["event"] == "verify"] == [
+        "accepted", audit.REVOKED, "accepted", audit.REVOKED]

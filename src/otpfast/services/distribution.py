@@ -196,18 +196,20 @@ class Distribution:
         # a source or client out of failures: refused before its accounts are even read
         # (asked once per distinct pair: a relay's batch comes from one source and client)
         throttled, known = self.throttled, {}
+        revoked = self._revoked(items)
         blocked = []
         for item in items:
             pair = (item.source, None if item.client is None else item.client.name)
             out = known.get(pair)
             if out is None:
                 out = known[pair] = throttled(*pair)
-            if out:
+            if out or (revoked and (pair[1], item.client.credential_hash) in revoked):
                 blocked.append(item)
         asked = items
         if blocked:
             for item in blocked:
-                self._refuse_throttled(now, item)
+                self._refuse_throttled(now, item, audit.REVOKED if revoked and (
+                    item.client.name, item.client.credential_hash) in revoked else audit.THROTTLED)
             blocked_ids = {id(item) for item in blocked}
             items = [item for item in items if id(item) not in blocked_ids]
             if not items:       # no transaction at all: the refusals wait for the next one
@@ -233,10 +235,24 @@ class Distribution:
         return self._failed_sources.blocked(source) or (
             client_name is not None and self._failed_clients.blocked(client_name))
 
-    def _refuse_throttled(self, now: float, item: VerifyItem) -> None:
+    def _refuse_throttled(self, now: float, item: VerifyItem, outcome=audit.THROTTLED) -> None:
         self._refusals.add(now, audit.VERIFY, str(item.account)[:128],
                            "-" if item.client is None else item.client.name,
-                           str(item.source)[:64], audit.THROTTLED)
+                           str(item.source)[:64], outcome)
+
+    def _revoked(self, items) -> set:
+        """(name, credential hash) of the batch's clients whose credential was rotated or
+        deleted after they authenticated (one client read per distinct client): their
+        sessions verify nothing more."""
+        seen: dict = {}
+        for item in items:
+            client = item.client
+            if client is not None and client.credential_hash is not None:
+                key = (client.name, client.credential_hash)
+                if key not in seen:
+                    record = self.store.client(client.name)
+                    seen[key] = record is None or record.credential_hash != client.credential_hash
+        return {key for key, out in seen.items() if out}
 
     def _count_failure(self, source, client_name: str | None) -> None:
         self._failed_sources.charge(source)
