@@ -151,7 +151,8 @@ class Distribution:
                     or client.session_key is None):
                 reason = audit.REQUEST_NOT_AUTHORISED
                 raise Refused()
-            if record.credential_hash != client.credential_hash:
+            if (client.credential_hash is not None      # None: built in-process, not by login
+                    and record.credential_hash != client.credential_hash):
                 reason = audit.REVOKED
                 raise Refused()
             with self.store.transaction() as tx:
