@@ -442,11 +442,8 @@ def audit_archive(data_dir, before, file):
 
 def _parse_since(text: str) -> float:
     """``--since``: seconds since the epoch (digits, optionally a fraction) or ISO 8601."""
-    try:
-        if text.isascii() and text.replace(".", "", 1).isdigit():
-            return float(text)
-    except ValueError:
-        pass
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
     try:
         return _parse_date(text, "--since")
     except click.BadParameter:

@@ -408,3 +408,14 @@ def test_admin_hash_chain_exhausted_is_explained(initialised):
     outcomes = [e["outcome"] for e in _json_lines(run("audit", "list", "--json",
                                                       "--account", "chain"))]
     assert outcomes[-1] == "rejected:chain-exhausted"
+
+
+def test_admin_audit_list_after_an_archive_is_intact(initialised, tmp_path):
+    run = initialised
+    run("authority", "add", "1")
+    run("authority", "add", "2")
+    assert run("audit", "archive", "--before", "2999-01-01", str(tmp_path / "a.jsonl")).exit_code == 0
+    run("authority", "add", "3")
+    entries = _json_lines(run("audit", "list", "--json"))
+    assert entries and all(e["intact"] for e in entries)
+    assert entries[-1]["outcome"] == "authority-added" and entries[-1]["client"] == "authority:3"

@@ -229,3 +229,18 @@ def test_admin_tools_verifier_session_ends_with_rotation_and_deletion(admin, dis
     distribution.flush_refusals(everything=True)
     assert [e["outcome"] for e in _audit(admin, account="alice") if e["event"] == "verify"] == [
         "accepted", audit.REVOKED, "accepted", audit.REVOKED]
+
+
+def test_admin_tools_new_account_revokes_devices_left_by_an_old_deletion(admin, distribution):
+    """A store where an account was deleted before deletion revoked its clients: the new
+    account of that name does not inherit the old device."""
+    admin.add_account("alice", "hotp")
+    phone = admin.add_client("phone", account="alice")
+    with admin.store.transaction() as tx:        # what `account delete` used to do
+        tx.delete_account("alice")
+        tx.audit(1.0, "admin", "alice", "-", "cli", "account-deleted")
+    admin.add_account("alice", "hotp")
+    assert admin.clients() == []
+    with pytest.raises(Refused):
+        distribution.login("phone", phone)
+    assert admin.store.verify_audit().ok

@@ -70,6 +70,9 @@ class Admin:
             if not tx.add_account(name, type, params, material, chain_last, now, counter=counter):
                 raise InvalidParameter("name", f"account {name!r} exists already")
             self._audit(tx, now, f"account-added:{type}", account=name)
+            # devices left bound to this name by a deletion before otpfast revoked them
+            for client in tx.delete_clients_of(name):
+                self._audit(tx, now, "client-deleted", account=name, client=client)
         return self.store.account(name)
 
     def accounts(self) -> list[AccountRecord]:
