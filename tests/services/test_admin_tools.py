@@ -244,3 +244,17 @@ def test_admin_tools_new_account_revokes_devices_left_by_an_old_deletion(admin, 
     with pytest.raises(Refused):
         distribution.login("phone", phone)
     assert admin.store.verify_audit().ok
+
+
+def test_admin_tools_deleted_authority_session_contributes_nothing(admin, keyserver):
+    credential = admin.add_authority(6)
+    admin.add_authority(7)
+    admin.add_account("carol", "hotp", authorities=[7])
+    admin.add_account("dave", "hotp", authorities=[6])
+    info = _authority_login(keyserver, 6, credential, "192.0.2.6")
+    admin.delete("dave")
+    admin.delete_authority(6)
+    admin.add_account("erin", "hotp", authorities=[7])
+    with pytest.raises(Refused):
+        keyserver.contribute(info, "carol", b"x")
+    assert _audit(admin, result="refused")[-1]["outcome"] == audit.REVOKED

@@ -196,6 +196,7 @@ class Distribution:
         now = self.clock()
         # a source or client out of failures: refused before its accounts are even read
         # (asked once per distinct pair: a relay's batch comes from one source and client)
+        # and a session whose client credential was rotated or deleted since: refused too
         throttled, known = self.throttled, {}
         revoked = self._revoked(items)
         blocked = []
@@ -204,13 +205,15 @@ class Distribution:
             out = known.get(pair)
             if out is None:
                 out = known[pair] = throttled(*pair)
-            if out or (revoked and (pair[1], item.client.credential_hash) in revoked):
-                blocked.append(item)
+            if revoked and (pair[1], item.client.credential_hash) in revoked:
+                blocked.append((item, audit.REVOKED))
+            elif out:
+                blocked.append((item, audit.THROTTLED))
         asked = items
         if blocked:
-            for item in blocked:
-                self._refuse_throttled(now, item, audit.REVOKED if revoked and (
-                    item.client.name, item.client.credential_hash) in revoked else audit.THROTTLED)
+            for item, outcome in blocked:
+                self._refuse_throttled(now, item, outcome)
+            blocked = [item for item, _ in blocked]
             blocked_ids = {id(item) for item in blocked}
             items = [item for item in items if id(item) not in blocked_ids]
             if not items:       # no transaction at all: the refusals wait for the next one

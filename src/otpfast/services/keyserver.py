@@ -81,6 +81,8 @@ class AuthorityInfo:
     authority_id: int
     session_key: bytes = dataclasses.field(repr=False, compare=False)
     source: str = dataclasses.field(default="-", compare=False)    # the peer address (audit)
+    # the credential it proved: after `authority delete` its session contributes nothing
+    credential_hash: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ class KeyServer:
             raise self._refused(self.clock(), audit.AUTHENTICATE, "-", f"authority:{principal}",
                                 source, audit.UNKNOWN_PRINCIPAL if authority is None
                                 else audit.BAD_PROOF) from None
-        return AuthorityInfo(int(principal), session_key, str(source)[:64])
+        return AuthorityInfo(int(principal), session_key, str(source)[:64],
+                             authority.credential_hash)
 
     def contribute(self, authority: AuthorityInfo, account: str, ciphertext: bytes) -> SignedReceipt:
         """An authenticated authority's contribution; its signed receipt."""
@@ -148,6 +151,10 @@ class KeyServer:
         authority_id = authority.authority_id
         if not isinstance(account, str) or not isinstance(ciphertext, bytes):
             raise Refused(audit.MALFORMED)
+        if authority.credential_hash is not None:       # None: built in-process
+            current = self.store.authority(authority_id)
+            if current is None or current.credential_hash != authority.credential_hash:
+                raise Refused(audit.REVOKED)
         if not self._waiting_for(account, authority_id):     # before any RSA work
             raise Refused(audit.REQUEST_NO_ACCOUNT if self.store.account(account) is None
                           else audit.NOT_WAITING)
