@@ -10,6 +10,7 @@ from otpfast.errors import InvalidParameter, InvalidToken, Refused
 from otpfast.hotp import HOTP
 from otpfast.services import audit, credentials, masking
 from otpfast.services.admin import describe
+from otpfast.services.keyserver import encrypt_phrase
 
 from .conftest import FakeClock
 
@@ -124,7 +125,7 @@ def test_admin_tools_ceremony_with_authorities_6_and_7(admin, keyserver, distrib
         secret = phrase.secret_phrase(i, 1000 + i)
         assert secret.algorithm == phrase.OTHER_HASH
         info = _authority_login(keyserver, i, creds[i], f"192.0.2.{i}")
-        receipt = keyserver.contribute(info, "carol", keyserver_encrypt(pem, secret.data, i))
+        receipt = keyserver.contribute(info, "carol", encrypt_phrase(pem, secret.data, "carol", i))
         assert receipt.remaining == (1 if i == 6 else 0)
     record = admin.account("carol")
     assert record.state == "active" and record.authorities == (6, 7)
@@ -134,11 +135,6 @@ def test_admin_tools_ceremony_with_authorities_6_and_7(admin, keyserver, distrib
                if e["event"] != "admin"]
     assert sources == [("contribute", "192.0.2.6"), ("contribute", "192.0.2.7"),
                        ("ceremony-complete", "192.0.2.7"), ("verify", "192.0.2.50")]
-
-
-def keyserver_encrypt(pem, data, authority_id):
-    from otpfast.services.keyserver import encrypt_phrase
-    return encrypt_phrase(pem, data, "carol", authority_id)
 
 
 def test_admin_tools_audit_list_filters_with_source_and_reason(admin, distribution, clock):

@@ -132,16 +132,9 @@ class Admin:
                                 digits=record.params["digits"],
                                 period=record.params.get("period", 30), counter=record.counter)
 
-
     # -- the admin's everyday tools: clients, authorities, the audit log ----------------
     def clients(self) -> list[ClientRecord]:
         return self.store.client_list()
-
-    def client(self, name: str) -> ClientRecord:
-        record = self.store.client(name)
-        if record is None:
-            raise InvalidParameter("name", f"no client named {name!r}")
-        return record
 
     def delete_client(self, name: str) -> None:
         now = self.clock()
