@@ -11,7 +11,7 @@ import click
 from otpfast.datadir import DataDir
 from otpfast.errors import InvalidParameter, StoreError
 from otpfast.services import audit, policy
-from otpfast.services.admin import describe
+from otpfast.services.admin import describe, describe_authority, describe_client
 from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
 
 
@@ -37,6 +37,13 @@ def _admin(data_dir):
         raise click.ClickException(str(exc)) from None
     finally:
         admin.store.close()
+
+
+JSON_LINES_HELP = "Print one JSON object per line (stable keys; see the README)."
+
+
+def _emit_json(info: dict) -> None:
+    click.echo(json.dumps(info, sort_keys=True))
 
 
 def _show_credential(kind: str, name, credential: str, data_dir) -> None:
@@ -102,6 +109,36 @@ def authority_add(data_dir, authority_id):
     _show_credential("authority", authority_id, credential, data_dir)
 
 
+@authority_group.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True,
+              help=JSON_LINES_HELP + " Keys: id, created (UTC).")
+def authority_list(data_dir, as_json):
+    """List the registered authorities (no credentials)."""
+    with _admin(data_dir) as admin:
+        records = admin.authorities()
+    for record in records:
+        info = describe_authority(record)
+        if as_json:
+            _emit_json(info)
+        else:
+            click.echo(f"{info['id']}\tcreated {info['created']}")
+
+
+@authority_group.command("delete")
+@data_dir_option
+@click.argument("authority_id", metavar="ID", type=POSITIVE_INT)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def authority_delete(data_dir, authority_id, yes):
+    """Delete authority ID: its credential stops working at once. Refused while an account
+    still waits for its contribution."""
+    if not yes:
+        click.confirm(f"delete authority {authority_id}?", abort=True)
+    with _admin(data_dir) as admin:
+        admin.delete_authority(authority_id)
+    click.echo(f"authority {authority_id} deleted")
+
+
 @click.group("client")
 def client_group():
     """OTP-requesting clients (devices) and verifier clients (relying services)."""
@@ -118,6 +155,47 @@ def client_add(data_dir, name, account, verifier):
         raise click.UsageError("give exactly one of --account A or --verifier")
     with _admin(data_dir) as admin:
         credential = admin.add_client(name, account=account, verifier=verifier)
+    _show_credential("client", name, credential, data_dir)
+
+
+@client_group.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True,
+              help=JSON_LINES_HELP + " Keys: name, role (device|verifier), account (null for "
+                   "a verifier), created (UTC).")
+def client_list(data_dir, as_json):
+    """List the clients (no credentials)."""
+    with _admin(data_dir) as admin:
+        records = admin.clients()
+    for record in records:
+        info = describe_client(record)
+        if as_json:
+            _emit_json(info)
+        else:
+            click.echo(f"{info['name']}\t{info['role']}\t{info['account'] or '-'}\t"
+                       f"created {info['created']}")
+
+
+@client_group.command("delete")
+@data_dir_option
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def client_delete(data_dir, name, yes):
+    """Delete client NAME: its credential stops working at once."""
+    if not yes:
+        click.confirm(f"delete client {name}?", abort=True)
+    with _admin(data_dir) as admin:
+        admin.delete_client(name)
+    click.echo(f"client {name} deleted")
+
+
+@client_group.command("rotate")
+@data_dir_option
+@click.argument("name")
+def client_rotate(data_dir, name):
+    """Give client NAME a new credential, printed once; the old one stops working at once."""
+    with _admin(data_dir) as admin:
+        credential = admin.rotate_client(name)
     _show_credential("client", name, credential, data_dir)
 
 
@@ -183,7 +261,8 @@ def account_add(data_dir, name, type_, authorities, digits, ttl, algorithm, chai
 
 @account_group.command("list")
 @data_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True,
+              help=JSON_LINES_HELP + " Keys as `account show --json`.")
 def account_list(data_dir, as_json):
     """List accounts (no secrets)."""
     with _admin(data_dir) as admin:
@@ -191,19 +270,31 @@ def account_list(data_dir, as_json):
         now = admin.clock()
     for record in records:
         if as_json:
-            click.echo(json.dumps(describe(record, now), sort_keys=True))
+            _emit_json(describe(record, now))
         else:
             flags = " LOCKED" if record.locked_at(now) else ""
+            if record.type == "hashchain" and describe(record, now)["uses_left"] == 0:
+                flags += " EXHAUSTED"
             click.echo(f"{record.name}\t{record.type}\t{record.state}{flags}")
 
 
 @account_group.command("show")
 @data_dir_option
 @click.argument("name")
-def account_show(data_dir, name):
-    """Show an account's settings and state (no secrets)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (stable keys: name, type, state, failures, locked, "
+                   "locked_until, lock_level, lockout_policy, the settings; counter, "
+                   "last_step, uses_left and transcript where the type has them).")
+def account_show(data_dir, name, as_json):
+    """Show an account's settings and state (no secrets). A hash chain shows its uses left."""
     with _admin(data_dir) as admin:
         info = describe(admin.account(name), admin.clock())
+    if as_json:
+        _emit_json(info)
+        return
+    if info.get("uses_left") == 0:
+        click.echo(f"warning: the hash chain of {name} is used up: it issues and accepts no "
+                   "more OTPs (create a new account for this user)", err=True)
     for key in sorted(info):
         value = info[key]
         if isinstance(value, list):
@@ -236,12 +327,15 @@ def account_unlock(data_dir, name):
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def account_delete(data_dir, name, yes):
-    """Delete an account, its contributions and issued OTPs."""
+    """Delete an account, its contributions and issued OTPs, and the device clients bound
+    to it (their credentials stop working; a new account of the same name needs new ones)."""
     if not yes:
         click.confirm(f"delete account {name}?", abort=True)
     with _admin(data_dir) as admin:
-        admin.delete(name)
+        revoked = admin.delete(name)
     click.echo(f"account {name} deleted")
+    for client in revoked:
+        click.echo(f"client {client} (bound to {name}) deleted")
 
 
 @click.command("enroll")
@@ -283,12 +377,22 @@ def audit_group():
               type=click.Path(exists=True, dir_okay=False),
               help="Also prove this archive file (from `audit archive`; repeatable) and that "
                    "the archives join the log.")
-def audit_verify(data_dir, archives):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: ok, entries, first_bad (null: chain intact), "
+                   "reason, head_seq, head_hash, anchor_seq, bad_rows (list), archives "
+                   "(list of lines). Exit codes as without it.")
+def audit_verify(data_dir, archives, as_json):
     """Check every audit entry, the recorded head and every client, account, issued OTP and
     authority row; exit 1 naming what is wrong."""
     with _admin(data_dir) as admin:
         report = audit.verify_chain(admin.store)
         lines = audit.verify_archives(admin.store, archives) if archives else []
+    if as_json:
+        _emit_json({"ok": report.ok, "entries": report.entries, "first_bad": report.first_bad,
+                    "reason": report.reason, "head_seq": report.head_seq,
+                    "head_hash": report.head_hash.hex(), "anchor_seq": report.anchor_seq,
+                    "bad_rows": list(report.bad_rows), "archives": lines})
+        sys.exit(0 if report.ok else 1)
     for line in lines:
         click.echo(line)
     if report.first_bad is not None:
@@ -304,12 +408,12 @@ def audit_verify(data_dir, archives):
                f"{report.head_hash.hex()}; rows intact")
 
 
-def _parse_date(text: str) -> float:
+def _parse_date(text: str, option: str = "--before") -> float:
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter("not an ISO 8601 date or time (e.g. 2026-01-31 or "
-                                 "2026-01-31T12:00:00+01:00)", param_hint="'--before'") from None
+                                 "2026-01-31T12:00:00+01:00)", param_hint=f"'{option}'") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return when.timestamp()
@@ -334,3 +438,44 @@ def audit_archive(data_dir, before, file):
         click.echo(f"archived entries {done.first}..{done.last} ({done.entries}) to {file}")
     else:
         click.echo("no entries before that date: nothing archived")
+
+
+def _parse_since(text: str) -> float:
+    """``--since``: seconds since the epoch (digits, optionally a fraction) or ISO 8601."""
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        return _parse_date(text, "--since")
+    except click.BadParameter:
+        raise click.BadParameter("not an ISO 8601 date or time (e.g. 2026-01-31 or "
+                                 "2026-01-31T12:00:00Z) nor seconds since the epoch",
+                                 param_hint="'--since'") from None
+
+
+@audit_group.command("list")
+@data_dir_option
+@click.option("--account", default=None, help="Only this account's entries.")
+@click.option("--since", default=None, metavar="T",
+              help="Only entries at or after T: ISO 8601 (UTC unless it names a zone) or "
+                   "seconds since the epoch.")
+@click.option("--result", default=None, metavar="R",
+              help="Only entries whose outcome starts with R (accepted, issued, refused, "
+                   "rejected, rejected:locked, ...).")
+@click.option("--json", "as_json", is_flag=True,
+              help=JSON_LINES_HELP + " Keys: seq, time (UTC), epoch, event, account, client, "
+                   "source (peer address), outcome (result and reason), intact (the entry's "
+                   "MAC chains onto the one before it).")
+def audit_list(data_dir, account, since, result, as_json):
+    """Print the audit log, oldest first: time, event, account, client, source (the peer
+    address) and outcome (with the refusal reason, which network replies never carry).
+    An entry whose MAC does not chain is marked ALTERED (`audit verify` is the full proof)."""
+    start = None if since is None else _parse_since(since)
+    with _admin(data_dir) as admin:
+        for info in admin.audit_entries(account=account, since=start, result=result):
+            if as_json:
+                _emit_json(info)
+            else:
+                mark = "" if info["intact"] else "\tALTERED"
+                click.echo(f"{info['seq']}\t{info['time']}\t{info['event']}\t"
+                           f"{info['account']}\t{info['client']}\t{info['source']}\t"
+                           f"{info['outcome']}{mark}")

@@ -6,6 +6,7 @@ Exit codes: 0 success / OTP accepted, 1 OTP rejected (verify), 2 usage error,
 3 the server could not be reached, was not authenticated, or refused the request.
 """
 import asyncio
+import json
 import os
 import sys
 
@@ -274,8 +275,11 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
 @pin_option
 @timeout_option
 @data_dir_option
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object instead of the word: {"account": A, "accepted": '
+                   'true|false, "result": "accepted"|"rejected"} (exit codes unchanged).')
 @click.argument("otp")
-def verify(server, client_name, credential_file, account, pin, timeout, data_dir, otp):
+def verify(server, client_name, credential_file, account, pin, timeout, data_dir, as_json, otp):
     """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (3: server or data directory
     unavailable, or this client refused)."""
     if server is not None:
@@ -295,7 +299,12 @@ def verify(server, client_name, credential_file, account, pin, timeout, data_dir
             if value is not None:
                 raise click.UsageError(f"{name} is only used with --server")
         ok = verify_local(data_dir, account, otp)
-    click.echo("accepted" if ok else "rejected")
+    result = "accepted" if ok else "rejected"
+    if as_json:
+        click.echo(json.dumps({"account": account, "accepted": ok, "result": result},
+                              sort_keys=True))
+    else:
+        click.echo(result)
     sys.exit(0 if ok else EXIT_REJECTED)
 
 
@@ -312,7 +321,18 @@ def verify_local(data_dir, account, otp):
     try:
         distribution.verify(account, otp, source="cli")
     except InvalidToken:
+        _explain_exhausted(distribution.store, account)
         return False
     finally:
         distribution.store.close()
     return True
+
+
+def _explain_exhausted(store, account):
+    """The admin's side (local verify): say when a hash chain has no use left."""
+    from otpfast.services.tokens import uses_left
+
+    record = store.account(account)
+    if record is not None and uses_left(record) == 0:
+        click.echo(f"note: the hash chain of {account} is used up (0 uses left): it issues and "
+                   "accepts no more OTPs; create a new account for this user", err=True)

@@ -2,7 +2,8 @@
 
 Each trusted authority derives a secret phrase from an integer its operator enters, 32 fresh
 random bytes and its authority id, with its own hash: 1 -> SHA-256, 2 -> SHA-512,
-3 -> SHA-384, 4 -> SHA-512 (configurable). The phrase is returned both as the source's integer
+3 -> SHA-384, 4 -> SHA-512 (the source's four authorities), and SHA-512 for any other id the
+admin creates (5 .. 2**31-1) (configurable). The phrase is returned both as the source's integer
 (the digest read big-endian) and as bytes.
 
 Hash input (unambiguous: a fixed tag, then fixed-width or length-prefixed fields):
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 
 from .errors import InvalidParameter
 
-__all__ = ["DEFAULT_HASHES", "RANDOM_BYTES", "Phrase", "secret_phrase", "encode_input"]
+__all__ = ["DEFAULT_HASHES", "OTHER_HASH", "RANDOM_BYTES", "Phrase", "hash_of", "secret_phrase",
+           "encode_input"]
 
 DEFAULT_HASHES = {1: "sha256", 2: "sha512", 3: "sha384", 4: "sha512"}
+OTHER_HASH = "sha512"       # any authority id DEFAULT_HASHES does not name
 RANDOM_BYTES = 32
 TAG = b"otpfast secret phrase v1\x00"
 _ALLOWED = ("sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b")
@@ -55,12 +58,17 @@ def encode_input(authority_id, value, random_bytes):
     return TAG + struct.pack(">I", len(v)) + v + r + struct.pack(">I", authority_id)
 
 
+def hash_of(authority_id, hashes=DEFAULT_HASHES):
+    """The hash authority ``authority_id`` uses: ``hashes``' entry, else OTHER_HASH."""
+    if isinstance(authority_id, bool) or not isinstance(authority_id, int) or not 0 < authority_id < 2**31:
+        raise InvalidParameter("authority", "must be an integer from 1 to 2**31-1")
+    return hashes.get(authority_id, OTHER_HASH)
+
+
 def secret_phrase(authority_id, value, *, random_bytes=None, hashes=DEFAULT_HASHES):
     """Derive the secret phrase of authority `authority_id` from the operator's integer
     `value`. `random_bytes` (32) defaults to fresh CSPRNG output; pass it only in tests."""
-    if authority_id not in hashes:
-        raise InvalidParameter("authority", f"unknown authority {authority_id!r}; known: {sorted(hashes)}")
-    algorithm = hashes[authority_id]
+    algorithm = hash_of(authority_id, hashes)
     if algorithm not in _ALLOWED:
         raise InvalidParameter("hashes", f"{algorithm!r} is not allowed; use one of {', '.join(_ALLOWED)}")
     if random_bytes is None:

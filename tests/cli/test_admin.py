@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from otpfast.datadir import DataDir
+from otpfast.errors import InvalidToken
 from otpfast.services.distribution import VerifyItem
 from otpfast_cli.main import cli
 
@@ -264,3 +265,157 @@ def test_admin_audit_archive(initialised, tmp_path):
          " hash = (SELECT hash FROM audit WHERE seq = 4)")
     result = run("audit", "verify")
     assert result.exit_code == 1 and "anchor was altered" in result.stderr
+
+
+# -- the admin's everyday tools (issue 10 item 6) --------------------------------------------
+def _json_lines(result):
+    import json
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_admin_client_list_delete_rotate(initialised):
+    run = initialised
+    run("account", "add", "alice", "--type", "hotp")
+    old = run("client", "add", "phone", "--account", "alice").stdout.strip()
+    run("client", "add", "vpn", "--verifier")
+    listing = run("client", "list").stdout.splitlines()
+    assert [line.split("\t")[:3] for line in listing] == [["phone", "device", "alice"],
+                                                          ["vpn", "verifier", "-"]]
+    rows = _json_lines(run("client", "list", "--json"))
+    assert [sorted(row) for row in rows] == [["account", "created", "name", "role"]] * 2
+    assert rows[1] == {**rows[1], "name": "vpn", "role": "verifier", "account": None}
+    assert old not in run("client", "list", "--json").stdout
+    rotated = run("client", "rotate", "phone")
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.stdout.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", new) and new != old
+    assert "shown only once" in rotated.stderr and "--pin sha256:" in rotated.stderr
+    assert run("client", "rotate", "nobody").exit_code == 2
+    assert run("client", "delete", "vpn", input="n\n").exit_code == 1
+    assert run("client", "delete", "vpn", "--yes").exit_code == 0
+    assert [r["name"] for r in _json_lines(run("client", "list", "--json"))] == ["phone"]
+    result = run("client", "delete", "vpn", "--yes")
+    assert result.exit_code == 2 and "no client named" in result.output
+
+
+def test_admin_authority_list_delete(initialised):
+    run = initialised
+    for i in ("1", "6", "2147483647"):
+        assert run("authority", "add", i).exit_code == 0
+    assert [line.split("\t")[0] for line in run("authority", "list").stdout.splitlines()] == [
+        "1", "6", "2147483647"]
+    assert [r["id"] for r in _json_lines(run("authority", "list", "--json"))] == [1, 6, 2**31 - 1]
+    run("account", "add", "carol", "--type", "hotp", "--authorities", "6,2147483647")
+    result = run("authority", "delete", "6", "--yes")
+    assert result.exit_code == 2 and "carol" in result.output and "'ID'" in result.output
+    assert run("authority", "delete", "1", "--yes").exit_code == 0
+    assert run("authority", "delete", "1", "--yes").exit_code == 2
+    assert run("audit", "verify").exit_code == 0
+
+
+def test_admin_account_delete_revokes_its_clients(initialised):
+    run = initialised
+    run("account", "add", "alice", "--type", "hotp")
+    run("client", "add", "phone", "--account", "alice")
+    run("client", "add", "vpn", "--verifier")
+    result = run("account", "delete", "alice", "--yes")
+    assert result.exit_code == 0
+    assert "client phone (bound to alice) deleted" in result.stdout
+    assert [r["name"] for r in _json_lines(run("client", "list", "--json"))] == ["vpn"]
+    audit = _json_lines(run("audit", "list", "--account", "alice", "--json"))
+    assert [e["outcome"] for e in audit] == ["account-added:hotp", "client-added",
+                                             "account-deleted", "client-deleted"]
+
+
+def test_admin_audit_list(initialised):
+    run = initialised
+    run("account", "add", "alice", "--type", "hotp")
+    run("account", "add", "bob", "--type", "hotp")
+    distribution = DataDir(run.data_dir).distribution()
+    try:
+        for source in ("203.0.113.1", "203.0.113.2"):
+            with pytest.raises(InvalidToken):
+                distribution.verify("alice", "000000", source=source)
+    finally:
+        distribution.store.close()
+    lines = run("audit", "list", "--account", "alice", "--result", "rejected").stdout.splitlines()
+    assert len(lines) == 2
+    seq, when, event, account, client, source, outcome = lines[0].split("\t")
+    assert (event, account, client, source, outcome) == (
+        "verify", "alice", "-", "203.0.113.1", "rejected:wrong-expired-or-used")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", when)
+    entries = _json_lines(run("audit", "list", "--json"))
+    assert [e["account"] for e in entries] == ["alice", "bob", "alice", "alice"]
+    assert all(e["intact"] for e in entries)
+    later = entries[2]["epoch"]
+    assert len(_json_lines(run("audit", "list", "--json", "--since", str(later)))) == 2
+    assert len(_json_lines(run("audit", "list", "--json", "--since", "2999-01-01"))) == 0
+    assert len(_json_lines(run("audit", "list", "--json", "--since", "2001-01-01T00:00Z"))) == 4
+    assert _json_lines(run("audit", "list", "--json", "--result", "accepted")) == []
+    for bad in ("yesterday", "12:00:00x", "-5"):
+        result = run("audit", "list", "--since", bad)
+        assert result.exit_code == 2 and "--since" in result.output, bad
+    _sql(run.data_dir, "UPDATE audit SET source = '10.0.0.1' WHERE seq = 3")
+    assert "ALTERED" in run("audit", "list").stdout.splitlines()[2]
+
+
+def test_admin_json_on_show_and_audit_verify(initialised):
+    import json
+    run = initialised
+    run("account", "add", "chain", "--type", "hashchain", "--chain-length", "3")
+    info = json.loads(run("account", "show", "chain", "--json").stdout)
+    assert info["name"] == "chain" and info["uses_left"] == 3 and info["counter"] == 0
+    assert "seed" not in info and "material" not in info
+    listed = _json_lines(run("account", "list", "--json"))
+    assert listed == [info]
+    result = run("audit", "verify", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["ok"] and report["entries"] == 1
+    assert sorted(report) == ["anchor_seq", "archives", "bad_rows", "entries", "first_bad",
+                              "head_hash", "head_seq", "ok", "reason"]
+    _sql(run.data_dir, "UPDATE accounts SET counter = 2 WHERE name = 'chain'")
+    result = run("audit", "verify", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and not report["ok"] and len(report["bad_rows"]) == 1
+
+
+def test_admin_hash_chain_exhausted_is_explained(initialised):
+    import json
+    from otpfast.services import masking
+
+    run = initialised
+    run("account", "add", "chain", "--type", "hashchain", "--chain-length", "1")
+    credential = run("client", "add", "phone", "--account", "chain").stdout.strip()
+    distribution = DataDir(run.data_dir).distribution()
+    try:
+        phone = distribution.login("phone", credential)
+        issued = distribution.request(phone, "chain")
+        otp = masking.unmask(phone.session_key, "chain", issued.nonce, issued.masked,
+                             issued.expires_at_ms)
+    finally:
+        distribution.store.close()
+    assert json.loads(run("account", "show", "chain", "--json").stdout)["uses_left"] == 0
+    show = run("account", "show", "chain")
+    assert "uses_left: 0" in show.stdout and "used up" in show.stderr
+    assert "EXHAUSTED" in run("account", "list").stdout
+    result = run("verify", "--account", "chain", "--json", otp)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"account": "chain", "accepted": True,
+                                         "result": "accepted"}
+    result = run("verify", "--account", "chain", otp)
+    assert result.exit_code == 1 and "used up (0 uses left)" in result.stderr
+    outcomes = [e["outcome"] for e in _json_lines(run("audit", "list", "--json",
+                                                      "--account", "chain"))]
+    assert outcomes[-1] == "rejected:chain-exhausted"
+
+
+def test_admin_audit_list_after_an_archive_is_intact(initialised, tmp_path):
+    run = initialised
+    run("authority", "add", "1")
+    run("authority", "add", "2")
+    assert run("audit", "archive", "--before", "2999-01-01", str(tmp_path / "a.jsonl")).exit_code == 0
+    run("authority", "add", "3")
+    entries = _json_lines(run("audit", "list", "--json"))
+    assert entries and all(e["intact"] for e in entries)
+    assert entries[-1]["outcome"] == "authority-added" and entries[-1]["client"] == "authority:3"

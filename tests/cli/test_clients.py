@@ -1,6 +1,7 @@
 """The network client commands' argument handling, and the commands against a real server
 running in a thread of this process (`serve_combined` over a real data directory)."""
 import asyncio
+import json
 import re
 import threading
 
@@ -281,3 +282,59 @@ def test_clients_local_verify_without_a_data_directory_exits_3(runner, tmp_path)
     result = invoke(runner, "verify", "--data-dir", str(tmp_path / "none"), "--account", "a", "123456")
     assert result.exit_code == 3
     assert "otpfast init" in result.output
+
+
+# -- the admin's everyday tools against the live server (issue 10 item 6) ---------------------
+def test_clients_rotated_credential_stops_working_over_the_network(runner, live, tmp_path):
+    address, pin, files, datadir = live
+    invoke(runner, "contribute", "--server", address, "--authority", "1", "--credential-file",
+           str(files["authority"]), "--account", "alice", "--pin", pin, "--value", "7")
+    request = ["request", "--server", address, "--client", "phone", "--account", "alice", "--pin", pin]
+    assert invoke(runner, *request, "--credential-file", str(files["phone"])).exit_code == 0
+    rotated = CliRunner().invoke(cli, ["client", "rotate", "--data-dir", datadir.path, "phone"])
+    assert rotated.exit_code == 0, rotated.output
+    assert f"--pin {pin}" in rotated.stderr
+    new = tmp_path / "phone-new.cred"
+    new.write_text(rotated.stdout)
+    result = invoke(runner, *request, "--credential-file", str(files["phone"]))
+    assert result.exit_code == 3 and "refused" in result.output
+    result = invoke(runner, *request, "--credential-file", str(new))
+    assert result.exit_code == 0 and result.output.strip().isdigit()
+    otp = result.output.strip()
+    verify = ["verify", "--server", address, "--client", "verifier", "--credential-file",
+              str(files["verifier"]), "--account", "alice", "--pin", pin, "--json", otp]
+    result = invoke(runner, *verify)
+    assert result.exit_code == 0 and json.loads(result.output) == {
+        "account": "alice", "accepted": True, "result": "accepted"}
+    result = invoke(runner, *verify)
+    assert result.exit_code == 1 and json.loads(result.output)["accepted"] is False
+
+
+def test_clients_ceremony_with_authorities_6_and_7(runner, live, tmp_path):
+    """`authority add 6` then `contribute --authority 6` works (the 1..4 limit is gone)."""
+    address, pin, _, datadir = live
+    admin = ["--data-dir", datadir.path]
+    creds = {}
+    for i in ("6", "7"):
+        result = CliRunner().invoke(cli, ["authority", "add", *admin, i])
+        assert result.exit_code == 0, result.output
+        creds[i] = tmp_path / f"authority{i}.cred"
+        creds[i].write_text(result.stdout)
+    result = CliRunner().invoke(cli, ["account", "add", *admin, "carol", "--type", "hotp",
+                                      "--authorities", "6,7"])
+    assert result.exit_code == 0 and "waits for the key ceremony" in result.output
+    for i in ("6", "7"):
+        result = invoke(runner, "contribute", "--server", address, "--authority", i,
+                        "--credential-file", str(creds[i]), "--account", "carol", "--pin", pin,
+                        "--value", "4242")
+        assert result.exit_code == 0, result.output
+        assert f"as authority {i} (sha512)" in result.output
+    assert "ceremony complete" in result.output
+    show = CliRunner().invoke(cli, ["account", "show", *admin, "carol", "--json"])
+    assert json.loads(show.stdout)["state"] == "active"
+    audit = CliRunner().invoke(cli, ["audit", "list", *admin, "--account", "carol", "--json",
+                                     "--result", "accepted"])
+    entries = [json.loads(line) for line in audit.stdout.splitlines()]
+    assert [(e["event"], e["client"], e["source"]) for e in entries] == [
+        ("contribute", "authority:6", "127.0.0.1"), ("contribute", "authority:7", "127.0.0.1"),
+        ("ceremony-complete", "authority:7", "127.0.0.1")]

@@ -4,7 +4,7 @@ import struct
 import pytest
 
 from otpfast.errors import InvalidParameter
-from otpfast.phrase import DEFAULT_HASHES, Phrase, encode_input, secret_phrase
+from otpfast.phrase import DEFAULT_HASHES, OTHER_HASH, Phrase, encode_input, secret_phrase
 
 R = bytes(range(32))
 
@@ -38,10 +38,17 @@ def test_mapping_is_configurable():
 
 
 @pytest.mark.parametrize("args,kwargs,field", [
-    ((5, 1), {}, "authority"), ((1, -1), {}, "value"), ((1, 1), dict(random_bytes=b"x" * 31), "random_bytes"),
+    ((0, 1), {}, "authority"), ((2**31, 1), {}, "authority"), ((1, -1), {}, "value"), ((1, 1), dict(random_bytes=b"x" * 31), "random_bytes"),
     ((1, 1), dict(hashes={1: "md5"}), "hashes"), ((1, True), {}, "value"),
 ])
 def test_phrase_rejects(args, kwargs, field):
     with pytest.raises(InvalidParameter) as info:
         secret_phrase(*args, **kwargs)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("authority", [5, 6, 7, 2**31 - 1])
+def test_phrase_any_created_authority_uses_the_documented_hash(authority):
+    phrase = secret_phrase(authority, 99, random_bytes=R)
+    assert phrase.algorithm == OTHER_HASH == "sha512"
+    assert phrase.data == hashlib.sha512(encode_input(authority, 99, R)).digest()

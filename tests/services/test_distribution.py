@@ -88,7 +88,9 @@ def test_distribution_authenticate_refusals(case, distribution, clients, store, 
     assert state_of(store) == before
     # one refusal noted for the audit log (batched by the throttle), not a transaction here
     assert [(event, client, source, outcome) for _, event, _, client, source, outcome in noted] == [
-        ("authenticate", ex.principal, "192.0.2.7", "refused")]
+        ("authenticate", ex.principal, "192.0.2.7",
+         "refused:unknown-principal" if case in ("unknown-client", "authority-kind")
+         else "refused:wrong-credential")]
 
 
 def test_distribution_refusal_is_audited(distribution, clients, store):
@@ -97,7 +99,7 @@ def test_distribution_refusal_is_audited(distribution, clients, store):
     assert distribution.flush_refusals(everything=True) == 1     # queued, not one commit each
     entry = list(store.audit_entries())[-1]
     assert (entry.event, entry.client, entry.source, entry.outcome) == (
-        "authenticate", "device", "192.0.2.7", "refused")
+        "authenticate", "device", "192.0.2.7", "refused:wrong-credential")
 
 
 def test_distribution_request_is_masked_per_session(distribution, clients, store):
@@ -200,7 +202,7 @@ def test_distribution_request_refusals(case, admin, distribution, clients, store
     assert str(exc.value) == ""
     assert state_of(store) == before
     distribution.flush_refusals(everything=True)
-    assert list(store.audit_entries())[-1].outcome == "refused"
+    assert list(store.audit_entries())[-1].outcome.startswith("refused:")   # and why
 
 
 def test_distribution_request_refused_for_pending_totp_and_locked(admin, distribution, store,

@@ -6,9 +6,11 @@ are masked with that connection's session key, services/masking.py.)
 """
 import secrets
 import time
+from typing import Iterator
 
 from otpfast.errors import InvalidParameter
-from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
+from otpfast.store import (ACCOUNT_ACTIVE, AccountRecord, AuditEntry, AuthorityRecord,
+                           ClientRecord, Store)
 
 from . import audit, credentials, policy, tokens
 from .derivation import SECRET_BYTES
@@ -68,6 +70,9 @@ class Admin:
             if not tx.add_account(name, type, params, material, chain_last, now, counter=counter):
                 raise InvalidParameter("name", f"account {name!r} exists already")
             self._audit(tx, now, f"account-added:{type}", account=name)
+            # devices left bound to this name by a deletion before otpfast revoked them
+            for client in tx.delete_clients_of(name):
+                self._audit(tx, now, "client-deleted", account=name, client=client)
         return self.store.account(name)
 
     def accounts(self) -> list[AccountRecord]:
@@ -95,12 +100,18 @@ class Admin:
                 raise InvalidParameter("name", f"no account named {name!r}")
             self._audit(tx, now, "account-locked", account=name)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str) -> list[str]:
+        """Delete an account and, in the same transaction, the device clients bound to it
+        (a later account of the same name is not served to them); their names."""
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.delete_account(name):
                 raise InvalidParameter("name", f"no account named {name!r}")
             self._audit(tx, now, "account-deleted", account=name)
+            revoked = tx.delete_clients_of(name)
+            for client in revoked:
+                self._audit(tx, now, "client-deleted", account=name, client=client)
+        return revoked
 
     def enrollment_uri(self, name: str, *, issuer: str = "otpfast") -> str:
         """The otpauth:// URI of a hotp/totp account (contains the secret: show it only to
@@ -120,6 +131,83 @@ class Admin:
                                 issuer=issuer, algorithm=record.params["algorithm"],
                                 digits=record.params["digits"],
                                 period=record.params.get("period", 30), counter=record.counter)
+
+    # -- the admin's everyday tools: clients, authorities, the audit log ----------------
+    def clients(self) -> list[ClientRecord]:
+        return self.store.client_list()
+
+    def delete_client(self, name: str) -> None:
+        now = self.clock()
+        with self.store.transaction() as tx:
+            record = tx.delete_client(name)
+            if record is None:
+                raise InvalidParameter("name", f"no client named {name!r}")
+            self._audit(tx, now, "client-deleted", account=record.account or "-", client=name)
+
+    def rotate_client(self, name: str) -> str:
+        """A new credential for client ``name`` (returned once); the old one stops working
+        at once (the row is replaced in one transaction: same account or verifier role)."""
+        credential = credentials.new_credential()
+        now = self.clock()
+        with self.store.transaction() as tx:
+            old = tx.delete_client(name)
+            if old is None:
+                raise InvalidParameter("name", f"no client named {name!r}")
+            if not tx.add_client(name, old.account, old.verifier,
+                                 credentials.credential_hash(credential), now):
+                raise InvalidParameter("name", f"client {name!r} could not be replaced")
+            self._audit(tx, now, "client-rotated", account=old.account or "-", client=name)
+        return credential
+
+    def authorities(self) -> list[AuthorityRecord]:
+        return self.store.authority_list()
+
+    def delete_authority(self, authority_id: int) -> None:
+        """Refused while a pending account still waits for this authority's phrase."""
+        waiting = [a.name for a in self.store.accounts()
+                   if a.state != ACCOUNT_ACTIVE and authority_id in a.authorities]
+        if waiting:
+            raise InvalidParameter("id", f"accounts wait for authority {authority_id}'s "
+                                   f"contribution: {', '.join(waiting)} (delete them first)")
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if not tx.delete_authority(authority_id):
+                raise InvalidParameter("id", f"no authority {authority_id}")
+            self._audit(tx, now, "authority-deleted", client=f"authority:{authority_id}")
+
+    def audit_entries(self, *, account: str | None = None, since: float | None = None,
+                      result: str | None = None) -> Iterator[dict]:
+        """The audit log, oldest first, as :func:`describe_entry` dicts: only ``account``'s
+        entries, those at or after ``since`` (epoch seconds), those whose outcome starts
+        with ``result``. Streamed (memory stays bounded)."""
+        for entry, intact in self.store.checked_audit_entries():
+            if ((account is None or entry.account == account)
+                    and (since is None or entry.time >= since)
+                    and (result is None or entry.outcome.startswith(result))):
+                yield describe_entry(entry, intact)
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def describe_client(record: ClientRecord) -> dict:
+    """Non-secret facts about a client (``client list --json``)."""
+    return {"name": record.name, "role": "verifier" if record.verifier else "device",
+            "account": record.account, "created": _utc(record.created_at)}
+
+
+def describe_authority(record: AuthorityRecord) -> dict:
+    return {"id": record.id, "created": _utc(record.created_at)}
+
+
+def describe_entry(entry: AuditEntry, intact: bool) -> dict:
+    """One audit entry (``audit list --json``): ``source`` is the peer address, ``outcome``
+    the result with its reason (e.g. rejected:locked); ``intact``: its MAC chains onto the
+    entry before it."""
+    return {"seq": entry.seq, "time": _utc(entry.time), "epoch": entry.time,
+            "event": entry.event, "account": entry.account, "client": entry.client,
+            "source": entry.source, "outcome": entry.outcome, "intact": intact}
 
 
 def locked_until(record: AccountRecord, now: float) -> str:
@@ -144,6 +232,8 @@ def describe(record: AccountRecord, now: float) -> dict:
         info["counter"] = record.counter
     if record.type == "totp":
         info["last_step"] = record.last_step
+    if record.type == "hashchain":
+        info["uses_left"] = tokens.uses_left(record)
     if record.transcript is not None:
         info["transcript"] = record.transcript.hex()
     return info

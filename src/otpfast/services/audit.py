@@ -31,6 +31,22 @@ PENDING = "rejected:ceremony-pending"
 LOCKED = "rejected:locked"
 BAD_FORMAT = "rejected:format"
 NO_MATCH = "rejected:wrong-expired-or-used"
+EXHAUSTED = "rejected:chain-exhausted"          # a hash chain with no use left
+# Refusals of authentications, requests and contributions: "refused:" and the reason (the
+# network reply never carries it; `otpfast audit list --result refused` finds them all).
+UNKNOWN_PRINCIPAL = "refused:unknown-principal"
+BAD_PROOF = "refused:wrong-credential"
+REQUEST_NOT_AUTHORISED = "refused:not-authorised"   # a verifier, or a device of another account
+REVOKED = "refused:credential-revoked"  # a session of a credential since rotated
+REQUEST_NO_ACCOUNT = "refused:unknown-account"
+REQUEST_PENDING = "refused:ceremony-pending"
+REQUEST_NOT_ISSUED = "refused:not-server-issued"    # totp: the app makes them, not the server
+REQUEST_LOCKED = "refused:locked"
+REQUEST_EXHAUSTED = "refused:chain-exhausted"
+NOT_WAITING = "refused:not-waiting"     # no ceremony waits for this authority's phrase
+UNDECRYPTABLE = "refused:undecryptable"
+EMPTY_PHRASE = "refused:empty-phrase"
+MALFORMED = "refused:format"
 
 
 def verify_chain(store: Store) -> AuditReport:

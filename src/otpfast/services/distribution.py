@@ -43,6 +43,9 @@ class ClientInfo:
     verifier: bool
     # this connection's key (masks issued OTPs); memory only
     session_key: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
+    source: str = dataclasses.field(default="-", compare=False)    # the peer address (audit)
+    # the credential it proved: a request after `client rotate` or `client delete` is refused
+    credential_hash: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,9 +127,11 @@ class Distribution:
             proof, None if record is None else record.credential_hash, exchange)
         if session_key is None:
             self.note_refusal(self.clock(), audit.AUTHENTICATE, "-", str(name)[:128],
-                              str(source)[:64], audit.REFUSED)
+                              str(source)[:64],
+                              audit.UNKNOWN_PRINCIPAL if record is None else audit.BAD_PROOF)
             raise Refused()
-        return ClientInfo(record.name, record.account, record.verifier, session_key)
+        return ClientInfo(record.name, record.account, record.verifier, session_key,
+                          str(source)[:64], record.credential_hash)
 
     def login(self, client_name: str, credential: bytes | str) -> ClientInfo:
         """In-process authentication (no network: the credential stays in this process); the
@@ -140,15 +145,22 @@ class Distribution:
     def request(self, client: ClientInfo, account: str) -> IssuedOtp:
         now = self.clock()
         record = self.store.client(client.name)
+        reason = audit.REFUSED      # the audit entry's outcome; the reply stays generic
         try:
             if (record is None or record.verifier or record.account != account
                     or client.session_key is None):
+                reason = audit.REQUEST_NOT_AUTHORISED
+                raise Refused()
+            if (client.credential_hash is not None      # None: built in-process, not by login
+                    and record.credential_hash != client.credential_hash):
+                reason = audit.REVOKED
                 raise Refused()
             with self.store.transaction() as tx:
                 acct = tx.account(account)
-                if (acct is None or acct.state != ACCOUNT_ACTIVE or acct.type not in SERVER_ISSUED
-                        or acct.locked):
+                reason = _request_refusal(acct)
+                if reason is not None:
                     raise Refused()
+                reason = audit.REFUSED
                 otp, counter = tokens.issue(acct)
                 if not tx.advance_counter(account, acct.counter, counter):
                     raise Refused()
@@ -156,10 +168,10 @@ class Distribution:
                 tx.purge_issued(now)     # expired rows can never verify; keep the table small
                 tx.issue(account, client.name, self.store.keys.otp_digest(account, otp), now,
                          expires_at)
-                tx.audit(now, audit.REQUEST, account, client.name, "-", audit.ISSUED)
+                tx.audit(now, audit.REQUEST, account, client.name, client.source, audit.ISSUED)
         except Refused:
-            self.note_refusal(now, audit.REQUEST, str(account)[:128], client.name, "-",
-                              audit.REFUSED)
+            self.note_refusal(now, audit.REQUEST, str(account)[:128], client.name, client.source,
+                              reason)
             raise Refused() from None
         expires_at_ms = max(0, int(expires_at * 1000))
         nonce, masked = masking.mask(client.session_key, account, otp, expires_at_ms)
@@ -184,19 +196,24 @@ class Distribution:
         now = self.clock()
         # a source or client out of failures: refused before its accounts are even read
         # (asked once per distinct pair: a relay's batch comes from one source and client)
+        # and a session whose client credential was rotated or deleted since: refused too
         throttled, known = self.throttled, {}
+        revoked = self._revoked(items)
         blocked = []
         for item in items:
             pair = (item.source, None if item.client is None else item.client.name)
             out = known.get(pair)
             if out is None:
                 out = known[pair] = throttled(*pair)
-            if out:
-                blocked.append(item)
+            if revoked and (pair[1], item.client.credential_hash) in revoked:
+                blocked.append((item, audit.REVOKED))
+            elif out:
+                blocked.append((item, audit.THROTTLED))
         asked = items
         if blocked:
-            for item in blocked:
-                self._refuse_throttled(now, item)
+            for item, outcome in blocked:
+                self._refuse_throttled(now, item, outcome)
+            blocked = [item for item, _ in blocked]
             blocked_ids = {id(item) for item in blocked}
             items = [item for item in items if id(item) not in blocked_ids]
             if not items:       # no transaction at all: the refusals wait for the next one
@@ -222,10 +239,24 @@ class Distribution:
         return self._failed_sources.blocked(source) or (
             client_name is not None and self._failed_clients.blocked(client_name))
 
-    def _refuse_throttled(self, now: float, item: VerifyItem) -> None:
+    def _refuse_throttled(self, now: float, item: VerifyItem, outcome=audit.THROTTLED) -> None:
         self._refusals.add(now, audit.VERIFY, str(item.account)[:128],
                            "-" if item.client is None else item.client.name,
-                           str(item.source)[:64], audit.THROTTLED)
+                           str(item.source)[:64], outcome)
+
+    def _revoked(self, items) -> set:
+        """(name, credential hash) of the batch's clients whose credential was rotated or
+        deleted after they authenticated (one client read per distinct client): their
+        sessions verify nothing more."""
+        seen: dict = {}
+        for item in items:
+            client = item.client
+            if client is not None and client.credential_hash is not None:
+                key = (client.name, client.credential_hash)
+                if key not in seen:
+                    record = self.store.client(client.name)
+                    seen[key] = record is None or record.credential_hash != client.credential_hash
+        return {key for key, out in seen.items() if out}
 
     def _count_failure(self, source, client_name: str | None) -> None:
         self._failed_sources.charge(source)
@@ -260,6 +291,21 @@ class Distribution:
         source, client = str(source)[:64], str(client)[:128]
         self._count_failure(source, client)
         self._refusals.add(now, event, str(account)[:128], client, source, outcome)
+
+
+def _request_refusal(acct: AccountRecord | None) -> str | None:
+    """Why ``acct`` cannot issue an OTP now (an audit outcome), or None."""
+    if acct is None:
+        return audit.REQUEST_NO_ACCOUNT
+    if acct.state != ACCOUNT_ACTIVE:
+        return audit.REQUEST_PENDING
+    if acct.type not in SERVER_ISSUED:
+        return audit.REQUEST_NOT_ISSUED
+    if acct.locked:
+        return audit.REQUEST_LOCKED
+    if tokens.uses_left(acct) == 0:
+        return audit.REQUEST_EXHAUSTED
+    return None
 
 
 def _decoy_account(now: float) -> AccountRecord:
@@ -435,7 +481,9 @@ class _VerifyBatch:
         live.moved = True
         if live.record.material is self._decoy_material:
             return audit.NO_ACCOUNT
-        return audit.NO_MATCH if well_formed else audit.BAD_FORMAT
+        if not well_formed:
+            return audit.BAD_FORMAT
+        return audit.EXHAUSTED if tokens.uses_left(live.record) == 0 else audit.NO_MATCH
 
     def _take_issued(self, lookup) -> bool:
         ids = self.unused.get(lookup)

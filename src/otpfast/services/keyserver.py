@@ -82,6 +82,9 @@ def check_transcript(public_key_pem: bytes, account: str, transcript: bytes,
 class AuthorityInfo:
     authority_id: int
     session_key: bytes = dataclasses.field(repr=False, compare=False)
+    source: str = dataclasses.field(default="-", compare=False)    # the peer address (audit)
+    # the credential it proved: after `authority delete` its session contributes nothing
+    credential_hash: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ class KeyServer:
         return self._private_key.sign(message, _PSS, hashes.SHA256())
 
     def _refused(self, now, event, account, authority, source="-", outcome=audit.REFUSED):
+        """Queue a refusal with its reason (``outcome``); the Refused returned says nothing."""
         source = str(source)[:64]
         self._failed_sources.charge(source)
         self._refusals.add(now, event, str(account)[:128], str(authority)[:64], source, outcome)
@@ -154,17 +158,20 @@ class KeyServer:
             proof, None if authority is None else authority.credential_hash, exchange)
         if session_key is None:
             raise self._refused(self.clock(), audit.AUTHENTICATE, "-", f"authority:{principal}",
-                                source) from None
-        return AuthorityInfo(int(principal), session_key)
+                                source, audit.UNKNOWN_PRINCIPAL if authority is None
+                                else audit.BAD_PROOF) from None
+        return AuthorityInfo(int(principal), session_key, str(source)[:64],
+                             authority.credential_hash)
 
     def contribute(self, authority: AuthorityInfo, account: str, ciphertext: bytes) -> SignedReceipt:
         """An authenticated authority's contribution; its signed receipt."""
         now = self.clock()
         try:
-            return self._contribute(authority.authority_id, account, ciphertext, now)
-        except Refused:
+            return self._contribute(authority, account, ciphertext, now)
+        except Refused as exc:      # its text is the audit outcome (never sent)
             raise self._refused(now, audit.CONTRIBUTE, account,
-                                f"authority:{authority.authority_id}") from None
+                                f"authority:{authority.authority_id}", authority.source,
+                                str(exc) or audit.REFUSED) from None
 
     def _waiting_for(self, account, authority_id) -> bool:
         acct = self.store.account(account)
@@ -172,17 +179,23 @@ class KeyServer:
                 and authority_id in acct.authorities
                 and all(c.authority_id != authority_id for c in self.store.contributions(account)))
 
-    def _contribute(self, authority_id, account, ciphertext, now) -> SignedReceipt:
+    def _contribute(self, authority, account, ciphertext, now) -> SignedReceipt:
+        authority_id = authority.authority_id
         if not isinstance(account, str) or not isinstance(ciphertext, bytes):
-            raise Refused()
+            raise Refused(audit.MALFORMED)
+        if authority.credential_hash is not None:       # None: built in-process
+            current = self.store.authority(authority_id)
+            if current is None or current.credential_hash != authority.credential_hash:
+                raise Refused(audit.REVOKED)
         if not self._waiting_for(account, authority_id):     # before any RSA work
-            raise Refused()
+            raise Refused(audit.REQUEST_NO_ACCOUNT if self.store.account(account) is None
+                          else audit.NOT_WAITING)
         try:
             phrase = self._private_key.decrypt(ciphertext, _oaep(account, authority_id))
         except (ValueError, TypeError):
-            raise Refused() from None
+            raise Refused(audit.UNDECRYPTABLE) from None
         if not phrase:
-            raise Refused()
+            raise Refused(audit.EMPTY_PHRASE)
         salt = secrets.token_bytes(derivation.SALT_BYTES)
         digest = derivation.contribution_digest(phrase, salt, self.iterations)
         ciphertext_hash = hashlib.sha256(ciphertext).digest()
@@ -190,11 +203,11 @@ class KeyServer:
             acct = tx.account(account)
             if (acct is None or acct.state != ACCOUNT_PENDING
                     or authority_id not in acct.authorities):
-                raise Refused()
+                raise Refused(audit.NOT_WAITING)
             if not tx.add_contribution(account, authority_id, salt, digest, ciphertext_hash, now):
-                raise Refused()
-            tx.audit(now, audit.CONTRIBUTE, account, f"authority:{authority_id}", "-",
-                     audit.ACCEPTED)
+                raise Refused(audit.NOT_WAITING)
+            tx.audit(now, audit.CONTRIBUTE, account, f"authority:{authority_id}",
+                     authority.source, audit.ACCEPTED)
             contributions = tx.contributions(account)
             remaining = len(set(acct.authorities) - {c.authority_id for c in contributions})
             if not remaining:
@@ -208,8 +221,8 @@ class KeyServer:
                                            counter=counter):
                     raise Refused()
                 tx.delete_contributions(account)
-                tx.audit(now, audit.CEREMONY_COMPLETE, account, f"authority:{authority_id}", "-",
-                         audit.ACCEPTED)
+                tx.audit(now, audit.CEREMONY_COMPLETE, account, f"authority:{authority_id}",
+                         authority.source, audit.ACCEPTED)
         receipt = derivation.receipt(account, authority_id, ciphertext_hash)
         return SignedReceipt(receipt, self._sign(_RECEIPT_CONTEXT + receipt), remaining)
 
@@ -219,6 +232,9 @@ class KeyServer:
         if (acct is None or acct.state != ACCOUNT_ACTIVE or acct.transcript is None
                 or authority.authority_id not in acct.authorities):
             raise self._refused(self.clock(), audit.TRANSCRIPT, account,
-                                f"authority:{authority.authority_id}")
+                                f"authority:{authority.authority_id}", authority.source,
+                                audit.REQUEST_NO_ACCOUNT if acct is None
+                                else audit.REQUEST_PENDING if acct.state != ACCOUNT_ACTIVE
+                                else audit.NOT_WAITING)
         signed = _TRANSCRIPT_CONTEXT + account.encode() + b"\0" + acct.transcript
         return acct.transcript, self._sign(signed)

@@ -38,6 +38,14 @@ def derive_material(type: str, params: dict, secret: bytes) -> tuple[dict, bytes
     return rsa_material.derive(type, params, secret), None, 0
 
 
+def uses_left(record) -> int | None:
+    """Hash chains: the uses the server can still issue (0: exhausted); None for other
+    types."""
+    if record.type != "hashchain":
+        return None
+    return max(0, record.params["chain_length"] - record.counter)
+
+
 def chain_value(seed: bytes, k: int, algorithm: str) -> bytes:
     """h(k) = H^k(seed)."""
     value = seed

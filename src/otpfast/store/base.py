@@ -143,6 +143,18 @@ class Transaction(abc.ABC):
     def add_client(self, name: str, account: str | None, verifier: bool,
                    credential_hash: bytes, now: float) -> bool: ...
 
+    @abc.abstractmethod
+    def delete_client(self, name: str) -> ClientRecord | None:
+        """Delete an authentic client row; the record deleted, or None (absent or refused)."""
+
+    @abc.abstractmethod
+    def delete_clients_of(self, account: str) -> list[str]:
+        """Delete the device clients bound to ``account``; their names."""
+
+    @abc.abstractmethod
+    def delete_authority(self, authority_id: int) -> bool:
+        """Delete an authentic authority row."""
+
     # -- accounts
     @abc.abstractmethod
     def add_account(self, name: str, type: str, params: dict, material: dict | None,
@@ -274,7 +286,21 @@ class Store(abc.ABC):
     def contributions(self, account: str) -> list[ContributionRecord]: ...
 
     @abc.abstractmethod
+    def client_list(self) -> list[ClientRecord]:
+        """Every client whose row passes its MAC, by name (refused rows are left out and
+        logged, as :meth:`client` refuses them)."""
+
+    @abc.abstractmethod
+    def authority_list(self) -> list[AuthorityRecord]:
+        """Every authority whose row passes its MAC, by id (refused rows left out, logged)."""
+
+    @abc.abstractmethod
     def audit_entries(self) -> Iterator[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def checked_audit_entries(self) -> Iterator[tuple[AuditEntry, bool]]:
+        """Every entry with whether its MAC chains onto the entry before it (the first onto
+        the archive anchor): what ``audit list`` shows; ``verify_audit`` is the full proof."""
 
     @abc.abstractmethod
     def verify_audit(self) -> AuditReport:

@@ -14,6 +14,7 @@ import time
 from otpfast.errors import StoreError
 
 from . import rows as row_auth
+from .archive import read_anchor
 from .atrest import AtRestKeys
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountRecord,
                    AuthorityRecord, ClientRecord, ContributionRecord, Transaction)
@@ -232,6 +233,40 @@ class SqlReads:
     def contributions(self, account: str) -> list[ContributionRecord]:
         return self._select_contributions(self._conn(), account)
 
+    def _authentic_rows(self, table: str, order: str):
+        """Every row of ``table`` that passes its MAC (the others refused: logged)."""
+        tag, columns, key_column = TABLES[table]
+        rows = self._conn().execute(f"SELECT {', '.join(columns)}, {ROW_COLUMNS} FROM {table}"
+                                    f" ORDER BY {order}").fetchall()
+        key_index = columns.index(key_column)
+        kept = []
+        for row in rows:
+            if row_ok(self.keys.row_mac, tag, row[:-2], row[-2], row[-1]):
+                kept.append(row)
+            else:
+                refuse(table, row[key_index])
+        return kept
+
+    def client_list(self) -> list[ClientRecord]:
+        return [ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
+                             credential_hash=bytes(row[3]), created_at=row[5])
+                for row in self._authentic_rows("clients", "name")]
+
+    def authority_list(self) -> list[AuthorityRecord]:
+        return [AuthorityRecord(id=row[0], credential_hash=bytes(row[1]), created_at=row[2])
+                for row in self._authentic_rows("authorities", "id")]
+
+    def checked_audit_entries(self):
+        anchor = read_anchor(self, self._conn())
+        prev = None if isinstance(anchor, str) else (int(anchor[0]), bytes(anchor[1]))
+        key = self.keys.audit_key
+        for entry in self.audit_entries():
+            intact = (prev is not None and prev[0] == entry.seq - 1 and hmac.compare_digest(
+                audit_mac(key, prev[1], entry.seq, entry.time, entry.event, entry.account,
+                          entry.client, entry.source, entry.outcome, entry.rows), entry.hash))
+            prev = (entry.seq, entry.hash)
+            yield entry, intact
+
     def _check_rows(self, conn, latest: dict, anchor_seq: int) -> list[str]:
         """Every authenticated row against its MAC and the audit log (``audit verify``)."""
         def rows_of(table, columns):
@@ -349,6 +384,33 @@ class SqlTransaction(Transaction):
         if added:
             self._seal("authorities", authority_id)
         return added
+
+    def delete_client(self, name):
+        row = self._store._authentic_row(self._conn, "clients", name, lock=True)
+        if row is None or self._run("DELETE FROM clients WHERE name = :name",
+                                    {"name": name}) != 1:
+            return None
+        self.written["c", name] = "-"
+        return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
+                            credential_hash=bytes(row[3]), created_at=row[5])
+
+    def delete_clients_of(self, account):
+        names = [row[0] for row in self._conn.execute(
+            self._sql("SELECT name FROM clients WHERE account = :account ORDER BY name"),
+            {"account": account}).fetchall()]
+        for name in names:
+            self._run("DELETE FROM clients WHERE name = :name", {"name": name})
+            self.written["c", name] = "-"
+        return names
+
+    def delete_authority(self, authority_id):
+        if self._store._authentic_row(self._conn, "authorities", authority_id,
+                                      lock=True) is None:
+            return False
+        if self._run("DELETE FROM authorities WHERE id = :id", {"id": authority_id}) != 1:
+            return False
+        self.written["u", authority_id] = "-"
+        return True
 
     def delete_account(self, name):
         self.touched_accounts.add(name)
