@@ -1,4 +1,6 @@
 """``otpfast enroll-uri`` (otpauth:// URI for authenticator apps) and ``otpfast qr`` (QR code)."""
+import sys
+
 import click
 
 from otpfast import keyuri
@@ -76,7 +78,7 @@ def qr_command(uri, qr_file):
     URI '-' reads it from stdin (keeps the secret out of the process list).
     """
     if uri == "-":
-        uri = click.get_text_stream("stdin").readline().strip()
+        uri = sys.stdin.readline().strip()
     try:
         keyuri.parse_uri(uri)
     except InvalidParameter as exc:
