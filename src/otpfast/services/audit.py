@@ -30,7 +30,8 @@ NOT_AUTHORISED = "rejected:not-authorised"
 PENDING = "rejected:ceremony-pending"
 LOCKED = "rejected:locked"
 BAD_FORMAT = "rejected:format"
-NO_MATCH = "rejected:wrong-expired-or-used"
+NO_MATCH = "rejected:wrong-expired-or-used"     # also a wrong PIN (services.pin)
+PIN_REQUIRED = "rejected:pin-required"          # serve --require-pin, a user without one
 
 
 def verify_chain(store: Store) -> AuditReport:
