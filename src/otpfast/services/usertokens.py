@@ -145,6 +145,24 @@ class TokenAdmin:
                 info[key] = params[key]
         return info
 
+    def enrollment_uri(self, serial: str, *, issuer: str = "otpfast") -> str:
+        """The otpauth:// URI of a further hotp/totp token (contains the secret: show it
+        only to the user enrolling; a main token: ``otpfast enroll USER``)."""
+        from otpfast import keyuri
+
+        token = self.get(serial)
+        if token.main or token.type not in ("hotp", "totp"):
+            raise InvalidParameter("serial", "only a further hotp/totp token has a URI here "
+                                   "(a main token: otpfast enroll USER)")
+        now = self.clock()
+        with self.store.transaction() as tx:
+            self._audit(tx, now, f"enrolment-shown:{token.serial}", token.user)
+        params = token.params
+        return keyuri.build_uri(token.type, bytes.fromhex(token.material["key"]),
+                                f"{token.user} {token.serial}", issuer=issuer,
+                                algorithm=params["algorithm"], digits=params["digits"],
+                                period=params.get("period", 30), counter=token.counter)
+
     # -- changing -------------------------------------------------------------------------
     def set_enabled(self, serial: str, enabled: bool) -> None:
         token = self.get(serial)
