@@ -267,3 +267,24 @@ def test_tokens_migration_of_a_store_written_by_the_landed_version(tmp_path):
         assert store.verify_audit().ok
     finally:
         store.close()
+
+
+def test_tokens_rolled_back_token_row_is_refused(admin, tokens, distribution, store):
+    """A database writer restores the older, validly MACed copy of a recovery token (its
+    used code unused again): this process has seen the newer version and refuses it; audit
+    verify reports it too."""
+    admin.add_account("alice", "totp")
+    token, codes = tokens.add("alice", "recovery", count=2)
+    conn = store._conn()
+    mark = "%s" if type(store).__name__ == "PostgresStore" else "?"
+    old = conn.execute(f"SELECT counter, ver, mac FROM tokens WHERE serial = {mark}",
+                       (token.serial,)).fetchone()
+    distribution.verify("alice", codes[0], source="t")
+    conn.execute(f"UPDATE tokens SET counter = {mark}, ver = {mark}, mac = {mark}"
+                 f" WHERE serial = {mark}", (*old, token.serial))
+    if hasattr(conn, "commit"):
+        conn.commit()
+    with pytest.raises(InvalidToken):
+        distribution.verify("alice", codes[0], source="t")
+    assert store.token(token.serial) is None
+    assert not store.verify_audit().ok

@@ -245,6 +245,12 @@ class SqlReads:
         except (StoreError, ValueError, TypeError):
             refuse("tokens", row[0])
             return None
+        seen = self._token_seen()
+        if ver < seen.get(serial, 0):
+            refuse("tokens", serial, f"is an older copy (version {ver}) than one already "
+                   f"read (version {seen[serial]})")
+            return None
+        seen[serial] = ver
         return TokenRecord(serial=serial, user=user, type=type_, params=json.loads(params),
                            description=description, enabled=bool(enabled), main=bool(main),
                            material=material, counter=counter, last_step=last_step,
@@ -299,6 +305,20 @@ class SqlReads:
             used.update(tx.used_ids)
         for name in tx.moved:
             self._decoder.written(name, tx.version)
+        seen = self._token_seen()
+        for (tag, key), what in tx.written.items():
+            if tag == "t" and what is None:
+                seen[key] = max(tx.version, seen.get(key, 0))
+            elif tag == "t" and what == "-":
+                seen.pop(key, None)
+
+    def _token_seen(self) -> dict:
+        """serial -> the newest version of its row this process has read or written (the
+        tokens' high-water mark, as AccountDecoder keeps the accounts')."""
+        seen = self.__dict__.get("_token_versions")
+        if seen is None or len(seen) >= row_auth.HIGH_WATER_SIZE:
+            seen = self.__dict__["_token_versions"] = {}
+        return seen
 
 
 # the account columns a verification batch moves (Transaction.update_accounts): each is an
