@@ -17,6 +17,10 @@ Verification policy, the same for every caller (native protocol, CLI, RADIUS):
   services.throttle): over the limit a verification is refused before any account is read;
 * an unknown account costs the same work as a known one (a decoy account of the default
   type is verified in its place), so timing does not tell which names exist;
+* a user (account) may hold further tokens and a PIN (services.usertokens, services.pin):
+  then every enabled token is checked with its full work, the first that matches is the one
+  accepted (its serial in the audit outcome), and with a PIN only PIN + OTP in one field
+  passes (a wrong PIN is refused as a wrong OTP, with the same work);
 * every failure raises the same InvalidToken; every verification writes one audit entry
   in its batch's transaction; refusals before that point are queued (note_refusal,
   services.refusals) and written with the next batch or flush, floods aggregated.
@@ -596,10 +600,10 @@ class _VerifyBatch:
             if live.token is None:
                 live.token = self._token(record, tokens.totp_token)
             drift = record.params.get("drift")      # steps (token resync)
+            at = self.now if drift is None else self.now + drift * record.params["period"]
             try:
                 live.last_step = live.token.verify(   # > last_step: after_step enforces it
-                    otp, at=self.now if drift is None else self.now + drift * record.params["period"],
-                    window=1,
+                    otp, at=at, window=1,
                     after_step=live.last_step if live.last_step >= 0 else None)
             except InvalidToken:
                 return False

@@ -12,7 +12,7 @@ import secrets
 import time
 
 from otpfast.errors import InvalidParameter, InvalidToken
-from otpfast.store import ACCOUNT_ACTIVE, Store, TokenRecord
+from otpfast.store import ACCOUNT_ACTIVE, Store, TokenRecord, new_serial
 
 from . import audit, pin as pins, policy, tokens
 from .derivation import SECRET_BYTES
@@ -97,7 +97,6 @@ class TokenAdmin:
         return self.store.token(serial), codes
 
     def _new_serial(self) -> str:
-        from otpfast.store.common import new_serial
         while True:
             serial = new_serial()
             if self.store.token(serial) is None:
