@@ -288,3 +288,18 @@ def test_tokens_rolled_back_token_row_is_refused(admin, tokens, distribution, st
         distribution.verify("alice", codes[0], source="t")
     assert store.token(token.serial) is None
     assert not store.verify_audit().ok
+
+
+def test_tokens_disabled_hashchain_main_with_further_totp(admin, tokens, distribution, store,
+                                                          clock, device_otps):
+    """A server-issued main token disabled: its issued OTP is refused, a further token
+    still logs in."""
+    admin.add_account("dev", "hashchain", chain_length=5)
+    request = device_otps(admin, distribution, "dev")
+    otp = request()
+    extra, _ = tokens.add("dev", "totp")
+    [main] = [t for t in tokens.list("dev") if t.main]
+    tokens.set_enabled(main.serial, False)
+    with pytest.raises(InvalidToken):
+        distribution.verify("dev", otp, source="t")
+    distribution.verify("dev", _totp(store, extra, clock).generate(), source="t")

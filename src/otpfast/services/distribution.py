@@ -572,6 +572,12 @@ class _VerifyBatch:
                     (live.counter, live.last_step, live.chain_last, live.moved) = saved[:4]
                     while len(self.taken) > saved[4]:
                         self.unused.setdefault(lookup, []).insert(0, self.taken.pop())
+        elif well_formed:       # a disabled main token: the work of a wrong OTP all the same
+            length = _main_length(live.record)
+            if pin is not None:
+                pin.check(field[:-length])
+            self._token(self._decoy, tokens.HotpMatcher).match(
+                field[-length:], 0, self._decoy.params["window"])
         now = self.now
         for token in user.extras:
             if pin is None:
