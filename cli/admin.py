@@ -201,7 +201,7 @@ def client_rotate(data_dir, name):
 
 @click.group("account")
 def account_group():
-    """Accounts: add, list, show, lock, unlock, delete."""
+    """Accounts (users): add, list, show, lock, unlock, delete, set-pin."""
 
 
 @account_group.command("add")
@@ -336,6 +336,34 @@ def account_delete(data_dir, name, yes):
     click.echo(f"account {name} deleted")
     for client in revoked:
         click.echo(f"client {client} (bound to {name}) deleted")
+
+
+@account_group.command("set-pin")
+@data_dir_option
+@click.argument("name")
+@click.option("--pin-file", type=click.File("r"), default=None,
+              help="Read the PIN from this file (first line) instead of stdin; never argv.")
+@click.option("--remove", is_flag=True, help="Remove the PIN (the OTP alone is accepted again).")
+def account_set_pin(data_dir, name, pin_file, remove):
+    """Set the PIN of account NAME (from stdin or --pin-file): then only PIN followed by the
+    OTP, in one field, is accepted, on every path (native verify, RADIUS, Kerberos)."""
+    from otpfast.services.pin import MAX_PIN, MIN_PIN
+    from otpfast.services.usertokens import TokenAdmin
+
+    pin = None
+    if not remove:
+        if pin_file is not None:
+            pin = pin_file.readline().rstrip("\r\n")
+        elif sys.stdin.isatty():
+            pin = click.prompt("PIN", hide_input=True, confirmation_prompt=True)
+        else:
+            pin = sys.stdin.readline().rstrip("\r\n")
+        if not MIN_PIN <= len(pin) <= MAX_PIN:
+            raise click.BadParameter(f"the PIN must be {MIN_PIN}..{MAX_PIN} characters",
+                                     param_hint="'--pin-file'" if pin_file else "stdin")
+    with _admin(data_dir) as admin:
+        TokenAdmin(admin.store, clock=admin.clock).set_pin(name, pin)
+    click.echo(f"account {name}: PIN {'removed' if remove else 'set'}")
 
 
 @click.command("enroll")

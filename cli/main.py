@@ -40,6 +40,7 @@ _COMMANDS = {
     "account": "otpfast_cli.admin:account_group",
     "enroll": "otpfast_cli.admin:enroll_command",
     "audit": "otpfast_cli.admin:audit_group",
+    "token": "otpfast_cli.tokens:token_group",
     "keyserver": "otpfast_cli.servers:keyserver",
     "distserver": "otpfast_cli.servers:distserver",
     "serve": "otpfast_cli.servers:serve",

@@ -228,12 +228,18 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
             keyserver.close()
 
 
+require_pin_option = click.option(
+    "--require-pin", is_flag=True,
+    help="Refuse users without a PIN (otpfast account set-pin): only PIN + OTP logs in.")
+
+
 @click.command()
 @server_options
 @radius_options
 @ttl_option
 @workers_option
-def distserver(listen, data_dir, limits, verbose, radius, ttl, workers):
+@require_pin_option
+def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
 
@@ -246,7 +252,7 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers):
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)
 
@@ -256,7 +262,8 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers):
 @radius_options
 @ttl_option
 @workers_option
-def serve(listen, data_dir, limits, verbose, radius, ttl, workers):
+@require_pin_option
+def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
     """Key server and distribution server on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
 
@@ -271,7 +278,7 @@ def serve(listen, data_dir, limits, verbose, radius, ttl, workers):
             return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
                                         limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker,
-                               keyserver=keyserver_service)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius,
+                               worker, keyserver=keyserver_service)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)

@@ -239,10 +239,11 @@ class DataDir:
         return KeyServer(self.open_store(), self.rsa_private_key(), clock=clock,
                          iterations=DEFAULT_ITERATIONS if iterations is None else iterations)
 
-    def distribution(self, clock=time.time, *, ttl: float | None = None):
+    def distribution(self, clock=time.time, *, ttl: float | None = None,
+                     require_pin: bool = False):
         from .services.distribution import Distribution
 
-        return Distribution(self.open_store(), clock=clock, ttl=ttl)
+        return Distribution(self.open_store(), clock=clock, ttl=ttl, require_pin=require_pin)
 
     def admin(self, clock=time.time):
         from .services.admin import Admin

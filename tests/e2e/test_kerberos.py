@@ -99,6 +99,10 @@ def otpfast_services(tmp_path_factory):
         credentials[account] = admin.add_client(f"{account}-device", account=account)
     # an authenticator-app account: the user computes HOTP codes from the enrolled key
     admin.add_account("erin", "hotp")
+    # a user with a PIN (issue 10): kinit takes PIN followed by the OTP
+    admin.add_account("pat", "hotp")
+    from otpfast.services.usertokens import TokenAdmin
+    TokenAdmin(admin.store).set_pin("pat", "5150")
     distribution = data_dir.distribution()
 
     def request_otp(account):
@@ -173,6 +177,7 @@ def realm(tmp_path_factory, front_end, require_service):
                     "--principal", "alice", "--account", "alice",
                     "--principal", "carol", "--account", "carol",
                     "--principal", "erin", "--account", "erin",
+                    "--principal", "pat", "--account", "pat",
                     "--principal", "quoted", "--account", 'q "x" y'),
         krb5_config("--radius-socket", fe.socket_path, "--token-type", "otpfast_unix", "--only", "kadmin",
                     "--principal", "robert", "--account", "bob"),
@@ -369,3 +374,18 @@ def test_kinit_udp_without_the_opt_out_gets_no_answer(realm, otpfast_services, f
     assert strict.counters["requests"] == 0 and front_end["calls"].count("alice") == before
     r, _ = realm["kinit_otp"]("alice", otp)  # through the opted-out front end: still valid
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.service
+def test_kinit_pin_plus_otp(realm, otpfast_services):
+    """Issue 10: with a PIN the OTP alone (or behind a wrong PIN) gets no ticket; PIN + OTP
+    typed at the kinit prompt does."""
+    record = otpfast_services["admin"].account("pat")
+    app = pyotp.HOTP(base64.b32encode(bytes.fromhex(record.material["key"])).decode())
+    r, _ = realm["kinit_otp"]("pat", app.at(record.counter))
+    assert r.returncode != 0 and "Preauthentication failed" in r.stderr
+    r, _ = realm["kinit_otp"]("pat", "5151" + app.at(record.counter))
+    assert r.returncode != 0 and "Preauthentication failed" in r.stderr
+    r, cc = realm["kinit_otp"]("pat", "5150" + app.at(record.counter))
+    assert r.returncode == 0, r.stderr
+    assert f"Default principal: pat@{REALM}" in realm["run"]("klist", "-c", cc).stdout

@@ -243,9 +243,11 @@ def test_rows_migration_from_v2_seals_existing_rows(backend, key, tmp_path):
     assert store.schema_version() == SCHEMA_VERSION
     assert store.client("olddev").account == "old" and store.authority(7) is not None
     report = store.verify_audit()
-    assert report.ok and report.head_seq == 3, report.reason
-    assert [e.outcome for e in store.audit_entries()][-1] == "rows-sealed"
+    # v4 seals the rows (entry 3), v5 gives the account its main token (entry 4)
+    assert report.ok and report.head_seq == 4, report.reason
+    assert [e.outcome for e in store.audit_entries()][-2:] == ["rows-sealed"] * 2
     assert store._head_file.read()[0] == 2                # re-keyed, still the landed head
+    assert [(t.user, t.main) for t in store.tokens()] == [("old", True)]   # v5
     dist = Distribution(store, clock=lambda: NOW)
     assert dist.verify_many([VerifyItem("old", "123456", "t")]) == [True]
     assert dist.verify_many([VerifyItem("old", "123456", "t")]) == [False]

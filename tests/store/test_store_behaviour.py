@@ -390,7 +390,7 @@ def test_store_upgrades_from_v1(backend, key):
     record = store.account("old")
     assert (record.counter, record.transcript, record.state) == (3, None, "pending")
     report = store.verify_audit()
-    assert report.ok and report.head_seq == 3       # 3: the v3 migration sealed the rows
+    assert report.ok and report.head_seq == 4       # v4 sealed the rows, v5: main tokens
     with store.transaction() as tx:
         tx.audit(6.0, "admin", "old", "-", "cli", "ok")
-    assert store.verify_audit().ok and store.verify_audit().head_seq == 4
+    assert store.verify_audit().ok and store.verify_audit().head_seq == 5

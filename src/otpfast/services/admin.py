@@ -227,7 +227,9 @@ def describe(record: AccountRecord, now: float) -> dict:
             "failures": failures, "locked": record.locked_at(now),
             "locked_until": locked_until(record, now), "lock_level": record.locks,
             "lockout_policy": policy.DEFAULT_LOCKOUT_POLICY}
-    info.update({k: v for k, v in record.params.items()})
+    # (not the PIN's hash, nor the flag saying verification reads the user's tokens)
+    info.update({k: v for k, v in record.params.items() if k not in ("pin", "tokens")})
+    info["pin"] = "pin" in record.params
     if record.type in policy.SERVER_ISSUED or record.type == "hotp":
         info["counter"] = record.counter
     if record.type == "totp":

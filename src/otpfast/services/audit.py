@@ -30,7 +30,8 @@ NOT_AUTHORISED = "rejected:not-authorised"
 PENDING = "rejected:ceremony-pending"
 LOCKED = "rejected:locked"
 BAD_FORMAT = "rejected:format"
-NO_MATCH = "rejected:wrong-expired-or-used"
+NO_MATCH = "rejected:wrong-expired-or-used"     # also a wrong PIN (services.pin)
+PIN_REQUIRED = "rejected:pin-required"          # serve --require-pin, a user without one
 EXHAUSTED = "rejected:chain-exhausted"          # a hash chain with no use left
 # Refusals of authentications, requests and contributions: "refused:" and the reason (the
 # network reply never carries it; `otpfast audit list --result refused` finds them all).
@@ -43,6 +44,7 @@ REQUEST_PENDING = "refused:ceremony-pending"
 REQUEST_NOT_ISSUED = "refused:not-server-issued"    # totp: the app makes them, not the server
 REQUEST_LOCKED = "refused:locked"
 REQUEST_EXHAUSTED = "refused:chain-exhausted"
+REQUEST_DISABLED = "refused:token-disabled"     # the main token is disabled
 NOT_WAITING = "refused:not-waiting"     # no ceremony waits for this authority's phrase
 UNDECRYPTABLE = "refused:undecryptable"
 EMPTY_PHRASE = "refused:empty-phrase"

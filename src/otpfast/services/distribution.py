@@ -17,12 +17,17 @@ Verification policy, the same for every caller (native protocol, CLI, RADIUS):
   services.throttle): over the limit a verification is refused before any account is read;
 * an unknown account costs the same work as a known one (a decoy account of the default
   type is verified in its place), so timing does not tell which names exist;
+* a user (account) may hold further tokens and a PIN (services.usertokens, services.pin):
+  then every enabled token is checked with its full work, the first that matches is the one
+  accepted (its serial in the audit outcome), and with a PIN only PIN + OTP in one field
+  passes (a wrong PIN is refused as a wrong OTP, with the same work);
 * every failure raises the same InvalidToken; every verification writes one audit entry
   in its batch's transaction; refusals before that point are queued (note_refusal,
   services.refusals) and written with the next batch or flush, floods aggregated.
 """
 import collections
 import dataclasses
+import hmac
 import secrets
 import threading
 import time
@@ -30,7 +35,7 @@ import time
 from otpfast.errors import InvalidParameter, InvalidToken, Refused
 from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
-from . import audit, credentials, masking, policy, tokens
+from . import audit, credentials, masking, pin as pins, policy, tokens
 from .policy import SERVER_ISSUED
 from .refusals import RefusalLog
 from .throttle import RateLimiter
@@ -97,14 +102,16 @@ class _TokenCache:
 
 
 class Distribution:
-    def __init__(self, store: Store, *, clock=time.time, ttl: float | None = None):
+    def __init__(self, store: Store, *, clock=time.time, ttl: float | None = None,
+                 require_pin: bool = False):
         """``ttl``: the server's validity of issued OTPs in seconds; None: each account's own
-        ttl setting."""
+        ttl setting. ``require_pin``: refuse users without a PIN (services.pin)."""
         if ttl is not None and not (isinstance(ttl, (int, float)) and MIN_TTL <= ttl <= MAX_TTL):
             raise InvalidParameter("ttl", f"must be {MIN_TTL}..{MAX_TTL} seconds")
         self.store = store
         self.clock = clock
         self.ttl = ttl
+        self.require_pin = bool(require_pin)
         self._tokens = _TokenCache()
         self._failed_sources = RateLimiter(policy.FAILED_PER_SOURCE, clock=clock)
         self._failed_clients = RateLimiter(policy.FAILED_PER_CLIENT, clock=clock)
@@ -159,6 +166,11 @@ class Distribution:
                 acct = tx.account(account)
                 reason = _request_refusal(acct)
                 if reason is not None:
+                    raise Refused()
+                if acct.params.get("tokens") and not any(   # the main token disabled
+                        token.main and token.enabled
+                        for token in tx.tokens_of([account]).get(account, ())):
+                    reason = audit.REQUEST_DISABLED
                     raise Refused()
                 reason = audit.REFUSED
                 otp, counter = tokens.issue(acct)
@@ -221,7 +233,8 @@ class Distribution:
         refusals = self._refusals.take(now)
         try:
             with self.store.transaction(wait=wait, durable=durable) as tx:
-                batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy)
+                batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy,
+                                     self.require_pin)
                 decided = batch.run(self, refusals)
                 batch.finish()
         except BaseException:
@@ -323,7 +336,7 @@ class _Live:
     start, plus the fields the batch's decisions move)."""
 
     __slots__ = ("record", "counter", "last_step", "chain_last", "failures", "failed_at",
-                 "locked_until", "locks", "lockout", "permanent", "token", "moved")
+                 "locked_until", "locks", "lockout", "permanent", "token", "moved", "user")
 
     def __init__(self, record: AccountRecord):
         self.record = record
@@ -338,10 +351,84 @@ class _Live:
         self.permanent = record.params.get("lockout_policy") == "permanent"
         self.token = None
         self.moved = False      # a decision set a field (even back to its start value)
+        self.user = None        # _User: its tokens and PIN, for a user whose params say so
+
+
+class _User:
+    """What verification needs of a user with tokens beyond the plain account (further
+    tokens, a disabled main token, a PIN): read once per batch."""
+
+    __slots__ = ("main_serial", "main_on", "pin", "extras")
+
+    def __init__(self, keys, record: AccountRecord, token_records, make_token):
+        main = [token for token in token_records if token.main]
+        self.main_serial = main[0].serial if main else "-"
+        self.main_on = bool(main) and main[0].enabled   # no authentic row: off (fail closed)
+        pin = record.params.get("pin")
+        self.pin = None if pin is None else pins.PinCheck(keys, record.name, pin)
+        self.extras = [_LiveToken(keys, token, make_token) for token in token_records
+                       if not token.main and token.enabled]
+
+
+class _LiveToken:
+    """A further token's state in the batch (as _Live for an account)."""
+
+    __slots__ = ("record", "serial", "counter", "last_step", "moved", "_keys", "_matcher",
+                 "length")
+
+    def __init__(self, keys, record, make_token):
+        self.record, self.serial = record, record.serial
+        self.counter, self.last_step = record.counter, record.last_step
+        self.moved = False
+        self._keys = keys
+        kind = record.type
+        self._matcher = (make_token(record, tokens.HotpMatcher) if kind == "hotp"
+                         else make_token(record, tokens.totp_token) if kind == "totp" else None)
+        self.length = pins.RECOVERY_CHARS if kind == "recovery" else record.params["digits"]
+
+    def split(self, field: str) -> tuple[str, str]:
+        """(PIN, OTP) of a PIN + OTP field for this token's OTP length."""
+        if self.record.type == "recovery":
+            return pins.split_recovery(field)
+        return field[:-self.length], field[-self.length:]
+
+    def check(self, otp: str, now: float):
+        """The (counter, last_step) after accepting ``otp``, or None. The full work of this
+        token's check whatever ``otp`` is."""
+        record = self.record
+        kind = record.type
+        if kind == "recovery":
+            code = pins.normalise_code(otp)
+            digest = pins.recovery_hash(self._keys, self.serial, code or "")
+            found = None
+            for index, stored in enumerate(record.material["hashes"]):
+                if hmac.compare_digest(bytes.fromhex(stored), digest) and code is not None \
+                        and not self.counter >> index & 1 and found is None:
+                    found = index
+            return None if found is None else (self.counter | 1 << found, self.last_step)
+        if len(otp) != self.length or not set(otp) <= _DIGITS:
+            return None
+        params = record.params
+        if kind == "hotp":
+            matched = self._matcher.match(otp, self.counter, params["window"])
+            return None if matched is None else (matched + 1, self.last_step)
+        try:
+            step = self._matcher.verify(
+                otp, at=now + params.get("drift", 0) * params["period"], window=1,
+                after_step=self.last_step if self.last_step >= 0 else None)
+        except InvalidToken:
+            return None
+        return self.counter, step
 
 
 _HEX = frozenset("0123456789abcdef")
 _DIGITS = frozenset("0123456789")
+_ACCEPTED_BY = audit.ACCEPTED + ":"     # + the serial, for a user with several tokens
+
+
+def _main_length(record: AccountRecord) -> int:
+    params = record.params
+    return params["hex_length"] if record.type == "hashchain" else params["digits"]
 
 
 class _VerifyBatch:
@@ -363,14 +450,24 @@ class _VerifyBatch:
     update (a compare-and-set that matches no row) as a wrong OTP for a real account."""
 
     def __init__(self, tx, keys, token_cache: _TokenCache, items: list[VerifyItem], now: float,
-                 decoy: AccountRecord):
+                 decoy: AccountRecord, require_pin: bool = False):
         self.tx = tx
         self.now = now
         self.items = items
+        self.require_pin = require_pin
         self._token = token_cache.get
         records = tx.accounts(item.account for item in items
                               if item.client is None or item.client.verifier)
         self.live = {name: _Live(record) for name, record in records.items()}
+        # users with further tokens, a disabled main token or a PIN: their tokens, one query
+        users = [name for name, record in records.items() if record.params.get("tokens")]
+        self.further: list[_LiveToken] = []
+        if users:
+            found = tx.tokens_of(users)
+            for name in users:
+                live = self.live[name]
+                live.user = _User(keys, live.record, found.get(name, ()), self._token)
+                self.further.extend(live.user.extras)
         self.decoys: list[_Live] = []
         # per item: (its account's _Live or None, well formed, issued-OTP lookup key or None)
         self.checked: list[tuple] = []
@@ -389,6 +486,8 @@ class _VerifyBatch:
                 self.decoys.append(live)
             record = live.record
             kind = record.type
+            if live.user is not None and live.user.pin is not None and isinstance(otp, str):
+                otp = otp[-_main_length(record):]       # PIN + OTP: the main token's part
             if not isinstance(otp, str):
                 well_formed = False
             elif kind == "hashchain":       # tokens.well_formed, inlined
@@ -429,7 +528,7 @@ class _VerifyBatch:
                 results.append(False)
                 continue
             outcome = self._decide(item, live, well_formed, lookup)
-            ok = outcome == accepted
+            ok = outcome == accepted or outcome.startswith(_ACCEPTED_BY)
             results.append(ok)
             entries.append((now, audit.VERIFY, str(item.account)[:128],
                             "-" if client is None else client_name, str(item.source)[:64],
@@ -452,6 +551,9 @@ class _VerifyBatch:
         changes += [(live.record, live) for live in self.decoys if live.moved]
         if changes and self.tx.update_accounts(changes) != expected:
             raise RuntimeError("account state changed inside a transaction")
+        moved = [(token.record, token) for token in self.further if token.moved]
+        if moved and self.tx.update_tokens(moved) != len(moved):
+            raise RuntimeError("token state changed inside a transaction")
         if self.taken and self.tx.use_issued_ids(self.taken, self.now) != len(self.taken):
             raise RuntimeError("issued OTPs changed inside a transaction")
 
@@ -471,7 +573,17 @@ class _VerifyBatch:
                     item.otp, 0, self._decoy.params["window"])
             live.moved = True
             return audit.LOCKED
-        if well_formed and self._match(live, item.otp, lookup):
+        user = live.user
+        if user is not None:
+            serial = self._match_user(live, user, item.otp, well_formed, lookup)
+            if serial is not None:
+                return _ACCEPTED_BY + serial
+            well_formed = True      # which token's format: not told
+        elif self.require_pin:      # refused; the work of a wrong OTP all the same
+            if well_formed:
+                self._token(self._decoy, tokens.HotpMatcher).match(
+                    item.otp, 0, self._decoy.params["window"])
+        elif well_formed and self._match(live, item.otp, lookup):
             if live.record.material is self._decoy_material:
                 return audit.NO_ACCOUNT
             return audit.ACCEPTED
@@ -481,9 +593,53 @@ class _VerifyBatch:
         live.moved = True
         if live.record.material is self._decoy_material:
             return audit.NO_ACCOUNT
+        if self.require_pin and (user is None or user.pin is None):
+            return audit.PIN_REQUIRED
         if not well_formed:
             return audit.BAD_FORMAT
         return audit.EXHAUSTED if tokens.uses_left(live.record) == 0 else audit.NO_MATCH
+
+    def _match_user(self, live: _Live, user: _User, field, well_formed: bool, lookup):
+        """The serial of the one token that accepts ``field`` (PIN + OTP for a user with a
+        PIN), or None. Every enabled token is checked (and the PIN for each token's split)
+        whatever the others gave: the work does not tell which part was wrong. Only the
+        first token that matched moves its state."""
+        if not isinstance(field, str):
+            field = ""
+        pin = user.pin
+        refuse_all = pin is None and self.require_pin
+        matched = None
+        if user.main_on:
+            length = _main_length(live.record)
+            pin_ok = True if pin is None else pin.check(field[:-length])
+            otp = field if pin is None else field[-length:]
+            saved = (live.counter, live.last_step, live.chain_last, live.moved, len(self.taken))
+            if well_formed and self._match(live, otp, lookup):
+                if pin_ok and not refuse_all:
+                    matched = user.main_serial
+                else:       # the state moves only when the whole field is right
+                    (live.counter, live.last_step, live.chain_last, live.moved) = saved[:4]
+                    while len(self.taken) > saved[4]:
+                        self.unused.setdefault(lookup, []).insert(0, self.taken.pop())
+        elif well_formed:       # a disabled main token: the work of a wrong OTP all the same
+            length = _main_length(live.record)
+            if pin is not None:
+                pin.check(field[:-length])
+            self._token(self._decoy, tokens.HotpMatcher).match(
+                field[-length:], 0, self._decoy.params["window"])
+        now = self.now
+        for token in user.extras:
+            if pin is None:
+                pin_ok, otp = True, field
+            else:
+                pin_text, otp = token.split(field)
+                pin_ok = pin.check(pin_text)
+            new = token.check(otp, now)
+            if new is not None and pin_ok and matched is None and not refuse_all:
+                token.counter, token.last_step = new
+                token.moved = True
+                matched = token.serial
+        return matched
 
     def _take_issued(self, lookup) -> bool:
         ids = self.unused.get(lookup)
@@ -498,9 +654,11 @@ class _VerifyBatch:
         if kind == "totp":
             if live.token is None:
                 live.token = self._token(record, tokens.totp_token)
+            drift = record.params.get("drift")      # steps (token resync)
+            at = self.now if drift is None else self.now + drift * record.params["period"]
             try:
                 live.last_step = live.token.verify(   # > last_step: after_step enforces it
-                    otp, at=self.now, window=1,
+                    otp, at=at, window=1,
                     after_step=live.last_step if live.last_step >= 0 else None)
             except InvalidToken:
                 return False

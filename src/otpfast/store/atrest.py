@@ -79,6 +79,8 @@ class AtRestKeys:
         # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path
         self.row_mac = hashlib.blake2b(key=_derive(key, b"otpfast row mac"), digest_size=32)
         self.head_mac = HmacSha256(_derive(key, b"otpfast head mac"))
+        # the pepper of PIN and recovery-code hashes (services.pin): kept out of the store
+        self.pin_mac = HmacSha256(_derive(key, b"otpfast pin pepper"))
 
     def encrypt(self, plaintext: bytes, associated: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)

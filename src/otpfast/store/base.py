@@ -67,6 +67,31 @@ class AccountRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """One token of a user (an account). The user's main token (``main``) is the account
+    row itself - its type, params, material and verification state are the account's; its
+    tokens row only names it (serial, description, enabled). A further token keeps its own
+    params, material (encrypted, the serial as associated data) and state here."""
+    serial: str
+    user: str
+    type: str
+    params: dict
+    description: str
+    enabled: bool
+    main: bool
+    material: dict | None     # None for a main token (the account's material)
+    counter: int
+    last_step: int
+    chain_last: bytes | None
+    created_at: float
+    row: tuple = dataclasses.field(default=(), compare=False, repr=False)
+
+    @property
+    def name(self) -> str:    # the token cache's key (services.distribution)
+        return self.serial
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ClientRecord:
     name: str
     account: str | None
@@ -204,6 +229,38 @@ class Transaction(abc.ABC):
     def lock(self, name: str) -> bool:
         """A hard lock (locked_until -> LOCKED_FOR_GOOD): the admin's ``account lock``."""
 
+    # -- tokens (TokenRecord; a tokens row is authenticated as an account row is)
+    @abc.abstractmethod
+    def add_token(self, serial: str, user: str, type: str, params: dict, material: dict | None,
+                  now: float, *, description: str = "", main: bool = False, counter: int = 0,
+                  chain_last: bytes | None = None) -> bool:
+        """Insert a token; False if the serial exists."""
+
+    @abc.abstractmethod
+    def token(self, serial: str) -> "TokenRecord | None": ...
+
+    @abc.abstractmethod
+    def tokens_of(self, users) -> dict[str, list["TokenRecord"]]:
+        """The tokens of these users (one query), by user, in serial order."""
+
+    @abc.abstractmethod
+    def change_token(self, serial: str, **columns) -> bool:
+        """Set columns of one token (enabled, description, params, counter, last_step,
+        chain_last)."""
+
+    @abc.abstractmethod
+    def delete_token(self, serial: str) -> bool: ...
+
+    @abc.abstractmethod
+    def update_tokens(self, changes) -> int:
+        """Compare-and-set of the verification state (counter, last_step) of
+        several further tokens: ``changes`` is [(old TokenRecord, new state)]; each row
+        changes only if it still holds old's state. Returns how many rows changed."""
+
+    @abc.abstractmethod
+    def set_account_params(self, name: str, params: dict) -> bool:
+        """Replace an account's params (its lockout column stays)."""
+
     # -- ceremony
     @abc.abstractmethod
     def add_contribution(self, account: str, authority_id: int, salt: bytes, digest: bytes,
@@ -278,6 +335,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def client(self, name: str) -> ClientRecord | None: ...
+
+    @abc.abstractmethod
+    def token(self, serial: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def tokens(self, user: str | None = None) -> list[TokenRecord]:
+        """Every token (of ``user``), in user then serial order."""
 
     @abc.abstractmethod
     def authority(self, authority_id: int) -> AuthorityRecord | None: ...

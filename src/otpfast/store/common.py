@@ -8,6 +8,7 @@ intact or secret lives here once.
 import collections
 import hmac
 import json
+import secrets
 import threading
 import time
 
@@ -17,10 +18,10 @@ from . import rows as row_auth
 from .archive import read_anchor
 from .atrest import AtRestKeys
 from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountRecord,
-                   AuthorityRecord, ClientRecord, ContributionRecord, Transaction)
+                   AuthorityRecord, ClientRecord, ContributionRecord, TokenRecord, Transaction)
 # the audit chain lives in .chain; its names stay importable from here
 from .chain import ZERO_HASH, HeadFile, audit_mac, chain_entries, check_chain  # noqa: F401
-from .rows import ROW_COLUMNS, issued_prefix, refuse, row_mac, row_ok
+from .rows import ROW_COLUMNS, TOKEN_NAMES, issued_prefix, refuse, row_mac, row_ok
 
 KEY_CHECK_LABEL = b"otpfast key check"
 SECRET_CACHE_SIZE = 4096
@@ -35,6 +36,18 @@ AUDIT_COLUMNS = ("seq", "time", "event", "account", "client", "source", "outcome
 ACCOUNT_NAMES = tuple(name.strip() for name in ACCOUNT_COLUMNS.split(","))
 ACCOUNT_SELECT = f"{ACCOUNT_COLUMNS}, {ROW_COLUMNS}"
 TABLES = row_auth.tables(ACCOUNT_NAMES)
+TOKEN_SELECT = f"{', '.join(TOKEN_NAMES)}, {ROW_COLUMNS}"
+SERIAL_PREFIX = "OTPF"          # generated serials: OTPF + 8 random digits
+# the tables the row-authentication migration (v4) sealed; later tables seal themselves
+V4_TABLES = ("clients", "authorities", "accounts", "issued")
+
+
+def new_serial() -> str:
+    return "%s%08d" % (SERIAL_PREFIX, secrets.randbelow(10**8))
+
+
+def token_aad(serial: str) -> bytes:
+    return b"token\0" + serial.encode()
 
 
 def account_aad(name: str) -> bytes:
@@ -217,6 +230,48 @@ class SqlReads:
     def account(self, name: str) -> AccountRecord | None:
         return self._select_account(self._conn(), name)
 
+    def _token_from_row(self, row) -> TokenRecord | None:
+        """A tokens row (TOKEN_NAMES..., ver, mac) as a TokenRecord; None if it fails its
+        MAC or its material does not decrypt (refused, logged)."""
+        row = tuple(row)
+        values, ver, mac = row[:-2], row[-2], row[-1]
+        try:
+            if not row_ok(self.keys.row_mac, "t", values, ver, mac):
+                raise StoreError("MAC")
+            (serial, user, type_, params, description, enabled, main, material_enc, counter,
+             last_step, chain_last, created_at) = values
+            material = None
+            if material_enc is not None:
+                material = json.loads(self.keys.decrypt(bytes(material_enc), token_aad(serial)))
+        except (StoreError, ValueError, TypeError):
+            refuse("tokens", row[0])
+            return None
+        seen = self._token_seen()
+        if ver < seen.get(serial, 0):
+            refuse("tokens", serial, f"is an older copy (version {ver}) than one already "
+                   f"read (version {seen[serial]})")
+            return None
+        seen[serial] = ver
+        return TokenRecord(serial=serial, user=user, type=type_, params=json.loads(params),
+                           description=description, enabled=bool(enabled), main=bool(main),
+                           material=material, counter=counter, last_step=last_step,
+                           chain_last=None if chain_last is None else bytes(chain_last),
+                           created_at=created_at, row=(*values, ver))
+
+    def _select_tokens(self, conn, where: str = "", params: dict | None = None) -> list:
+        rows = conn.execute(self._sql(f"SELECT {TOKEN_SELECT} FROM tokens {where}"
+                                      " ORDER BY user_name, serial"), params or {}).fetchall()
+        return [token for token in map(self._token_from_row, rows) if token is not None]
+
+    def token(self, serial: str) -> TokenRecord | None:
+        found = self._select_tokens(self._conn(), "WHERE serial = :serial", {"serial": serial})
+        return found[0] if found else None
+
+    def tokens(self, user: str | None = None) -> list[TokenRecord]:
+        if user is None:
+            return self._select_tokens(self._conn())
+        return self._select_tokens(self._conn(), "WHERE user_name = :user", {"user": user})
+
     def client(self, name: str) -> ClientRecord | None:
         row = self._authentic_row(self._conn(), "clients", name)
         if row is None:
@@ -285,6 +340,20 @@ class SqlReads:
             used.update(tx.used_ids)
         for name in tx.moved:
             self._decoder.written(name, tx.version)
+        seen = self._token_seen()
+        for (tag, key), what in tx.written.items():
+            if tag == "t" and what is None:
+                seen[key] = max(tx.version, seen.get(key, 0))
+            elif tag == "t" and what == "-":
+                seen.pop(key, None)
+
+    def _token_seen(self) -> dict:
+        """serial -> the newest version of its row this process has read or written (the
+        tokens' high-water mark, as AccountDecoder keeps the accounts')."""
+        seen = self.__dict__.get("_token_versions")
+        if seen is None or len(seen) >= row_auth.HIGH_WATER_SIZE:
+            seen = self.__dict__["_token_versions"] = {}
+        return seen
 
 
 # the account columns a verification batch moves (Transaction.update_accounts): each is an
@@ -418,6 +487,11 @@ class SqlTransaction(Transaction):
         if deleted:
             for table in ("contributions", "issued"):
                 self._run(f"DELETE FROM {table} WHERE account = :name", {"name": name})
+            for (serial,) in self._conn.execute(
+                    self._sql("SELECT serial FROM tokens WHERE user_name = :name"),
+                    {"name": name}).fetchall():
+                self.written["t", serial] = "-"
+            self._run("DELETE FROM tokens WHERE user_name = :name", {"name": name})
             self._store._decoder.forget(name)
             self.written["a", name] = "-"
         return deleted
@@ -525,6 +599,7 @@ class SqlTransaction(Transaction):
                            "lockout": int(params["lockout"]), "counter": counter, "now": now}) == 1
         if added:
             self._seal("accounts", name)
+            self._add_main_token(name, type, now)
         return added
 
     def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
@@ -594,8 +669,113 @@ class SqlTransaction(Transaction):
             self._seal("clients", name)
         return added
 
+    # -- tokens
+    def _insert_token(self, serial, user, type, params, material, now, *, description="",
+                      main=False, counter=0, chain_last=None) -> bool:
+        enc = (None if material is None
+               else self._store.keys.encrypt(json.dumps(material, sort_keys=True).encode(),
+                                             token_aad(serial)))
+        added = self._run("INSERT INTO tokens (serial, user_name, type, params, description,"
+                          " enabled, main, material_enc, counter, last_step, chain_last,"
+                          " created_at) VALUES (:serial, :user, :type, :params, :description,"
+                          " 1, :main, :enc, :counter, -1, :chain, :now) ON CONFLICT DO NOTHING",
+                          {"serial": serial, "user": user, "type": type,
+                           "params": json.dumps(params, sort_keys=True),
+                           "description": description, "main": int(main), "enc": enc,
+                           "counter": counter, "chain": chain_last, "now": now}) == 1
+        if added:
+            self._seal("tokens", serial)
+        return added
 
-def seal_existing_rows(conn, keys: AtRestKeys, sql, now: float) -> int:
+    def add_token(self, serial, user, type, params, material, now, *, description="",
+                  main=False, counter=0, chain_last=None):
+        return self._insert_token(serial, user, type, params, material, now,
+                                  description=description, main=main, counter=counter,
+                                  chain_last=chain_last)
+
+    def _add_main_token(self, user, type, now) -> str:
+        while True:     # a generated serial that exists already: draw again
+            serial = new_serial()
+            if self._insert_token(serial, user, type, {}, None, now, main=True):
+                return serial
+
+    def token(self, serial):
+        found = self._store._select_tokens(self._conn, "WHERE serial = :serial",
+                                           {"serial": serial})
+        return found[0] if found else None
+
+    def tokens_of(self, users):
+        users = list(dict.fromkeys(u for u in users if isinstance(u, str)))
+        out: dict = {}
+        for start in range(0, len(users), 500):
+            chunk = users[start:start + 500]
+            marks = ", ".join(f":u{k}" for k in range(len(chunk)))
+            for token in self._store._select_tokens(
+                    self._conn, f"WHERE user_name IN ({marks})",
+                    {f"u{k}": user for k, user in enumerate(chunk)}):
+                out.setdefault(token.user, []).append(token)
+        return out
+
+    _TOKEN_SETTABLE = ("enabled", "description", "params", "counter", "last_step", "chain_last")
+
+    def change_token(self, serial, **columns):
+        if not columns or set(columns) - set(self._TOKEN_SETTABLE):
+            raise StoreError(f"cannot set {sorted(columns)} of a token")
+        values = {name: (json.dumps(value, sort_keys=True) if name == "params"
+                         else int(value) if name == "enabled" else value)
+                  for name, value in columns.items()}
+        assignments = ", ".join(f"{name} = :{name}" for name in values)
+        return self._change("tokens", serial,
+                            f"UPDATE tokens SET {assignments} WHERE serial = :serial",
+                            {**values, "serial": serial})
+
+    def delete_token(self, serial):
+        deleted = self._run("DELETE FROM tokens WHERE serial = :serial",
+                            {"serial": serial}) == 1
+        if deleted:
+            self.written["t", serial] = "-"
+        return deleted
+
+    def update_tokens(self, changes):
+        changed = 0
+        for old, new in changes:
+            changed += self._change(
+                "tokens", old.serial,
+                "UPDATE tokens SET counter = :counter, last_step = :last_step"
+                " WHERE serial = :serial AND counter = :old_counter AND last_step = :old_step"
+                " AND :last_step >= last_step",
+                {"serial": old.serial, "counter": new.counter, "last_step": new.last_step,
+                 "old_counter": old.counter, "old_step": old.last_step})
+        return changed
+
+    def set_account_params(self, name, params):
+        self.touched_accounts.add(name)
+        return self._change("accounts", name,
+                            "UPDATE accounts SET params = :params WHERE name = :name",
+                            {"name": name, "params": json.dumps(params, sort_keys=True)})
+
+
+def add_main_tokens(conn, keys: AtRestKeys, sql, now: float) -> int:
+    """The migration step that introduces tokens (v5): each existing account becomes a user
+    whose main token (the account row's secret and state) gets a tokens row with a fresh
+    serial; the new rows are sealed (one audit entry records them). Returns how many."""
+    accounts = conn.execute(sql("SELECT name, type, created_at FROM accounts"
+                                " ORDER BY name")).fetchall()
+    for name, type_, created_at in accounts:
+        while True:
+            cur = conn.execute(sql("INSERT INTO tokens (serial, user_name, type, params,"
+                                   " description, enabled, main, counter, last_step,"
+                                   " created_at) VALUES (:serial, :user, :type, '{}', '', 1, 1,"
+                                   " 0, -1, :now) ON CONFLICT DO NOTHING"),
+                               {"serial": new_serial(), "user": name, "type": type_,
+                                "now": created_at})
+            if cur.rowcount == 1:
+                break
+    return seal_existing_rows(conn, keys, sql, now, tables=("tokens",))
+
+
+def seal_existing_rows(conn, keys: AtRestKeys, sql, now: float, *,
+                       tables=V4_TABLES) -> int:
     """The migration step that introduces row authentication: MAC every existing row with
     the version of one new audit entry that records them all (inside the migration's
     transaction, which holds the write lock). ``sql`` converts ``:name`` parameters.
@@ -603,7 +783,8 @@ def seal_existing_rows(conn, keys: AtRestKeys, sql, now: float) -> int:
     seq, prev = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     ver = int(seq) + 1
     written = {}
-    for table, (tag, columns, key_column) in TABLES.items():
+    for table in tables:
+        tag, columns, key_column = TABLES[table]
         for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall():
             key = row[columns.index(key_column)]
             conn.execute(sql(f"UPDATE {table} SET ver = :ver, mac = :mac"

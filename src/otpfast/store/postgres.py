@@ -41,7 +41,8 @@ from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, chain_entries, seal_existing_rows)
+                     SqlReads, SqlTransaction, add_main_tokens, chain_entries,
+                     seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
 # versions and meaning as otpfast.store.sqlite.MIGRATIONS, in PostgreSQL types.
@@ -100,8 +101,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " mac BYTEA)",
         "INSERT INTO decoy (id, writes) VALUES (1, 0)",
     ),
+    (   # v5: users with several tokens (every existing account's secret and state become
+        # its main token: common.add_main_tokens gives each a serial, in the same transaction)
+        "CREATE TABLE tokens (serial TEXT PRIMARY KEY, user_name TEXT NOT NULL,"
+        " type TEXT NOT NULL, params TEXT NOT NULL, description TEXT NOT NULL,"
+        " enabled INTEGER NOT NULL, main INTEGER NOT NULL, material_enc BYTEA,"
+        " counter BIGINT NOT NULL, last_step BIGINT NOT NULL, chain_last BYTEA,"
+        " created_at DOUBLE PRECISION NOT NULL, ver BIGINT, mac BYTEA)",
+        "CREATE INDEX tokens_user ON tokens (user_name)",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
+TOKENS_VERSION = 5      # ... and the one that gives every account its main token
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # pg_advisory_xact_lock key serializing schema migrations within one database ("otpfast")
@@ -198,6 +209,11 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True,
                     raise StoreError("this schema migration needs the at-rest key")
                 conn.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
                 seal_existing_rows(conn, keys, _pyformat, time.time())
+            if version + 1 == TOKENS_VERSION:
+                if keys is None:
+                    raise StoreError("this schema migration needs the at-rest key")
+                conn.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                add_main_tokens(conn, keys, _pyformat, time.time())
             cur = conn.execute("UPDATE schema_version SET version = %(new)s"
                                " WHERE version = %(old)s", {"new": version + 1, "old": version})
             if cur.rowcount != 1:

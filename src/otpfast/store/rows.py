@@ -7,7 +7,8 @@ Every row whose fields decide access or replay carries two columns: ``ver`` and 
   per MAC, so each MAC is one hash) of the table's tag, the covered columns in a fixed order
   (each type-tagged and length-prefixed), then ``ver``. Covered: clients: name, account,
   verifier flag, credential hash, masking key, creation time; authorities: id, credential
-  hash, creation time; accounts: every column of ACCOUNT_COLUMNS (type, params with the
+  hash, creation time; tokens: every column (serial, user, type, params, description,
+  enabled flag, main flag, material, counter, last step, chain value, creation time); accounts: every column of ACCOUNT_COLUMNS (type, params with the
   lockout policy, state, material, counter, last step, chain value, failures, transcript,
   ... - columns added there later are covered without more code); issued OTPs: id,
   account, OTP digest, expiry and ``used_at`` (what decides its use). The primary key is
@@ -49,6 +50,9 @@ CLIENT_NAMES = ("name", "account", "verifier", "credential_hash", "mask_key_enc"
 AUTHORITY_NAMES = ("id", "credential_hash", "created_at")
 # what decides an issued OTP's use (the requesting client and issue time do not)
 ISSUED_NAMES = ("id", "account", "otp_digest", "expires_at", "used_at")
+# tokens (schema v5): every column
+TOKEN_NAMES = ("serial", "user_name", "type", "params", "description", "enabled", "main",
+               "material_enc", "counter", "last_step", "chain_last", "created_at")
 HIGH_WATER_SIZE = 65536
 
 
@@ -57,7 +61,8 @@ def tables(account_names) -> dict:
     return {"clients": ("c", CLIENT_NAMES, "name"),
             "authorities": ("u", AUTHORITY_NAMES, "id"),
             "accounts": ("a", tuple(account_names), "name"),
-            "issued": ("i", ISSUED_NAMES, "id")}
+            "issued": ("i", ISSUED_NAMES, "id"),
+            "tokens": ("t", TOKEN_NAMES, "serial")}
 
 
 _DOUBLE = struct.Struct(">d").pack

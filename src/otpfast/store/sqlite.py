@@ -31,7 +31,8 @@ from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, chain_entries, seal_existing_rows)
+                     SqlReads, SqlTransaction, add_main_tokens, chain_entries,
+                     seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -87,8 +88,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " mac BLOB)",
         "INSERT INTO decoy (id, writes) VALUES (1, 0)",
     ),
+    (   # v5: users with several tokens (every existing account's secret and state become
+        # its main token: common.add_main_tokens gives each a serial, in the same transaction)
+        "CREATE TABLE tokens (serial TEXT PRIMARY KEY, user_name TEXT NOT NULL,"
+        " type TEXT NOT NULL, params TEXT NOT NULL, description TEXT NOT NULL,"
+        " enabled INTEGER NOT NULL, main INTEGER NOT NULL, material_enc BLOB,"
+        " counter INTEGER NOT NULL, last_step INTEGER NOT NULL, chain_last BLOB,"
+        " created_at REAL NOT NULL, ver INTEGER, mac BLOB)",
+        "CREATE INDEX tokens_user ON tokens (user_name)",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
+TOKENS_VERSION = 5      # ... and the one that gives every account its main token
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
 _AUTOCHECKPOINT = 1000                                       # SQLite's default, in pages
@@ -142,6 +153,10 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, keys: AtRestKeys | None = Non
                 if keys is None:
                     raise StoreError("this schema migration needs the at-rest key")
                 seal_existing_rows(conn, keys, str, time.time())
+            if version + 1 == TOKENS_VERSION:
+                if keys is None:
+                    raise StoreError("this schema migration needs the at-rest key")
+                add_main_tokens(conn, keys, str, time.time())
             cur = conn.execute("UPDATE schema_version SET version = :new WHERE version = :old",
                                {"new": version + 1, "old": version})
             if cur.rowcount != 1:

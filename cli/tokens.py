@@ -1,0 +1,159 @@
+"""``otpfast token ...``: a user's tokens (add, list, show, enable, disable, delete, resync).
+Thin: the logic lives in otpfast.services.usertokens."""
+import contextlib
+import json
+
+import click
+
+from otpfast.datadir import DataDir
+from otpfast.errors import InvalidParameter, InvalidToken, StoreError
+from otpfast.services import policy
+from otpfast.services.usertokens import FURTHER_TYPES, TokenAdmin
+from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
+
+
+@contextlib.contextmanager
+def _tokens(data_dir):
+    """A TokenAdmin over the data dir; library errors become click errors."""
+    try:
+        store = DataDir.resolve(data_dir).open_store()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield TokenAdmin(store)
+    except InvalidParameter as exc:
+        if exc.field in ("user", "serial"):
+            raise click.BadParameter(exc.message, param_hint=f"'{exc.field.upper()}'") from None
+        raise bad_parameter(exc) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+def _echo_info(info: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+        return
+    for key in sorted(info):
+        click.echo(f"{key}: {info[key]}")
+
+
+@click.group("token")
+def token_group():
+    """A user's tokens: an account is a user holding one or more tokens."""
+
+
+@token_group.command("add")
+@data_dir_option
+@click.argument("user")
+@click.option("--type", "type_", required=True,
+              type=click.Choice(sorted(set(policy.TYPES) | set(FURTHER_TYPES))),
+              help="hotp, totp (an authenticator app or key fob) or recovery (single-use "
+                   "codes). Server-issued types are an account's main token (account add).")
+@click.option("--description", default="", help="Free text shown by token list/show.")
+@click.option("--digits", type=POSITIVE_INT, default=None, help="OTP length (default 6).")
+@click.option("--algorithm", default=None, help="hotp/totp: sha1|sha256|sha512 (default sha1).")
+@click.option("--window", type=click.IntRange(min=0), default=None,
+              help=f"hotp look-ahead (default {policy.DEFAULT_WINDOW}).")
+@click.option("--period", type=POSITIVE_INT, default=None, help="totp: step in seconds (30).")
+@click.option("--count", type=POSITIVE_INT, default=None,
+              help="recovery: how many codes (default 10).")
+@click.option("--issuer", default="otpfast", show_default=True,
+              help="hotp/totp: the issuer in the printed otpauth:// URI.")
+def token_add(data_dir, user, type_, description, digits, algorithm, window, period, count,
+              issuer):
+    """Give USER a further token. Prints its serial; for hotp/totp the otpauth:// URI to
+    enrol it (contains the secret), for recovery the codes (shown only this once)."""
+    settings = {name: value for name, value in (("digits", digits), ("algorithm", algorithm),
+                                                ("window", window), ("period", period))
+                if value is not None}
+    with _tokens(data_dir) as admin:
+        token, codes = admin.add(user, type_, description=description, count=count, **settings)
+        uri = None if codes is not None else admin.enrollment_uri(token.serial, issuer=issuer)
+    click.echo(f"token {token.serial} ({type_}) added to {user}", err=True)
+    if codes is not None:
+        click.echo("Recovery codes (each works once; they are shown only now):", err=True)
+        for code in codes:
+            click.echo(code)
+    else:
+        click.echo("Enrol it with this URI (it contains the secret):", err=True)
+        click.echo(uri)
+
+
+@token_group.command("list")
+@data_dir_option
+@click.argument("user", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def token_list(data_dir, user, as_json):
+    """List the tokens (of USER)."""
+    with _tokens(data_dir) as admin:
+        infos = [admin.describe(token) for token in admin.list(user)]
+    for info in infos:
+        if as_json:
+            click.echo(json.dumps(info, sort_keys=True))
+        else:
+            state = "enabled" if info["enabled"] else "disabled"
+            main = " main" if info["main"] else ""
+            click.echo(f"{info['serial']}\t{info['user']}\t{info['type']}\t{state}{main}"
+                       f"\t{info['description']}")
+
+
+@token_group.command("show")
+@data_dir_option
+@click.argument("serial")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def token_show(data_dir, serial, as_json):
+    """Show a token's settings and state (no secrets; recovery: codes remaining)."""
+    with _tokens(data_dir) as admin:
+        info = admin.describe(admin.get(serial))
+    _echo_info(info, as_json)
+
+
+def _switch(enabled: bool):
+    @data_dir_option
+    @click.argument("serial")
+    def command(data_dir, serial):
+        with _tokens(data_dir) as admin:
+            admin.set_enabled(serial, enabled)
+        click.echo(f"token {serial} {'enabled' if enabled else 'disabled'}")
+    return command
+
+
+token_group.command("enable", help="Enable token SERIAL.")(_switch(True))
+token_group.command("disable", help="Disable token SERIAL: its OTPs are refused.")(
+    _switch(False))
+
+
+@token_group.command("delete")
+@data_dir_option
+@click.argument("serial")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def token_delete(data_dir, serial, yes):
+    """Delete a further token (a main token is disabled, or its account deleted)."""
+    if not yes:
+        click.confirm(f"delete token {serial}?", abort=True)
+    with _tokens(data_dir) as admin:
+        admin.delete(serial)
+    click.echo(f"token {serial} deleted")
+
+
+@token_group.command("resync")
+@data_dir_option
+@click.argument("serial")
+@click.argument("otp1")
+@click.argument("otp2")
+def token_resync(data_dir, serial, otp1, otp2):
+    """Resynchronise a hotp/totp token from two consecutive OTPs: HOTP within 1,000
+    counters after the stored one; TOTP within 24 hours of the server's clock (the drift is
+    kept and later checks use it). Wait for the second OTP to appear before running it."""
+    try:
+        with _tokens(data_dir) as admin:
+            result = admin.resync(serial, otp1, otp2)
+    except InvalidToken:
+        raise click.ClickException("the two OTPs were not found in a row within the sync "
+                                   "window: nothing changed") from None
+    if "drift_steps" in result:
+        click.echo(f"token {serial} resynchronised (clock drift {result['drift_steps']} steps)")
+    else:
+        click.echo(f"token {serial} resynchronised (counter {result['counter']})")
