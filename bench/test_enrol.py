@@ -51,7 +51,7 @@ def test_enrol_add_many(benchmark, tmp_path, users):
 
     def add_many(store, uris_path):
         with open(uris_path, "w") as out:
-            for name, uri in Bulk(store).add_many(
+            for _, name, uri in Bulk(store).add_many(
                     ((n, f"user{n:06d}", None) for n in range(1, users + 1)), "totp"):
                 out.write(f"{name}\t{uri}\n")
 

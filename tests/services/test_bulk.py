@@ -172,9 +172,10 @@ def _users(count, start=0):
 def test_bulk_add_many_one_transaction(bulk, store, distribution, clock, monkeypatch):
     monkeypatch.setattr(bulk_module, "CHUNK", 100)
     out = list(bulk.add_many(_users(250), "totp", issuer="Acme"))
-    assert len(out) == 250 and len({uri for _, uri in out}) == 250
+    assert len(out) == 250 and len({uri for _, _, uri in out}) == 250
+    assert [number for number, _, _ in out] == list(range(1, 251))
     assert len(store.accounts()) == 250 and len(store.tokens()) == 250
-    name, uri = out[137]
+    _, name, uri = out[137]
     secret = parse_qs(urlparse(uri).query)["secret"][0]
     distribution.verify(name, TOTP(base64.b32decode(secret), clock=clock).generate(), source="t")
     outcomes = [e.outcome for e in store.audit_entries()]

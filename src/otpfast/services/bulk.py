@@ -165,8 +165,8 @@ class Bulk:
     def add_many(self, users: Iterable[tuple[int, str, str | None]], type: str, *,
                  issuer: str = "otpfast", **settings) -> Iterator[tuple[str, str]]:
         """Create a hotp/totp account per (line number, name, issuer or None) with a fresh
-        CSPRNG key, all in one transaction (inserted CHUNK at a time, sealed in bulk). Yields (name,
-        otpauth URI) as each chunk is inserted - the URIs hold secrets; nothing is committed
+        CSPRNG key, all in one transaction (inserted CHUNK at a time, sealed in bulk). Yields
+        (line number, name, otpauth URI) as each chunk is inserted - the URIs hold secrets; nothing is committed
         until the generator is exhausted, and an error (InvalidParameter naming the line,
         ``line N``) rolls everything back. One audit entry ``accounts-added:N`` records the
         rows."""
@@ -190,7 +190,7 @@ class Bulk:
                 if name in seen:
                     raise InvalidParameter(where, f"user {name!r} is given twice")
                 seen.add(name)
-                chunk.append((where, name, user_issuer or issuer))
+                chunk.append((number, name, user_issuer or issuer))
                 if len(chunk) == CHUNK:
                     yield from self._add_chunk(tx, chunk, type, params, key_bytes, now,
                                                digits, algorithm, period)
@@ -207,16 +207,16 @@ class Bulk:
     def _add_chunk(self, tx, chunk, type, params, key_bytes, now, digits, algorithm, period):
         exists = tx.existing("accounts", [name for _, name, _ in chunk])
         if exists:
-            where, name = next((w, n) for w, n, _ in chunk if n in exists)
-            raise InvalidParameter(where, f"account {name!r} exists already: nothing added")
+            number, name = next((k, n) for k, n, _ in chunk if n in exists)
+            raise InvalidParameter(f"line {number}", f"account {name!r} exists already")
         keys = [secrets.token_bytes(key_bytes) for _ in chunk]
         tx.add_accounts([(name, type, params, {"key": key.hex()})
                          for (_, name, _), key in zip(chunk, keys)], now)
         build = keyuri.build_uri
-        for (where, name, user_issuer), key in zip(chunk, keys):
+        for (number, name, user_issuer), key in zip(chunk, keys):
             try:
                 uri = build(type, key, name, issuer=user_issuer, algorithm=algorithm,
                             digits=digits, period=period)
             except InvalidParameter as exc:
-                raise InvalidParameter(where, f"{exc.field}: {exc.message}") from None
-            yield name, uri
+                raise InvalidParameter(f"line {number}", f"{exc.field}: {exc.message}") from None
+            yield number, name, uri
