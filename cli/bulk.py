@@ -13,7 +13,6 @@ import click
 
 from otpfast.datadir import DataDir
 from otpfast.errors import InvalidParameter, StoreError
-from otpfast.services import policy
 from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
 
 _HEX = re.compile(r"[0-9a-fA-F]+")

@@ -17,14 +17,13 @@ from typing import Iterable, Iterator
 
 from otpfast import keyuri
 from otpfast.errors import InvalidParameter
-from otpfast.store import ACCOUNT_ACTIVE, Store
+from otpfast.store import ACCOUNT_ACTIVE, Store, new_serial
 
 from . import audit, policy
 from .derivation import HOTP_KEY_BYTES
 from .usertokens import DESCRIPTION_MAX
 
 CHUNK = 5000        # add_many: accounts inserted per executemany
-DRIFT_LIMIT_SECONDS = 86_400     # what a PSKC TimeDrift may hold (importers.spec)
 
 
 def _token_params(spec) -> dict:
@@ -111,7 +110,6 @@ class Bulk:
         return done
 
     def _new_serial(self, tx) -> str:
-        from otpfast.store import new_serial
         while True:
             serial = new_serial()
             if tx.token(serial) is None:
@@ -121,7 +119,7 @@ class Bulk:
     def export_specs(self, user: str | None = None):
         """(specs, skipped): every hotp/totp token (of ``user``) as an importers.TokenSpec
         with its secret; ``skipped``: (serial, type) of the others (not exportable)."""
-        from otpfast.importers import TokenSpec
+        from otpfast.importers.spec import MAX_DRIFT_SECONDS, TokenSpec
 
         if user is not None and self.store.account(user) is None:
             raise InvalidParameter("user", f"no account named {user!r}")
@@ -146,7 +144,7 @@ class Bulk:
                 settings["counter"] = counter
             else:
                 period, drift, t0 = params["period"], params.get("drift", 0), 0
-                if abs(drift) * period > DRIFT_LIMIT_SECONDS and drift < 0:
+                if abs(drift) * period > MAX_DRIFT_SECONDS and drift < 0:
                     drift, t0 = 0, -drift * period     # an imported T0, given back as T0
                 settings.update(period=period, t0=t0, drift=drift)
             specs.append(TokenSpec(source=f"token {token.serial}", type=kind,

@@ -188,14 +188,14 @@ class Transaction(abc.ABC):
         """Insert an account; ``material is None`` makes it wait for its ceremony. Its main
         token gets ``serial`` (default: a fresh one)."""
 
+    @abc.abstractmethod
     def add_accounts(self, accounts, now: float) -> list[str]:
         """Insert many new active accounts ((name, type, params, material) tuples) with
-        their main tokens; their serials."""
-        raise NotImplementedError
+        their main tokens, sealed in bulk; their serials."""
 
+    @abc.abstractmethod
     def existing(self, table: str, names) -> set:
         """Which of ``names`` are keys of ``table`` ("accounts" or "tokens")."""
-        raise NotImplementedError
 
     @abc.abstractmethod
     def delete_account(self, name: str) -> bool: ...
