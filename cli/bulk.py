@@ -181,7 +181,15 @@ def _users(stream):
     """(line number, name, issuer or None) per user of a users CSV (``name[,issuer]``; blank
     lines and # lines skipped), streamed."""
     reader = csv.reader(stream)
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:      # decoded in blocks: the line is not known
+            raise InvalidParameter("from", "the file is not UTF-8 text") from None
+        except csv.Error as exc:
+            raise InvalidParameter(f"line {reader.line_num}", str(exc)) from None
         if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
             continue
         issuer = row[1].strip() if len(row) > 1 and row[1].strip() else None
@@ -233,7 +241,7 @@ def account_add_many(data_dir, source, type_, digits, algorithm, period, issuer,
                                                 ("period", period)) if value is not None}
     partial = None if uris_out is None else uris_out + ".partial"
     written_qr = []
-    count = 0
+    count, committed = 0, False
     try:
         uris = None if partial is None else _open_private(partial, "--uris-out")
         try:
@@ -251,14 +259,12 @@ def account_add_many(data_dir, source, type_, digits, algorithm, period, issuer,
         finally:
             if uris is not None:
                 uris.close()
+        committed = True
         if partial is not None:
             os.replace(partial, uris_out)
-            partial = None
     finally:
-        if partial is not None:         # the transaction did not commit: no secret kept
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
-            for path in written_qr:
+        if not committed:               # nothing was added: no secret kept
+            for path in ([partial] if partial else []) + written_qr:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
     click.echo(f"{count} {type_} accounts added", err=True)

@@ -202,6 +202,16 @@ def test_bulk_cli_add_many(run, tmp_path):
     assert _state(run.data_dir) == before
     result = run("account", "add-many", "--from", again, "--type", "totp")
     assert result.exit_code == 2 and "--uris-out" in result.output
+    qr2 = tmp_path / "qr2"
+    result = run("account", "add-many", "--from", again, "--type", "totp", "--qr-dir", str(qr2))
+    assert result.exit_code == 2 and "line 3" in result.output
+    assert os.listdir(qr2) == []                # QR files of the rolled-back users removed
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"fay\ngil\n\xff\xfe\n")
+    result = run("account", "add-many", "--from", str(bad), "--type", "totp",
+                 "--uris-out", str(out2))
+    assert result.exit_code == 2 and "UTF-8" in result.output and "--from" in result.output
+    assert _state(run.data_dir) == before and not out2.exists()
 
 
 def test_bulk_cli_add_many_qr_names_stay_in_the_directory(run, tmp_path):
