@@ -627,29 +627,38 @@ class SqlTransaction(Transaction):
     def add_accounts(self, accounts, now) -> list[str]:
         """Bulk ``add_account`` of new active accounts (``accounts``: (name, type, params,
         material) tuples; callers check the names are new, see :meth:`existing`): two
-        executemany INSERTs with the rows already sealed (one keyed-state copy per MAC).
-        Returns the main-token serials, in order."""
+        executemany INSERTs of rows sealed here (row_auth.RowSealer: per row, its name,
+        material and serial are encoded, the rest once). Returns the main-token serials."""
         keys, ver = self._store.keys, self.version
-        mac, encrypt = keys.row_mac, keys.encrypt
         account_tag, token_tag = TABLES["accounts"][0], TABLES["tokens"][0]
         names = [account[0] for account in accounts]
         serials = self._new_serials(len(names))
+        name_at, material_at = ACCOUNT_NAMES.index("name"), ACCOUNT_NAMES.index("material_enc")
+        groups: dict = {}       # id(params) -> (params JSON, the account and token sealers)
         account_rows, token_rows = [], []
         for (name, type, params, material), serial in zip(accounts, serials):
-            columns = {"name": name, "type": type, "params": json.dumps(params, sort_keys=True),
-                       "state": ACCOUNT_ACTIVE,
-                       "material_enc": encrypt(json.dumps(material, sort_keys=True).encode(),
-                                               account_aad(name)),
-                       "counter": 0, "last_step": -1, "chain_last": None, "failures": 0,
-                       "transcript": None, "created_at": now, "failed_at": 0,
-                       "locked_until": 0, "locks": 0}
-            values = [columns[column] for column in ACCOUNT_NAMES]
-            columns["lockout"] = int(params["lockout"])
-            columns["ver"], columns["mac"] = ver, row_mac(mac, account_tag, values, ver)
-            account_rows.append(columns)
-            token = (serial, name, type, "{}", "", 1, 1, None, 0, -1, None, now)
-            token_rows.append({**dict(zip(TOKEN_NAMES, token)), "ver": ver,
-                               "mac": row_mac(mac, token_tag, token, ver)})
+            group = groups.get((type, id(params)))
+            if group is None:
+                text = json.dumps(params, sort_keys=True)
+                columns = {"name": None, "type": type, "params": text, "state": ACCOUNT_ACTIVE,
+                           "material_enc": None, "counter": 0, "last_step": -1,
+                           "chain_last": None, "failures": 0, "transcript": None,
+                           "created_at": now, "failed_at": 0, "locked_until": 0, "locks": 0}
+                template = tuple(columns[column] for column in ACCOUNT_NAMES)
+                token = (None, None, type, "{}", "", 1, 1, None, 0, -1, None, now)
+                group = groups[type, id(params)] = (
+                    {**columns, "lockout": int(params["lockout"]), "ver": ver},
+                    row_auth.RowSealer(keys.row_mac, account_tag, template,
+                                       sorted((name_at, material_at)), ver),
+                    {**dict(zip(TOKEN_NAMES, token)), "ver": ver},
+                    row_auth.RowSealer(keys.row_mac, token_tag, token, (0, 1), ver), params)
+            account, seal_account, token, seal_token, _ = group
+            enc = keys.encrypt(json.dumps(material, sort_keys=True).encode(), account_aad(name))
+            values = (name, enc) if name_at < material_at else (enc, name)
+            account_rows.append({**account, "name": name, "material_enc": enc,
+                                 "mac": seal_account(*values)})
+            token_rows.append({**token, "serial": serial, "user_name": name,
+                               "mac": seal_token(serial, name)})
         account_columns = (*ACCOUNT_NAMES, "lockout", "ver", "mac")
         token_columns = (*TOKEN_NAMES, "ver", "mac")
         for table, columns, rows in (("accounts", account_columns, account_rows),
