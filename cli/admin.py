@@ -201,7 +201,7 @@ def client_rotate(data_dir, name):
 
 @click.group("account")
 def account_group():
-    """Accounts (users): add, list, show, lock, unlock, delete, set-pin."""
+    """Accounts (users): add, add-many, list, show, lock, unlock, delete, set-pin."""
 
 
 @account_group.command("add")
