@@ -634,7 +634,9 @@ class SqlTransaction(Transaction):
         names = [account[0] for account in accounts]
         serials = self._new_serials(len(names))
         name_at, material_at = ACCOUNT_NAMES.index("name"), ACCOUNT_NAMES.index("material_enc")
-        groups: dict = {}       # id(params) -> (params JSON, the account and token sealers)
+        # (type, id(params)) -> account row template, its sealer, token row template, its
+        # sealer, and params itself (kept alive so its id is not reused)
+        groups: dict = {}
         account_rows, token_rows = [], []
         for (name, type, params, material), serial in zip(accounts, serials):
             group = groups.get((type, id(params)))
