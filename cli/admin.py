@@ -201,7 +201,7 @@ def client_rotate(data_dir, name):
 
 @click.group("account")
 def account_group():
-    """Accounts (users): add, list, show, lock, unlock, delete, set-pin."""
+    """Accounts (users): add, add-many, list, show, lock, unlock, delete, set-pin."""
 
 
 @account_group.command("add")
@@ -235,8 +235,11 @@ def account_group():
 @click.option("--period", type=POSITIVE_INT, default=None, help="totp: step in seconds (30).")
 @click.option("--insecure-paper-mode", is_flag=True,
               help="Confirm an INSECURE rsa-lfsr/rsa-primroot account (the paper's scheme).")
+@click.option("--secret-file", type=click.File("r"), default=None,
+              help="hotp/totp: an existing device's secret (hex or base32, first line) "
+                   "instead of a fresh one. Never give a secret on the command line.")
 def account_add(data_dir, name, type_, authorities, digits, ttl, algorithm, chain_length,
-                lockout, lockout_policy, window, period, insecure_paper_mode):
+                lockout, lockout_policy, window, period, insecure_paper_mode, secret_file):
     """Create account NAME."""
     if type_ in policy.INSECURE_TYPES:
         click.echo(f"WARNING: {type_} is the paper's RSA-type OTP with a ~20-bit modulus. It is "
@@ -246,8 +249,13 @@ def account_add(data_dir, name, type_, authorities, digits, ttl, algorithm, chai
         ids = policy.parse_authorities(authorities) if authorities is not None else None
     except InvalidParameter as exc:
         raise bad_parameter(exc) from None
+    secret = None
+    if secret_file is not None:
+        from otpfast_cli.bulk import read_secret
+        secret = read_secret(secret_file)
     with _admin(data_dir) as admin:
-        record = admin.add_account(name, type_, digits=digits, ttl=ttl, algorithm=algorithm,
+        record = admin.add_account(name, type_, secret=secret, digits=digits, ttl=ttl,
+                                   algorithm=algorithm,
                                    chain_length=chain_length, lockout=lockout, window=window,
                                    period=period, authorities=ids,
                                    insecure_paper_mode=insecure_paper_mode,
@@ -507,3 +515,11 @@ def audit_list(data_dir, account, since, result, as_json):
                 click.echo(f"{info['seq']}\t{info['time']}\t{info['event']}\t"
                            f"{info['account']}\t{info['client']}\t{info['source']}\t"
                            f"{info['outcome']}{mark}")
+
+
+def _add_many():
+    from otpfast_cli.bulk import account_add_many
+    return account_add_many
+
+
+account_group.add_command(_add_many())

@@ -9,7 +9,7 @@ from otpfast.hotp import ALGORITHMS, generate_key, parse_key
 from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter
 
 
-def write_qr_file(uri, path, option):
+def write_qr_file(uri, path, option, *, note=True):
     """Write the QR file (mode 0600, no symlink followed); exit 2 naming `option` if refused."""
     try:
         keyuri.save_qr(uri, path)
@@ -18,7 +18,8 @@ def write_qr_file(uri, path, option):
     except OSError as exc:
         raise click.BadParameter(f"cannot write {path}: {exc.strerror}",
                                  param_hint=f"'{option}'") from None
-    click.echo(f"QR code written to {path}", err=True)
+    if note:
+        click.echo(f"QR code written to {path}", err=True)
 
 
 def _qr_outputs(uri, show_qr, qr_file):

@@ -157,3 +157,12 @@ def token_resync(data_dir, serial, otp1, otp2):
         click.echo(f"token {serial} resynchronised (clock drift {result['drift_steps']} steps)")
     else:
         click.echo(f"token {serial} resynchronised (counter {result['counter']})")
+
+
+def _bulk_commands():
+    from otpfast_cli.bulk import token_export, token_import
+    return token_import, token_export
+
+
+for _command in _bulk_commands():
+    token_group.add_command(_command)

@@ -9,6 +9,7 @@ import time
 from typing import Iterator
 
 from otpfast.errors import InvalidParameter
+from otpfast.hotp import validate_key
 from otpfast.store import (ACCOUNT_ACTIVE, AccountRecord, AuditEntry, AuthorityRecord,
                            ClientRecord, Store)
 
@@ -51,18 +52,30 @@ class Admin:
             self._audit(tx, now, "client-added", account=account or "-", client=name)
         return credential
 
-    def add_account(self, name: str, type: str, **settings) -> AccountRecord:
-        """Create an account. With ``authorities`` it waits for its ceremony; without, its
-        secret comes from the CSPRNG now. Settings: see policy.account_params."""
+    def add_account(self, name: str, type: str, *, secret: bytes | None = None,
+                    **settings) -> AccountRecord:
+        """Create an account. With ``authorities`` it waits for its ceremony; with
+        ``secret`` (hotp/totp: an existing device's key, used as is) or without (from the
+        CSPRNG now) it is active. Settings: see policy.account_params."""
         policy.validate_name(name, "name")
         params = policy.account_params(type, **settings)
+        if secret is not None:
+            if type not in ("hotp", "totp") or params["authorities"]:
+                raise InvalidParameter("secret-file", "an existing secret goes only with a "
+                                       "hotp or totp account without --authorities")
+            try:
+                validate_key(secret)
+            except InvalidParameter as exc:
+                raise InvalidParameter("secret-file", exc.message) from None
         for authority_id in params["authorities"]:
             if self.store.authority(authority_id) is None:
                 raise InvalidParameter("authorities", f"authority {authority_id} is not "
                                        f"registered (otpfast authority add {authority_id})")
         material = chain_last = None
         counter = 0
-        if not params["authorities"]:
+        if secret is not None:
+            material = {"key": bytes(secret).hex()}
+        elif not params["authorities"]:
             material, chain_last, counter = tokens.derive_material(
                 type, params, secrets.token_bytes(SECRET_BYTES))
         now = self.clock()

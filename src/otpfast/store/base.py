@@ -183,8 +183,19 @@ class Transaction(abc.ABC):
     # -- accounts
     @abc.abstractmethod
     def add_account(self, name: str, type: str, params: dict, material: dict | None,
-                    chain_last: bytes | None, now: float, *, counter: int = 0) -> bool:
-        """Insert an account; ``material is None`` makes it wait for its ceremony."""
+                    chain_last: bytes | None, now: float, *, counter: int = 0,
+                    serial: str | None = None) -> bool:
+        """Insert an account; ``material is None`` makes it wait for its ceremony. Its main
+        token gets ``serial`` (default: a fresh one)."""
+
+    @abc.abstractmethod
+    def add_accounts(self, accounts, now: float) -> list[str]:
+        """Insert many new active accounts ((name, type, params, material) tuples) with
+        their main tokens, sealed in bulk; their serials."""
+
+    @abc.abstractmethod
+    def existing(self, table: str, names) -> set:
+        """Which of ``names`` are keys of ``table`` ("accounts" or "tokens")."""
 
     @abc.abstractmethod
     def delete_account(self, name: str) -> bool: ...

@@ -587,7 +587,8 @@ class SqlTransaction(Transaction):
     def audit_many(self, entries):
         self._pending_audit.extend(entries)
 
-    def add_account(self, name, type, params, material, chain_last, now, *, counter=0):
+    def add_account(self, name, type, params, material, chain_last, now, *, counter=0,
+                    serial=None):
         self.touched_accounts.add(name)
         state = ACCOUNT_PENDING if material is None else ACCOUNT_ACTIVE
         enc = None if material is None else encrypt_material(self._store.keys, name, material)
@@ -599,8 +600,92 @@ class SqlTransaction(Transaction):
                            "lockout": int(params["lockout"]), "counter": counter, "now": now}) == 1
         if added:
             self._seal("accounts", name)
-            self._add_main_token(name, type, now)
+            if serial is None:
+                self._add_main_token(name, type, now)
+            elif not self._insert_token(serial, name, type, {}, None, now, main=True):
+                raise StoreError(f"token {serial} exists already")
         return added
+
+    def _executemany(self, sql: str, rows) -> int:
+        cursor = self._conn.cursor()
+        cursor.executemany(self._sql(sql), rows)
+        return cursor.rowcount
+
+    def existing(self, table: str, names) -> set:
+        """Which of ``names`` are keys of ``table`` (accounts or tokens) already."""
+        key = TABLES[table][2]
+        names = list(names)
+        found: set = set()
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            marks = ", ".join(f":k{i}" for i in range(len(chunk)))
+            found.update(row[0] for row in self._conn.execute(
+                self._sql(f"SELECT {key} FROM {table} WHERE {key} IN ({marks})"),
+                {f"k{i}": name for i, name in enumerate(chunk)}).fetchall())
+        return found
+
+    def add_accounts(self, accounts, now) -> list[str]:
+        """Bulk ``add_account`` of new active accounts (``accounts``: (name, type, params,
+        material) tuples; callers check the names are new, see :meth:`existing`): two
+        executemany INSERTs of rows sealed here (row_auth.RowSealer: per row, its name,
+        material and serial are encoded, the rest once). Returns the main-token serials."""
+        keys, ver = self._store.keys, self.version
+        account_tag, token_tag = TABLES["accounts"][0], TABLES["tokens"][0]
+        names = [account[0] for account in accounts]
+        serials = self._new_serials(len(names))
+        name_at, material_at = ACCOUNT_NAMES.index("name"), ACCOUNT_NAMES.index("material_enc")
+        # (type, id(params)) -> account row template, its sealer, token row template, its
+        # sealer, and params itself (kept alive so its id is not reused)
+        groups: dict = {}
+        account_rows, token_rows = [], []
+        for (name, type, params, material), serial in zip(accounts, serials):
+            group = groups.get((type, id(params)))
+            if group is None:
+                text = json.dumps(params, sort_keys=True)
+                columns = {"name": None, "type": type, "params": text, "state": ACCOUNT_ACTIVE,
+                           "material_enc": None, "counter": 0, "last_step": -1,
+                           "chain_last": None, "failures": 0, "transcript": None,
+                           "created_at": now, "failed_at": 0, "locked_until": 0, "locks": 0}
+                template = tuple(columns[column] for column in ACCOUNT_NAMES)
+                token = (None, None, type, "{}", "", 1, 1, None, 0, -1, None, now)
+                group = groups[type, id(params)] = (
+                    {**columns, "lockout": int(params["lockout"]), "ver": ver},
+                    row_auth.RowSealer(keys.row_mac, account_tag, template,
+                                       sorted((name_at, material_at)), ver),
+                    {**dict(zip(TOKEN_NAMES, token)), "ver": ver},
+                    row_auth.RowSealer(keys.row_mac, token_tag, token, (0, 1), ver), params)
+            account, seal_account, token, seal_token, _ = group
+            enc = keys.encrypt(json.dumps(material, sort_keys=True).encode(), account_aad(name))
+            values = (name, enc) if name_at < material_at else (enc, name)
+            account_rows.append({**account, "name": name, "material_enc": enc,
+                                 "mac": seal_account(*values)})
+            token_rows.append({**token, "serial": serial, "user_name": name,
+                               "mac": seal_token(serial, name)})
+        account_columns = (*ACCOUNT_NAMES, "lockout", "ver", "mac")
+        token_columns = (*TOKEN_NAMES, "ver", "mac")
+        for table, columns, rows in (("accounts", account_columns, account_rows),
+                                     ("tokens", token_columns, token_rows)):
+            added = self._executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+                f" ({', '.join(':' + column for column in columns)}) ON CONFLICT DO NOTHING",
+                rows)
+            if added != len(rows):
+                raise StoreError(f"{len(rows) - added} of the new {table} exist already")
+        self.touched_accounts.update(names)
+        written = self.written
+        for name, serial in zip(names, serials):
+            written[account_tag, name] = None
+            written[token_tag, serial] = None
+        return serials
+
+    def _new_serials(self, count: int) -> list[str]:
+        """``count`` fresh main-token serials, none in the store or drawn twice."""
+        serials: dict = {}
+        while len(serials) < count:
+            drawn = {new_serial() for _ in range(count - len(serials))} - serials.keys()
+            for serial in drawn - self.existing("tokens", drawn):
+                serials[serial] = None
+        return list(serials)[:count]
 
     def add_contribution(self, account, authority_id, salt, digest, ciphertext_hash, now):
         enc = self._store.keys.encrypt(digest, contribution_aad(account, authority_id))
