@@ -21,6 +21,7 @@ from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
 from otpfast.net.client import parse_address
 from otpfast_cli.options import bad_parameter, data_dir_option
+from otpfast_cli.http_options import http_options
 from otpfast_cli.radius_options import radius_options
 
 
@@ -201,7 +202,18 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
         raise SystemExit(status)
 
 
-async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None):
+async def _start_http(http, verifier, datadir, limits):
+    """The HTTPS front end (if asked for), verifying through the same group-commit writer."""
+    if http is None:
+        return None
+    from otpfast.net.http import serve_http
+
+    host, port, allow = http
+    return await serve_http(verifier, tls.server_context(datadir), host, port, allow=allow, limits=limits)
+
+
+async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None, http=None,
+                           limits=None):
     """Run a listener that verifies through one group-commit writer (plus the RADIUS front
     end if asked for) until SIGINT/SIGTERM; then close everything in reverse order.
     ``worker``: (sockets, handoff, ready) of a worker process (``ready()`` announces), or
@@ -214,11 +226,14 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     try:
         server = await start_listener(verifier, sockets and sockets.tcp)
         front_end = await _start_radius(radius, verifier, sockets)
+        http_server = await _start_http(http, verifier, datadir, limits)
         if ready is None:
             def ready():
                 _announce(bound_address(server), datadir.fingerprint(),
                           front_end and front_end.udp_address, front_end and front_end.socket_path)
-        await _run_until_signalled([server], ready)
+                if http_server is not None:
+                    click.echo("http %s:%d" % tuple(bound_address(http_server)[:2]))
+        await _run_until_signalled([server] + ([http_server] if http_server is not None else []), ready)
     finally:
         await _close_radius(front_end)
         await verifier.aclose()
@@ -236,10 +251,11 @@ require_pin_option = click.option(
 @click.command()
 @server_options
 @radius_options
+@http_options
 @ttl_option
 @workers_option
 @require_pin_option
-def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
+def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, http):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
 
@@ -252,7 +268,8 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker,
+                               http=http, limits=limits)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)
 
@@ -260,10 +277,11 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
 @click.command()
 @server_options
 @radius_options
+@http_options
 @ttl_option
 @workers_option
 @require_pin_option
-def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
+def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, http):
     """Key server and distribution server on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
 
@@ -279,6 +297,6 @@ def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
                                         limits=limits, sock=sock)
 
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius,
-                               worker, keyserver=keyserver_service)
+                               worker, keyserver=keyserver_service, http=http, limits=limits)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)
