@@ -77,7 +77,7 @@ class HttpHandler:
         (b"GET", b"/validate/simplecheck"): "_simplecheck",
         (b"POST", b"/validate/simplecheck"): "_simplecheck",
         (b"GET", b"/healthz"): "_healthz",
-        (b"GET", b"/metrics"): "_metrics",
+        (b"GET", b"/metrics"): "_exposition",
     }
     PATHS = {path for _, path in ROUTES}
 
@@ -206,7 +206,7 @@ class HttpHandler:
             return Reply(HttpResponse.json(503, {"status": "unavailable"}))
         return Reply(HttpResponse.json(200, {"status": "ok"}))
 
-    def _metrics(self, request):
+    def _exposition(self, request):
         return Reply(HttpResponse(200, self._metrics.exposition(), TEXT))
 
 

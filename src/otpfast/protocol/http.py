@@ -138,6 +138,8 @@ class HttpConnection:
                 return CONNECTION_CLOSED
             kind = type(event)
             if kind is h11.Request:
+                if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > MAX_HEAD:
+                    raise self._fail(431, "request head too large")
                 length = _content_length(event.headers)
                 if length is not None and length > MAX_BODY:
                     raise self._fail(413, "body too large")
