@@ -8,6 +8,7 @@ must be accepted (each code once), so every accept is a durable, audited verific
 
     python -m pytest bench/test_http.py --benchmark-enable -s
     python -m pytest bench/test_http.py --benchmark-disable -q     # correctness only
+    OTPFAST_BENCH_HTTP_SERVER="CMD ..."   # profiling hook: runs CMD serve ... instead of python -m otpfast_cli
 """
 import asyncio
 import hashlib
@@ -68,8 +69,10 @@ def provisioned(tmp_path_factory):
 @pytest.fixture
 def server(provisioned):
     data_dir, _ = provisioned
+    command = os.environ.get("OTPFAST_BENCH_HTTP_SERVER")  # profiling hook: replaces `python -m otpfast_cli`
+    command = command.split() if command else [sys.executable, "-m", "otpfast_cli"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otpfast_cli", "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
+        command + ["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
          "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(3)]

@@ -365,3 +365,35 @@ def native_verify(served, otp):
             await client.authenticate("relay", served["relay"])
             return await client.verify("dave", otp)
     return asyncio.run(run())
+
+
+def test_pipelining_flood_gets_429_and_is_closed(served):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", served["http_port"]), timeout=5) as raw:
+        with context.wrap_socket(raw) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 400)
+            data = b""
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except (ConnectionResetError, ssl.SSLError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+    assert b"HTTP/1.1 429 " in data and data.count(b"HTTP/1.1 200 ") < 400
+    alive(served)
+
+
+def test_refusals_are_counted_in_metrics(served, client):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with httpx.Client(base_url=served["url"], transport=httpx.HTTPTransport(verify=context, local_address="127.0.0.4"),
+                      timeout=10) as c:
+        assert c.get("/metrics").status_code == 403
+    text = client.get("/metrics").text
+    assert 'otpfast_http_refusals_total{reason="not_allowed"}' in text
+    assert "wrong" not in text and "relay" not in text        # no secrets, no names
