@@ -179,7 +179,7 @@ def test_curl_every_endpoint(served):
     assert code == 200 and json.loads(body) == {"status": "ok"}
     code, body = curl(served, f"{url}/metrics")
     assert code == 200 and 'otpfast_verifications_total{front_end="http",result="accept"}' in body
-    assert "otpfast_verify_seconds_bucket" in body
+    assert "otpfast_verify_seconds_bucket" in body and "otpfast_verifier_batches_total" in body
     code, body = curl(served, f"{url}/nothing")
     assert code == 404
     code, body = curl(served, "-X", "DELETE", f"{url}/validate/check")

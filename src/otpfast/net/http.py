@@ -18,6 +18,7 @@ import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from .. import __version__
 from ..errors import OtpfastError, Refused
@@ -46,11 +47,29 @@ def parse_allow(text):
     return tuple(networks)
 
 
+class _VerifierCollector:
+    """The group-commit verifier's own counters (every front end), read at scrape time: no
+    cost on the hot path. Mean batch size = verifications / batches."""
+
+    def __init__(self, verifier):
+        self._verifier = verifier
+
+    def collect(self):
+        verifier = self._verifier
+        yield CounterMetricFamily("otpfast_verifier_verifications", "Verifications decided, all front ends",
+                                  value=verifier.verified)
+        yield CounterMetricFamily("otpfast_verifier_batches", "Group-commit batches", value=verifier.batches)
+        yield CounterMetricFamily("otpfast_verifier_busy", "Batches that found the write lock taken",
+                                  value=verifier.busy)
+
+
 class HttpMetrics:
     """The Prometheus series of one server (its own registry)."""
 
-    def __init__(self):
+    def __init__(self, verifier=None):
         self.registry = registry = CollectorRegistry()
+        if verifier is not None:
+            registry.register(_VerifierCollector(verifier))
         verifications = Counter("otpfast_verifications", "OTP verifications by result and front end",
                                 ["front_end", "result"], registry=registry)
         self.accepted = verifications.labels("http", "accept")
@@ -103,6 +122,14 @@ class HttpHandler:
 
     # -- dispatch -----------------------------------------------------------------------
     def handle(self, request):
+        try:
+            return self._route(request)
+        except Exception as exc:  # noqa: BLE001 - a bug answers 500 for this request only
+            log.error("HTTP request failed: %s", type(exc).__name__)
+            request.close_after = True
+            return Reply(validate.error_response(VERSION, 500, 500, "internal error"))
+
+    def _route(self, request):
         path = request.target.partition(b"?")[0]
         name = self.ROUTES.get((request.method, path))
         if name is None:
@@ -215,7 +242,7 @@ async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=No
     """Serve the HTTPS front end on (host, port) or bound socket ``sock``; return a Listener
     (its ``metrics``: the HttpMetrics)."""
     allow = parse_allow(",".join(DEFAULT_ALLOW)) if allow is None else tuple(allow)
-    metrics = metrics or HttpMetrics()
+    metrics = metrics or HttpMetrics(verifier)
 
     def make_handler():
         return HttpHandler(verifier, allow, metrics)
