@@ -167,7 +167,9 @@ def test_radiuscheck_and_simplecheck(served, client):
     assert simple.text == ":-(" and simple.headers["content-type"].startswith("text/plain")
 
 
-def test_curl_every_endpoint(served):
+@pytest.mark.service
+def test_curl_every_endpoint(served, require_service):
+    require_service(shutil.which("curl") is not None, "curl")
     url = served["url"]
     otp = served["request_otp"]()
     code, body = curl(served, "--data-urlencode", "user=alice", "--data-urlencode", f"pass={otp}",
@@ -323,6 +325,7 @@ def test_pipelined_requests_answered_in_order(served):
     assert data.count(b":-)") == 3 and data.endswith(b":-(")
 
 
+@pytest.mark.service
 def test_one_otp_raced_over_http_radius_and_native_is_accepted_once(served, require_service):
     radclient = shutil.which("radclient")
     require_service(radclient is not None, "radclient (freeradius-utils)")
