@@ -400,3 +400,17 @@ def test_refusals_are_counted_in_metrics(served, client):
     text = client.get("/metrics").text
     assert 'otpfast_http_refusals_total{reason="not_allowed"}' in text
     assert "wrong" not in text and "relay" not in text        # no secrets, no names
+
+
+def test_a_large_request_before_being_allowed_is_cut(served):
+    # not in --http-allow and no bearer yet: the listener's unauthenticated 4 KiB applies
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", served["http_port"]), timeout=5,
+                                  source_address=("127.0.0.5", 0)) as raw:
+        with context.wrap_socket(raw) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 6000)
+            data = sock.recv(4096)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    alive(served)

@@ -63,8 +63,8 @@ def test_limits_raise_and_the_refusal_names_the_status(data, status):
     assert conn.next_event() is CONNECTION_CLOSED
 
 
-def test_a_failed_service_call_is_a_503():
-    assert HttpConnection().send(Error()).startswith(b"HTTP/1.1 503 ")
+def test_a_refusal_by_the_listener_is_a_400():
+    assert HttpConnection().send(Error()).startswith(b"HTTP/1.1 400 ")
 
 
 def test_204_has_no_body_headers():

@@ -33,6 +33,7 @@ log = logging.getLogger("otpfast.net.http")
 VERSION = f"otpfast {__version__}"
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 _BEARER = b"bearer "
+_FAILED = object()          # a verification batch that raised: 503 for its requests
 
 
 def parse_allow(text):
@@ -190,6 +191,9 @@ class HttpHandler:
 
         def convert(ok):
             metrics.latency.observe(time.perf_counter() - started)
+            if ok is _FAILED:
+                metrics.failed.inc()
+                return validate.error_response(VERSION, 503, 503, "temporarily unavailable")
             if ok:
                 metrics.accepted.inc()
                 return answer(True, True, token)
@@ -199,7 +203,14 @@ class HttpHandler:
             return answer(False, known, token)
 
         reply = Reply.waiting(convert)
-        self._verifier.verify_callback(user, password, reply, source=self.source, client=self._client)
+
+        def decided(ok, exc):
+            if exc is not None:
+                log.error("verification batch failed: %s", type(exc).__name__)
+                return reply(_FAILED, None)
+            return reply(ok, None)
+
+        self._verifier.verify_callback(user, password, decided, source=self.source, client=self._client)
         return reply
 
     def _check(self, request):

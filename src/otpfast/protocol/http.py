@@ -176,7 +176,7 @@ class HttpConnection:
     def send(self, message):
         """Bytes of a response (``Error()``: the generic refusal of a broken request)."""
         if type(message) is Error:
-            status = self._error_status or 503
+            status = self._error_status or 400     # a listener limit (net._stream)
             body = {"jsonrpc": "2.0", "id": 1, "result": {
                 "status": False, "error": {"code": status, "message": _REASONS.get(
                     status, b"Error").decode()}}}
