@@ -30,8 +30,6 @@ def http_options(f):
             allow = parse_allow(http_allow if http_allow is not None else _LOOPBACK)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--http-allow'")
-        if kwargs.get("workers", 1) != 1:
-            raise click.BadParameter("--http runs with --workers 1 only (for now)", param_hint="'--http'")
         return f(http=(host, port, allow), **kwargs)
 
     command = click.option(

@@ -173,7 +173,7 @@ workers_option = click.option(
          "--max-connections counts per process).")
 
 
-def _serve(datadir, host, port, limits, radius, workers, worker_main):
+def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None):
     """Run ``worker_main(sockets, handoff, ready)`` (a coroutine function; all None: bind
     (host, port) itself and announce) in this process, or in ``workers`` forked worker
     processes on sockets bound here (otpfast.net.workers)."""
@@ -185,7 +185,8 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
     try:
         all_sockets = bind_worker_sockets(workers, host, port, backlog=limits.backlog,
                                           radius_udp=radius and radius.udp,
-                                          radius_socket=radius and radius.unix_socket)
+                                          radius_socket=radius and radius.unix_socket,
+                                          http=http and http[:2])
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc.strerror or exc}")
     first = all_sockets[0]
@@ -193,8 +194,12 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
     radius_address = first.udp.getsockname() if first.udp is not None else None
     fingerprint = datadir.fingerprint()
 
+    http_address = first.http.getsockname() if first.http is not None else None
+
     def announce():
         _announce(address, fingerprint, radius_address, radius and radius.unix_socket)
+        if http_address is not None:
+            click.echo("http %s:%d" % tuple(http_address[:2]))
         sys.stdout.flush()
 
     status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
@@ -202,14 +207,18 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
         raise SystemExit(status)
 
 
-async def _start_http(http, verifier, datadir, limits):
+async def _start_http(http, verifier, datadir, limits, sockets):
     """The HTTPS front end (if asked for), verifying through the same group-commit writer."""
     if http is None:
         return None
     from otpfast.net.http import serve_http
 
     host, port, allow = http
-    return await serve_http(verifier, tls.server_context(datadir), host, port, allow=allow, limits=limits)
+    sock = sockets and sockets.http
+    if sock is not None:
+        host = port = None
+    return await serve_http(verifier, tls.server_context(datadir), host, port, allow=allow, limits=limits,
+                            sock=sock)
 
 
 async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None, http=None,
@@ -226,7 +235,7 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     try:
         server = await start_listener(verifier, sockets and sockets.tcp)
         front_end = await _start_radius(radius, verifier, sockets)
-        http_server = await _start_http(http, verifier, datadir, limits)
+        http_server = await _start_http(http, verifier, datadir, limits, sockets)
         if ready is None:
             def ready():
                 _announce(bound_address(server), datadir.fingerprint(),
@@ -271,7 +280,7 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker,
                                http=http, limits=limits)
 
-    _serve(datadir, host, port, limits, radius, workers, worker_main)
+    _serve(datadir, host, port, limits, radius, workers, worker_main, http)
 
 
 @click.command()
@@ -299,4 +308,4 @@ def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, 
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius,
                                worker, keyserver=keyserver_service, http=http, limits=limits)
 
-    _serve(datadir, host, port, limits, radius, workers, worker_main)
+    _serve(datadir, host, port, limits, radius, workers, worker_main, http)
