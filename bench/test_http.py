@@ -8,6 +8,7 @@ must be accepted (each code once), so every accept is a durable, audited verific
 
     python -m pytest bench/test_http.py --benchmark-enable -s
     python -m pytest bench/test_http.py --benchmark-disable -q     # correctness only
+    OTPFAST_BENCH_HTTP_WORKERS=N          # server processes (serve --workers; default 1)
     OTPFAST_BENCH_HTTP_SERVER="CMD ..."   # profiling hook: runs CMD serve ... instead of python -m otpfast_cli
 """
 import asyncio
@@ -31,6 +32,7 @@ CONNECTIONS = 64
 CODES_PER_ACCOUNT = int(os.environ.get("OTPFAST_BENCH_HTTP_CODES", "100"))
 PIN = "bench pin"
 TARGET_PER_SECOND = 10_000
+WORKERS = int(os.environ.get("OTPFAST_BENCH_HTTP_WORKERS", "1"))
 
 
 def hotp(key, counter, digits=6):
@@ -73,7 +75,7 @@ def server(provisioned):
     command = command.split() if command else [sys.executable, "-m", "otpfast_cli"]
     proc = subprocess.Popen(
         command + ["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.path,
-         "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--http", "127.0.0.1:0", "--workers", str(WORKERS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         http = [line for line in lines if line.startswith("http ")]
@@ -167,7 +169,8 @@ def test_http_validate_check_per_second(benchmark, provisioned, server):
     benchmark.extra_info.update(verifications=total, per_second=round(rate), p50_ms=round(p50, 2),
                                 p99_ms=round(p99, 2), connections=CONNECTIONS)
     print(f"\nHTTPS /validate/check PIN+OTP: {total} verifications in {seconds:.2f} s = {rate:,.0f}/s, "
-          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({CONNECTIONS} keep-alive connections, {os.cpu_count()} cpus)")
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({CONNECTIONS} keep-alive connections, {WORKERS} workers, "
+          f"{os.cpu_count()} cpus)")
     assert outcome == {"accepted": total, "rejected": 0}
     if os.environ.get("OTPFAST_BENCH_ASSERT_TARGET") == "1":
         assert rate >= TARGET_PER_SECOND
