@@ -46,6 +46,8 @@ def served(request, tmp_path_factory):
     bob_device = admin.add_client("bob-device", account="bob")
     relay = admin.add_client("relay", verifier=True)
     TokenAdmin(admin.store).set_pin("bob", PIN)
+    admin.add_account("erin", "hashchain", chain_length=20)
+    recovery, codes = TokenAdmin(admin.store).add("erin", "recovery", count=4)
     admin.store.close()
     port = free_udp_port()
     clients_file = base / "radius.clients"
@@ -73,7 +75,8 @@ def served(request, tmp_path_factory):
         http = [line for line in lines if line.startswith("http ")][0].split()[1].rsplit(":", 1)
         yield {"url": f"https://127.0.0.1:{http[1]}", "http_port": int(http[1]), "native": (listen[0], int(listen[1])),
                "radius": ("127.0.0.1", port), "request_otp": request_otp, "relay": relay, "proc": proc,
-               "stderr": stderr, "data_dir": data_dir, "workers": request.param}
+               "stderr": stderr, "data_dir": data_dir, "workers": request.param,
+               "recovery": (recovery.serial, list(codes))}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -418,3 +421,15 @@ def test_a_large_request_before_being_allowed_is_cut(served):
             data = sock.recv(4096)
     assert data.startswith(b"HTTP/1.1 400 ")
     alive(served)
+
+
+def test_serial_names_a_token(served, client):
+    serial, codes = served["recovery"]
+    code = codes.pop()
+    body = client.post("/validate/check", data={"serial": serial, "pass": code}).json()
+    assert body["result"]["value"] is True
+    assert body["detail"]["serial"] == serial and body["detail"]["type"] == "recovery"
+    again = client.post("/validate/check", data={"serial": serial, "pass": code})
+    assert again.status_code == 200 and again.json()["result"]["value"] is False
+    unknown = client.post("/validate/check", data={"serial": "NOSUCH", "pass": code})
+    assert unknown.status_code == 400 and unknown.json()["result"]["error"]["code"] == 904
