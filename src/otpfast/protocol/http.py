@@ -29,7 +29,8 @@ _REASONS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 403: b"Forbidde
             404: b"Not Found", 405: b"Method Not Allowed", 413: b"Content Too Large",
             415: b"Unsupported Media Type", 429: b"Too Many Requests",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-            503: b"Service Unavailable"}
+            501: b"Not Implemented", 503: b"Service Unavailable",
+            505: b"HTTP Version Not Supported"}
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 
@@ -133,7 +134,7 @@ class HttpConnection:
                 raise self._fail(exc.error_status_hint, str(exc)) from None
             if event is h11.NEED_DATA:
                 return NEED_DATA
-            if event is h11.PAUSED or type(event) is h11.ConnectionClosed:
+            if type(event) is h11.ConnectionClosed:
                 self._closing = True
                 return CONNECTION_CLOSED
             kind = type(event)
