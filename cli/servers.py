@@ -2,7 +2,7 @@
 
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
 and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
-RADIUS front end runs), then serves until SIGINT/SIGTERM. With ``-v`` the verifier's batch
+RADIUS front end runs, ``http HOST:PORT`` when the HTTPS front end runs), then serves until SIGINT/SIGTERM. With ``-v`` the verifier's batch
 statistics (batch sizes; wall and CPU time of each group commit) are logged at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
 ``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
@@ -20,8 +20,8 @@ from otpfast.errors import InvalidParameter, OtpfastError
 from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
 from otpfast.net.client import parse_address
-from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.http_options import http_options
+from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.radius_options import radius_options
 
 
