@@ -3,7 +3,8 @@
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
 and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
 RADIUS front end runs, ``http HOST:PORT`` when the HTTPS one does), then serves until
-SIGINT/SIGTERM. With ``-v`` the verifier's batch statistics (batch sizes; wall and CPU time of each group commit) are logged at shutdown.
+SIGINT/SIGTERM. With ``-v`` the verifier's batch statistics (batch sizes; wall and CPU time
+of each group commit) are logged at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
 ``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
 and store (otpfast.net.workers).
