@@ -80,7 +80,7 @@ def server(provisioned):
         lines = [proc.stdout.readline() for _ in range(3)]
         http = [line for line in lines if line.startswith("http ")]
         assert http, "".join(lines) + proc.stderr.read()
-        yield int(http[0].split()[1].rsplit(":", 1)[1])
+        yield proc.pid, int(http[0].split()[1].rsplit(":", 1)[1])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -153,12 +153,37 @@ async def drive(port, queues):
     return outcome, sorted(latencies), time.perf_counter() - started
 
 
+def process_cpu_seconds(pid):
+    """utime + stime of a process and its children (the server's workers; Linux /proc)."""
+    def fields(entry):
+        with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+            return f.read().rpartition(")")[2].split()
+    try:
+        own = fields(pid)
+        ticks = int(own[11]) + int(own[12])
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    child = fields(entry)
+                except OSError:
+                    continue
+                if child[1] == str(pid):
+                    ticks += int(child[11]) + int(child[12])
+    except OSError:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def test_http_validate_check_per_second(benchmark, provisioned, server):
     _, queues = provisioned
+    pid, port = server
     results = {}
 
     def run():
-        results["out"] = asyncio.run(drive(server, queues))
+        before = process_cpu_seconds(pid)
+        results["out"] = asyncio.run(drive(port, queues))
+        after = process_cpu_seconds(pid)
+        results["cpu"] = None if before is None or after is None else after - before
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     outcome, latencies, seconds = results["out"]
@@ -168,9 +193,11 @@ def test_http_validate_check_per_second(benchmark, provisioned, server):
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     benchmark.extra_info.update(verifications=total, per_second=round(rate), p50_ms=round(p50, 2),
                                 p99_ms=round(p99, 2), connections=CONNECTIONS)
+    cpu = results["cpu"]
+    cpu_text = "" if cpu is None else f"; server CPU {cpu / total * 1e6:.0f} us per verification"
     print(f"\nHTTPS /validate/check PIN+OTP: {total} verifications in {seconds:.2f} s = {rate:,.0f}/s, "
           f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({CONNECTIONS} keep-alive connections, {WORKERS} workers, "
-          f"{os.cpu_count()} cpus)")
+          f"{os.cpu_count()} cpus){cpu_text}")
     assert outcome == {"accepted": total, "rejected": 0}
     if os.environ.get("OTPFAST_BENCH_ASSERT_TARGET") == "1":
         assert rate >= TARGET_PER_SECOND
