@@ -2,8 +2,9 @@
 
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
 and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
-RADIUS front end runs), then serves until SIGINT/SIGTERM. With ``-v`` the verifier's batch
-statistics (batch sizes; wall and CPU time of each group commit) are logged at shutdown.
+RADIUS front end runs, ``http HOST:PORT`` when the HTTPS one does), then serves until
+SIGINT/SIGTERM. With ``-v`` the verifier's batch statistics (batch sizes; wall and CPU time
+of each group commit) are logged at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
 ``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
 and store (otpfast.net.workers).
@@ -20,6 +21,7 @@ from otpfast.errors import InvalidParameter, OtpfastError
 from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
 from otpfast.net.client import parse_address
+from otpfast_cli.http_options import http_options
 from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.radius_options import radius_options
 
@@ -172,7 +174,7 @@ workers_option = click.option(
          "--max-connections counts per process).")
 
 
-def _serve(datadir, host, port, limits, radius, workers, worker_main):
+def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None):
     """Run ``worker_main(sockets, handoff, ready)`` (a coroutine function; all None: bind
     (host, port) itself and announce) in this process, or in ``workers`` forked worker
     processes on sockets bound here (otpfast.net.workers)."""
@@ -184,7 +186,8 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
     try:
         all_sockets = bind_worker_sockets(workers, host, port, backlog=limits.backlog,
                                           radius_udp=radius and radius.udp,
-                                          radius_socket=radius and radius.unix_socket)
+                                          radius_socket=radius and radius.unix_socket,
+                                          http=http and http[:2])
     except OSError as exc:
         raise click.ClickException(f"cannot listen: {exc.strerror or exc}")
     first = all_sockets[0]
@@ -192,8 +195,12 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
     radius_address = first.udp.getsockname() if first.udp is not None else None
     fingerprint = datadir.fingerprint()
 
+    http_address = first.http.getsockname() if first.http is not None else None
+
     def announce():
         _announce(address, fingerprint, radius_address, radius and radius.unix_socket)
+        if http_address is not None:
+            click.echo("http %s:%d" % tuple(http_address[:2]))
         sys.stdout.flush()
 
     status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
@@ -201,7 +208,22 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
         raise SystemExit(status)
 
 
-async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None):
+async def _start_http(http, verifier, datadir, limits, sockets):
+    """The HTTPS front end (if asked for), verifying through the same group-commit writer."""
+    if http is None:
+        return None
+    from otpfast.net.http import serve_http
+
+    host, port, allow = http
+    sock = sockets and sockets.http
+    if sock is not None:
+        host = port = None
+    return await serve_http(verifier, tls.server_context(datadir), host, port, allow=allow, limits=limits,
+                            sock=sock)
+
+
+async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None, http=None,
+                           limits=None):
     """Run a listener that verifies through one group-commit writer (plus the RADIUS front
     end if asked for) until SIGINT/SIGTERM; then close everything in reverse order.
     ``worker``: (sockets, handoff, ready) of a worker process (``ready()`` announces), or
@@ -214,11 +236,14 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     try:
         server = await start_listener(verifier, sockets and sockets.tcp)
         front_end = await _start_radius(radius, verifier, sockets)
+        http_server = await _start_http(http, verifier, datadir, limits, sockets)
         if ready is None:
             def ready():
                 _announce(bound_address(server), datadir.fingerprint(),
                           front_end and front_end.udp_address, front_end and front_end.socket_path)
-        await _run_until_signalled([server], ready)
+                if http_server is not None:
+                    click.echo("http %s:%d" % tuple(bound_address(http_server)[:2]))
+        await _run_until_signalled([server] + ([http_server] if http_server is not None else []), ready)
     finally:
         await _close_radius(front_end)
         await verifier.aclose()
@@ -236,10 +261,11 @@ require_pin_option = click.option(
 @click.command()
 @server_options
 @radius_options
+@http_options
 @ttl_option
 @workers_option
 @require_pin_option
-def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
+def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, http):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
 
@@ -252,18 +278,20 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker,
+                               http=http, limits=limits)
 
-    _serve(datadir, host, port, limits, radius, workers, worker_main)
+    _serve(datadir, host, port, limits, radius, workers, worker_main, http)
 
 
 @click.command()
 @server_options
 @radius_options
+@http_options
 @ttl_option
 @workers_option
 @require_pin_option
-def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
+def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, http):
     """Key server and distribution server on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
 
@@ -279,6 +307,6 @@ def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin):
                                         limits=limits, sock=sock)
 
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius,
-                               worker, keyserver=keyserver_service)
+                               worker, keyserver=keyserver_service, http=http, limits=limits)
 
-    _serve(datadir, host, port, limits, radius, workers, worker_main)
+    _serve(datadir, host, port, limits, radius, workers, worker_main, http)

@@ -39,9 +39,10 @@ class WorkerSockets:
     tcp: socket.socket
     udp: socket.socket | None = None
     unix: socket.socket | None = None
+    http: socket.socket | None = None       # the HTTPS front end (serve --http)
 
     def close(self, *, keep_unix=False):
-        for sock in (self.tcp, self.udp, None if keep_unix else self.unix):
+        for sock in (self.tcp, self.udp, None if keep_unix else self.unix, self.http):
             if sock is not None:
                 sock.close()
 
@@ -51,9 +52,10 @@ def _bind_tcp(host, port, backlog):
     return socket.create_server((host, port), family=family, backlog=backlog, reuse_port=True)
 
 
-def bind_worker_sockets(count, host, port, *, backlog, radius_udp=None, radius_socket=None):
+def bind_worker_sockets(count, host, port, *, backlog, radius_udp=None, radius_socket=None, http=None):
     """``count`` WorkerSockets on (host, port) (port 0: one free port for all), plus RADIUS
-    sockets when asked for; raises OSError (nothing left open) if an address is taken."""
+    sockets and the HTTPS front end's (``http``: (host, port)) when asked for; raises OSError
+    (nothing left open) if an address is taken."""
     from ..radius.server import bind_udp, bind_unix
 
     unix = bind_unix(radius_socket) if radius_socket is not None else None
@@ -66,6 +68,9 @@ def bind_worker_sockets(count, host, port, *, backlog, radius_udp=None, radius_s
             if radius_udp is not None:
                 sockets.udp = bind_udp(*radius_udp, reuse_port=True)
                 radius_udp = (radius_udp[0], sockets.udp.getsockname()[1])
+            if http is not None:
+                sockets.http = _bind_tcp(*http, backlog)
+                http = (http[0], sockets.http.getsockname()[1])
         if radius_udp is not None and count > 1:
             _pick_worker_by_radius_authenticator(made[0].udp, count)
     except BaseException:

@@ -1,0 +1,129 @@
+"""protocol.http and protocol.validate without sockets: h11 events in, requests out, limits,
+responses; privacyIDEA's parameter decoding and envelopes."""
+import json
+
+import pytest
+
+from otpfast.errors import RemoteProtocolError
+from otpfast.protocol import validate
+from otpfast.protocol._connection import CONNECTION_CLOSED, NEED_DATA
+from otpfast.protocol.http import MAX_BODY, MAX_PIPELINED, HttpConnection, HttpRequest, HttpResponse, render
+from otpfast.protocol.messages import Error
+
+
+def events(conn):
+    out = []
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA or event is CONNECTION_CLOSED:
+            return out, event
+        out.append(event)
+
+
+def test_pipelined_requests_come_out_whole_and_in_order():
+    conn = HttpConnection()
+    conn.receive_data(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab")
+    got, last = events(conn)
+    assert [r.target for r in got] == [b"/a"] and last is NEED_DATA
+    assert conn.buffered > 0                 # the second request is incomplete
+    conn.receive_data(b"c")
+    got, _ = events(conn)
+    assert got[0].method == b"POST" and got[0].body == b"abc" and conn.buffered == 0
+    assert conn.pending == 2
+    out = conn.send(HttpResponse(200, b"{}"))
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 2\r\n" in out and out.endswith(b"{}")
+    assert b"Connection: close" not in out and conn.pending == 1
+
+
+def test_connection_close_and_http10_end_the_connection_after_that_request():
+    conn = HttpConnection()
+    conn.receive_data(b"GET / HTTP/1.0\r\n\r\nGET /more HTTP/1.1\r\nHost: x\r\n\r\n")
+    got, last = events(conn)
+    assert len(got) == 1 and last is CONNECTION_CLOSED
+    assert b"Connection: close" in conn.send(HttpResponse(204))
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000, 431),                  # incomplete
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1), 413),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + (b"4000\r\n" + b"a" * 0x4000 + b"\r\n") * 5, 413),
+    (b"G\x00T / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),                                             # no Host
+    (b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * (MAX_PIPELINED + 1), 429),
+])
+def test_limits_raise_and_the_refusal_names_the_status(data, status):
+    conn = HttpConnection()
+    with pytest.raises(RemoteProtocolError):
+        conn.receive_data(data)
+        events(conn)
+    out = conn.send(Error())
+    assert out.startswith(b"HTTP/1.1 %d " % status) and b"Connection: close" in out
+    assert conn.next_event() is CONNECTION_CLOSED
+
+
+def test_a_refusal_by_the_listener_is_a_400():
+    assert HttpConnection().send(Error()).startswith(b"HTTP/1.1 400 ")
+
+
+def test_204_has_no_body_headers():
+    assert render(HttpResponse(204)) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def request(target=b"/validate/check", body=b"", content_type=None, user_agent=None):
+    headers = {}
+    if content_type is not None:
+        headers[b"content-type"] = content_type
+    if user_agent is not None:
+        headers[b"user-agent"] = user_agent
+    return HttpRequest(b"POST" if body else b"GET", target, headers, body)
+
+
+def test_query_form_and_json_parameters():
+    assert validate.params(request(b"/v?user=a&pass=1")) == {"user": "a", "pass": "1"}
+    form = request(body=b"user=a&pass=p+1", content_type=b"application/x-www-form-urlencoded")
+    assert validate.params(form) == {"user": "a", "pass": "p 1"}
+    js = request(body=json.dumps({"user": "a", "pass": "%41", "realm": None}).encode(),
+                 content_type=b"application/json")
+    assert validate.params(js) == {"user": "a", "pass": "%41"}         # JSON: taken as it is
+
+
+def test_second_decoding_as_privacyidea_does_except_for_its_exempt_clients():
+    twice = b"/v?user=a&pass=p%2520%25C3%25A9"                          # "p é" encoded twice
+    assert validate.params(request(twice))["pass"] == "p \u00e9"
+    exempt = request(twice, user_agent=b"privacyIDEA-CP/3.0 Windows")
+    assert validate.params(exempt)["pass"] == "p%20%C3%A9"
+    # a second decoding that is not valid UTF-8 keeps the value as received
+    assert validate.params(request(b"/v?pass=%25ff%25fe"))["pass"] == "%ff%fe"
+    assert validate.params(request(b"/v?pass=100%25"))["pass"] == "100%"
+
+
+@pytest.mark.parametrize("req", [
+    request(body=b"{bad", content_type=b"application/json"),
+    request(body=b"[1, 2]", content_type=b"application/json"),
+    request(body=b'{"pass": [1]}', content_type=b"application/json"),
+    request(body=b'{"pass": true}', content_type=b"application/json"),
+    request(body=b"\xff\xfe", content_type=b"application/json"),
+    request(b"/v?pass=%ff"),
+    request(b"/v?pass=" + b"1" * (validate.MAX_FIELD + 1)),
+])
+def test_unreadable_parameters_are_a_bad_request(req):
+    with pytest.raises(validate.BadRequest):
+        validate.params(req)
+
+
+def test_envelopes_field_for_field():
+    ok = json.loads(validate.check_response("otpfast 1", True).body)
+    assert set(ok) == {"jsonrpc", "id", "version", "time", "result", "detail"}
+    assert ok["result"] == {"status": True, "value": True, "authentication": "ACCEPT"}
+    assert ok["detail"]["message"] == "matching 1 tokens" and "threadid" in ok["detail"]
+    with_serial = json.loads(validate.check_response("otpfast 1", False, "S1", "hotp").body)
+    assert with_serial["detail"]["serial"] == "S1" and with_serial["detail"]["type"] == "hotp"
+    assert with_serial["result"]["authentication"] == "REJECT"
+    error = validate.error_response("otpfast 1", 400, 904, validate.MESSAGE_NO_USER)
+    body = json.loads(error.body)
+    assert error.status == 400 and body["result"] == {"status": False, "error": {
+        "code": 904, "message": validate.MESSAGE_NO_USER}} and body["detail"] is None
+    assert validate.radius_response(True).status == 204 and validate.radius_response(False).status == 400
+    assert validate.simple_response(True).body == b":-)" and validate.simple_response(False).body == b":-("
