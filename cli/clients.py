@@ -113,16 +113,23 @@ def stdin_is_terminal():
 
 def ask_value():
     """The operator's integer: prompted (re-asked on bad input) on a terminal, else one line
-    of stdin."""
+    of stdin. Only what otpfast.phrase takes: a non-negative integer of at most 1024 bytes."""
+    def checked(text):
+        n = INT.convert(text, None, None)
+        if n < 0 or n.bit_length() > 8 * 1024:
+            raise click.BadParameter(f"the integer must be 0 or more and fit in 1024 bytes, got {text.strip()}")
+        return n
+
     if stdin_is_terminal():
-        return click.prompt("Enter an integer", type=INT)
+        # a bad answer is re-asked with a message naming what is asked for (not --value)
+        return click.prompt("Enter an integer (decimal or 0x-hex, 0 or more)", value_proc=checked)
     line = sys.stdin.readline()
     if not line.strip():
         raise click.UsageError("no --value given and stdin is empty (give --value INT or pipe an integer)")
     try:
-        return INT.convert(line.strip(), None, None)
-    except click.BadParameter:
-        raise click.UsageError("stdin does not hold a decimal or 0x-hex integer") from None
+        return checked(line.strip())
+    except click.BadParameter as exc:
+        raise click.UsageError(f"stdin does not hold a usable integer: {exc.message}") from None
 
 
 def _ceremony_key(public_key_pem):
@@ -278,6 +285,11 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
 def verify(server, client_name, credential_file, account, pin, timeout, data_dir, otp):
     """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (3: server or data directory
     unavailable, or this client refused)."""
+    from otpfast.services.otp_input import typed_otp_problem
+
+    problem = typed_otp_problem(otp)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="'OTP'")
     if server is not None:
         if data_dir is not None:
             raise click.UsageError("give either --server or --data-dir, not both")

@@ -9,8 +9,10 @@ The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=as
 and store (otpfast.net.workers).
 """
 import asyncio
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 
 import click
@@ -18,6 +20,7 @@ import click
 from otpfast.errors import InvalidParameter, OtpfastError
 from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
+from otpfast.net.address import format_address
 from otpfast.net.client import parse_address
 from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.radius_options import radius_options
@@ -25,9 +28,55 @@ from otpfast_cli.radius_options import radius_options
 
 def listen_address(text):
     try:
-        return parse_address(text, field="listen")
+        host, port = parse_address(text, field="listen")
     except InvalidParameter as exc:
         raise bad_parameter(exc)
+    check_host(host, port, "listen")
+    return host, port
+
+
+def check_host(host, port, option):
+    """Exit 2 naming ``--option`` unless ``host`` is an IP address or a name that resolves."""
+    numeric = ":" in host or all(part.isdigit() for part in host.split("."))
+    try:
+        if numeric:
+            ipaddress.ip_address(host)
+        else:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except ValueError:
+        raise click.BadParameter(f"{host!r} is not a valid IP address", param_hint=f"'--{option}'") from None
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a host name"
+        raise click.BadParameter(f"cannot resolve the host {host!r}: {reason}",
+                                 param_hint=f"'--{option}'") from None
+
+
+class BindFailed(Exception):
+    """Binding the address of ``--option`` failed (in use, not this machine's, no right)."""
+
+    def __init__(self, option, error):
+        super().__init__(option, error)
+        self.option = option
+        self.error = error
+
+
+def bind_failed(exc):
+    """BindFailed -> exit 2 naming the option and the reason."""
+    return click.BadParameter(f"cannot listen there: {exc.error.strerror or exc.error}", param_hint=f"'--{exc.option}'")
+
+
+async def _binding(option, awaitable):
+    """``await awaitable``; an OSError (a bind failure) becomes BindFailed(option)."""
+    try:
+        return await awaitable
+    except OSError as exc:
+        raise BindFailed(option, exc) from None
+
+
+def _radius_option(radius):
+    if radius.unix_socket is None:
+        return "radius"
+    return "radius-socket" if radius.udp is None else "radius"
 
 
 def open_datadir(data_dir):
@@ -85,10 +134,10 @@ async def _run_until_signalled(servers, announce):
 
 
 def _announce(address, fingerprint, radius_address=None, radius_socket=None):
-    click.echo("listening %s:%d" % tuple(address[:2]))
+    click.echo(f"listening {format_address(*address[:2])}")
     click.echo(f"fingerprint {fingerprint}")
     if radius_address is not None:
-        click.echo("radius %s:%d" % tuple(radius_address[:2]))
+        click.echo(f"radius {format_address(*radius_address[:2])}")
     if radius_socket is not None:
         click.echo(f"radius-socket {radius_socket}")
 
@@ -100,6 +149,8 @@ def _run(main):
         raise click.ClickException(str(exc))
     try:
         eventloop.run(main(), name=loop_name)
+    except BindFailed as exc:
+        raise bind_failed(exc) from None
     except OtpfastError as exc:
         raise click.ClickException(str(exc))
     except OSError as exc:
@@ -113,8 +164,8 @@ async def _start_radius(radius, verifier, sockets):
     from otpfast.radius.server import start_radius
 
     # verify_future: a plain future per request, no coroutine or Task
-    return await start_radius(radius, lambda account, otp, source: verifier.verify_future(account, otp, source=source),
-                              udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix)
+    return await _binding(_radius_option(radius), start_radius(radius, lambda account, otp, source: verifier.verify_future(account, otp, source=source),
+                              udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix))
 
 
 async def _close_radius(front_end):
@@ -135,8 +186,8 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
 
     async def main():
         service = datadir.keyserver()
-        server = await serve_keyserver(service, tls.server_context(datadir), host, port,
-                                       limits=_limits(read_timeout, idle_timeout, max_connections))
+        server = await _binding("listen", serve_keyserver(
+            service, tls.server_context(datadir), host, port, limits=_limits(read_timeout, idle_timeout, max_connections)))
         try:
             await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
         finally:
@@ -149,6 +200,18 @@ workers_option = click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
     help="Server processes sharing the listening addresses and the store (one per core is a good start; "
          "--max-connections counts per process).")
+
+
+def _failed_worker_option(host, port, radius):
+    """Which address failed to bind (bind_worker_sockets says only that one did): the
+    listening address if it cannot be bound now on its own (everything was closed)."""
+    if radius is None:
+        return "listen"
+    try:
+        socket.create_server((host, port), family=socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]).close()
+    except OSError:
+        return "listen"
+    return _radius_option(radius)
 
 
 def _serve(datadir, host, port, limits, radius, workers, worker_main):
@@ -165,7 +228,7 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
                                           radius_udp=radius and radius.udp,
                                           radius_socket=radius and radius.unix_socket)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen: {exc.strerror or exc}")
+        raise bind_failed(BindFailed(_failed_worker_option(host, port, radius), exc)) from None
     first = all_sockets[0]
     address = first.tcp.getsockname()
     radius_address = first.udp.getsockname() if first.udp is not None else None
@@ -191,7 +254,7 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     verifier = AsyncVerifier(distribution, handoff=handoff, sync=distribution.store.sync)
     front_end = None
     try:
-        server = await start_listener(verifier, sockets and sockets.tcp)
+        server = await _binding("listen", start_listener(verifier, sockets and sockets.tcp))
         front_end = await _start_radius(radius, verifier, sockets)
         if ready is None:
             def ready():
@@ -217,6 +280,8 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
     from otpfast.net.distribution import serve_distribution
 
     host, port = listen_address(listen)
+    if radius is not None and radius.udp is not None:
+        check_host(*radius.udp, "radius")
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
     limits = _limits(read_timeout, idle_timeout, max_connections)
@@ -241,6 +306,8 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
     from otpfast.net.server import serve_combined
 
     host, port = listen_address(listen)
+    if radius is not None and radius.udp is not None:
+        check_host(*radius.udp, "radius")
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
     limits = _limits(read_timeout, idle_timeout, max_connections)

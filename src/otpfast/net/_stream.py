@@ -17,6 +17,7 @@ from collections import deque
 from ..errors import ProtocolError, Refused
 from ..protocol._connection import CONNECTION_CLOSED, NEED_DATA, SERVER
 from ..protocol.messages import Error
+from .address import format_address
 
 log = logging.getLogger("otpfast.net")
 
@@ -307,7 +308,7 @@ class ServerProtocol(asyncio.Protocol):
 def _peer_label(transport):
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
+        return format_address(peer[0], peer[1])
     return "?"
 
 
