@@ -16,7 +16,7 @@ from otpfast.net import tls
 from otpfast.net.client import connect, parse_address
 from otpfast.protocol.messages import NAME_LIMIT, OTP_LIMIT
 from otpfast.services.credentials import MAX_CREDENTIAL_BYTES
-from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, data_dir_option
+from otpfast_cli.options import DATA_DIR_ERRORS, INT, POSITIVE_INT, bad_parameter, data_dir_error, data_dir_option
 
 CREDENTIAL_ENV = "OTPFAST_CREDENTIAL"
 EXIT_REJECTED = 1
@@ -283,8 +283,8 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
 @data_dir_option
 @click.argument("otp")
 def verify(server, client_name, credential_file, account, pin, timeout, data_dir, otp):
-    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (3: server or data directory
-    unavailable, or this client refused)."""
+    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (2: usage error, e.g. no data
+    directory there; 3: server or store unavailable, or this client refused)."""
     from otpfast.services.otp_input import typed_otp_problem
 
     problem = typed_otp_problem(otp)
@@ -318,6 +318,8 @@ def verify_local(data_dir, account, otp):
         distribution = DataDir.resolve(data_dir).distribution()
     except InvalidParameter as exc:
         raise bad_parameter(exc)
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
     except OtpfastError as exc:  # not a data directory, wrong at-rest key: not a rejection
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)

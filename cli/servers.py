@@ -22,7 +22,7 @@ from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
 from otpfast.net.address import format_address
 from otpfast.net.client import parse_address
-from otpfast_cli.options import bad_parameter, data_dir_option
+from otpfast_cli.options import DATA_DIR_ERRORS, bad_parameter, data_dir_error, data_dir_option
 from otpfast_cli.radius_options import radius_options
 
 
@@ -80,12 +80,18 @@ def _radius_option(radius):
 
 
 def open_datadir(data_dir):
+    """The data dir, checked before listening: exit 2 naming --data-dir if it holds no
+    store. (The servers upgrade an older store schema when they open it.)"""
     from otpfast.datadir import DataDir
 
     try:
-        return DataDir.resolve(data_dir)
+        datadir = DataDir.resolve(data_dir)
+        datadir.fingerprint()
     except InvalidParameter as exc:
         raise bad_parameter(exc)
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
+    return datadir
 
 
 def server_options(f):
@@ -185,7 +191,7 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
     datadir = open_datadir(data_dir)
 
     async def main():
-        service = datadir.keyserver()
+        service = datadir.keyserver(upgrade=True)
         server = await _binding("listen", serve_keyserver(
             service, tls.server_context(datadir), host, port, limits=_limits(read_timeout, idle_timeout, max_connections)))
         try:
@@ -291,7 +297,7 @@ def distserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ve
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, upgrade=True), start, radius, worker)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)
 
@@ -313,13 +319,13 @@ def serve(listen, data_dir, read_timeout, idle_timeout, max_connections, verbose
     limits = _limits(read_timeout, idle_timeout, max_connections)
 
     async def worker_main(*worker):
-        keyserver_service = datadir.keyserver()
+        keyserver_service = datadir.keyserver(upgrade=True)
 
         async def start(verifier, sock):
             return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
                                         limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl), start, radius, worker,
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, upgrade=True), start, radius, worker,
                                extra_stores=[keyserver_service.store])
 
     _serve(datadir, host, port, limits, radius, workers, worker_main)
