@@ -2,8 +2,9 @@
 
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
 and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
-RADIUS front end runs), then serves until SIGINT/SIGTERM. With ``-v`` the verifier's batch
-statistics (batch sizes; wall and CPU time of each group commit) are logged at shutdown.
+RADIUS front end runs), then serves until SIGINT/SIGTERM (SIGHUP is logged and ignored). With
+``-v`` each connection opened and closed is logged (peer address), and the verifier's batch
+statistics (batch sizes; wall and CPU time of each group commit) at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
 ``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
 and store (otpfast.net.workers).
@@ -95,7 +96,9 @@ def open_datadir(data_dir):
 
 
 def server_options(f):
-    f = click.option("--verbose", "-v", is_flag=True, help="Log connections (never secrets).")(f)
+    f = click.option("--verbose", "-v", is_flag=True,
+                     help="Log each connection opened and closed (peer address, never secrets) and the "
+                          "verifier's statistics at shutdown.")(f)
     f = click.option("--max-connections", type=click.IntRange(min=1), default=1024, show_default=True,
                      help="Concurrent connections; more are closed at once.")(f)
     f = click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
@@ -124,11 +127,19 @@ def _configure_logging(verbose):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _hangup(*_args):
+    """SIGHUP (a closed terminal, a `kill -HUP` meant as "reload") must not kill a server:
+    logged, and it keeps serving. Nothing is reloaded yet."""
+    logging.getLogger("otpfast.server").warning("SIGHUP received: still serving (otpfast reloads "
+                                                "nothing on SIGHUP; restart it to apply changes)")
+
+
 async def _run_until_signalled(servers, announce):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _hangup)
     announce()
     try:
         await stop.wait()
@@ -244,7 +255,11 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main):
         _announce(address, fingerprint, radius_address, radius and radius.unix_socket)
         sys.stdout.flush()
 
-    status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
+    previous = signal.signal(signal.SIGHUP, _hangup)     # the supervisor too (workers: their loop's)
+    try:
+        status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
     if status:
         raise SystemExit(status)
 

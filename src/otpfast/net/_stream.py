@@ -131,6 +131,7 @@ class ServerProtocol(asyncio.Protocol):
             transport.abort()
             return
         self._tracker.protocols.add(self)
+        log.info("connection from %s opened", self._peer)
         opened = getattr(self._handler, "connection_made", None)   # the handler learns its peer
         if opened is not None:
             opened(transport)
@@ -138,6 +139,7 @@ class ServerProtocol(asyncio.Protocol):
         self._arm_timer(self._limits.idle_timeout)
 
     def connection_lost(self, exc):
+        log.info("connection from %s closed", self._peer)
         self._closing = True
         self._tracker.protocols.discard(self)
         if self._timer is not None:
