@@ -29,7 +29,7 @@ def typed_otp_problem(otp: str) -> str | None:
     digits or characters. Never tells anything about the account."""
     if otp.isascii():
         return None
-    if any(ch.isdigit() for ch in otp):
+    if any(ch.isdigit() and not ch.isascii() for ch in otp):
         return ("contains non-ASCII digits (e.g. Arabic-Indic or fullwidth): type the OTP "
                 "with the ASCII digits 0-9")
     return "contains non-ASCII characters: an OTP is ASCII digits 0-9 (hex for hash chains)"
