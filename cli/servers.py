@@ -276,7 +276,12 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     front_end = None
     try:
         server = await _binding("listen", start_listener(verifier, sockets and sockets.tcp))
-        front_end = await _start_radius(radius, verifier, sockets)
+        try:
+            front_end = await _start_radius(radius, verifier, sockets)
+        except BaseException:       # e.g. --radius cannot be bound: stop listening first
+            server.close()
+            await server.wait_closed()
+            raise
         if ready is None:
             def ready():
                 _announce(bound_address(server), datadir.fingerprint(),
