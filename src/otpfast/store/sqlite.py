@@ -227,11 +227,10 @@ class SQLiteStore(SqlReads, Store):
         try:
             conn = self._conn()
             unkeyed_head, steps = self._head_file.read_unkeyed(), []
-            version = _current_version(conn)
-            if not upgrade and 0 < version < SCHEMA_VERSION:
+            if not upgrade and 0 < (version := _current_version(conn)) < SCHEMA_VERSION:
                 raise StoreOutdated(version, SCHEMA_VERSION)
             migrate(conn, keys=self.keys, steps=steps)
-            self.upgraded_from = version if steps and version else None   # for the caller to say so
+            self.upgraded_from = steps[0] - 1 if steps and steps[0] > 1 else None   # for the caller to say so
             self._check_key(conn)
             if 1 in steps and head_path is not None:    # a new store: its head file
                 self._head_file.rewrite(0, ZERO_HASH)
