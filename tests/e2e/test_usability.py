@@ -122,3 +122,37 @@ def test_usability_serve_upgrades_an_old_store_and_says_so(tmp_path):
     assert code == 0, err
     said = [line for line in err.splitlines() if "upgraded the store schema" in line]
     assert len(said) == 1 and f"from version {SCHEMA_VERSION - 1} to {SCHEMA_VERSION}" in said[0]
+
+
+def _otpfast(data_dir, *args):
+    """`python -m otpfast ARGS` (admin commands get --data-dir)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OTPFAST_DATA_DIR", "OTPFAST_CREDENTIAL")}
+    env["OTPFAST_KNOWN_SERVERS"] = os.path.join(data_dir, "..", "known_servers")
+    admin = args[0] in ("client", "account", "enroll")
+    return subprocess.run([sys.executable, "-m", "otpfast", *args, *(("--data-dir", data_dir) if admin else ())],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_usability_spaced_otp_accepted_over_the_network(data_dir, tmp_path):
+    """`otpfast verify --server ... "123 456"`: the server takes the OTP as the app shows it."""
+    import pyotp
+
+    credential = _otpfast(data_dir, "client", "add", "v", "--verifier").stdout.strip()
+    cred_file = tmp_path / "v.cred"
+    cred_file.write_text(credential + "\n")
+    cred_file.chmod(0o600)
+    assert _otpfast(data_dir, "account", "add", "spaced", "--type", "totp").returncode == 0
+    uri = _otpfast(data_dir, "enroll", "spaced").stdout
+    token = pyotp.TOTP(uri.split("secret=")[1].split("&")[0])
+    server = Serve(data_dir)
+    try:
+        def verify(otp):
+            return _otpfast(data_dir, "verify", "--server", server.address, "--client", "v", "--credential-file",
+                            str(cred_file), "--account", "spaced", "--pin", server.lines["fingerprint"], "--", otp)
+        otp = token.now()
+        result = verify(f"{otp[:3]} {otp[3:]}")
+        assert result.returncode == 0 and "accepted" in result.stdout, result.stderr
+        assert verify(otp).returncode == 1                     # and only once
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
