@@ -181,8 +181,11 @@ async def _start_radius(radius, verifier, sockets):
     from otpfast.radius.server import start_radius
 
     # verify_future: a plain future per request, no coroutine or Task
-    return await _binding(_radius_option(radius), start_radius(radius, lambda account, otp, source: verifier.verify_future(account, otp, source=source),
-                              udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix))
+    def verify(account, otp, source):
+        return verifier.verify_future(account, otp, source=source)
+
+    return await _binding(_radius_option(radius), start_radius(
+        radius, verify, udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix))
 
 
 async def _close_radius(front_end):
@@ -203,8 +206,9 @@ def keyserver(listen, data_dir, read_timeout, idle_timeout, max_connections, ver
 
     async def main():
         service = datadir.keyserver(upgrade=True)
-        server = await _binding("listen", serve_keyserver(
-            service, tls.server_context(datadir), host, port, limits=_limits(read_timeout, idle_timeout, max_connections)))
+        limits = _limits(read_timeout, idle_timeout, max_connections)
+        server = await _binding("listen", serve_keyserver(service, tls.server_context(datadir), host, port,
+                                                          limits=limits))
         try:
             await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
         finally:
