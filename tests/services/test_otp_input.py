@@ -20,6 +20,7 @@ def _totp(store, name):
     ("123 456", "123456"), (" 123456 ", "123456"), ("1 2 3 4 5 6", "123456"),
     ("12345678", "12345678"), ("ab12 CD34", "ab12CD34"),
     ("pin word123 456", "pin word123 456"),     # other characters: left as typed
+    ("A BAD CAB DAB FAD BEE", "A BAD CAB DAB FAD BEE"),   # words, not digit groups
     ("١٢٣ ٤٥٦", "١٢٣ ٤٥٦"), ("123\t456", "123\t456"), ("123\u00a0456", "123\u00a0456"),
 ])
 def test_otp_input_normalise_strips_only_ascii_spaces_between_digits(typed, meant):

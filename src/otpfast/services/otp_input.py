@@ -6,12 +6,14 @@ CLI names the problem first (``typed_otp_problem``)."""
 import dataclasses
 
 _GROUPED = frozenset("0123456789abcdefABCDEF ")   # digits, hash-chain hex, and spaces
+_DIGITS = frozenset("0123456789")
 
 
 def normalise(otp):
-    """``otp`` without its ASCII spaces if it is only digits (or hex) grouped by spaces;
-    anything else unchanged (a PIN + OTP field with other characters is left as typed)."""
-    if type(otp) is str and " " in otp and _GROUPED.issuperset(otp):
+    """``otp`` without its ASCII spaces if it is only digits (or hex, with at least one
+    digit) grouped by spaces; anything else unchanged: a PIN + OTP field with other
+    characters, or words (RFC 2289's six words, even "A BAD CAB ...") stay as typed."""
+    if type(otp) is str and " " in otp and _GROUPED.issuperset(otp) and not _DIGITS.isdisjoint(otp):
         return otp.replace(" ", "")
     return otp
 
