@@ -12,7 +12,7 @@ from otpfast.datadir import DataDir
 from otpfast.errors import InvalidParameter, StoreError
 from otpfast.services import audit, policy
 from otpfast.services.admin import describe, describe_authority, describe_client
-from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
+from otpfast_cli.options import DATA_DIR_ERRORS, POSITIVE_INT, bad_parameter, data_dir_error, data_dir_option
 
 
 def _usage_error(exc: InvalidParameter):
@@ -27,6 +27,8 @@ def _admin(data_dir):
     """An Admin over the data dir; library errors become click errors."""
     try:
         admin = DataDir.resolve(data_dir).admin()
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -68,10 +70,19 @@ def _show_credential(kind: str, name, credential: str, data_dir) -> None:
               help="Keep the store in this PostgreSQL database (postgresql://...) instead of "
                    "a SQLite file; recorded in the data dir (mode 0600). A URL with a password "
                    "is better passed as $OTPFAST_STORE_URL than on the command line.")
-def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url):
+@click.option("--upgrade", is_flag=True,
+              help="Do not create: upgrade the store schema of an existing data directory to "
+                   "this otpfast's (other commands refuse an older store; the servers upgrade "
+                   "it when they start).")
+def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade):
     """Create the data directory: store, at-rest key, RSA key pair, TLS certificate.
     Prints the TLS fingerprint that clients pin."""
     dd = DataDir.resolve(data_dir)
+    if upgrade:
+        if tls_cert is not None or tls_key is not None:
+            raise click.UsageError("--upgrade takes no --tls-cert/--tls-key: it changes only the store")
+        _upgrade(dd)
+        return
     try:
         fingerprint = dd.init(tls_cert=tls_cert, tls_key=tls_key, rsa_bits=rsa_bits,
                               store_url=store_url or None)
@@ -84,12 +95,32 @@ def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url):
     click.echo(f"store: {dd.describe_store()}", err=True)
 
 
+def _upgrade(dd):
+    try:
+        store = dd.open_store(upgrade=True)
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    if store.upgraded_from is None:
+        click.echo(f"store schema version {version} is current: nothing to upgrade ({dd.describe_store()})")
+    else:
+        click.echo(f"upgraded the store schema from version {store.upgraded_from} to {version} "
+                   f"({dd.describe_store()})")
+
+
 @click.command("fingerprint")
 @data_dir_option
 def fingerprint_command(data_dir):
     """Print the TLS certificate fingerprint (sha256:<hex>) for clients to pin."""
     try:
         click.echo(DataDir.resolve(data_dir).fingerprint())
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -17,7 +17,7 @@ from otpfast.net import tls
 from otpfast.net.client import connect, parse_address
 from otpfast.protocol.messages import NAME_LIMIT, OTP_LIMIT
 from otpfast.services.credentials import MAX_CREDENTIAL_BYTES
-from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, data_dir_option
+from otpfast_cli.options import DATA_DIR_ERRORS, INT, POSITIVE_INT, bad_parameter, data_dir_error, data_dir_option
 
 CREDENTIAL_ENV = "OTPFAST_CREDENTIAL"
 EXIT_REJECTED = 1
@@ -114,16 +114,23 @@ def stdin_is_terminal():
 
 def ask_value():
     """The operator's integer: prompted (re-asked on bad input) on a terminal, else one line
-    of stdin."""
+    of stdin. Only what otpfast.phrase takes: a non-negative integer of at most 1024 bytes."""
+    def checked(text):
+        n = INT.convert(text, None, None)
+        if n < 0 or n.bit_length() > 8 * 1024:
+            raise click.BadParameter(f"the integer must be 0 or more and fit in 1024 bytes, got {text.strip()}")
+        return n
+
     if stdin_is_terminal():
-        return click.prompt("Enter an integer", type=INT)
+        # a bad answer is re-asked with a message naming what is asked for (not --value)
+        return click.prompt("Enter an integer (decimal or 0x-hex, 0 or more)", value_proc=checked)
     line = sys.stdin.readline()
     if not line.strip():
         raise click.UsageError("no --value given and stdin is empty (give --value INT or pipe an integer)")
     try:
-        return INT.convert(line.strip(), None, None)
-    except click.BadParameter:
-        raise click.UsageError("stdin does not hold a decimal or 0x-hex integer") from None
+        return checked(line.strip())
+    except click.BadParameter as exc:
+        raise click.UsageError(f"stdin does not hold a usable integer: {exc.message}") from None
 
 
 def _ceremony_key(public_key_pem):
@@ -280,8 +287,13 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
                    'true|false, "result": "accepted"|"rejected"} (exit codes unchanged).')
 @click.argument("otp")
 def verify(server, client_name, credential_file, account, pin, timeout, data_dir, as_json, otp):
-    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (3: server or data directory
-    unavailable, or this client refused)."""
+    """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (2: usage error, e.g. no data
+    directory there; 3: server or store unavailable, or this client refused)."""
+    from otpfast.services.otp_input import typed_otp_problem
+
+    problem = typed_otp_problem(otp)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="'OTP'")
     if server is not None:
         if data_dir is not None:
             raise click.UsageError("give either --server or --data-dir, not both")
@@ -315,6 +327,8 @@ def verify_local(data_dir, account, otp):
         distribution = DataDir.resolve(data_dir).distribution()
     except InvalidParameter as exc:
         raise bad_parameter(exc)
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
     except OtpfastError as exc:  # not a data directory, wrong at-rest key: not a rejection
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)

@@ -39,6 +39,7 @@ def _wrong_otp(otp):
 async def _story(datadir, fingerprint, credentials, steps, scheme):
     from otpfast.net import tls
     from otpfast.net._stream import bound_address
+    from otpfast.net.address import format_address
     from otpfast.net.server import serve_combined
     from otpfast.net.verifier import AsyncVerifier
     from otpfast.phrase import secret_phrase
@@ -49,7 +50,7 @@ async def _story(datadir, fingerprint, credentials, steps, scheme):
     verifier = AsyncVerifier(distribution)
     server = await serve_combined(keyserver, verifier, tls.server_context(datadir), "127.0.0.1", 0)
     host, port = bound_address(server)
-    steps.report(f"serve: key + distribution server on {host}:{port} (TLS)", True)
+    steps.report(f"serve: key + distribution server on {format_address(host, port)} (TLS)", True)
     common = dict(pin=fingerprint, on_first_use=None)
     try:
         for authority_id in AUTHORITIES:

@@ -112,6 +112,7 @@ def krb5_config_command(realm, radius_socket, radius, radius_secret_file, token_
 
 def render_config(realm, radius_socket, radius, radius_secret_file, token_type, principals, accounts,
                   indicator, timeout, only):
+    from otpfast.net.address import format_address
     from otpfast.radius.config import parse_host_port
 
     _check(_PRINCIPAL, realm, "realm", "realm")
@@ -124,7 +125,7 @@ def render_config(realm, radius_socket, radius, radius_secret_file, token_type, 
     secret_file = None
     if radius is not None:
         host, port = parse_host_port(radius, option="radius")
-        server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        server = format_address(host, port)
         if radius_secret_file is None:
             raise InvalidParameter("radius-secret-file", "--radius needs --radius-secret-file")
         # relative names would resolve against /etc/krb5kdc on the KDC

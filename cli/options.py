@@ -1,7 +1,7 @@
 """Shared click parameter types and options."""
 import click
 
-from otpfast.errors import InvalidParameter
+from otpfast.errors import InvalidParameter, NotInitialised, StoreOutdated
 
 
 class IntLiteral(click.ParamType):
@@ -36,6 +36,15 @@ def bad_parameter(exc: InvalidParameter, ctx=None):
     """Turn a library InvalidParameter into click's usage error (exit 2) naming the option."""
     name = exc.field if exc.field.startswith("-") else f"--{exc.field.replace('_', '-')}"
     return click.BadParameter(exc.message, ctx=ctx, param_hint=f"'{name}'")
+
+
+# the data-dir problems the user fixes with a command (`otpfast init [--upgrade]`): exit 2
+DATA_DIR_ERRORS = (NotInitialised, StoreOutdated)
+
+
+def data_dir_error(exc):
+    """NotInitialised / StoreOutdated -> click's usage error (exit 2) naming --data-dir."""
+    return click.BadParameter(str(exc), param_hint="'--data-dir'")
 
 
 data_dir_option = click.option(

@@ -3,16 +3,19 @@
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
 and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
 RADIUS front end runs, ``http HOST:PORT`` when the HTTPS one does), then serves until
-SIGINT/SIGTERM. With ``-v`` the verifier's batch statistics (batch sizes; wall and CPU time
-of each group commit) are logged at shutdown.
+SIGINT/SIGTERM (SIGHUP is logged and ignored). With ``-v`` each connection opened and closed
+is logged (peer address), and the verifier's batch statistics (batch sizes; wall and CPU time
+of each group commit) at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
 ``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
 and store (otpfast.net.workers).
 """
 import asyncio
 import functools
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 
 import click
@@ -20,26 +23,79 @@ import click
 from otpfast.errors import InvalidParameter, OtpfastError
 from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
+from otpfast.net.address import format_address
 from otpfast.net.client import parse_address
 from otpfast_cli.http_options import http_options
-from otpfast_cli.options import bad_parameter, data_dir_option
+from otpfast_cli.options import DATA_DIR_ERRORS, bad_parameter, data_dir_error, data_dir_option
 from otpfast_cli.radius_options import radius_options
 
 
 def listen_address(text):
     try:
-        return parse_address(text, field="listen")
+        host, port = parse_address(text, field="listen")
     except InvalidParameter as exc:
         raise bad_parameter(exc)
+    check_host(host, port, "listen")
+    return host, port
+
+
+def check_host(host, port, option):
+    """Exit 2 naming ``--option`` unless ``host`` is an IP address or a name that resolves."""
+    numeric = ":" in host or all(part.isdigit() for part in host.split("."))
+    try:
+        if numeric:
+            ipaddress.ip_address(host)
+        else:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except ValueError:
+        raise click.BadParameter(f"{host!r} is not a valid IP address", param_hint=f"'--{option}'") from None
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a host name"
+        raise click.BadParameter(f"cannot resolve the host {host!r}: {reason}",
+                                 param_hint=f"'--{option}'") from None
+
+
+class BindFailed(Exception):
+    """Binding the address of ``--option`` failed (in use, not this machine's, no right)."""
+
+    def __init__(self, option, error):
+        super().__init__(option, error)
+        self.option = option
+        self.error = error
+
+
+def bind_failed(exc):
+    """BindFailed -> exit 2 naming the option and the reason."""
+    return click.BadParameter(f"cannot listen there: {exc.error.strerror or exc.error}", param_hint=f"'--{exc.option}'")
+
+
+async def _binding(option, awaitable):
+    """``await awaitable``; an OSError (a bind failure) becomes BindFailed(option)."""
+    try:
+        return await awaitable
+    except OSError as exc:
+        raise BindFailed(option, exc) from None
+
+
+def _radius_option(radius):
+    if radius.unix_socket is None:
+        return "radius"
+    return "radius-socket" if radius.udp is None else "radius"
 
 
 def open_datadir(data_dir):
+    """The data dir, checked before listening: exit 2 naming --data-dir if it holds no
+    store. (The servers upgrade an older store schema when they open it.)"""
     from otpfast.datadir import DataDir
 
     try:
-        return DataDir.resolve(data_dir)
+        datadir = DataDir.resolve(data_dir)
+        datadir.fingerprint()
     except InvalidParameter as exc:
         raise bad_parameter(exc)
+    except DATA_DIR_ERRORS as exc:
+        raise data_dir_error(exc) from None
+    return datadir
 
 
 def _listener_limits(f):
@@ -61,7 +117,9 @@ def _listener_limits(f):
 
 def server_options(f):
     f = _listener_limits(f)
-    f = click.option("--verbose", "-v", is_flag=True, help="Log connections (never secrets).")(f)
+    f = click.option("--verbose", "-v", is_flag=True,
+                     help="Log each connection opened and closed (peer address, never secrets) and the "
+                          "verifier's statistics at shutdown.")(f)
     f = click.option("--max-connections-per-source", type=click.IntRange(min=1), default=128, show_default=True,
                      help="Concurrent connections from one IP address; more are closed at once.")(f)
     f = click.option("--max-connections", type=click.IntRange(min=1), default=1024, show_default=True,
@@ -92,11 +150,19 @@ def _configure_logging(verbose):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _hangup(*_args):
+    """SIGHUP (a closed terminal, a `kill -HUP` meant as "reload") must not kill a server:
+    logged, and it keeps serving. Nothing is reloaded yet."""
+    logging.getLogger("otpfast.server").warning("SIGHUP received: still serving (otpfast reloads "
+                                                "nothing on SIGHUP; restart it to apply changes)")
+
+
 async def _run_until_signalled(servers, announce):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _hangup)
     announce()
     try:
         await stop.wait()
@@ -108,10 +174,10 @@ async def _run_until_signalled(servers, announce):
 
 
 def _announce(address, fingerprint, radius_address=None, radius_socket=None):
-    click.echo("listening %s:%d" % tuple(address[:2]))
+    click.echo(f"listening {format_address(*address[:2])}")
     click.echo(f"fingerprint {fingerprint}")
     if radius_address is not None:
-        click.echo("radius %s:%d" % tuple(radius_address[:2]))
+        click.echo(f"radius {format_address(*radius_address[:2])}")
     if radius_socket is not None:
         click.echo(f"radius-socket {radius_socket}")
 
@@ -123,6 +189,8 @@ def _run(main):
         raise click.ClickException(str(exc))
     try:
         eventloop.run(main(), name=loop_name)
+    except BindFailed as exc:
+        raise bind_failed(exc) from None
     except OtpfastError as exc:
         raise click.ClickException(str(exc))
     except OSError as exc:
@@ -136,8 +204,11 @@ async def _start_radius(radius, verifier, sockets):
     from otpfast.radius.server import start_radius
 
     # verify_future: a plain future per request, no coroutine or Task
-    return await start_radius(radius, lambda account, otp, source: verifier.verify_future(account, otp, source=source),
-                              udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix)
+    def verify(account, otp, source):
+        return verifier.verify_future(account, otp, source=source)
+
+    return await _binding(_radius_option(radius), start_radius(
+        radius, verify, udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix))
 
 
 async def _close_radius(front_end):
@@ -157,9 +228,9 @@ def keyserver(listen, data_dir, limits, verbose):
     datadir = open_datadir(data_dir)
 
     async def main():
-        service = datadir.keyserver()
-        server = await serve_keyserver(service, tls.server_context(datadir), host, port,
-                                       limits=limits)
+        service = datadir.keyserver(upgrade=True)
+        server = await _binding("listen", serve_keyserver(service, tls.server_context(datadir), host, port,
+                                                          limits=limits))
         try:
             await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
         finally:
@@ -172,6 +243,18 @@ workers_option = click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
     help="Server processes sharing the listening addresses and the store (one per core is a good start; "
          "--max-connections counts per process).")
+
+
+def _failed_worker_option(host, port, radius):
+    """Which address failed to bind (bind_worker_sockets says only that one did): the
+    listening address if it cannot be bound now on its own (everything was closed)."""
+    if radius is None:
+        return "listen"
+    try:
+        socket.create_server((host, port), family=socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]).close()
+    except OSError:
+        return "listen"
+    return _radius_option(radius)
 
 
 def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None):
@@ -189,7 +272,7 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None)
                                           radius_socket=radius and radius.unix_socket,
                                           http=http and http[:2])
     except OSError as exc:
-        raise click.ClickException(f"cannot listen: {exc.strerror or exc}")
+        raise bind_failed(BindFailed(_failed_worker_option(host, port, radius), exc)) from None
     first = all_sockets[0]
     address = first.tcp.getsockname()
     radius_address = first.udp.getsockname() if first.udp is not None else None
@@ -203,7 +286,11 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None)
             click.echo("http %s:%d" % tuple(http_address[:2]))
         sys.stdout.flush()
 
-    status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
+    previous = signal.signal(signal.SIGHUP, _hangup)     # the supervisor too (workers: their loop's)
+    try:
+        status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
     if status:
         raise SystemExit(status)
 
@@ -234,9 +321,14 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
     verifier = AsyncVerifier(distribution, handoff=handoff, sync=distribution.store.sync)
     front_end = None
     try:
-        server = await start_listener(verifier, sockets and sockets.tcp)
-        front_end = await _start_radius(radius, verifier, sockets)
-        http_server = await _start_http(http, verifier, datadir, limits, sockets)
+        server = await _binding("listen", start_listener(verifier, sockets and sockets.tcp))
+        try:
+            front_end = await _start_radius(radius, verifier, sockets)
+            http_server = await _binding("http", _start_http(http, verifier, datadir, limits, sockets))
+        except BaseException:       # e.g. --radius cannot be bound: stop listening first
+            server.close()
+            await server.wait_closed()
+            raise
         if ready is None:
             def ready():
                 _announce(bound_address(server), datadir.fingerprint(),
@@ -270,6 +362,8 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
     from otpfast.net.distribution import serve_distribution
 
     host, port = listen_address(listen)
+    if radius is not None and radius.udp is not None:
+        check_host(*radius.udp, "radius")
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
 
@@ -278,8 +372,8 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius, worker,
-                               http=http, limits=limits)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
+                               start, radius, worker, http=http, limits=limits)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main, http)
 
@@ -296,17 +390,19 @@ def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, 
     from otpfast.net.server import serve_combined
 
     host, port = listen_address(listen)
+    if radius is not None and radius.udp is not None:
+        check_host(*radius.udp, "radius")
     _configure_logging(verbose)
     datadir = open_datadir(data_dir)
 
     async def worker_main(*worker):
-        keyserver_service = datadir.keyserver()
+        keyserver_service = datadir.keyserver(upgrade=True)
 
         async def start(verifier, sock):
             return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
                                         limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin), start, radius,
-                               worker, keyserver=keyserver_service, http=http, limits=limits)
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
+                               start, radius, worker, keyserver=keyserver_service, http=http, limits=limits)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main, http)

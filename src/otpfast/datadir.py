@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .errors import InvalidParameter, StoreError
+from .errors import InvalidParameter, NotInitialised
 from .store import PostgresStore, SQLiteStore, Store, atrest, describe_url
 
 STORE_FILE = "store.db"
@@ -196,8 +196,9 @@ class DataDir:
 
     def _require(self) -> None:
         if not self.initialised:
-            raise StoreError(f"{self.path} is not an otpfast data directory "
-                             "(run `otpfast init`)")
+            what = ("does not exist" if not os.path.exists(self.path)
+                    else "is not an otpfast data directory")
+            raise NotInitialised(f"{self.path} {what} (run `otpfast init` to create one)")
 
     def fingerprint(self) -> str:
         """"sha256:<hex>" of the DER certificate."""
@@ -214,36 +215,46 @@ class DataDir:
         context.load_cert_chain(self.file(CERT_FILE), self.file(TLS_KEY_FILE))
         return context
 
-    def open_store(self, *, synchronous: str = "FULL") -> Store:
+    def open_store(self, *, synchronous: str = "FULL", upgrade: bool = False) -> Store:
         """The PostgreSQL store recorded in ``store.url``, else the SQLite file
         (``synchronous`` applies to SQLite; PostgreSQL commits are always durable).
-        Tightens a loose data directory first (see ``tighten``)."""
+        Tightens a loose data directory first (see ``tighten``). A store with an older
+        schema raises StoreOutdated unless ``upgrade`` (``otpfast init --upgrade``, the
+        servers' start): then it is migrated, and a warning names both versions."""
         self._require()
         self.tighten()
         key = atrest.load_key(self.file(KEY_FILE))
         url = self.store_url()
         if url is not None:
-            return PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False)
-        return SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
-                           synchronous=synchronous)
+            store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
+                                  upgrade=upgrade)
+        else:
+            store = SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
+                                synchronous=synchronous, upgrade=upgrade)
+        if store.upgraded_from is not None:
+            log.warning("upgraded the store schema from version %d to %d (%s); older otpfast "
+                        "versions cannot open it now", store.upgraded_from, store.schema_version(),
+                        self.describe_store())
+        return store
 
     def rsa_private_key(self):
         self._require()
         with open(self.file(RSA_FILE), "rb") as fh:
             return serialization.load_pem_private_key(fh.read(), password=None)
 
-    def keyserver(self, clock=time.time, *, iterations: int | None = None):
+    def keyserver(self, clock=time.time, *, iterations: int | None = None, upgrade: bool = False):
         from .services.keyserver import KeyServer
         from .services.derivation import DEFAULT_ITERATIONS
 
-        return KeyServer(self.open_store(), self.rsa_private_key(), clock=clock,
+        return KeyServer(self.open_store(upgrade=upgrade), self.rsa_private_key(), clock=clock,
                          iterations=DEFAULT_ITERATIONS if iterations is None else iterations)
 
     def distribution(self, clock=time.time, *, ttl: float | None = None,
-                     require_pin: bool = False):
+                     require_pin: bool = False, upgrade: bool = False):
         from .services.distribution import Distribution
 
-        return Distribution(self.open_store(), clock=clock, ttl=ttl, require_pin=require_pin)
+        return Distribution(self.open_store(upgrade=upgrade), clock=clock, ttl=ttl,
+                            require_pin=require_pin)
 
     def admin(self, clock=time.time):
         from .services.admin import Admin

@@ -29,6 +29,21 @@ class StoreError(OtpfastError):
     """The store is unusable (missing, wrong schema, wrong at-rest key)."""
 
 
+class NotInitialised(StoreError):
+    """The data directory does not exist or holds no store (``otpfast init`` makes one)."""
+
+
+class StoreOutdated(StoreError):
+    """The store's schema is older than this otpfast's, and this opening may not upgrade it
+    (only ``otpfast init --upgrade`` and the servers' start do)."""
+
+    def __init__(self, version, current):
+        super().__init__(f"the store has schema version {version}, this otpfast uses {current}: "
+                         "run `otpfast init --upgrade` (the servers upgrade it too when they start)")
+        self.version = version
+        self.current = current
+
+
 class StoreBusy(StoreError):
     """``transaction(wait=False)``: another writer holds the store's write lock right now."""
 

@@ -278,10 +278,11 @@ def test_clients_unsendable_otp_is_rejected_without_asking(runner, live):
         assert result.exit_code == 1 and "rejected" in result.output
 
 
-def test_clients_local_verify_without_a_data_directory_exits_3(runner, tmp_path):
+def test_clients_local_verify_without_a_data_directory_exits_2(runner, tmp_path):
+    """A usage error (not a rejection, 1, nor an outage, 3): names the option and the fix."""
     result = invoke(runner, "verify", "--data-dir", str(tmp_path / "none"), "--account", "a", "123456")
-    assert result.exit_code == 3
-    assert "otpfast init" in result.output
+    assert result.exit_code == 2
+    assert "'--data-dir'" in result.output and "otpfast init" in result.output
 
 
 # -- the admin's everyday tools against the live server (issue 10 item 6) ---------------------

@@ -28,6 +28,7 @@ from collections import deque
 from ..errors import ProtocolError, Refused
 from ..protocol._connection import CONNECTION_CLOSED, NEED_DATA, SERVER
 from ..protocol.messages import Error
+from .address import format_address
 from .admission import Tracker
 
 log = logging.getLogger("otpfast.net")
@@ -180,7 +181,7 @@ class ServerProtocol(asyncio.Protocol):
             return
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.source = peer[0]
-            self._peer = f"{peer[0]}:{peer[1]}"
+            self._peer = format_address(peer[0], peer[1])
         if not self._tracker.admit(self):
             self._closing = True
             sock.close()
@@ -207,6 +208,7 @@ class ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         """TLS is up (called by the TLS layer once the handshake is done)."""
         self._transport = transport
+        log.info("connection from %s opened", self._peer)
         opened = getattr(self._handler, "connection_made", None)   # the handler learns its peer
         if opened is not None:
             opened(transport)
@@ -215,6 +217,7 @@ class ServerProtocol(asyncio.Protocol):
                             self._accepted_at + self._limits.auth_timeout - self._last_activity))
 
     def connection_lost(self, exc):
+        log.info("connection from %s closed", self._peer)
         self._closing = True
         self._tracker.discard(self)
         if self._timer is not None:

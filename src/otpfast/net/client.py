@@ -16,6 +16,7 @@ from ..protocol.messages import (Accept, AuthProof, AuthStart, Contribute, Error
                                  TranscriptRequest, Verify)
 from ..services import credentials, masking
 from . import tls
+from .address import format_address
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,7 +159,7 @@ async def connect(host, port, *, pin=None, known_servers=None, on_first_use=None
             host, port, ssl=tls.client_context(), ssl_handshake_timeout=timeout, limit=1 << 20)
     try:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        address = format_address(host, port)
         fingerprint = tls.check_server(address, der, pin=pin, known_servers=known_servers,
                                        on_first_use=on_first_use)
         client = Client(reader, writer, fingerprint, timeout=timeout, binding=tls.end_point(der))

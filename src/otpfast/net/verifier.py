@@ -250,8 +250,7 @@ class AsyncVerifier:
         summary["mean_batch"] = sum(size for size, _w, _c in log_) / len(log_)
         for key, column in (("batch_ms", 1), ("batch_cpu_ms", 2)):
             values = sorted(entry[column] * 1000 for entry in log_)
-            summary[key] = {"p50": values[len(values) // 2], "p99": values[max(0, int(len(values) * 0.99) - 1)],
-                            "max": values[-1]}
+            summary[key] = {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": values[-1]}
         return summary
 
     def stats_line(self):
@@ -262,6 +261,17 @@ class AsyncVerifier:
         return (f"verifier: {s['verified']} verifications in {s['batches']} batches "
                 f"(mean {s['mean_batch']:.1f}, {s['busy']} waits for the write lock); batch time p50 {wall['p50']:.2f} ms p99 {wall['p99']:.2f} ms "
                 f"max {wall['max']:.2f} ms; CPU per batch p50 {cpu['p50']:.2f} ms p99 {cpu['p99']:.2f} ms")
+
+
+def percentile(values, q):
+    """The q-th percentile (0 < q <= 100) of sorted ``values`` by nearest rank: the smallest
+    value with at least q % of the values at or below it (so p50 <= p99 <= max)."""
+    if not values:
+        raise ValueError("no values")
+    if not 0 < q <= 100:
+        raise ValueError("q must be in (0, 100]")
+    rank = -(-len(values) * q // 100)      # ceil(n * q / 100), exact for integer q
+    return values[rank - 1]
 
 
 def _resolve_all(outcome):

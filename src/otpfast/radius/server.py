@@ -26,6 +26,7 @@ import socket
 import stat
 import time
 
+from otpfast.net.address import format_address
 from otpfast.radius import codec
 from otpfast.radius.codec import DropReason, PacketDropped
 from otpfast.services.throttle import Rate, RateLimiter
@@ -94,7 +95,7 @@ class RadiusFrontEnd:
             if self.config.udp is not None:
                 self._udp_transport = _UdpListener(self, udp_sock or bind_udp(*self.config.udp))
                 self.udp_address = self._udp_transport.address
-                logger.info("RADIUS listening on udp %s:%d", *self.udp_address)
+                logger.info("RADIUS listening on udp %s", format_address(*self.udp_address[:2]))
                 self._log_clients()
             if self.config.unix_socket is not None:
                 path = self.config.unix_socket
@@ -153,7 +154,7 @@ class RadiusFrontEnd:
             window, logged = second, 0
         if logged < _DROP_LOGS_PER_SECOND:  # a flood of bad packets must not flood the log
             kind, host, port = source
-            where = f"udp {host}:{port}" if kind == "udp" else f"unix#{host}"
+            where = f"udp {format_address(host, port)}" if kind == "udp" else f"unix#{host}"
             logger.warning("RADIUS packet from %s dropped (%s): %s", where, name, detail)
         else:
             self.counters["drop_logs_suppressed"] += 1

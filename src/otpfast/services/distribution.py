@@ -2,7 +2,8 @@
 
 Verification policy, the same for every caller (native protocol, CLI, RADIUS):
 
-* exact syntax (ASCII digits of the account's length; hex for hash chains);
+* exact syntax (ASCII digits of the account's length; hex for hash chains), after the ASCII
+  spaces of an OTP typed as apps show it ("123 456") are removed (services.otp_input);
 * server-issued OTPs (rsa-*, hotp, hashchain) are valid once, until their expiry
   (issued_at + ttl): ``UPDATE issued SET used_at = :now WHERE ... used_at IS NULL AND
   expires_at > :now`` decides atomically;
@@ -35,7 +36,7 @@ import time
 from otpfast.errors import InvalidParameter, InvalidToken, Refused
 from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
-from . import audit, credentials, masking, pin as pins, policy, tokens
+from . import audit, credentials, masking, otp_input, pin as pins, policy, tokens
 from .policy import SERVER_ISSUED
 from .refusals import RefusalLog
 from .throttle import RateLimiter
@@ -205,6 +206,7 @@ class Distribution:
         entries are written in the same transaction."""
         if not items:
             return []
+        items = otp_input.normalise_items(items)      # "123 456" as apps show it
         now = self.clock()
         # a source or client out of failures: refused before its accounts are even read
         # (asked once per distinct pair: a relay's batch comes from one source and client)

@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Iterator
 
-from otpfast.errors import StoreBusy, StoreError
+from otpfast.errors import StoreBusy, StoreError, StoreOutdated
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
@@ -234,14 +234,16 @@ def _pyformat(sql: str) -> str:
 class PostgresStore(SqlReads, Store):
     """Store in a PostgreSQL database. ``url`` is a libpq URL/conninfo; ``key`` the 32-byte
     at-rest key; ``head_path`` (optional) a file outside the database mirroring the audit
-    head this process wrote (a chain point; several machines may each keep their own)."""
+    head this process wrote (a chain point; several machines may each keep their own). An
+    older schema is migrated unless ``upgrade=False`` (then StoreOutdated); ``upgraded_from``:
+    the version it was, or None."""
 
     _sql = staticmethod(_pyformat)
     _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
-                 create: bool = False):
+                 create: bool = False, upgrade: bool = True):
         self._url = url
         self.location = describe_url(url)
         self.keys = AtRestKeys(key)
@@ -259,7 +261,10 @@ class PostgresStore(SqlReads, Store):
         conn = self._conn()
         try:
             unkeyed_head, steps = self._head_file.read_unkeyed(), []
+            if not upgrade and 0 < (version := _current_version(conn)) < SCHEMA_VERSION:
+                raise StoreOutdated(version, SCHEMA_VERSION)
             migrate(conn, create=create, keys=self.keys, steps=steps)
+            self.upgraded_from = steps[0] - 1 if steps and steps[0] > 1 else None   # for the caller to say so
             self._check_key(conn)
             if 1 in steps and head_path is not None:    # a new store: its head file
                 self._head_file.rewrite(0, ZERO_HASH)

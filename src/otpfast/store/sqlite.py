@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Iterator
 
-from otpfast.errors import StoreBusy, StoreError
+from otpfast.errors import StoreBusy, StoreError, StoreOutdated
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
@@ -213,12 +213,14 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_0
 class SQLiteStore(SqlReads, Store):
     """Store in one SQLite file. ``key`` is the 32-byte at-rest key; ``head_path`` (optional)
     is a file outside the database that mirrors the audit head, so a tail truncation that
-    also rewrites the in-database head is still detected."""
+    also rewrites the in-database head is still detected. An older schema is migrated unless
+    ``upgrade=False`` (then StoreOutdated); ``upgraded_from``: the version it was, or None."""
 
     CHECKPOINT_INTERVAL = 0.25      # seconds between the checkpoints sync() runs
 
     def __init__(self, path: str, key: bytes, *, head_path: str | None = None,
-                 synchronous: str = "FULL", busy_timeout_ms: int = 10_000, create: bool = False):
+                 synchronous: str = "FULL", busy_timeout_ms: int = 10_000, create: bool = False,
+                 upgrade: bool = True):
         if not create and not os.path.exists(path):
             raise StoreError(f"no store at {path} (run `otpfast init`)")
         self.path = path
@@ -240,7 +242,10 @@ class SQLiteStore(SqlReads, Store):
         try:
             conn = self._conn()
             unkeyed_head, steps = self._head_file.read_unkeyed(), []
+            if not upgrade and 0 < (version := _current_version(conn)) < SCHEMA_VERSION:
+                raise StoreOutdated(version, SCHEMA_VERSION)
             migrate(conn, keys=self.keys, steps=steps)
+            self.upgraded_from = steps[0] - 1 if steps and steps[0] > 1 else None   # for the caller to say so
             self._check_key(conn)
             if 1 in steps and head_path is not None:    # a new store: its head file
                 self._head_file.rewrite(0, ZERO_HASH)
