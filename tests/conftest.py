@@ -1,6 +1,8 @@
 import os
 import pathlib
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -33,6 +35,23 @@ def impl(request):
     if request.param == "c" and request.config.getoption("--no-c-extensions"):
         pytest.skip("--no-c-extensions")
     return load_impl(request.param)
+
+
+def free_udp_port():
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc, timeout=20):
+    """SIGTERM a server subprocess and wait for it (killed if it does not stop in time)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _require_service(available, what):

@@ -4,7 +4,6 @@ bad-input table (each answered with a clear 4xx while the server keeps serving);
 raced over HTTP + RADIUS + the native protocol is accepted exactly once."""
 import json
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -19,15 +18,10 @@ import pytest
 from otpfast.datadir import DataDir
 from otpfast.services import masking
 from otpfast.services.usertokens import TokenAdmin
+from ..conftest import free_udp_port, stop_process
 
 PIN = "p 1%\"'é"          # spaces, %, quotes, non-ASCII
 SECRET = "serve-http-radius-secret"
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
@@ -78,12 +72,7 @@ def served(request, tmp_path_factory):
                "stderr": stderr, "data_dir": data_dir, "workers": request.param,
                "recovery": (recovery.serial, list(codes))}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stdout.close()
         stderr.close()
         distribution.store.close()

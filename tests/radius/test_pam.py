@@ -5,7 +5,6 @@ in the clients list (`no-message-authenticator`), as the README's PAM/Kerberos s
 The PAM service file has to live in /etc/pam.d: the test needs root (CI runs as root)."""
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,7 @@ import pytest
 
 from otpfast.datadir import DataDir
 from otpfast.services.usertokens import TokenAdmin
+from ..conftest import stop_process
 
 SECRET = "pam-radius-secret-0123456789"
 KEY = bytes.fromhex("3132333435363738393031323334353637383930")     # RFC 4226's
@@ -57,12 +57,7 @@ def pam_service(tmp_path, require_service):
     finally:
         if os.path.exists(pam_file):
             os.remove(pam_file)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stdout.close()
 
 

@@ -3,7 +3,6 @@ A real `otpfast serve --require-pin --radius ...` process and radclient: the use
 is accepted with PIN + OTP in User-Password, refused with the OTP alone or a wrong PIN; a
 user without a PIN is refused under --require-pin."""
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,8 @@ from otpfast.datadir import DataDir
 from otpfast.hotp import HOTP
 from otpfast.services.usertokens import TokenAdmin
 
-from .test_serve import MA, free_udp_port
+from .test_serve import MA
+from ..conftest import free_udp_port, stop_process
 
 SECRET = "pin-radius-secret-16+"
 
@@ -42,12 +42,7 @@ def served(tmp_path_factory):
         assert line.startswith("listening "), line
         yield {"address": ("127.0.0.1", port), "devices": keys}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stdout.close()
 
 

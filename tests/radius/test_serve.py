@@ -4,7 +4,6 @@ keeps serving and its stderr never shows an OTP or the shared secret. The client
 127.0.0.1 on the default path (Message-Authenticator required) and 127.0.0.2 opted out."""
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -17,16 +16,11 @@ from pyrad import packet as pyrad_packet
 from otpfast.datadir import DataDir
 from otpfast.radius.codec import load_dictionary, verify_response_authenticator
 from otpfast.services import masking
+from ..conftest import free_udp_port, stop_process
 
 SECRET = "serve-radius-secret"
 LEGACY_SECRET = "serve-radius-legacy-secret"
 MA = ", Message-Authenticator = 0x00"
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
@@ -66,12 +60,7 @@ def served(request, tmp_path_factory):
         yield {"address": ("127.0.0.1", port), "socket": sock_path, "request_otp": request_otp,
                "proc": proc, "stderr": stderr, "issued": issued_otps}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stdout.close()
         stderr.close()
         distribution.store.close()

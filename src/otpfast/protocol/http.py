@@ -7,7 +7,7 @@ protocol (``receive_data``, ``next_event`` -> request | NEED_DATA | CONNECTION_C
 h11 parses; it serves one request at a time, so a pipelined request waits in its buffer
 until the response to the previous one is sent. Replies are decided later (group commit),
 so each request gets a fresh h11 parser that takes over the bytes left after the previous
-one (cheaper than cycling one parser with a placeholder response), and the responses are
+one (cheaper than cycling one parser through a stand-in response), and the responses are
 rendered here and written in request order by the stream layer. Limits: the
 request head (``MAX_HEAD``; h11 says 431), the body (``MAX_BODY``: 413), requests waiting
 for their replies (``MAX_PIPELINED``: 429). Any violation raises RemoteProtocolError;

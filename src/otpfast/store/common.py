@@ -5,6 +5,7 @@ rules are in otpfast.store.rows; the audit chain is in otpfast.store.chain).
 Backends differ only in SQL dialect and locking; everything that decides whether data is
 intact or secret lives here once.
 """
+import abc
 import collections
 import hmac
 import json
@@ -404,8 +405,9 @@ class SqlTransaction(Transaction):
             self._version = self._head_seq() + 1
         return self._version
 
+    @abc.abstractmethod
     def _head_seq(self) -> int:
-        raise NotImplementedError
+        """The audit head's seq, read inside this transaction (backend SQL)."""
 
     def _audit_rows(self):
         """The pending entries and the ``rows`` field of the first: a transaction that
