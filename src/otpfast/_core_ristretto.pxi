@@ -308,6 +308,7 @@ def r255_msm(scalars, elements):
     cdef unsigned char term[32]
     cdef unsigned char acc[32]
     cdef unsigned char nxt[32]
+    cdef bint empty = True
     with nogil:
         sodium_memzero(acc, 32)
         for i in range(n):
@@ -315,8 +316,12 @@ def r255_msm(scalars, elements):
                 continue
             if crypto_scalarmult_ristretto255(term, a + 32 * i, b + 32 * i) != 0:
                 continue  # cannot happen: every element was validated
-            crypto_core_ristretto255_add(nxt, acc, term)
-            memcpy(acc, nxt, 32)
+            if empty:  # the first term needs no addition (each add decodes and encodes)
+                memcpy(acc, term, 32)
+                empty = False
+            else:
+                crypto_core_ristretto255_add(nxt, acc, term)
+                memcpy(acc, nxt, 32)
     return PyBytes_FromStringAndSize(<char *>acc, 32)
 
 

@@ -131,6 +131,8 @@ def test_tprf_dleq_rejects_a_wrong_partial(cluster):
     assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[:-1] + b"\x00")
     assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[:40])
     assert not tprf.verify_proof(cluster["publics"][2], [h], [e], b"\xff" * 64)
+    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], bytes(64))
+    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[32:] + proof[:32])
 
 
 def test_tprf_dleq_rejects_a_wrong_public_key(cluster):
