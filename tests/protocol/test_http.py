@@ -1,8 +1,11 @@
 """protocol.http and protocol.validate without sockets: bytes in, requests out (httptools),
 limits, responses; privacyIDEA's parameter decoding and envelopes."""
 import json
+import threading
+from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from otpfast.errors import RemoteProtocolError
 from otpfast.protocol import validate
@@ -242,3 +245,40 @@ def test_envelopes_field_for_field():
         "code": 904, "message": validate.MESSAGE_NO_USER}} and body["detail"] is None
     assert validate.radius_response(True).status == 204 and validate.radius_response(False).status == 400
     assert validate.simple_response(True).body == b":-)" and validate.simple_response(False).body == b":-("
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&+% 2Fc3A9éff\x00", max_size=40))
+def test_form_decoding_is_parse_qsl(text):
+    raw = text.encode()
+    try:
+        expected = dict(parse_qsl(raw.decode(), keep_blank_values=True, errors="strict",
+                                  max_num_fields=validate.MAX_FIELDS))
+    except ValueError:
+        expected = None
+    try:
+        got = validate.params(request(b"/v?" + raw, user_agent=b"privacyidea-cp/1"))
+    except validate.BadRequest:
+        got = None
+    assert got == expected
+
+
+def test_too_many_fields_are_a_bad_request():
+    assert len(validate.params(request(b"/v?" + b"&".join([b"a=1"] * validate.MAX_FIELDS)))) == 1
+    with pytest.raises(validate.BadRequest):
+        validate.params(request(b"/v?" + b"&".join([b"a=1"] * (validate.MAX_FIELDS + 1))))
+
+
+@pytest.mark.parametrize("args", [("otpfast 1", True), ("otpfast 100%", False), ("v", True, "S\u00e9\"1", "hotp"),
+                                  ("v", False, "S1", None)])
+def test_check_envelope_is_the_json_of_privacyideas_envelope(args):
+    body = validate.check_response(*args).body
+    version, ok = args[:2]
+    detail = {"message": validate.MESSAGE_ACCEPT if ok else validate.MESSAGE_REJECT,
+              "threadid": threading.get_ident()}
+    if len(args) > 2:
+        detail.update(serial=args[2], type=args[3])
+    expected = validate.envelope(version, {"status": True, "value": ok,
+                                           "authentication": "ACCEPT" if ok else "REJECT"}, detail)
+    expected["time"] = json.loads(body)["time"]
+    assert body == json.dumps(expected, separators=(",", ":")).encode()
