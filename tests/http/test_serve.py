@@ -184,6 +184,47 @@ def test_curl_every_endpoint(served, require_service):
     assert code == 200
 
 
+@pytest.mark.service
+def test_curl_expect_100_continue_is_answered_at_once(served, require_service):
+    require_service(shutil.which("curl") is not None, "curl")
+    otp = served["request_otp"]()
+    started = time.monotonic()
+    code, body = curl(served, "-H", "Expect: 100-continue", "--expect100-timeout", "5",
+                      "-d", f"user=alice&pass={otp}", served["url"] + "/validate/check")
+    assert code == 200 and json.loads(body)["result"]["value"] is True
+    assert time.monotonic() - started < 4          # not curl's 5 s wait for a 100 that never came
+
+
+def read_until_closed(sock):
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.parametrize("requests,answers", [
+    (b"GET /healthz HTTP/1.0\r\n\r\n", 1),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+     b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 2),
+], ids=["http-1.0", "close-in-a-pipeline"])
+def test_the_request_that_asks_to_close_is_answered_last(served, requests, answers):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", served["http_port"]), timeout=5) as raw:
+        with context.wrap_socket(raw) as sock:
+            sock.sendall(requests)
+            data = read_until_closed(sock)
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == answers and data.count(b"Connection: close\r\n") == 1
+    assert data.rindex(b"Connection: close") > data.rindex(b"HTTP/1.1 200")
+    alive(served)
+
+
 def test_plain_http_gets_nothing(served):
     with socket.create_connection(("127.0.0.1", served["http_port"]), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

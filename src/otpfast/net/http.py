@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily
 from .. import __version__
 from ..errors import OtpfastError, Refused
 from ..protocol import validate
-from ..protocol.http import HttpConnection, HttpResponse, TEXT
+from ..protocol.http import CONTINUE, HttpConnection, HttpResponse, TEXT
 from ..services import audit
 from ._auth import peer_host
 from ._stream import Reply, start_server
@@ -123,6 +123,8 @@ class HttpHandler:
 
     # -- dispatch -----------------------------------------------------------------------
     def handle(self, request):
+        if request is CONTINUE:          # the interim 100 Continue, in its place in the reply order
+            return Reply(CONTINUE)
         try:
             return self._route(request)
         except Exception as exc:  # noqa: BLE001 - a bug answers 500 for this request only

@@ -11,12 +11,14 @@ A literal ``%XX`` in a PIN sent once-encoded is therefore decoded again, as priv
 import json
 import threading
 import time
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from .http import HttpResponse, TEXT
 
 NO_UNQUOTE_USER_AGENTS = frozenset({"privacyidea-cp", "privacyidea-ldap-proxy", "simplesamlphp"})
 MAX_FIELD = 1024              # characters of user, serial, realm or pass
+MAX_FIELDS = 64               # fields of a query string or form body
+FORM = b"application/x-www-form-urlencoded"
 ERR_USER_NOT_FOUND = 904
 MESSAGE_ACCEPT = "matching 1 tokens"
 MESSAGE_REJECT = "wrong otp pin"          # the same for a wrong PIN and a wrong OTP
@@ -34,30 +36,21 @@ class BadRequest(Exception):
 
 def params(request):
     """The request's parameters as a {name: str} dict; BadRequest if they cannot be read."""
+    headers = request.headers
+    user_agent = headers.get(b"user-agent")
+    unquote_again = user_agent is None or _unquotes(user_agent)
     found = {}
-    target = request.target
-    query = target.partition(b"?")[2]
-    unquote_again = _unquotes(request.headers.get(b"user-agent", b""))
-    pairs = _form(query)
-    content_type = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    query = request.target.partition(b"?")[2]
+    if query:
+        _form(query, found, unquote_again)
     body = request.body
-    if body and content_type in (b"application/x-www-form-urlencoded", b""):
-        if not body.lstrip().startswith(b"{"):
-            pairs += _form(body)
-    for name, value in pairs:
-        found[name] = _unquote(value) if unquote_again else value
-    if body and (content_type == b"application/json" or body.lstrip().startswith(b"{")):
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise BadRequest("invalid JSON body") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the JSON body must be an object")
-        for name, value in data.items():
-            if isinstance(value, (str, int)) and not isinstance(value, bool):
-                found[name] = str(value)
-            elif value is not None:
-                raise BadRequest(f"invalid value of {name[:32]!r}")
+    if body:
+        content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+        json_object = body.lstrip().startswith(b"{")
+        if not json_object and content_type in (FORM, b""):
+            _form(body, found, unquote_again)
+        if json_object or content_type == b"application/json":
+            _json_object(body, found)
     for name in ("user", "serial", "pass", "realm"):
         value = found.get(name)
         if value is not None and len(value) > MAX_FIELD:
@@ -65,13 +58,38 @@ def params(request):
     return found
 
 
-def _form(raw):
+def _form(raw, found, unquote_again):
+    """Decode a query string or form body into ``found`` as ``parse_qsl(keep_blank_values=True,
+    errors="strict", max_num_fields=MAX_FIELDS)`` would (later names win), then decode the
+    values again if ``unquote_again``."""
     try:
         text = raw.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                         encoding="utf-8", errors="strict", max_num_fields=64)
-    except (UnicodeDecodeError, ValueError):
+        if text.count("&") >= MAX_FIELDS:
+            raise ValueError("too many fields")
+        for field in text.split("&"):
+            if field:
+                name, _, value = field.partition("=")
+                if "%" in name or "+" in name:
+                    name = unquote(name.replace("+", " "), errors="strict")
+                if "%" in value or "+" in value:
+                    value = unquote(value.replace("+", " "), errors="strict")
+                found[name] = _unquote(value) if unquote_again else value
+    except ValueError:             # UnicodeDecodeError included
         raise BadRequest("invalid form encoding") from None
+
+
+def _json_object(body, found):
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("invalid JSON body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the JSON body must be an object")
+    for name, value in data.items():
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            found[name] = str(value)
+        elif value is not None:
+            raise BadRequest(f"invalid value of {name[:32]!r}")
 
 
 def _unquotes(user_agent):
@@ -94,14 +112,31 @@ def envelope(version, result, detail):
 
 
 def check_response(version, ok, serial=None, token_type=None):
-    """The 200 reply of /validate/check (accept or reject)."""
-    detail = {"message": MESSAGE_ACCEPT if ok else MESSAGE_REJECT,
-              "threadid": threading.get_ident()}
-    if serial is not None:
-        detail["serial"] = serial
-        detail["type"] = token_type
-    return HttpResponse.json(200, envelope(version, {
-        "status": True, "value": ok, "authentication": "ACCEPT" if ok else "REJECT"}, detail))
+    """The 200 reply of /validate/check (accept or reject): the envelope ``envelope`` would
+    give, from a template made once per version and outcome."""
+    template = _CHECK_TEMPLATES.get((version, ok))
+    if template is None:
+        template = _CHECK_TEMPLATES[version, ok] = _check_template(version, ok)
+    tail = b"" if serial is None else b',"serial":%s,"type":%s' % (_json(serial), _json(token_type))
+    return HttpResponse(200, template % (time.time(), threading.get_ident(), tail))
+
+
+_CHECK_TEMPLATES = {}
+
+
+def _json(value):
+    return json.dumps(value).encode()
+
+
+def _check_template(version, ok):
+    """The envelope's bytes with ``%r`` for the time, ``%d`` for the thread id and ``%s`` for
+    the serial and type (or nothing), in privacyIDEA's field order."""
+    def part(obj):
+        return json.dumps(obj, separators=(",", ":")).replace("%", "%%")
+    head = part({"jsonrpc": "2.0", "id": 1, "version": version})[:-1]
+    result = part({"status": True, "value": ok, "authentication": "ACCEPT" if ok else "REJECT"})
+    message = part(MESSAGE_ACCEPT if ok else MESSAGE_REJECT)
+    return f'{head},"time":%r,"result":{result},"detail":{{"message":{message},"threadid":%d%s}}}}'.encode()
 
 
 def error_response(version, status, code, message):
