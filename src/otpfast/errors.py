@@ -14,6 +14,14 @@ class InvalidParameter(OtpfastError, ValueError):
         self.message = message
 
 
+class NotFound(InvalidParameter):
+    """The user, token or client a parameter names does not exist."""
+
+
+class Conflict(InvalidParameter):
+    """The user, token or client a parameter names exists already."""
+
+
 class InvalidToken(OtpfastError):
     """An OTP did not verify (wrong, expired, replayed, locked out).
 
