@@ -326,3 +326,35 @@ def test_admin_curl(served, api, require_service):
     code, body = curl("-X", "DELETE", "-H", f"Authorization: Bearer {served['admin']}",
                       f"{url}/admin/users/curly")
     assert code == 200 and json.loads(body)["deleted"] == "curly"
+
+
+def test_admin_only_client_may_not_verify_later_on_the_connection(served):
+    """Proved once on a keep-alive connection, an admin-only client still may not verify."""
+    with httpx.Client(base_url=served["url"], verify=False, timeout=10) as client:
+        first = client.get("/admin/users", headers={"Authorization": f"Bearer {served['admin']}"})
+        assert first.status_code == 200
+        later = client.post("/validate/check", json={"user": "ann", "pass": "123456"})
+    assert later.status_code == 403
+
+
+def test_admin_credential_rotated_mid_connection_is_refused(served):
+    path = served["dir"]
+    credential = run(path, "client", "add", "temp-admin", "--admin").strip()
+    with httpx.Client(base_url=served["url"], verify=False, timeout=10,
+                      headers={"Authorization": f"Bearer temp-admin:{credential}"}) as client:
+        assert client.get("/admin/users").status_code == 200
+        new = run(path, "client", "rotate", "temp-admin").strip()
+        assert client.get("/admin/users").status_code == 403        # same connection
+    with httpx.Client(base_url=served["url"], verify=False, timeout=10,
+                      headers={"Authorization": f"Bearer temp-admin:{new}"}) as client:
+        assert client.get("/admin/users").status_code == 200        # still an admin
+    run(path, "client", "delete", "temp-admin", "--yes")
+
+
+def test_admin_secrets_never_reach_the_server_log(served, api):
+    api.post("/admin/users", json={"name": "quiet", "type": "hotp"})
+    api.put("/admin/users/quiet/pin", json={"pin": "never-logged-pin"})
+    api.post("/admin/tokens/import", json={"pskc": "<x/>", "password": "never-logged-pw"})
+    served["stderr"].flush()
+    log = pathlib.Path(served["stderr"].name).read_text()
+    assert "never-logged" not in log and served["admin"].split(":")[1] not in log

@@ -148,10 +148,10 @@ class HttpHandler:
         authorization = request.headers.get(b"authorization")
         if authorization is not None or not self.authenticated:
             refusal = self._check_bearer(authorization)
-            if refusal is None and name in self.VERIFYING and not self._client.verifier:
-                refusal = self._refuse("not_verifier", audit.VERIFY)
             if refusal is not None:
                 return self._forbidden(request, refusal)
+        if name in self.VERIFYING and self._client is not None and not self._client.verifier:
+            return self._forbidden(request, self._refuse("not_verifier", audit.VERIFY))
         return getattr(self, name)(request)
 
     def _forbidden(self, request, reason):
