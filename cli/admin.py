@@ -1,7 +1,6 @@
 """Admin commands over a local data directory: init, fingerprint, authority/client/account
 management, enrolment and the audit check. Thin: the logic lives in otpfast.services.admin."""
 import contextlib
-import datetime
 import json
 import os
 import sys
@@ -180,20 +179,25 @@ def client_group():
 @click.argument("name")
 @click.option("--account", default=None, help="The account whose OTPs this client requests.")
 @click.option("--verifier", is_flag=True, help="A relying service that may verify any account.")
-def client_add(data_dir, name, account, verifier):
-    """Register client NAME (--account A or --verifier); prints its credential once."""
-    if (account is None) == (not verifier):
-        raise click.UsageError("give exactly one of --account A or --verifier")
+@click.option("--admin", "admin_role", is_flag=True,
+              help="May call the HTTPS admin API (/admin/...) with its credential as a bearer "
+                   "token; with --verifier it may also verify.")
+def client_add(data_dir, name, account, verifier, admin_role):
+    """Register client NAME (--account A, or --verifier and/or --admin); prints its
+    credential once."""
+    if (account is None) == (not (verifier or admin_role)):
+        raise click.UsageError("give exactly one of --account A or --verifier/--admin")
     with _admin(data_dir) as admin:
-        credential = admin.add_client(name, account=account, verifier=verifier)
+        credential = admin.add_client(name, account=account, verifier=verifier,
+                                      admin=admin_role)
     _show_credential("client", name, credential, data_dir)
 
 
 @client_group.command("list")
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True,
-              help=JSON_LINES_HELP + " Keys: name, role (device|verifier), account (null for "
-                   "a verifier), created (UTC).")
+              help=JSON_LINES_HELP + " Keys: name, role (device|verifier|admin|verifier+admin), "
+                   "account (null but for a device), created (UTC).")
 def client_list(data_dir, as_json):
     """List the clients (no credentials)."""
     with _admin(data_dir) as admin:
@@ -475,15 +479,11 @@ def audit_verify(data_dir, archives, as_json):
                f"{report.head_hash.hex()}; rows intact")
 
 
-def _parse_date(text: str, option: str = "--before") -> float:
+def _parse_date(text: str, option: str = "--before", *, epoch: bool = False) -> float:
     try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter("not an ISO 8601 date or time (e.g. 2026-01-31 or "
-                                 "2026-01-31T12:00:00+01:00)", param_hint=f"'{option}'") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
+        return audit.parse_time(text, option, epoch=epoch)
+    except InvalidParameter as exc:
+        raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
 
 
 @audit_group.command("archive")
@@ -507,18 +507,6 @@ def audit_archive(data_dir, before, file):
         click.echo("no entries before that date: nothing archived")
 
 
-def _parse_since(text: str) -> float:
-    """``--since``: seconds since the epoch (digits, optionally a fraction) or ISO 8601."""
-    if text.isascii() and text.replace(".", "", 1).isdigit():
-        return float(text)
-    try:
-        return _parse_date(text, "--since")
-    except click.BadParameter:
-        raise click.BadParameter("not an ISO 8601 date or time (e.g. 2026-01-31 or "
-                                 "2026-01-31T12:00:00Z) nor seconds since the epoch",
-                                 param_hint="'--since'") from None
-
-
 @audit_group.command("list")
 @data_dir_option
 @click.option("--account", default=None, help="Only this account's entries.")
@@ -536,7 +524,7 @@ def audit_list(data_dir, account, since, result, as_json):
     """Print the audit log, oldest first: time, event, account, client, source (the peer
     address) and outcome (with the refusal reason, which network replies never carry).
     An entry whose MAC does not chain is marked ALTERED (`audit verify` is the full proof)."""
-    start = None if since is None else _parse_since(since)
+    start = None if since is None else _parse_date(since, "--since", epoch=True)
     with _admin(data_dir) as admin:
         for info in admin.audit_entries(account=account, since=start, result=result):
             if as_json:

@@ -93,33 +93,20 @@ def token_import(data_dir, file, fmt, psk_file, password_file, user, as_json):
     """Import every token of FILE in one transaction: all or none. Each goes to the user the
     file names (else --user); a new user is created and its first token becomes its main
     token. A serial the store holds already refuses the import. Secrets are never shown."""
-    from otpfast.importers import read_tokens
-
-    if psk_file is not None and password_file is not None:
-        raise click.BadParameter("give --psk-file or --password-file, not both",
-                                 param_hint="'--psk-file'")
-    psk = password = None
-    if psk_file is not None:
-        text = _first_line(psk_file).strip()
-        if not _HEX.fullmatch(text) or len(text) % 2:
-            raise click.BadParameter("the pre-shared key must be hex on the first line",
-                                     param_hint="'--psk-file'")
-        psk = bytes.fromhex(text)
-    if password_file is not None:
-        password = _first_line(password_file)
-        if not password:
-            raise click.BadParameter("the first line is empty", param_hint="'--password-file'")
+    psk = None if psk_file is None else _first_line(psk_file)
+    password = None if password_file is None else _first_line(password_file)
     data = file.read()
     with _bulk(data_dir) as bulk:
         try:
-            specs = read_tokens(data, fmt, psk=psk, password=password)
+            done = bulk.import_data(data, fmt, psk=psk, password=password, user=user)
         except InvalidParameter as exc:
-            if exc.field == "format":
-                raise click.BadParameter(exc.message, param_hint="'--format'") from None
+            option = {"format": "--format", "psk": "--psk-file",
+                      "password": "--password-file"}.get(exc.field)
+            if option is not None:
+                raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
+            if exc.field == "file":
+                raise click.UsageError(exc.message) from None
             raise
-        if not specs:
-            raise click.UsageError("the file holds no token: nothing imported")
-        done = bulk.import_tokens(specs, user=user)
     for token in done:
         if as_json:
             click.echo(json.dumps(token, sort_keys=True))

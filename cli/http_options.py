@@ -36,7 +36,7 @@ def http_options(f):
         "--http-allow", metavar="CIDR[,CIDR]", default=None,
         help=f"Source networks that may call the HTTPS API without a bearer credential "
              f"[default: {_LOOPBACK}]; others need 'Authorization: Bearer CLIENT:CREDENTIAL' "
-             "of a verifier client.")(command)
+             "of a verifier client; /admin/ always needs an admin client's.")(command)
     command = click.option(
         "--http", "http_address", metavar="HOST:PORT", default=None,
         help="Also answer privacyIDEA's /validate API (plus /healthz, /metrics) over HTTPS here, "

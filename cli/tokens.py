@@ -8,7 +8,7 @@ import click
 from otpfast.datadir import DataDir
 from otpfast.errors import InvalidParameter, InvalidToken, StoreError
 from otpfast.services import policy
-from otpfast.services.usertokens import FURTHER_TYPES, TokenAdmin
+from otpfast.services.usertokens import FURTHER_TYPES, RESYNC_FAILED, TokenAdmin
 from otpfast_cli.options import POSITIVE_INT, bad_parameter, data_dir_option
 
 
@@ -69,8 +69,8 @@ def token_add(data_dir, user, type_, description, digits, algorithm, window, per
                                                 ("window", window), ("period", period))
                 if value is not None}
     with _tokens(data_dir) as admin:
-        token, codes = admin.add(user, type_, description=description, count=count, **settings)
-        uri = None if codes is not None else admin.enrollment_uri(token.serial, issuer=issuer)
+        token, uri, codes = admin.enrol(user, type_, issuer=issuer, description=description,
+                                        count=count, **settings)
     click.echo(f"token {token.serial} ({type_}) added to {user}", err=True)
     if codes is not None:
         click.echo("Recovery codes (each works once; they are shown only now):", err=True)
@@ -151,8 +151,7 @@ def token_resync(data_dir, serial, otp1, otp2):
         with _tokens(data_dir) as admin:
             result = admin.resync(serial, otp1, otp2)
     except InvalidToken:
-        raise click.ClickException("the two OTPs were not found in a row within the sync "
-                                   "window: nothing changed") from None
+        raise click.ClickException(RESYNC_FAILED) from None
     if "drift_steps" in result:
         click.echo(f"token {serial} resynchronised (clock drift {result['drift_steps']} steps)")
     else:

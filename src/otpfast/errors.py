@@ -26,6 +26,14 @@ class InvalidScalar(TprfError):
     """Not a canonical non-zero ristretto255 scalar (little-endian, below the group order)."""
 
 
+class NotFound(InvalidParameter):
+    """The user, token or client a parameter names does not exist."""
+
+
+class Conflict(InvalidParameter):
+    """The user, token or client a parameter names exists already."""
+
+
 class InvalidToken(OtpfastError):
     """An OTP did not verify (wrong, expired, replayed, locked out).
 

@@ -25,7 +25,7 @@ class FakeDistribution:
     def note_refusal(self, *args):
         self.refusals.append(args)
 
-    def login(self, name, credential):
+    def login(self, name, credential, *, source="local"):
         from otpfast.errors import Refused
         raise Refused()
 

@@ -243,9 +243,11 @@ def test_rows_migration_from_v2_seals_existing_rows(backend, key, tmp_path):
     assert store.schema_version() == SCHEMA_VERSION
     assert store.client("olddev").account == "old" and store.authority(7) is not None
     report = store.verify_audit()
-    # v4 seals the rows (entry 3), v5 gives the account its main token (entry 4)
-    assert report.ok and report.head_seq == 4, report.reason
-    assert [e.outcome for e in store.audit_entries()][-2:] == ["rows-sealed"] * 2
+    # v4 seals the rows (entry 3), v5 gives the account its main token (entry 4), v6
+    # re-seals the clients with their admin flag (entry 5)
+    assert report.ok and report.head_seq == 5, report.reason
+    assert [e.outcome for e in store.audit_entries()][-3:] == ["rows-sealed"] * 3
+    assert store.client("olddev").admin is False
     assert store._head_file.read()[0] == 2                # re-keyed, still the landed head
     assert [(t.user, t.main) for t in store.tokens()] == [("old", True)]   # v5
     dist = Distribution(store, clock=lambda: NOW)
@@ -288,3 +290,51 @@ def test_rows_issued_fast_path_matches_the_generic_mac():
                          + encode(used_at) + encode(7))
             assert state.digest() == row_mac(mac, "i", (42, "é, \"x\"", b"\x00" * 32,
                                                         expires_at, used_at), 7)
+
+
+def test_rows_admin_flag_granted_by_editing_is_refused(world):
+    """A verifier made an admin by setting the admin flag (the admin API's access): refused
+    as if absent, and listed by audit verify."""
+    credential = world.admin.add_client("ops", verifier=True)
+    assert world.dist.login("ops", credential).admin is False
+    world.backend.sql("UPDATE clients SET admin = %s WHERE name = 'ops'", (True,))
+    assert world.store.client("ops") is None
+    with pytest.raises(Refused):
+        world.dist.login("ops", credential)
+    assert any("clients row 'ops'" in p for p in world.refused_rows())
+
+
+def test_rows_admin_flag_removed_by_editing_is_refused(world):
+    credential = world.admin.add_client("boss", admin=True)
+    assert world.dist.login("boss", credential).admin is True
+    world.backend.sql("UPDATE clients SET admin = %s, verifier = %s WHERE name = 'boss'",
+                      (False, True))
+    assert world.store.client("boss") is None
+    assert any("clients row 'boss'" in p for p in world.refused_rows())
+
+
+def test_rows_migration_to_v6_reseals_only_authentic_clients(backend, key):
+    """v6 adds the admin flag to the clients' MAC: rows that pass their v5 MAC are re-sealed
+    (one audited transaction); a row edited before the upgrade is not laundered."""
+    from otpfast.store.rows import CLIENT_NAMES_V5
+
+    conn = backend.module.connect(backend.target)
+    keys = AtRestKeys(key)
+    try:
+        assert backend.module.migrate(conn, target=5, keys=keys) == 5
+        for name, verifier in (("rp", True), ("evil", False)):
+            values = (name, None, verifier, b"h" * 32, b"", 1.0)
+            backend.execute(conn, f"INSERT INTO clients ({', '.join(CLIENT_NAMES_V5)}, ver, mac)"
+                            " VALUES (%s, %s, %s, %s, %s, %s, 1, %s)",
+                            (*values, row_mac(keys.row_mac, "c", values, 1)))
+        backend.execute(conn, "UPDATE clients SET verifier = %s WHERE name = 'evil'", (True,))
+    finally:
+        conn.close()
+    store = backend.open()
+    assert store.upgraded_from == 5 and store.schema_version() == SCHEMA_VERSION
+    rp = store.client("rp")
+    assert rp is not None and rp.verifier and not rp.admin
+    assert store.client("evil") is None
+    report = store.verify_audit()
+    assert report.first_bad is None and [e.outcome for e in store.audit_entries()] == ["rows-sealed"]
+    assert len(report.bad_rows) == 1 and "clients row 'evil'" in report.bad_rows[0]

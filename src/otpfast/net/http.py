@@ -1,4 +1,5 @@
-"""The HTTPS front end: privacyIDEA's /validate API, /healthz and /metrics.
+"""The HTTPS front end: privacyIDEA's /validate API, /healthz, /metrics, /openapi.json and
+the admin API (/admin/..., otpfast.protocol.admin_api and otpfast.net.admin).
 
 Runs on net._stream's listener (connections counted from accept, per-source caps, TLS
 handshake, whole-request and idle deadlines) with protocol.http.HttpConnection in place of
@@ -7,13 +8,15 @@ audit) as the native protocol and RADIUS, so an OTP is accepted once whichever f
 sees it first.
 
 Who may call: a peer inside ``allow`` (CIDR networks; default loopback), or one that sends
-``Authorization: Bearer NAME:CREDENTIAL`` of a verifier client (checked by the service layer,
-Distribution.login, in constant time). Anyone else gets 403, the connection is closed, and
-the refusal counts against the source's throttle. Until a connection is allowed it has the
+``Authorization: Bearer NAME:CREDENTIAL`` of a verifier or admin client (checked by the
+service layer, Distribution.login, in constant time); /validate takes a verifier's, /admin/
+only an admin's, on every request (``allow`` is not enough there). Anyone else gets 403, the
+connection is closed, and the refusal is audited and counts against the source's throttle. Until a connection is allowed it has the
 listener's unauthenticated limits (a 4 KiB request, ``auth_timeout``).
 """
 import hmac
 import ipaddress
+from importlib import resources
 import logging
 import time
 
@@ -22,10 +25,11 @@ from prometheus_client.core import CounterMetricFamily
 
 from .. import __version__
 from ..errors import OtpfastError, Refused
-from ..protocol import validate
-from ..protocol.http import CONTINUE, HttpConnection, HttpResponse, TEXT
+from ..protocol import admin_api, validate
+from ..protocol.http import CONTINUE, HttpConnection, HttpResponse, JSON, TEXT
 from ..services import audit
 from ._auth import peer_host
+from .admin import AdminApi
 from ._stream import Reply, start_server
 
 log = logging.getLogger("otpfast.net.http")
@@ -98,8 +102,10 @@ class HttpHandler:
         (b"POST", b"/validate/simplecheck"): "_simplecheck",
         (b"GET", b"/healthz"): "_healthz",
         (b"GET", b"/metrics"): "_exposition",
+        (b"GET", b"/openapi.json"): "_openapi",
     }
     PATHS = {path for _, path in ROUTES}
+    VERIFYING = frozenset({"_check", "_radiuscheck", "_simplecheck"})
 
     def __init__(self, verifier, allow, metrics):
         self._verifier = verifier
@@ -110,6 +116,7 @@ class HttpHandler:
         self.source = "-"
         self._client = None              # ClientInfo of a bearer
         self._bearer = None              # the Authorization value that proved it
+        self._admin_api = None
 
     def connection_made(self, transport):
         self.source = peer_host(transport)
@@ -136,16 +143,30 @@ class HttpHandler:
         path = request.target.partition(b"?")[0]
         name = self.ROUTES.get((request.method, path))
         if name is None:
+            if path.startswith(admin_api.PREFIX):
+                return self._admin(request)
             status = 405 if path in self.PATHS else 404
             return Reply(validate.error_response(VERSION, status, status, "no such endpoint"))
         authorization = request.headers.get(b"authorization")
         if authorization is not None or not self.authenticated:
             refusal = self._check_bearer(authorization)
             if refusal is not None:
-                self._metrics.refusals.labels(refusal).inc()
-                request.close_after = True
-                return Reply(validate.error_response(VERSION, 403, 403, "forbidden"))
+                return self._forbidden(request, refusal)
+        if name in self.VERIFYING and self._client is not None and not self._client.verifier:
+            return self._forbidden(request, self._refuse("not_verifier", audit.VERIFY))
         return getattr(self, name)(request)
+
+    def _forbidden(self, request, reason):
+        self._metrics.refusals.labels(reason).inc()
+        request.close_after = True
+        return Reply(validate.error_response(VERSION, 403, 403, "forbidden"))
+
+    def _refuse(self, reason, event):
+        """Audit a refusal of this peer (it counts against its throttle); the reason."""
+        client = "-" if self._client is None else self._client.name
+        self._distribution.note_refusal(time.time(), event, "-", client, self.source,
+                                        audit.NOT_AUTHORISED)
+        return reason
 
     def _check_bearer(self, authorization):
         """None if the request may go on, else the refusal's reason."""
@@ -158,10 +179,11 @@ class HttpHandler:
         else:
             name, _, credential = authorization[len(_BEARER):].strip().partition(b":")
             try:
-                client = self._distribution.login(name.decode("utf-8"), credential.decode("ascii"))
+                client = self._distribution.login(name.decode("utf-8"), credential.decode("ascii"),
+                                                  source=self.source)
             except (Refused, UnicodeDecodeError, OtpfastError, ValueError):
                 return "bad_credential"          # login noted the refusal (throttle, audit)
-            if not client.verifier:
+            if not (client.verifier or client.admin):
                 reason = "not_verifier"
             else:
                 self._client, self._bearer = client, authorization
@@ -170,6 +192,27 @@ class HttpHandler:
         self._distribution.note_refusal(time.time(), audit.VERIFY, "-", "-", self.source,
                                         audit.NOT_AUTHORISED)
         return reason
+
+    # -- /admin -------------------------------------------------------------------------
+    def _admin(self, request):
+        """An admin client's bearer credential on every request; a verifier's is refused
+        (403, audited, throttled like a failed authentication)."""
+        authorization = request.headers.get(b"authorization")
+        if authorization is None:
+            return self._forbidden(request, self._refuse("not_admin", audit.ADMIN))
+        refusal = self._check_bearer(authorization)
+        if refusal is not None:
+            return self._forbidden(request, refusal)
+        if self._admin_api is None:
+            self._admin_api = AdminApi(self._verifier)
+        if not self._client.admin or not self._admin_api.current(self._client):
+            return self._forbidden(request, self._refuse("not_admin", audit.ADMIN))
+        try:
+            call = admin_api.parse(request)
+        except admin_api.AdminError as exc:
+            return Reply(admin_api.error_response(exc.status, exc.message, exc.field))
+        return Reply(future=self._admin_api.future(call, self._client, self.source),
+                     convert=_same)
 
     # -- /validate ----------------------------------------------------------------------
     def _verify(self, request, answer):
@@ -248,6 +291,24 @@ class HttpHandler:
 
     def _exposition(self, request):
         return Reply(HttpResponse(200, self._metrics.exposition(), TEXT))
+
+    def _openapi(self, request):
+        return Reply(HttpResponse(200, openapi_document(), JSON))
+
+
+def _same(response):
+    return response
+
+
+def openapi_document():
+    """The OpenAPI 3.1 description of every route (package data, read once)."""
+    global _OPENAPI
+    if _OPENAPI is None:
+        _OPENAPI = resources.files("otpfast").joinpath("data/openapi.json").read_bytes()
+    return _OPENAPI
+
+
+_OPENAPI = None
 
 
 async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=None, sock=None,

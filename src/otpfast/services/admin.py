@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Iterator
 
-from otpfast.errors import InvalidParameter
+from otpfast.errors import Conflict, InvalidParameter, NotFound
 from otpfast.hotp import validate_key
 from otpfast.store import (ACCOUNT_ACTIVE, AccountRecord, AuditEntry, AuthorityRecord,
                            ClientRecord, Store)
@@ -18,12 +18,18 @@ from .derivation import SECRET_BYTES
 
 
 class Admin:
-    def __init__(self, store: Store, *, clock=time.time):
+    """``source``/``client``: who acts, for the audit entries (the CLI: "cli"; the admin
+    API: the peer address and the admin client's name)."""
+
+    def __init__(self, store: Store, *, clock=time.time, source: str = "cli",
+                 client: str = "-"):
         self.store = store
         self.clock = clock
+        self.source = source
+        self.client = client
 
-    def _audit(self, tx, now, what: str, account: str = "-", client: str = "-"):
-        tx.audit(now, audit.ADMIN, account, client, "cli", what)
+    def _audit(self, tx, now, what: str, account: str = "-", client: str | None = None):
+        tx.audit(now, audit.ADMIN, account, client or self.client, self.source, what)
 
     def add_authority(self, authority_id: int) -> str:
         if isinstance(authority_id, bool) or not isinstance(authority_id, int) \
@@ -33,22 +39,26 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.add_authority(authority_id, credentials.credential_hash(credential), now):
-                raise InvalidParameter("id", f"authority {authority_id} exists already")
+                raise Conflict("id", f"authority {authority_id} exists already")
             self._audit(tx, now, "authority-added", client=f"authority:{authority_id}")
         return credential
 
-    def add_client(self, name: str, *, account: str | None = None, verifier: bool = False) -> str:
+    def add_client(self, name: str, *, account: str | None = None, verifier: bool = False,
+                   admin: bool = False) -> str:
+        """A device (``account``), a verifier, an admin (may call the admin API) or a
+        verifier that is also an admin; its credential, returned once."""
         policy.validate_name(name, "name")
-        if (account is None) == (not verifier):
-            raise InvalidParameter("account", "give exactly one of --account A or --verifier")
+        if (account is None) == (not (verifier or admin)):
+            raise InvalidParameter("account", "give exactly one of --account A or "
+                                   "--verifier/--admin")
         if account is not None and self.store.account(account) is None:
-            raise InvalidParameter("account", f"no account named {account!r}")
+            raise NotFound("account", f"no account named {account!r}")
         credential = credentials.new_credential()
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.add_client(name, account, verifier, credentials.credential_hash(credential),
-                                 now):
-                raise InvalidParameter("name", f"client {name!r} exists already")
+                                 now, admin=admin):
+                raise Conflict("name", f"client {name!r} exists already")
             self._audit(tx, now, "client-added", account=account or "-", client=name)
         return credential
 
@@ -81,7 +91,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.add_account(name, type, params, material, chain_last, now, counter=counter):
-                raise InvalidParameter("name", f"account {name!r} exists already")
+                raise Conflict("name", f"account {name!r} exists already")
             self._audit(tx, now, f"account-added:{type}", account=name)
             # devices left bound to this name by a deletion before otpfast revoked them
             for client in tx.delete_clients_of(name):
@@ -94,7 +104,7 @@ class Admin:
     def account(self, name: str) -> AccountRecord:
         record = self.store.account(name)
         if record is None:
-            raise InvalidParameter("name", f"no account named {name!r}")
+            raise NotFound("name", f"no account named {name!r}")
         return record
 
     def unlock(self, name: str) -> None:
@@ -102,7 +112,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.unlock(name):
-                raise InvalidParameter("name", f"no account named {name!r}")
+                raise NotFound("name", f"no account named {name!r}")
             self._audit(tx, now, "account-unlocked", account=name)
 
     def lock(self, name: str) -> None:
@@ -110,7 +120,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.lock(name):
-                raise InvalidParameter("name", f"no account named {name!r}")
+                raise NotFound("name", f"no account named {name!r}")
             self._audit(tx, now, "account-locked", account=name)
 
     def delete(self, name: str) -> list[str]:
@@ -119,7 +129,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.delete_account(name):
-                raise InvalidParameter("name", f"no account named {name!r}")
+                raise NotFound("name", f"no account named {name!r}")
             self._audit(tx, now, "account-deleted", account=name)
             revoked = tx.delete_clients_of(name)
             for client in revoked:
@@ -154,20 +164,20 @@ class Admin:
         with self.store.transaction() as tx:
             record = tx.delete_client(name)
             if record is None:
-                raise InvalidParameter("name", f"no client named {name!r}")
+                raise NotFound("name", f"no client named {name!r}")
             self._audit(tx, now, "client-deleted", account=record.account or "-", client=name)
 
     def rotate_client(self, name: str) -> str:
         """A new credential for client ``name`` (returned once); the old one stops working
-        at once (the row is replaced in one transaction: same account or verifier role)."""
+        at once (the row is replaced in one transaction: same account and roles)."""
         credential = credentials.new_credential()
         now = self.clock()
         with self.store.transaction() as tx:
             old = tx.delete_client(name)
             if old is None:
-                raise InvalidParameter("name", f"no client named {name!r}")
+                raise NotFound("name", f"no client named {name!r}")
             if not tx.add_client(name, old.account, old.verifier,
-                                 credentials.credential_hash(credential), now):
+                                 credentials.credential_hash(credential), now, admin=old.admin):
                 raise InvalidParameter("name", f"client {name!r} could not be replaced")
             self._audit(tx, now, "client-rotated", account=old.account or "-", client=name)
         return credential
@@ -185,7 +195,7 @@ class Admin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.delete_authority(authority_id):
-                raise InvalidParameter("id", f"no authority {authority_id}")
+                raise NotFound("id", f"no authority {authority_id}")
             self._audit(tx, now, "authority-deleted", client=f"authority:{authority_id}")
 
     def audit_entries(self, *, account: str | None = None, since: float | None = None,
@@ -205,9 +215,12 @@ def _utc(when: float) -> str:
 
 
 def describe_client(record: ClientRecord) -> dict:
-    """Non-secret facts about a client (``client list --json``)."""
-    return {"name": record.name, "role": "verifier" if record.verifier else "device",
-            "account": record.account, "created": _utc(record.created_at)}
+    """Non-secret facts about a client (``client list --json``); role: device, verifier,
+    admin or verifier+admin."""
+    role = "+".join(name for name, flag in (("verifier", record.verifier),
+                                            ("admin", record.admin)) if flag) or "device"
+    return {"name": record.name, "role": role, "account": record.account,
+            "created": _utc(record.created_at)}
 
 
 def describe_authority(record: AuthorityRecord) -> dict:

@@ -6,8 +6,10 @@ the outcome words below). The store chains entries with HMAC-SHA256 under a key 
 the at-rest key (otpfast.store.atrest), mirrors the head outside the database (MACed), and
 binds every authenticated row to the entry that last wrote it (otpfast.store.rows).
 """
+import datetime
 import time
 
+from otpfast.errors import InvalidParameter
 from otpfast.store import AuditReport, Store
 from otpfast.store import archive as _archive
 
@@ -67,3 +69,20 @@ def archive(store: Store, before: float, path: str, *, clock=time.time):
     ``path``; the rest of the chain stays provable (``audit verify``). Refused (StoreError)
     unless the whole check passes first."""
     return store.archive_audit(before, path, clock())
+
+
+def parse_time(text: str, field: str = "since", *, epoch: bool = True) -> float:
+    """Seconds since the epoch from ISO 8601 (UTC unless it names a zone) or, with
+    ``epoch``, from the number itself (digits, optionally a fraction); InvalidParameter
+    naming ``field``."""
+    if epoch and text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameter(field, "not an ISO 8601 date or time (e.g. 2026-01-31 or "
+                               "2026-01-31T12:00:00Z)"
+                               + (" nor seconds since the epoch" if epoch else "")) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()

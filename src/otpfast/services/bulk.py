@@ -11,12 +11,13 @@ tokens. A serial that the store holds already refuses the whole import. An impor
 token's T0 (a whole number of steps) is kept as a clock drift: step(now) = (now - T0) /
 period = now / period + drift.
 """
+import re
 import secrets
 import time
 from typing import Iterable, Iterator
 
 from otpfast import keyuri
-from otpfast.errors import InvalidParameter
+from otpfast.errors import Conflict, InvalidParameter, NotFound
 from otpfast.store import ACCOUNT_ACTIVE, Store, new_serial
 
 from . import audit, policy
@@ -24,6 +25,7 @@ from .derivation import HOTP_KEY_BYTES
 from .usertokens import DESCRIPTION_MAX
 
 CHUNK = 5000        # add_many: accounts inserted per executemany
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 def _token_params(spec) -> dict:
@@ -42,14 +44,41 @@ def _token_params(spec) -> dict:
 
 
 class Bulk:
-    def __init__(self, store: Store, *, clock=time.time):
+    """``source``/``client``: who acts, for the audit entries (as services.admin.Admin)."""
+
+    def __init__(self, store: Store, *, clock=time.time, source: str = "cli",
+                 client: str = "-"):
         self.store = store
         self.clock = clock
+        self.source = source
+        self.client = client
 
     def _audit(self, tx, now, what: str, user: str = "-"):
-        tx.audit(now, audit.ADMIN, user, "-", "cli", what)
+        tx.audit(now, audit.ADMIN, user, self.client, self.source, what)
 
     # -- import ---------------------------------------------------------------------------
+    def import_data(self, data: bytes, fmt: str, *, psk: str | None = None,
+                    password: str | None = None, user: str | None = None) -> list[dict]:
+        """Read a token file (importers.read_tokens; ``psk``: the PSKC pre-shared key as hex)
+        and import every token of it (:meth:`import_tokens`). A file with no token is
+        refused (field ``file``)."""
+        from otpfast.importers import read_tokens
+
+        if psk is not None and password is not None:
+            raise InvalidParameter("psk", "give a pre-shared key or a password, not both")
+        key = None
+        if psk is not None:
+            text = psk.strip()
+            if not _HEX.fullmatch(text) or len(text) % 2:
+                raise InvalidParameter("psk", "the pre-shared key must be hex")
+            key = bytes.fromhex(text)
+        if password is not None and not password:
+            raise InvalidParameter("password", "is empty")
+        specs = read_tokens(data, fmt, psk=key, password=password)
+        if not specs:
+            raise InvalidParameter("file", "the file holds no token: nothing imported")
+        return self.import_tokens(specs, user=user)
+
     def import_tokens(self, specs, *, user: str | None = None) -> list[dict]:
         """Store every spec (importers.TokenSpec) in one transaction, or none: raises
         InvalidParameter naming the spec's source. Returns per token {serial, user, type,
@@ -74,7 +103,7 @@ class Bulk:
             taken = tx.existing("tokens", serials)
             for spec, *_ in plan:
                 if spec.serial in taken:
-                    raise InvalidParameter(spec.source, f"serial {spec.serial!r} exists "
+                    raise Conflict(spec.source, f"serial {spec.serial!r} exists "
                                            "already in the store: nothing imported")
             created, marked = set(), set()
             for spec, owner, params, description in plan:
@@ -102,7 +131,7 @@ class Bulk:
                     marked.add(owner)
                     if not tx.add_token(serial, owner, spec.type, params, material, now,
                                         description=description, counter=counter):
-                        raise InvalidParameter(spec.source, f"serial {serial!r} exists already")
+                        raise Conflict(spec.source, f"serial {serial!r} exists already")
                     main = False
                 self._audit(tx, now, f"token-imported:{spec.type}:{serial}", owner)
                 done.append({"serial": serial, "user": owner, "type": spec.type, "main": main,
@@ -122,7 +151,7 @@ class Bulk:
         from otpfast.importers.spec import MAX_DRIFT_SECONDS, TokenSpec
 
         if user is not None and self.store.account(user) is None:
-            raise InvalidParameter("user", f"no account named {user!r}")
+            raise NotFound("user", f"no account named {user!r}")
         specs, skipped = [], []
         for token in self.store.tokens(user):
             if token.main:
@@ -206,7 +235,7 @@ class Bulk:
         exists = tx.existing("accounts", [name for _, name, _ in chunk])
         if exists:
             number, name = next((k, n) for k, n, _ in chunk if n in exists)
-            raise InvalidParameter(f"line {number}", f"account {name!r} exists already")
+            raise Conflict(f"line {number}", f"account {name!r} exists already")
         keys = [secrets.token_bytes(key_bytes) for _ in chunk]
         tx.add_accounts([(name, type, params, {"key": key.hex()})
                          for (_, name, _), key in zip(chunk, keys)], now)

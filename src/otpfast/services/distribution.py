@@ -52,6 +52,7 @@ class ClientInfo:
     source: str = dataclasses.field(default="-", compare=False)    # the peer address (audit)
     # the credential it proved: a request after `client rotate` or `client delete` is refused
     credential_hash: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
+    admin: bool = False             # may call the admin API
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,15 +140,17 @@ class Distribution:
                               audit.UNKNOWN_PRINCIPAL if record is None else audit.BAD_PROOF)
             raise Refused()
         return ClientInfo(record.name, record.account, record.verifier, session_key,
-                          str(source)[:64], record.credential_hash)
+                          str(source)[:64], record.credential_hash, record.admin)
 
-    def login(self, client_name: str, credential: bytes | str) -> ClientInfo:
-        """In-process authentication (no network: the credential stays in this process); the
-        session key is fresh and random."""
+    def login(self, client_name: str, credential: bytes | str, *,
+              source: str = "local") -> ClientInfo:
+        """In-process authentication (the credential reached this process another way, e.g.
+        an HTTP bearer token; ``source``: the peer, throttled and audited as in
+        :meth:`authenticate`); the session key is fresh and random."""
         exchange = credentials.Exchange(credentials.CLIENT, client_name, credentials.new_nonce(),
                                         credentials.new_nonce(), b"in-process")
         proof, _ = credentials.prove(credential, exchange)
-        return self.authenticate(exchange, proof, source="local")
+        return self.authenticate(exchange, proof, source=source)
 
     # -- issuing ----------------------------------------------------------------------
     def request(self, client: ClientInfo, account: str) -> IssuedOtp:

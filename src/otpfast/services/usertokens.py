@@ -11,7 +11,7 @@ its params carry ``"tokens": true`` and verification reads its tokens (services.
 import secrets
 import time
 
-from otpfast.errors import InvalidParameter, InvalidToken
+from otpfast.errors import Conflict, InvalidParameter, InvalidToken, NotFound
 from otpfast.store import ACCOUNT_ACTIVE, Store, TokenRecord, new_serial
 
 from . import audit, pin as pins, policy, tokens
@@ -21,6 +21,8 @@ FURTHER_TYPES = ("hotp", "totp", "recovery")
 HOTP_SYNC_WINDOW = 1000             # token resync: the counters searched after the stored one
 TOTP_SYNC_SECONDS = 24 * 3600       # token resync: the clock drift searched either way
 DESCRIPTION_MAX = 200
+RESYNC_FAILED = ("the two OTPs were not found in a row within the sync window: nothing "
+                 "changed")
 
 
 def _serial_of(serial: str) -> str:
@@ -30,17 +32,22 @@ def _serial_of(serial: str) -> str:
 
 
 class TokenAdmin:
-    def __init__(self, store: Store, *, clock=time.time):
+    """``source``/``client``: who acts, for the audit entries (as services.admin.Admin)."""
+
+    def __init__(self, store: Store, *, clock=time.time, source: str = "cli",
+                 client: str = "-"):
         self.store = store
         self.clock = clock
+        self.source = source
+        self.client = client
 
     def _audit(self, tx, now, what: str, user: str):
-        tx.audit(now, audit.ADMIN, user, "-", "cli", what)
+        tx.audit(now, audit.ADMIN, user, self.client, self.source, what)
 
     def _user(self, tx, name: str):
         record = tx.account(name)
         if record is None:
-            raise InvalidParameter("user", f"no account named {name!r}")
+            raise NotFound("user", f"no account named {name!r}")
         return record
 
     def _mark(self, tx, record) -> None:
@@ -92,9 +99,18 @@ class TokenAdmin:
             self._mark(tx, record)
             if not tx.add_token(serial, user, type, params, material, now,
                                 description=description):
-                raise InvalidParameter("serial", f"token {serial} exists already")
+                raise Conflict("serial", f"token {serial} exists already")
             self._audit(tx, now, f"token-added:{type}:{serial}", user)
         return self.store.token(serial), codes
+
+    def enrol(self, user: str, type: str, *, issuer: str = "otpfast", description: str = "",
+              count: int | None = None, **settings) -> tuple[TokenRecord, str | None,
+                                                             list[str] | None]:
+        """:meth:`add`, then what the user enrols with (both contain secrets, shown once):
+        (token, otpauth URI of a hotp/totp token or None, recovery codes or None)."""
+        token, codes = self.add(user, type, description=description, count=count, **settings)
+        uri = None if codes is not None else self.enrollment_uri(token.serial, issuer=issuer)
+        return token, uri, codes
 
     def _new_serial(self) -> str:
         while True:
@@ -105,13 +121,13 @@ class TokenAdmin:
     # -- reading ------------------------------------------------------------------------
     def list(self, user: str | None = None) -> list[TokenRecord]:
         if user is not None and self.store.account(user) is None:
-            raise InvalidParameter("user", f"no account named {user!r}")
+            raise NotFound("user", f"no account named {user!r}")
         return self.store.tokens(user)
 
     def get(self, serial: str) -> TokenRecord:
         token = self.store.token(_serial_of(serial))
         if token is None:
-            raise InvalidParameter("serial", f"no token {serial!r}")
+            raise NotFound("serial", f"no token {serial!r}")
         return token
 
     def describe(self, token: TokenRecord) -> dict:
@@ -182,7 +198,7 @@ class TokenAdmin:
         now = self.clock()
         with self.store.transaction() as tx:
             if not tx.delete_token(token.serial):
-                raise InvalidParameter("serial", f"no token {serial!r}")
+                raise NotFound("serial", f"no token {serial!r}")
             self._audit(tx, now, f"token-deleted:{serial}", token.user)
 
     def resync(self, serial: str, otp1: str, otp2: str) -> dict:

@@ -98,6 +98,7 @@ class ClientRecord:
     verifier: bool
     credential_hash: bytes
     created_at: float
+    admin: bool = False         # may call the admin API (otpfast.protocol.admin_api)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def add_client(self, name: str, account: str | None, verifier: bool,
-                   credential_hash: bytes, now: float) -> bool: ...
+                   credential_hash: bytes, now: float, *, admin: bool = False) -> bool: ...
 
     @abc.abstractmethod
     def delete_client(self, name: str) -> ClientRecord | None:

@@ -278,7 +278,8 @@ class SqlReads:
         if row is None:
             return None
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
-                            credential_hash=bytes(row[3]), created_at=row[5])
+                            credential_hash=bytes(row[3]), created_at=row[5],
+                            admin=bool(row[6]))
 
     def authority(self, authority_id: int) -> AuthorityRecord | None:
         row = self._authentic_row(self._conn(), "authorities", authority_id)
@@ -305,7 +306,8 @@ class SqlReads:
 
     def client_list(self) -> list[ClientRecord]:
         return [ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
-                             credential_hash=bytes(row[3]), created_at=row[5])
+                             credential_hash=bytes(row[3]), created_at=row[5],
+                             admin=bool(row[6]))
                 for row in self._authentic_rows("clients", "name")]
 
     def authority_list(self) -> list[AuthorityRecord]:
@@ -463,7 +465,8 @@ class SqlTransaction(Transaction):
             return None
         self.written["c", name] = "-"
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
-                            credential_hash=bytes(row[3]), created_at=row[5])
+                            credential_hash=bytes(row[3]), created_at=row[5],
+                            admin=bool(row[6]))
 
     def delete_clients_of(self, account):
         names = [row[0] for row in self._conn.execute(
@@ -745,13 +748,14 @@ class SqlTransaction(Transaction):
             self.used_ids.append(id_)
         return ver, out
 
-    def add_client(self, name, account, verifier, credential_hash, now):
+    def add_client(self, name, account, verifier, credential_hash, now, *, admin=False):
         # mask_key_enc: unused since protocol v2 (masks are per connection); kept empty
         added = self._run("INSERT INTO clients (name, account, verifier, credential_hash,"
-                          " mask_key_enc, created_at) VALUES (:name, :account, :verifier, :h,"
-                          " :mask, :now) ON CONFLICT DO NOTHING",
+                          " mask_key_enc, created_at, admin) VALUES (:name, :account, :verifier,"
+                          " :h, :mask, :now, :admin) ON CONFLICT DO NOTHING",
                           {"name": name, "account": account, "verifier": bool(verifier),
-                           "h": credential_hash, "mask": b"", "now": now}) == 1
+                           "h": credential_hash, "mask": b"", "now": now,
+                           "admin": bool(admin)}) == 1
         if added:
             self._seal("clients", name)
         return added
@@ -862,17 +866,28 @@ def add_main_tokens(conn, keys: AtRestKeys, sql, now: float) -> int:
 
 
 def seal_existing_rows(conn, keys: AtRestKeys, sql, now: float, *,
-                       tables=V4_TABLES) -> int:
+                       tables=V4_TABLES, covered_before: dict | None = None) -> int:
     """The migration step that introduces row authentication: MAC every existing row with
     the version of one new audit entry that records them all (inside the migration's
     transaction, which holds the write lock). ``sql`` converts ``:name`` parameters.
-    Returns how many rows were sealed."""
+    ``covered_before`` (table -> the columns its MAC covered until now: a migration that
+    covers a new column): only rows that pass their old MAC are re-sealed, so a row edited
+    before the upgrade stays refused. Returns how many rows were sealed."""
     seq, prev = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     ver = int(seq) + 1
     written = {}
     for table in tables:
         tag, columns, key_column = TABLES[table]
-        for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall():
+        if covered_before is None and table == "clients":
+            columns = row_auth.CLIENT_NAMES_V5      # v4: the admin flag comes with v6
+        before = (covered_before or {}).get(table)
+        select = ", ".join(columns) + (f", {', '.join(before)}, {ROW_COLUMNS}" if before else "")
+        for row in conn.execute(f"SELECT {select} FROM {table}").fetchall():
+            if before:
+                old = row[len(columns):]
+                if not row_ok(keys.row_mac, tag, old[:-2], old[-2], old[-1]):
+                    continue
+                row = row[:len(columns)]
             key = row[columns.index(key_column)]
             conn.execute(sql(f"UPDATE {table} SET ver = :ver, mac = :mac"
                              f" WHERE {key_column} = :key"),
@@ -887,6 +902,12 @@ def seal_existing_rows(conn, keys: AtRestKeys, sql, now: float, *,
     conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
                  {"seq": rows[-1][0], "hash": rows[-1][7]})
     return len(written)
+
+
+def cover_client_admin(conn, keys: AtRestKeys, sql, now: float) -> int:
+    """The migration step that adds the clients' admin flag (v6) to their row MAC."""
+    return seal_existing_rows(conn, keys, sql, now, tables=("clients",),
+                              covered_before={"clients": row_auth.CLIENT_NAMES_V5})
 
 
 def insert_audit(conn, sql, rows) -> None:

@@ -41,7 +41,7 @@ from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, add_main_tokens, chain_entries,
+                     SqlReads, SqlTransaction, add_main_tokens, chain_entries, cover_client_admin,
                      seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
@@ -110,9 +110,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " created_at DOUBLE PRECISION NOT NULL, ver BIGINT, mac BYTEA)",
         "CREATE INDEX tokens_user ON tokens (user_name)",
     ),
+    (   # v6: admin clients (the admin API); the flag is covered by the clients' row MAC, so
+        # the rows that pass their v5 MAC are re-sealed (common.seal_existing_rows)
+        "ALTER TABLE clients ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
+ADMIN_VERSION = 6       # ... and the one that covers the clients' admin flag
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # pg_advisory_xact_lock key serializing schema migrations within one database ("otpfast")
@@ -214,6 +219,11 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True,
                     raise StoreError("this schema migration needs the at-rest key")
                 conn.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
                 add_main_tokens(conn, keys, _pyformat, time.time())
+            if version + 1 == ADMIN_VERSION:
+                if keys is None:
+                    raise StoreError("this schema migration needs the at-rest key")
+                conn.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                cover_client_admin(conn, keys, _pyformat, time.time())
             cur = conn.execute("UPDATE schema_version SET version = %(new)s"
                                " WHERE version = %(old)s", {"new": version + 1, "old": version})
             if cur.rowcount != 1:

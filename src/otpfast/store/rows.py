@@ -6,7 +6,7 @@ Every row whose fields decide access or replay carries two columns: ``ver`` and 
 * ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_mac: the keyed state, copied
   per MAC, so each MAC is one hash) of the table's tag, the covered columns in a fixed order
   (each type-tagged and length-prefixed), then ``ver``. Covered: clients: name, account,
-  verifier flag, credential hash, masking key, creation time; authorities: id, credential
+  verifier flag, admin flag, credential hash, masking key, creation time; authorities: id, credential
   hash, creation time; tokens: every column (serial, user, type, params, description,
   enabled flag, main flag, material, counter, last step, chain value, creation time); accounts: every column of ACCOUNT_COLUMNS (type, params with the
   lockout policy, state, material, counter, last step, chain value, failures, transcript,
@@ -46,7 +46,9 @@ import struct
 _log = logging.getLogger("otpfast.store")
 
 ROW_COLUMNS = "ver, mac"
-CLIENT_NAMES = ("name", "account", "verifier", "credential_hash", "mask_key_enc", "created_at")
+CLIENT_NAMES_V5 = ("name", "account", "verifier", "credential_hash", "mask_key_enc", "created_at")
+# schema v6: the admin flag (the migration re-seals the rows that pass their v5 MAC)
+CLIENT_NAMES = (*CLIENT_NAMES_V5, "admin")
 AUTHORITY_NAMES = ("id", "credential_hash", "created_at")
 # what decides an issued OTP's use (the requesting client and issue time do not)
 ISSUED_NAMES = ("id", "account", "otp_digest", "expires_at", "used_at")

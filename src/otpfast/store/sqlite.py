@@ -31,7 +31,7 @@ from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, add_main_tokens, chain_entries,
+                     SqlReads, SqlTransaction, add_main_tokens, chain_entries, cover_client_admin,
                      seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
@@ -97,9 +97,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " created_at REAL NOT NULL, ver INTEGER, mac BLOB)",
         "CREATE INDEX tokens_user ON tokens (user_name)",
     ),
+    (   # v6: admin clients (the admin API); the flag is covered by the clients' row MAC, so
+        # the rows that pass their v5 MAC are re-sealed (common.seal_existing_rows)
+        "ALTER TABLE clients ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
+ADMIN_VERSION = 6       # ... and the one that covers the clients' admin flag
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)     # UPDATE ... FROM
 _AUTOCHECKPOINT = 1000                                       # SQLite's default, in pages
@@ -157,6 +162,10 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, keys: AtRestKeys | None = Non
                 if keys is None:
                     raise StoreError("this schema migration needs the at-rest key")
                 add_main_tokens(conn, keys, str, time.time())
+            if version + 1 == ADMIN_VERSION:
+                if keys is None:
+                    raise StoreError("this schema migration needs the at-rest key")
+                cover_client_admin(conn, keys, str, time.time())
             cur = conn.execute("UPDATE schema_version SET version = :new WHERE version = :old",
                                {"new": version + 1, "old": version})
             if cur.rowcount != 1:
