@@ -49,7 +49,7 @@ def params(request):
     if body and (content_type == b"application/json" or body.lstrip().startswith(b"{")):
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):   # RecursionError: deep nesting
             raise BadRequest("invalid JSON body") from None
         if not isinstance(data, dict):
             raise BadRequest("the JSON body must be an object")
