@@ -208,7 +208,8 @@ async def _start_radius(radius, verifier, sockets):
         return verifier.verify_future(account, otp, source=source)
 
     return await _binding(_radius_option(radius), start_radius(
-        radius, verify, udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix))
+        radius, verify, udp_sock=sockets and sockets.udp, unix_sock=sockets and sockets.unix,
+        metrics=verifier.metrics.radius))
 
 
 async def _close_radius(front_end):

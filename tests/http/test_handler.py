@@ -2,7 +2,8 @@
 import json
 import types
 
-from otpfast.net.http import HttpHandler, HttpMetrics, parse_allow
+from otpfast.net.http import HttpHandler, parse_allow
+from otpfast.net.metrics import Metrics
 from otpfast.protocol.http import HttpRequest
 
 
@@ -35,6 +36,7 @@ class FakeVerifier:
         self.distribution = FakeDistribution()
         self.outcome, self.exc = outcome, exc
         self.calls = []
+        self.metrics = Metrics()
 
     def verify_callback(self, account, otp, callback, *, source, client=None):
         self.calls.append((account, otp, source))
@@ -42,7 +44,7 @@ class FakeVerifier:
 
 
 def handler(verifier, source="127.0.0.1"):
-    h = HttpHandler(verifier, parse_allow("127.0.0.0/8"), HttpMetrics(verifier))
+    h = HttpHandler(verifier, parse_allow("127.0.0.0/8"))
     h.connection_made(types.SimpleNamespace(get_extra_info=lambda name: (source, 1234)))
     return h
 
@@ -56,7 +58,7 @@ def test_routes_and_methods():
     assert h.handle(get(b"/nope")).message.status == 404
     post = HttpRequest(b"DELETE", b"/healthz", {}, b"")
     assert h.handle(post).message.status == 405
-    assert h.handle(get(b"/healthz")).message.status == 200
+    assert h.handle(get(b"/metrics")).message.status == 200
 
 
 def test_a_failed_batch_is_a_503_for_its_requests():

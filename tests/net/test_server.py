@@ -306,10 +306,12 @@ def test_contribute_before_authenticating_does_no_work(start, run):
 def test_handlers_expose_authenticated(start, run):
     from otpfast.net.distribution import DistributionHandler
     from otpfast.net.keyserver import KeyServerHandler
+    from otpfast.net.metrics import Metrics
     from otpfast.net.server import CombinedHandler
 
     class Verifier:
         distribution = None
+        metrics = Metrics()
 
     distribution = DistributionHandler(Verifier(), b"b" * 32)
     keyserver = KeyServerHandler(None, b"pem", None, b"b" * 32)

@@ -184,6 +184,7 @@ class ServerProtocol(asyncio.Protocol):
             self._peer = format_address(peer[0], peer[1])
         if not self._tracker.admit(self):
             self._closing = True
+            self._note_refusal("connection_limit")
             sock.close()
             return
         self._upgrade = self._loop.create_task(self._start_tls(sock))
@@ -198,6 +199,7 @@ class ServerProtocol(asyncio.Protocol):
         except BaseException as exc:  # noqa: BLE001 - a failed handshake drops this connection only
             if not self._closing and not isinstance(exc, asyncio.CancelledError):
                 log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__)
+                self._note_refusal("tls_handshake")
             self._closing = True
             self._tracker.discard(self)        # the loop closes the socket it took over
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -249,6 +251,13 @@ class ServerProtocol(asyncio.Protocol):
             self._tracker.authenticated(self)
         return self._authenticated
 
+    def _note_refusal(self, reason):
+        """Count a connection the listener refused or cut (the handler's ``metrics``, a
+        net.metrics.FrontEndMetrics, if it has one)."""
+        metrics = getattr(self._handler, "metrics", None)
+        if metrics is not None:
+            metrics.refused(reason)
+
     def _drop_replies(self):
         """Cancel the work not started for this connection (a queued contribution)."""
         for reply in self._replies:
@@ -288,6 +297,8 @@ class ServerProtocol(asyncio.Protocol):
         if now >= deadline:
             log.info("connection from %s timed out%s", self._peer,
                      "" if self._authenticated else " (not authenticated)")
+            if self._conn.buffered or not self._authenticated:   # an idle close is no refusal
+                self._note_refusal("slow_request" if self._conn.buffered else "auth_timeout")
             self._closing = True
             self._transport.abort()
             return
@@ -425,6 +436,7 @@ class ServerProtocol(asyncio.Protocol):
         if self._closing:
             return
         log.info("protocol violation from %s; closing", self._peer)
+        self._note_refusal("protocol_error")
         self._drop_replies()
         try:
             self._transport.write(self._conn.send(Error()))

@@ -1,5 +1,6 @@
 """Distribution server over the network: AuthStart -> Challenge, AuthProof -> AuthOk, then
 Request -> Issued, Verify -> Accept/Reject."""
+import time
 from ..protocol import distribution as distribution_protocol
 from ..protocol.messages import Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request, Verify
 from ..services import credentials
@@ -9,10 +10,6 @@ from ._stream import Reply, ServerLimits, start_server
 
 _ACCEPT = Accept()
 _REJECT = Reject()
-
-
-def _verdict(ok):
-    return _ACCEPT if ok else _REJECT
 
 
 def _issued(issued):
@@ -27,6 +24,7 @@ class DistributionHandler:
         self._verifier = verifier
         self._distribution = verifier.distribution
         self._auth = Authentication(credentials.CLIENT, binding)
+        self.metrics = verifier.metrics.native   # also counts the listener's refusals (net._stream)
         self.client = None
         self.source = "-"
 
@@ -45,8 +43,19 @@ class DistributionHandler:
         kind = type(event)
         client = self.client
         if kind is Verify and client is not None:
-            reply = Reply.waiting(_verdict)
-            self._verifier.verify_callback(event.account, event.otp, reply, source=self.source,
+            started, decided = time.perf_counter(), self.metrics.decided
+
+            def verdict(ok):
+                decided(ok, started)
+                return _ACCEPT if ok else _REJECT
+
+            def done(ok, exc):
+                if exc is not None:
+                    decided(None, started)
+                return reply(ok, exc)
+
+            reply = Reply.waiting(verdict)
+            self._verifier.verify_callback(event.account, event.otp, done, source=self.source,
                                            client=client)
             return reply
         if kind is Request and client is not None:

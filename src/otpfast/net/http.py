@@ -14,14 +14,12 @@ only an admin's, on every request (``allow`` is not enough there). Anyone else g
 connection is closed, and the refusal is audited and counts against the source's throttle. Until a connection is allowed it has the
 listener's unauthenticated limits (a 4 KiB request, ``auth_timeout``).
 """
+import asyncio
 import hmac
 import ipaddress
 from importlib import resources
 import logging
 import time
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
 
 from .. import __version__
 from ..errors import OtpfastError, Refused
@@ -38,6 +36,11 @@ VERSION = f"otpfast {__version__}"
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 _BEARER = b"bearer "
 _FAILED = object()          # a verification batch that raised: 503 for its requests
+# /healthz: how long to keep asking for a write lock another process holds (group commits of
+# sibling workers hold it for about a millisecond; a writer holding it this long is a
+# problem worth reporting), and how often. Asked without waiting: the loop keeps serving.
+HEALTH_LOCK_PATIENCE = 0.5
+HEALTH_LOCK_RETRY = 0.01
 
 
 def parse_allow(text):
@@ -50,44 +53,6 @@ def parse_allow(text):
         except ValueError:
             raise ValueError(f"not a network: {part!r}") from None
     return tuple(networks)
-
-
-class _VerifierCollector:
-    """The group-commit verifier's own counters (every front end), read at scrape time: no
-    cost on the hot path. Mean batch size = verifications / batches."""
-
-    def __init__(self, verifier):
-        self._verifier = verifier
-
-    def collect(self):
-        verifier = self._verifier
-        yield CounterMetricFamily("otpfast_verifier_verifications", "Verifications decided, all front ends",
-                                  value=verifier.verified)
-        yield CounterMetricFamily("otpfast_verifier_batches", "Group-commit batches", value=verifier.batches)
-        yield CounterMetricFamily("otpfast_verifier_busy", "Batches that found the write lock taken",
-                                  value=verifier.busy)
-
-
-class HttpMetrics:
-    """The Prometheus series of one server (its own registry)."""
-
-    def __init__(self, verifier=None):
-        self.registry = registry = CollectorRegistry()
-        if verifier is not None:
-            registry.register(_VerifierCollector(verifier))
-        verifications = Counter("otpfast_verifications", "OTP verifications by result and front end",
-                                ["front_end", "result"], registry=registry)
-        self.accepted = verifications.labels("http", "accept")
-        self.rejected = verifications.labels("http", "reject")
-        self.failed = verifications.labels("http", "error")
-        self.refusals = Counter("otpfast_http_refusals", "HTTP requests refused, by reason",
-                                ["reason"], registry=registry)
-        self.latency = Histogram("otpfast_verify_seconds", "Verification latency (request read to decision)",
-                                 ["front_end"], registry=registry,
-                                 buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, 1.0)).labels("http")
-
-    def exposition(self):
-        return generate_latest(self.registry)
 
 
 class HttpHandler:
@@ -107,11 +72,12 @@ class HttpHandler:
     PATHS = {path for _, path in ROUTES}
     VERIFYING = frozenset({"_check", "_radiuscheck", "_simplecheck"})
 
-    def __init__(self, verifier, allow, metrics):
+    def __init__(self, verifier, allow):
         self._verifier = verifier
         self._distribution = verifier.distribution
         self._allow = allow
-        self._metrics = metrics
+        self.metrics = verifier.metrics.http     # also counts the listener's refusals (net._stream)
+        self.metrics_root = verifier.metrics
         self.authenticated = False       # read by the listener (unauthenticated limits)
         self.source = "-"
         self._client = None              # ClientInfo of a bearer
@@ -157,7 +123,7 @@ class HttpHandler:
         return getattr(self, name)(request)
 
     def _forbidden(self, request, reason):
-        self._metrics.refusals.labels(reason).inc()
+        self.metrics.refused(reason)
         request.close_after = True
         return Reply(validate.error_response(VERSION, 403, 403, "forbidden"))
 
@@ -232,17 +198,15 @@ class HttpHandler:
             token = self._distribution.store.token(serial)
             user = " unknown" if token is None else token.user   # no account has that name
         started = time.perf_counter()
-        metrics = self._metrics
+        decided_metrics = self.metrics.decided
 
         def convert(ok):
-            metrics.latency.observe(time.perf_counter() - started)
             if ok is _FAILED:
-                metrics.failed.inc()
+                decided_metrics(None, started)
                 return validate.error_response(VERSION, 503, 503, "temporarily unavailable")
+            decided_metrics(ok, started)
             if ok:
-                metrics.accepted.inc()
                 return answer(True, True, token)
-            metrics.rejected.inc()
             # the same store read for every rejection: an unknown user costs what a known one does
             known = self._distribution.store.account(user) is not None
             return answer(False, known, token)
@@ -282,15 +246,27 @@ class HttpHandler:
 
     # -- operations ---------------------------------------------------------------------
     def _healthz(self, request):
-        try:
-            self._distribution.store.schema_version()
-        except Exception as exc:  # noqa: BLE001 - any store failure is "unhealthy"
-            log.warning("health check: store unreachable: %s", type(exc).__name__)
-            return Reply(HttpResponse.json(503, {"status": "unavailable"}))
-        return Reply(HttpResponse.json(200, {"status": "ok"}))
+        """200 ``{"status": "ok"}`` if the store answers and its write lock can be taken;
+        else 503 with a reason code (services Distribution.check_health). No secrets."""
+        return Reply(future=asyncio.ensure_future(self._health()), convert=_health_response)
+
+    async def _health(self):
+        distribution = self._distribution
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HEALTH_LOCK_PATIENCE
+        while True:
+            reason = distribution.check_health()
+            if reason != distribution.LOCK_BUSY or loop.time() >= deadline:
+                break
+            await asyncio.sleep(HEALTH_LOCK_RETRY)
+        if reason is not None:
+            log.warning("health check: %s", reason)
+            if reason == distribution.UNREACHABLE:
+                self.metrics_root.store_errors["health"].inc()
+        return reason
 
     def _exposition(self, request):
-        return Reply(HttpResponse(200, self._metrics.exposition(), TEXT))
+        return Reply(HttpResponse(200, self.metrics_root.exposition(), TEXT))
 
     def _openapi(self, request):
         return Reply(HttpResponse(200, openapi_document(), JSON))
@@ -311,19 +287,21 @@ def openapi_document():
 _OPENAPI = None
 
 
-async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=None, sock=None,
-                     metrics=None):
-    """Serve the HTTPS front end on (host, port) or bound socket ``sock``; return a Listener
-    (its ``metrics``: the HttpMetrics)."""
+def _health_response(reason):
+    if reason is None:
+        return HttpResponse.json(200, {"status": "ok"})
+    return HttpResponse.json(503, {"status": "unavailable", "reason": reason})
+
+
+async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=None, sock=None):
+    """Serve the HTTPS front end on (host, port) or bound socket ``sock``; return a Listener.
+    /metrics shows ``verifier.metrics`` (every front end of this process)."""
     allow = parse_allow(",".join(DEFAULT_ALLOW)) if allow is None else tuple(allow)
-    metrics = metrics or HttpMetrics(verifier)
 
     def make_handler():
-        return HttpHandler(verifier, allow, metrics)
+        return HttpHandler(verifier, allow)
 
-    listener = await start_server(HttpConnection, make_handler, ssl_context, host, port, limits, sock=sock)
-    listener.metrics = metrics
-    return listener
+    return await start_server(HttpConnection, make_handler, ssl_context, host, port, limits, sock=sock)
 
 
-__all__ = ["serve_http", "HttpHandler", "HttpMetrics", "parse_allow", "DEFAULT_ALLOW"]
+__all__ = ["serve_http", "HttpHandler", "parse_allow", "DEFAULT_ALLOW"]

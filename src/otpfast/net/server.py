@@ -20,6 +20,11 @@ class CombinedHandler:
     def authenticated(self):
         return self._chosen is not None and self._chosen.authenticated
 
+    @property
+    def metrics(self):
+        """The native front end's series (net._stream counts refusals there)."""
+        return self._distribution.metrics
+
     def connection_made(self, transport):
         self._keyserver.connection_made(transport)
         self._distribution.connection_made(transport)

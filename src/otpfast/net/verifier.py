@@ -32,6 +32,7 @@ import time
 
 from ..errors import StoreBusy
 from ..services.distribution import VerifyItem
+from .metrics import Metrics
 
 BUSY_RETRY = 0.005       # seconds between attempts at a write lock another process holds
 # Queued refusal audit entries (Distribution.note_refusal) ride on the next verification
@@ -43,10 +44,13 @@ log = logging.getLogger("otpfast.net.verifier")
 
 
 class AsyncVerifier:
-    """``await verify(account, otp, source=..., client=None) -> bool``; ``await call(fn, ...)``."""
+    """``await verify(account, otp, source=..., client=None) -> bool``; ``await call(fn, ...)``.
+    ``metrics``: the process's Prometheus series (net.metrics), shared by every front end
+    that verifies through this writer (a fresh set if not given)."""
 
-    def __init__(self, distribution, *, max_batch=2048, loop=None, handoff=None, sync=None):
+    def __init__(self, distribution, *, max_batch=2048, loop=None, handoff=None, sync=None, metrics=None):
         self.distribution = distribution
+        self.metrics = metrics if metrics is not None else Metrics(self)
         self.max_batch = max_batch
         self._loop = loop
         self._handoff = handoff
@@ -180,11 +184,13 @@ class AsyncVerifier:
             return False
         except Exception as exc:  # the batch failed as a whole: nothing was accepted
             log.error("verification batch failed: %s", type(exc).__name__)
+            self.metrics.store_errors["verify"].inc()
             outcome = [(target, None, exc) for _item, target in batch]
         if self._handoff is not None:
             self._handoff.notify()
         self._schedule_refusal_flush()
         self.batch_log.append((len(batch), time.perf_counter() - started, time.thread_time() - cpu_started))
+        self.metrics.batch_size.observe(len(batch))
         self.batches += 1
         self.verified += len(batch)
         if self._sync is None or outcome[0][2] is not None:   # durable already, or nothing decided
@@ -209,6 +215,7 @@ class AsyncVerifier:
             written = 0
         except Exception as exc:  # kept queued; the next timer tries again
             log.error("writing queued refusal entries failed: %s", type(exc).__name__)
+            self.metrics.store_errors["audit_flush"].inc()
             written = 0
         if written and self._sync is not None and self._syncing is None:
             self._start_sync()      # the audit head file follows once they are on disk
@@ -227,7 +234,10 @@ class AsyncVerifier:
         if running is not self._syncing:      # close() released them already
             return
         self._syncing = None
-        self._release(running, done.exception() if not done.cancelled() else asyncio.CancelledError())
+        failure = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if failure is not None:
+            self.metrics.store_errors["sync"].inc()
+        self._release(running, failure)
         if self._unsynced:
             self._start_sync()
 

@@ -81,7 +81,7 @@ def _form(raw, found, unquote_again):
 def _json_object(body, found):
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):   # RecursionError: deep nesting
         raise BadRequest("invalid JSON body") from None
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object")

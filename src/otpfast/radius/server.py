@@ -66,9 +66,10 @@ class RadiusFrontEnd:
     warnings in a second), and one counter per :class:`~otpfast.radius.codec.DropReason` value.
     """
 
-    def __init__(self, config, verify, clock=time.monotonic):
+    def __init__(self, config, verify, clock=time.monotonic, metrics=None):
         self.config = config
         self._verify = verify
+        self._metrics = metrics      # net.metrics.FrontEndMetrics, or None
         self._clock = clock
         self.counters = collections.Counter()
         self._cache = {}
@@ -148,6 +149,8 @@ class RadiusFrontEnd:
     def _drop(self, reason, source, detail):
         name = reason.value if isinstance(reason, DropReason) else reason
         self.counters[name] += 1
+        if self._metrics is not None:
+            self._metrics.refused(name)
         second = int(self._clock())
         window, logged = self._log_window
         if window != second:
@@ -200,6 +203,8 @@ class RadiusFrontEnd:
         if kind == "udp" and (self._bad_packets.blocked(host)
                               or self._failures.tokens(host) < self._pending[host] + 1):
             self.counters["rate_limited"] += 1
+            if self._metrics is not None:
+                self._metrics.refused("rate_limited")
             return False
         now = self._clock()
         if self._expiry:
@@ -238,16 +243,17 @@ class RadiusFrontEnd:
             self._pending[host] += 1
         self.counters["requests"] += 1
         account = self.config.account_for(request.user_name)
+        started = time.perf_counter()
         try:
             future = asyncio.ensure_future(self._verify(
                 account, request.password, f"radius {host}" if kind == "udp" else "radius unix"))
         except Exception as exc:  # verify failed before returning an awaitable
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
-        future.add_done_callback(lambda fut: self._finish(key, entry, request, account, fut))
+        future.add_done_callback(lambda fut: self._finish(key, entry, request, account, fut, started))
         return True
 
-    def _finish(self, key, entry, request, account, future):
+    def _finish(self, key, entry, request, account, future, started):
         self._in_flight -= 1
         if key[0] == "udp":
             left = self._pending[key[1]] - 1
@@ -266,6 +272,8 @@ class RadiusFrontEnd:
             accepted = future.result() is True
             refused = not accepted
         self.counters["accepted" if accepted else "rejected"] += 1
+        if self._metrics is not None:
+            self._metrics.decided(accepted if accepted or refused else None, started)
         if refused and key[0] == "udp":  # a store failure is not the source's
             self._charge(self._failures, "failure", key[1])
         logger.debug("RADIUS %s for account %r", "accept" if accepted else "reject", account)
@@ -430,14 +438,15 @@ class _UdpListener:
             self._sock.close()
 
 
-async def start_radius(config, verify, *, udp_sock=None, unix_sock=None):
+async def start_radius(config, verify, *, udp_sock=None, unix_sock=None, metrics=None):
     """Start the listeners of ``config``; ``verify(account, otp, source)`` returns an
     awaitable bool.
     ``udp_sock`` / ``unix_sock``: already bound sockets to serve instead of binding
     ``config.udp`` / ``config.unix_socket`` (server workers share the supervisor's).
+    ``metrics``: a net.metrics.FrontEndMetrics to count verifications and drops in.
 
     Returns the :class:`RadiusFrontEnd` (``close()`` / ``await wait_closed()``).
     """
-    front_end = RadiusFrontEnd(config, verify)
+    front_end = RadiusFrontEnd(config, verify, metrics=metrics)
     await front_end._start(udp_sock, unix_sock)
     return front_end

@@ -33,7 +33,7 @@ import secrets
 import threading
 import time
 
-from otpfast.errors import InvalidParameter, InvalidToken, Refused
+from otpfast.errors import InvalidParameter, InvalidToken, Refused, StoreBusy
 from otpfast.store import ACCOUNT_ACTIVE, AccountRecord, Store
 
 from . import audit, credentials, masking, otp_input, pin as pins, policy, tokens
@@ -118,6 +118,7 @@ class Distribution:
         self._failed_sources = RateLimiter(policy.FAILED_PER_SOURCE, clock=clock)
         self._failed_clients = RateLimiter(policy.FAILED_PER_CLIENT, clock=clock)
         self._refusals = RefusalLog()
+        self.refusal_counts = collections.Counter()   # (event, outcome) -> refusals (metrics)
         self._decoy = _decoy_account(clock())
 
     # -- clients ----------------------------------------------------------------------
@@ -250,6 +251,27 @@ class Distribution:
         decided_iter = iter(decided)
         return [False if id(item) in blocked_ids else next(decided_iter) for item in asked]
 
+    # -- health -----------------------------------------------------------------------
+    HEALTHY, UNREACHABLE, LOCK_BUSY = None, "store_unreachable", "write_lock_busy"
+
+    def check_health(self) -> str | None:
+        """None if the store answers and its write lock can be taken right now (an empty
+        transaction: SQLite's BEGIN IMMEDIATE, PostgreSQL's row lock, both without waiting);
+        else a reason code: ``store_unreachable``, or ``write_lock_busy`` (another writer
+        holds it: the caller may ask again shortly). Never waits for the lock."""
+        try:
+            self.store.schema_version()
+        except Exception:  # noqa: BLE001 - whatever the driver raises, the store is not usable
+            return self.UNREACHABLE
+        try:
+            with self.store.transaction(wait=False, durable=False):
+                pass
+        except StoreBusy:
+            return self.LOCK_BUSY
+        except Exception:  # noqa: BLE001
+            return self.UNREACHABLE
+        return self.HEALTHY
+
     # -- throttling and refusals ------------------------------------------------------
     def throttled(self, source, client_name: str | None = None) -> bool:
         """True while ``source`` or ``client_name`` has used up its failures (see
@@ -257,7 +279,13 @@ class Distribution:
         return self._failed_sources.blocked(source) or (
             client_name is not None and self._failed_clients.blocked(client_name))
 
+    def throttled_counts(self) -> tuple[int, int]:
+        """How many sources and clients are throttled now (a scan: for metrics, not per
+        request)."""
+        return self._failed_sources.count_blocked(), self._failed_clients.count_blocked()
+
     def _refuse_throttled(self, now: float, item: VerifyItem, outcome=audit.THROTTLED) -> None:
+        self.refusal_counts[audit.VERIFY, outcome] += 1
         self._refusals.add(now, audit.VERIFY, str(item.account)[:128],
                            "-" if item.client is None else item.client.name,
                            str(item.source)[:64], outcome)
@@ -307,6 +335,7 @@ class Distribution:
         entry is queued, not committed: it is written with the next verification batch or
         :meth:`flush_refusals`, floods aggregated (services.refusals)."""
         source, client = str(source)[:64], str(client)[:128]
+        self.refusal_counts[event, outcome] += 1
         self._count_failure(source, client)
         self._refusals.add(now, event, str(account)[:128], client, source, outcome)
 

@@ -75,5 +75,14 @@ class RateLimiter:
             return self.limit.burst
         return self._bucket(key, self._clock())[0]
 
+    def count_blocked(self) -> int:
+        """How many keys have no token left now (a scan of every bucket; takes nothing)."""
+        now = self._clock()
+        rate, count = self.limit.rate, 0
+        for tokens, last in self._buckets.values():
+            if tokens + max(0.0, now - last) * rate < 1:
+                count += 1
+        return count
+
     def __len__(self) -> int:
         return len(self._buckets)
