@@ -2,10 +2,10 @@
 # System packages the full test suite talks to: oathtool (HOTP/TOTP peer), pskctool
 # (oath-toolkit's PSKC schema check), radclient and pam_radius_auth through pamtester (RADIUS peers), curl (HTTPS peer), an MIT Kerberos KDC with the OTP
 # preauth plugin, PostgreSQL 15 (the tests start their own throwaway cluster; no system
-# cluster is created), and the build headers.
+# cluster is created), libsodium (ristretto255 for the threshold PRF), and the build headers.
 # Idempotent; re-runs itself through sudo when not root and something is missing.
 set -euo pipefail
-pkgs=(build-essential libssl-dev libgmp-dev oathtool pskctool freeradius-utils curl libpam-radius-auth pamtester
+pkgs=(build-essential libssl-dev libgmp-dev libsodium-dev libsodium23 oathtool pskctool freeradius-utils curl libpam-radius-auth pamtester
       krb5-kdc krb5-admin-server krb5-otp krb5-user postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do

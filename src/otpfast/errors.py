@@ -14,6 +14,18 @@ class InvalidParameter(OtpfastError, ValueError):
         self.message = message
 
 
+class TprfError(InvalidParameter):
+    """A threshold-PRF value is unusable; ``field`` names it."""
+
+
+class InvalidElement(TprfError):
+    """Not the encoding of a ristretto255 group element other than the identity."""
+
+
+class InvalidScalar(TprfError):
+    """Not a canonical non-zero ristretto255 scalar (little-endian, below the group order)."""
+
+
 class InvalidToken(OtpfastError):
     """An OTP did not verify (wrong, expired, replayed, locked out).
 
