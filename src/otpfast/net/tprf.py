@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hmac
 
-from ..errors import InvalidToken, LocalProtocolError, ProtocolError, Refused, RemoteProtocolError
+from ..errors import ProtocolError, Refused, RemoteProtocolError
 from ..protocol import shares as shares_protocol
 from ..protocol._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA
 from ..protocol.messages import (AuthProof, AuthStart, CeremonyStep, Error, Evaluate, Hello, Outcome, Partial,
@@ -310,8 +310,8 @@ def _named_evidence(evidence, commitments, names):
         share = item.get("share")
         if share and commitments is not None:
             try:
-                holds = tprf.verify_share(commitments, item["by"], bytes.fromhex(share))
-            except ValueError:
+                holds = tprf.verify_share(item["by"], bytes.fromhex(share), commitments)
+            except ValueError:       # not hex, or not a scalar (TprfError is a ValueError)
                 holds = False
             if holds:
                 out.append(f"{accuser} accused falsely (its revealed share matches the commitments)")
@@ -320,5 +320,4 @@ def _named_evidence(evidence, commitments, names):
     return out
 
 
-__all__ = ["ShareClient", "connect_share", "Session", "issue", "verify", "run_dkg", "CeremonyFailed",
-           "LocalProtocolError", "InvalidToken"]
+__all__ = ["ShareClient", "connect_share", "Session", "issue", "verify", "run_dkg", "CeremonyFailed"]

@@ -175,7 +175,7 @@ def read_dealings(setup: dict, body: dict):
             commitments = [bytes.fromhex(c) for c in dealing["commitments"]]
             ok = (signed_by(server["key"], SETUP, raw, bytes.fromhex(signature))
                   and dealing["ceremony"] == setup["ceremony"] and dealing["dealer"] == j
-                  and len(commitments) == setup["threshold"] and all(len(c) == 32 for c in commitments)
+                  and len(commitments) == setup["threshold"] and all(tprf.is_element(c) for c in commitments)
                   and set(dealing["shares"]) == {str(s["index"]) for s in setup["servers"]})
         except (ValueError, TypeError, KeyError, Refused):
             ok = False
@@ -199,7 +199,7 @@ def check_dealings(private_key, setup: dict, body: dict, me: int):
         share = decrypt_share(private_key, blob, setup["ceremony"], setup["account"], j, me)
         if share is None:
             complaints.append({"dealer": j, "share": None, "reason": "undecryptable"})
-        elif not tprf.verify_share(dealer_commitments, me, share):
+        elif not tprf.verify_share(me, share, dealer_commitments):
             complaints.append({"dealer": j, "share": share.hex(), "reason": "share-does-not-match-commitments"})
         else:
             good[j] = share
