@@ -183,14 +183,18 @@ async def _partials(account, clients, counter, purpose, element):
     return partials, cheaters
 
 
-def _clients_of(cluster, account):
-    return [cluster.server(name) for name in account.server_names]
+def _clients_of(cluster, account, prefer=()):
+    """The account's share servers, those named in ``prefer`` first (in that order)."""
+    names = [n for n in prefer if n in account.server_names]
+    names += [n for n in account.server_names if n not in names]
+    return [cluster.server(name) for name in names]
 
 
-async def issue(cluster, account_name, principal, credential, *, timeout=10.0):
-    """The device's next OTP: (otp, counter, names of the servers that answered, cheaters)."""
+async def issue(cluster, account_name, principal, credential, *, prefer=(), timeout=10.0):
+    """The device's next OTP: (otp, counter, names of the servers that answered, cheaters).
+    ``prefer``: share servers to ask first."""
     account = cluster.account(account_name)
-    async with Session(_clients_of(cluster, account), principal, credential, timeout=timeout) as session:
+    async with Session(_clients_of(cluster, account, prefer), principal, credential, timeout=timeout) as session:
         clients = session.clients
         if len(clients) < account.threshold:
             raise Refused(f"only {len(clients)} of the t = {account.threshold} share servers needed are reachable")
@@ -207,11 +211,13 @@ async def issue(cluster, account_name, principal, credential, *, timeout=10.0):
         return account.otp(counter, partials), counter, answered, cheaters
 
 
-async def verify(cluster, account_name, otp, principal, credential, *, timeout=10.0):
-    """The verifier's check: (accepted, servers that answered, cheaters). Refused when fewer
-    than t servers are reachable (nothing consumed then)."""
+async def verify(cluster, account_name, otp, principal, credential, *, prefer=(), timeout=10.0):
+    """The verifier's check: (accepted, servers that gave valid partials - on a rejection
+    those of the last counter tried -, cheaters). Refused when fewer
+    than t servers are reachable (nothing consumed then). ``prefer``: share servers to ask
+    first for partials."""
     account = cluster.account(account_name)
-    async with Session(_clients_of(cluster, account), principal, credential, timeout=timeout) as session:
+    async with Session(_clients_of(cluster, account, prefer), principal, credential, timeout=timeout) as session:
         clients = session.clients
         if len(clients) < account.threshold:
             raise Refused(f"only {len(clients)} of the t = {account.threshold} share servers needed are reachable")
@@ -219,20 +225,20 @@ async def verify(cluster, account_name, otp, principal, credential, *, timeout=1
         if sum(s is not None for s in statuses) < account.threshold:
             raise Refused("fewer than t share servers answered")
         candidates = sorted({c for s in statuses if s is not None for c in s[1]}, reverse=True)[:VERIFY_CANDIDATES]
-        all_cheaters = []
+        all_cheaters, answered = [], []
         for counter in candidates:
             partials, cheaters = await _partials(account, clients, counter, VERIFY, account.element(counter))
             all_cheaters += cheaters
+            answered = [account.server_names[i - 1] for i in sorted(partials)]
             if len(partials) < account.threshold:
                 continue
-            answered = [account.server_names[i - 1] for i in sorted(partials)]
             ok = account.matches(counter, partials, otp)
             if ok or counter == candidates[-1]:
                 by_name = {c.name: c for c in clients}
                 await asyncio.gather(*(_try(by_name[n].outcome(account.name, counter, ok)) for n in answered))
             if ok:
                 return True, answered, all_cheaters
-        return False, [], all_cheaters
+        return False, answered, all_cheaters
 
 
 # -- the DKG --------------------------------------------------------------------------------
