@@ -45,8 +45,9 @@ def _extensions():
     ext = Extension(
         "otpfast._core",
         ["src/otpfast/_core.pyx"],
-        depends=["src/otpfast/_core_kernels.h", "src/otpfast/_core_hash.pxi"],
-        libraries=["crypto"],
+        depends=["src/otpfast/_core_kernels.h", "src/otpfast/_core_hash.pxi",
+                 "src/otpfast/_core_ristretto.pxi"],
+        libraries=["crypto", "sodium"],
         extra_compile_args=["-O3", "-fno-strict-aliasing", *omp],
         extra_link_args=omp,
         define_macros=macros,

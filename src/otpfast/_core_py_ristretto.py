@@ -206,11 +206,12 @@ def r255_msm(scalars, elements):
     elements = [_element(e, "elements") for e in _sequence(elements, "elements")]
     if len(scalars) != len(elements):
         raise InvalidParameter("elements", "must be as many as the scalars")
-    total = _IDENTITY
+    total = None
     for s, e in zip(scalars, elements):
         if s != bytes(R255_SCALAR_BYTES):
-            total = _add(total, _mul(s, e))
-    return total
+            term = _mul(s, e)
+            total = term if total is None else _add(total, term)
+    return _IDENTITY if total is None else total
 
 
 # ----------------------------------------------------------------- scalars

@@ -41,27 +41,25 @@ hotp_batch = _impl.hotp_batch
 hashchain_batch = _impl.hashchain_batch
 rfc2289_batch = _impl.rfc2289_batch
 rfc2289_fold = _impl.rfc2289_fold
-from . import _core_py_ristretto as _r255  # noqa: E402  (until _core has it)
+R255_ORDER = _impl.R255_ORDER
 
-R255_ORDER = _r255.R255_ORDER
-
-r255_hash_to_group = _r255.r255_hash_to_group
-r255_hash_to_scalar = _r255.r255_hash_to_scalar
-r255_is_valid = _r255.r255_is_valid
-r255_add = _r255.r255_add
-r255_sub = _r255.r255_sub
-r255_mul = _r255.r255_mul
-r255_mul_base = _r255.r255_mul_base
-r255_mul_many = _r255.r255_mul_many
-r255_hash_mul_many = _r255.r255_hash_mul_many
-r255_msm = _r255.r255_msm
-r255_scalar_reduce = _r255.r255_scalar_reduce
-r255_scalar_add = _r255.r255_scalar_add
-r255_scalar_sub = _r255.r255_scalar_sub
-r255_scalar_mul = _r255.r255_scalar_mul
-r255_scalar_negate = _r255.r255_scalar_negate
-r255_scalar_invert = _r255.r255_scalar_invert
-r255_scalar_random = _r255.r255_scalar_random
+r255_hash_to_group = _impl.r255_hash_to_group
+r255_hash_to_scalar = _impl.r255_hash_to_scalar
+r255_is_valid = _impl.r255_is_valid
+r255_add = _impl.r255_add
+r255_sub = _impl.r255_sub
+r255_mul = _impl.r255_mul
+r255_mul_base = _impl.r255_mul_base
+r255_mul_many = _impl.r255_mul_many
+r255_hash_mul_many = _impl.r255_hash_mul_many
+r255_msm = _impl.r255_msm
+r255_scalar_reduce = _impl.r255_scalar_reduce
+r255_scalar_add = _impl.r255_scalar_add
+r255_scalar_sub = _impl.r255_scalar_sub
+r255_scalar_mul = _impl.r255_scalar_mul
+r255_scalar_negate = _impl.r255_scalar_negate
+r255_scalar_invert = _impl.r255_scalar_invert
+r255_scalar_random = _impl.r255_scalar_random
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

@@ -44,6 +44,7 @@ MIN_DIGITS = 6
 MAX_DIGITS = 8
 _MAX_INPUT = 65535  # RFC 9497 frames inputs with a 2-byte length
 _ZERO = bytes(SCALAR_BYTES)
+_IDENTITY = bytes(ELEMENT_BYTES)
 
 
 # ------------------------------------------------------------------ helpers
@@ -89,11 +90,6 @@ def _framed(value):
     return len(value).to_bytes(2, "big") + value
 
 
-@functools.cache
-def _generator():
-    return core.r255_mul_base(scalar_from_int(1))
-
-
 def context_string(mode):
     """RFC 9497 contextString: "OPRFV1-" || I2OSP(mode, 1) || "-ristretto255-SHA512"."""
     return b"OPRFV1-" + bytes([_mode(mode)]) + b"-ristretto255-SHA512"
@@ -125,7 +121,7 @@ is_element = core.r255_is_valid
 def element_add(p, q):
     """p + q; raises InvalidElement if the sum is the identity."""
     total = core.r255_add(p, q)
-    if total == bytes(ELEMENT_BYTES):
+    if total == _IDENTITY:
         raise InvalidElement("q", "p + q is the identity")
     return total
 
@@ -211,12 +207,22 @@ def _composites(public, elements, evaluated, mode, k=None):
         for i, (c, d) in enumerate(zip(elements, evaluated))
     ]
     m = core.r255_msm(weights, elements)
-    if m == bytes(ELEMENT_BYTES):
+    if m == _IDENTITY:
         raise InvalidElement("elements", "their composite is the identity")
     z = core.r255_mul(k, m) if k is not None else core.r255_msm(weights, evaluated)
-    if z == bytes(ELEMENT_BYTES):
+    if z == _IDENTITY:
         raise InvalidElement("evaluated", "their composite is the identity")
     return m, z
+
+
+def _mul_base_or_identity(s):
+    return _IDENTITY if core.r255_scalar_add(s, _ZERO) == _ZERO else core.r255_mul_base(s)
+
+
+def _add_or_identity(p, q):
+    if p == _IDENTITY:
+        return q
+    return p if q == _IDENTITY else core.r255_add(p, q)
 
 
 def _challenge(public, m, z, t2, t3, mode):
@@ -264,7 +270,7 @@ def verify_proof(public, elements, evaluated, proof, *, mode=MODE_VOPRF):
             return False
         c, s = proof[:SCALAR_BYTES], proof[SCALAR_BYTES:]
         m, z = _composites(public, elements, evaluated, mode)
-        t2 = core.r255_msm([s, c], [_generator(), public])
+        t2 = _add_or_identity(_mul_base_or_identity(s), core.r255_msm([c], [public]))
         t3 = core.r255_msm([s, c], [m, z])
     except (TprfError, TypeError):
         return False
@@ -272,7 +278,7 @@ def verify_proof(public, elements, evaluated, proof, *, mode=MODE_VOPRF):
         if exc.field == "evaluated":
             return False
         raise
-    if bytes(ELEMENT_BYTES) in (t2, t3):
+    if _IDENTITY in (t2, t3):
         return False
     return hmac.compare_digest(_challenge(public, m, z, t2, t3, mode), c)
 
@@ -348,16 +354,22 @@ def lagrange_coefficients(indices):
     indices = [_index(i, "indices") for i in _list(indices, "indices")]
     if not indices or len(set(indices)) != len(indices):
         raise InvalidParameter("indices", "must be distinct and not empty")
-    xs = {i: scalar_from_int(i) for i in indices}
-    out = {}
-    for i in indices:
+    return dict(zip(sorted(indices), _lagrange(tuple(sorted(indices)))))
+
+
+@functools.lru_cache(maxsize=256)
+def _lagrange(indices):
+    """The coefficients for sorted indices; cached, as a cluster meets the same quorums again."""
+    xs = [scalar_from_int(i) for i in indices]
+    out = []
+    for i, xi in enumerate(xs):
         num = den = scalar_from_int(1)
-        for j in indices:
+        for j, xj in enumerate(xs):
             if j != i:
-                num = core.r255_scalar_mul(num, xs[j])
-                den = core.r255_scalar_mul(den, core.r255_scalar_sub(xs[j], xs[i]))
-        out[i] = core.r255_scalar_mul(num, core.r255_scalar_invert(den))
-    return out
+                num = core.r255_scalar_mul(num, xj)
+                den = core.r255_scalar_mul(den, core.r255_scalar_sub(xj, xi))
+        out.append(core.r255_scalar_mul(num, core.r255_scalar_invert(den)))
+    return tuple(out)
 
 
 def _indexed(values, field):
@@ -376,7 +388,7 @@ def combine(partials):
     partials = _indexed(partials, "partials")
     weights = lagrange_coefficients(list(partials))
     total = core.r255_msm([weights[j] for j in partials], list(partials.values()))
-    if total == bytes(ELEMENT_BYTES):
+    if total == _IDENTITY:
         raise InvalidElement("partials", "combine to the identity")
     return total
 

@@ -128,9 +128,12 @@ def test_tprf_dleq_rejects_a_wrong_partial(cluster):
     assert not tprf.verify_proof(cluster["publics"][2], [h], [e3], proof3)
     # garbage instead of a partial, or a proof bit-flipped / cut short
     assert not tprf.verify_proof(cluster["publics"][2], [h], [b"\xff" * 32], proof)
-    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[:-1] + b"\x00")
+    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[:-1] + bytes([proof[-1] ^ 1]))
+    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], bytes([proof[0] ^ 1]) + proof[1:])
     assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[:40])
     assert not tprf.verify_proof(cluster["publics"][2], [h], [e], b"\xff" * 64)
+    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], bytes(64))
+    assert not tprf.verify_proof(cluster["publics"][2], [h], [e], proof[32:] + proof[:32])
 
 
 def test_tprf_dleq_rejects_a_wrong_public_key(cluster):
