@@ -32,7 +32,8 @@ VERIFY_CANDIDATES = 4
 
 
 class ShareClient:
-    """One TLS connection to a share server."""
+    """One TLS connection to a share server; concurrent callers take turns (one request in
+    flight at a time)."""
 
     def __init__(self, name, reader, writer, fingerprint, *, timeout, binding):
         self.name = name
@@ -42,6 +43,7 @@ class ShareClient:
         self.fingerprint = fingerprint
         self.timeout = timeout
         self._binding = binding
+        self._turn = asyncio.Lock()
 
     async def _send(self, *messages):
         self._writer.write(b"".join(self._conn.send(m) for m in messages))
@@ -62,8 +64,9 @@ class ShareClient:
             return event
 
     async def _ask(self, message):
-        await self._send(message)
-        return await self._receive()
+        async with self._turn:
+            await self._send(message)
+            return await self._receive()
 
     async def public_key(self) -> str:
         return (await self._ask(Hello())).pem.decode()
@@ -195,50 +198,59 @@ async def issue(cluster, account_name, principal, credential, *, prefer=(), time
     ``prefer``: share servers to ask first."""
     account = cluster.account(account_name)
     async with Session(_clients_of(cluster, account, prefer), principal, credential, timeout=timeout) as session:
-        clients = session.clients
-        if len(clients) < account.threshold:
-            raise Refused(f"only {len(clients)} of the t = {account.threshold} share servers needed are reachable")
-        statuses = await asyncio.gather(*(_try(c.status(account.name)) for c in clients[:account.threshold]))
-        watermarks = [s[0] for s in statuses if s is not None]
-        if not watermarks:
-            raise Refused("no share server answered")
-        counter = max(watermarks)
-        element = account.element(counter)
-        partials, cheaters = await _partials(account, clients, counter, ISSUE, element)
-        if len(partials) < account.threshold:
-            raise Refused(f"only {len(partials)} valid partials of the t = {account.threshold} needed")
-        answered = [account.server_names[i - 1] for i in sorted(partials)]
-        return account.otp(counter, partials), counter, answered, cheaters
+        return await issue_with(session.clients, account)
+
+
+async def issue_with(clients, account):
+    """``issue`` over open, authenticated ShareClients (asked in list order)."""
+    clients = [c for c in clients if c.name in account.server_names]
+    if len(clients) < account.threshold:
+        raise Refused(f"only {len(clients)} of the t = {account.threshold} share servers needed are reachable")
+    statuses = await asyncio.gather(*(_try(c.status(account.name)) for c in clients[:account.threshold]))
+    watermarks = [s[0] for s in statuses if s is not None]
+    if not watermarks:
+        raise Refused("no share server answered")
+    counter = max(watermarks)
+    element = account.element(counter)
+    partials, cheaters = await _partials(account, clients, counter, ISSUE, element)
+    if len(partials) < account.threshold:
+        raise Refused(f"only {len(partials)} valid partials of the t = {account.threshold} needed")
+    answered = [account.server_names[i - 1] for i in sorted(partials)]
+    return account.otp(counter, partials), counter, answered, cheaters
 
 
 async def verify(cluster, account_name, otp, principal, credential, *, prefer=(), timeout=10.0):
     """The verifier's check: (accepted, servers that gave valid partials - on a rejection
-    those of the last counter tried -, cheaters). Refused when fewer
-    than t servers are reachable (nothing consumed then). ``prefer``: share servers to ask
-    first for partials."""
+    those of the last counter tried -, cheaters). Refused when fewer than t servers are
+    reachable (nothing consumed then). ``prefer``: share servers to ask first for partials."""
     account = cluster.account(account_name)
     async with Session(_clients_of(cluster, account, prefer), principal, credential, timeout=timeout) as session:
-        clients = session.clients
-        if len(clients) < account.threshold:
-            raise Refused(f"only {len(clients)} of the t = {account.threshold} share servers needed are reachable")
-        statuses = await asyncio.gather(*(_try(c.status(account.name)) for c in clients))
-        if sum(s is not None for s in statuses) < account.threshold:
-            raise Refused("fewer than t share servers answered")
-        candidates = sorted({c for s in statuses if s is not None for c in s[1]}, reverse=True)[:VERIFY_CANDIDATES]
-        all_cheaters, answered = [], []
-        for counter in candidates:
-            partials, cheaters = await _partials(account, clients, counter, VERIFY, account.element(counter))
-            all_cheaters += cheaters
-            answered = [account.server_names[i - 1] for i in sorted(partials)]
-            if len(partials) < account.threshold:
-                continue
-            ok = account.matches(counter, partials, otp)
-            if ok or counter == candidates[-1]:
-                by_name = {c.name: c for c in clients}
-                await asyncio.gather(*(_try(by_name[n].outcome(account.name, counter, ok)) for n in answered))
-            if ok:
-                return True, answered, all_cheaters
-        return False, answered, all_cheaters
+        return await verify_with(session.clients, account, otp)
+
+
+async def verify_with(clients, account, otp):
+    """``verify`` over open, authenticated ShareClients (asked in list order)."""
+    clients = [c for c in clients if c.name in account.server_names]
+    if len(clients) < account.threshold:
+        raise Refused(f"only {len(clients)} of the t = {account.threshold} share servers needed are reachable")
+    statuses = await asyncio.gather(*(_try(c.status(account.name)) for c in clients))
+    if sum(s is not None for s in statuses) < account.threshold:
+        raise Refused("fewer than t share servers answered")
+    candidates = sorted({c for s in statuses if s is not None for c in s[1]}, reverse=True)[:VERIFY_CANDIDATES]
+    all_cheaters, answered = [], []
+    for counter in candidates:
+        partials, cheaters = await _partials(account, clients, counter, VERIFY, account.element(counter))
+        all_cheaters += cheaters
+        answered = [account.server_names[i - 1] for i in sorted(partials)]
+        if len(partials) < account.threshold:
+            continue
+        ok = account.matches(counter, partials, otp)
+        if ok or counter == candidates[-1]:
+            by_name = {c.name: c for c in clients}
+            await asyncio.gather(*(_try(by_name[n].outcome(account.name, counter, ok)) for n in answered))
+        if ok:
+            return True, answered, all_cheaters
+    return False, answered, all_cheaters
 
 
 # -- the DKG --------------------------------------------------------------------------------
@@ -326,4 +338,5 @@ def _named_evidence(evidence, commitments, names):
     return out
 
 
-__all__ = ["ShareClient", "connect_share", "Session", "issue", "verify", "run_dkg", "CeremonyFailed"]
+__all__ = ["ShareClient", "connect_share", "Session", "issue", "issue_with", "verify", "verify_with", "run_dkg",
+           "CeremonyFailed"]
