@@ -9,7 +9,9 @@ are fixed by the setup, which the orchestrator fetched over TLS pinned to each f
 1. ``setup``: ceremony id, account, serial, threshold t, the roster ``[{index, fingerprint,
    key}]``. Each server j draws f_j of degree t-1 and answers its *dealing*: the Feldman
    commitments g^{a_j0..a_j,t-1} and f_j(i) for every i, RSA-OAEP-encrypted to server i
-   (label: ceremony, account, dealer, recipient), signed by j.
+   (label: ceremony, account, dealer, recipient), signed by j together with the digest of the
+   setup it dealt under (an orchestrator showing servers different rosters is caught in
+   round 2: every such dealing is accused and the ceremony aborts).
 2. ``dealings``: all n signed dealings. Each server i checks each signature, decrypts its
    share and checks it against the commitments; it answers its signed *complaints*: for each
    bad dealer, the share it decrypted (or none) and why - the evidence, together with the
@@ -145,7 +147,7 @@ def deal(setup: dict, dealer: int):
         i = server["index"]
         shares[str(i)] = encrypt_share(server["key"], tprf.poly_eval(coefficients, i), setup["ceremony"],
                                        setup["account"], dealer, i).hex()
-    body = canonical({"ceremony": setup["ceremony"], "dealer": dealer,
+    body = canonical({"ceremony": setup["ceremony"], "setup": digest(canonical(setup)), "dealer": dealer,
                       "commitments": [c.hex() for c in tprf.feldman_commitments(coefficients)], "shares": shares})
     return body, coefficients
 
@@ -175,6 +177,7 @@ def read_dealings(setup: dict, body: dict):
             commitments = [bytes.fromhex(c) for c in dealing["commitments"]]
             ok = (signed_by(server["key"], SETUP, raw, bytes.fromhex(signature))
                   and dealing["ceremony"] == setup["ceremony"] and dealing["dealer"] == j
+                  and dealing["setup"] == digest(canonical(setup))
                   and len(commitments) == setup["threshold"] and all(tprf.is_element(c) for c in commitments)
                   and set(dealing["shares"]) == {str(s["index"]) for s in setup["servers"]})
         except (ValueError, TypeError, KeyError, Refused):
