@@ -103,6 +103,9 @@ pin_option = click.option("--pin", default=None, metavar="sha256:HEX",
 credential_option = click.option("--credential-file", type=click.Path(dir_okay=False), default=None,
                                  help=f"File holding the credential (else ${CREDENTIAL_ENV}).")
 account_option = click.option("--account", required=True, callback=_wire_name, help="Account name.")
+cluster_option = click.option(
+    "--cluster", "cluster_path", type=click.Path(dir_okay=False), default=None,
+    help="tprf tokens: the cluster file (share servers, pins, public DKG results).")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                               help="Seconds to wait for the server.")
 
@@ -248,14 +251,24 @@ async def request_async(host, port, *, pin, client_name, credential, account, ti
 
 
 @click.command()
-@server_option
+@click.option("--server", default=None, metavar="HOST:PORT", help="Distribution server address.")
+@cluster_option
 @click.option("--client", "client_name", required=True, callback=_wire_name, help="This client's name.")
 @credential_option
 @account_option
 @pin_option
 @timeout_option
-def request(server, client_name, credential_file, account, pin, timeout):
-    """Request the next OTP of ACCOUNT from a distribution server; print it."""
+def request(server, cluster_path, client_name, credential_file, account, pin, timeout):
+    """Request the next OTP of ACCOUNT from a distribution server (--server), or combine a
+    tprf token's OTP from t share servers (--cluster); print it."""
+    if (server is None) == (cluster_path is None):
+        raise click.UsageError("give either --server (a distribution server) or --cluster (tprf share servers)")
+    if cluster_path is not None:
+        if pin is not None:
+            raise click.UsageError("--pin is not used with --cluster (the cluster file holds the pins)")
+        from otpfast_cli.tprf import request_tprf
+        click.echo(request_tprf(cluster_path, client_name, credential_file, account, timeout))
+        return
     host, port = server_address(server)
     pin = checked_pin(pin)
     credential = read_credential(credential_file)
@@ -275,8 +288,9 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
 @click.command()
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="Verify over the network (else against the local data directory).")
+@cluster_option
 @click.option("--client", "client_name", default=None, callback=_wire_name,
-              help="Verifier client name (with --server).")
+              help="Verifier client name (with --server or --cluster).")
 @credential_option
 @account_option
 @pin_option
@@ -286,15 +300,25 @@ async def verify_async(host, port, *, pin, client_name, credential, account, otp
               help='Print one JSON object instead of the word: {"account": A, "accepted": '
                    'true|false, "result": "accepted"|"rejected"} (exit codes unchanged).')
 @click.argument("otp")
-def verify(server, client_name, credential_file, account, pin, timeout, data_dir, as_json, otp):
+def verify(server, cluster_path, client_name, credential_file, account, pin, timeout, data_dir, as_json, otp):
     """Verify OTP for ACCOUNT: exit 0 if accepted, 1 if rejected (2: usage error, e.g. no data
-    directory there; 3: server or store unavailable, or this client refused)."""
+    directory there; 3: server or store unavailable, or this client refused). With --cluster
+    (a tprf token) t share servers each consume the counter before answering."""
     from otpfast.services.otp_input import typed_otp_problem
 
     problem = typed_otp_problem(otp)
     if problem is not None:
         raise click.BadParameter(problem, param_hint="'OTP'")
-    if server is not None:
+    if cluster_path is not None:
+        for name, value in (("--server", server), ("--data-dir", data_dir), ("--pin", pin)):
+            if value is not None:
+                raise click.UsageError(f"{name} is not used with --cluster")
+        if client_name is None:
+            raise click.UsageError("--client is required with --cluster")
+        from otpfast_cli.tprf import verify_tprf
+        ok = otp_fits_the_protocol(otp) and verify_tprf(cluster_path, client_name, credential_file, account,
+                                                        otp, timeout)
+    elif server is not None:
         if data_dir is not None:
             raise click.UsageError("give either --server or --data-dir, not both")
         if client_name is None:
@@ -309,7 +333,7 @@ def verify(server, client_name, credential_file, account, pin, timeout, data_dir
     else:
         for name, value in (("--client", client_name), ("--credential-file", credential_file), ("--pin", pin)):
             if value is not None:
-                raise click.UsageError(f"{name} is only used with --server")
+                raise click.UsageError(f"{name} is only used with --server or --cluster")
         ok = verify_local(data_dir, account, otp)
     result = "accepted" if ok else "rejected"
     if as_json:

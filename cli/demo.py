@@ -25,7 +25,7 @@ class Steps:
         self.failed = 0
 
     def report(self, what, ok, detail=""):
-        click.echo(f"{what:<64} {'ok' if ok else 'FAILED'}{('  ' + detail) if detail else ''}")
+        click.echo(f"{what:<72} {'ok' if ok else 'FAILED'}{('  ' + detail) if detail else ''}")
         if not ok:
             self.failed += 1
         return ok
@@ -96,11 +96,20 @@ async def _story(datadir, fingerprint, credentials, steps, scheme):
 @click.option("--scheme", type=click.Choice(["rsa-prf", "hotp", "hashchain"]), default="rsa-prf",
               show_default=True, help="Account type of the demo account (server-issued types).")
 @click.option("--keep", is_flag=True, help="Keep the temporary data directory (its path is printed).")
-def demo(scheme, keep):
+@click.option("--threshold", is_flag=True,
+              help="Threshold OTPs instead: 5 share servers, t = 3, a DKG, issue and verify through "
+                   "different quorums, replays refused, servers killed.")
+def demo(scheme, keep, threshold):
     """Run the whole ceremony -> issue -> verify -> replay-refused story on loopback."""
     from otpfast.datadir import DataDir
 
     steps = Steps()
+    if threshold:
+        from otpfast_cli.demo_threshold import run
+
+        run(steps, keep)
+        _finish(steps)
+        return
     tmp = tempfile.mkdtemp(prefix="otpfast-demo-")
     datadir = DataDir(tmp)
     try:
@@ -127,6 +136,10 @@ def demo(scheme, keep):
             click.echo(f"data directory kept: {tmp}")
         else:
             datadir.remove()
+    _finish(steps)
+
+
+def _finish(steps):
     if steps.failed:
         click.echo(f"demo FAILED: {steps.failed} step(s) misbehaved")
         sys.exit(1)

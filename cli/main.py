@@ -44,6 +44,7 @@ _COMMANDS = {
     "keyserver": "otpfast_cli.servers:keyserver",
     "distserver": "otpfast_cli.servers:distserver",
     "serve": "otpfast_cli.servers:serve",
+    "share-server": "otpfast_cli.shares:share_server_group",
     "contribute": "otpfast_cli.clients:contribute",
     "ceremony": "otpfast_cli.clients:ceremony_group",
     "request": "otpfast_cli.clients:request",

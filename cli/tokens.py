@@ -48,9 +48,10 @@ def token_group():
 @data_dir_option
 @click.argument("user")
 @click.option("--type", "type_", required=True,
-              type=click.Choice(sorted(set(policy.TYPES) | set(FURTHER_TYPES))),
+              type=click.Choice(sorted(set(policy.TYPES) | set(FURTHER_TYPES) | {"tprf"})),
               help="hotp, totp (an authenticator app or key fob) or recovery (single-use "
-                   "codes). Server-issued types are an account's main token (account add).")
+                   "codes). Server-issued types are an account's main token (account add). "
+                   "tprf: a threshold token, its key made by a DKG among --share-servers.")
 @click.option("--description", default="", help="Free text shown by token list/show.")
 @click.option("--digits", type=POSITIVE_INT, default=None, help="OTP length (default 6).")
 @click.option("--algorithm", default=None, help="hotp/totp: sha1|sha256|sha512 (default sha1).")
@@ -61,10 +62,35 @@ def token_group():
               help="recovery: how many codes (default 10).")
 @click.option("--issuer", default="otpfast", show_default=True,
               help="hotp/totp: the issuer in the printed otpauth:// URI.")
+@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False), default=None,
+              help="tprf: the cluster file (share servers and pins); the DKG's public result is added to it.")
+@click.option("--share-servers", default=None, metavar="A,B,C",
+              help="tprf: the share servers (names in the cluster file) that run the DKG [default: all].")
+@click.option("--threshold", type=POSITIVE_INT, default=None,
+              help="tprf: t, the share servers needed per OTP (n/2 < t <= n) [default: a majority].")
+@click.option("--admin", default="admin", show_default=True,
+              help="tprf: the admin principal the share servers know; its credential from "
+                   "--credential-file or $OTPFAST_CREDENTIAL.")
+@click.option("--credential-file", type=click.Path(dir_okay=False), default=None,
+              help="tprf: the admin's cluster credential (else $OTPFAST_CREDENTIAL).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="tprf: seconds to wait for each share server.")
 def token_add(data_dir, user, type_, description, digits, algorithm, window, period, count,
-              issuer):
+              issuer, cluster_path, share_servers, threshold, admin, credential_file, timeout):
     """Give USER a further token. Prints its serial; for hotp/totp the otpauth:// URI to
-    enrol it (contains the secret), for recovery the codes (shown only this once)."""
+    enrol it (contains the secret), for recovery the codes (shown only this once); for tprf
+    the share servers run a DKG (nobody ever holds the key) and the cluster file gets its
+    public result."""
+    tprf_only = (("--cluster", cluster_path), ("--share-servers", share_servers), ("--threshold", threshold),
+                 ("--credential-file", credential_file))
+    if type_ == "tprf":
+        from otpfast_cli.tprf import add_tprf_token
+
+        add_tprf_token(user, cluster_path, share_servers, threshold, digits, admin, credential_file, timeout)
+        return
+    for name, value in tprf_only:
+        if value is not None:
+            raise click.UsageError(f"{name} is only used with --type tprf")
     settings = {name: value for name, value in (("digits", digits), ("algorithm", algorithm),
                                                 ("window", window), ("period", period))
                 if value is not None}

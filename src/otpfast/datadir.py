@@ -12,6 +12,7 @@ opening the store tightens a directory left looser, with a warning per fix):
     tls.key         TLS private key
     audit.head      the head (seq, hash) of the audit chain (tail-truncation check; see
                     otpfast.store.common.HeadFile)
+    shares.db       a share server's shares and counters (tprf tokens; otpfast.store.shares)
 """
 import datetime
 import hashlib
@@ -255,6 +256,17 @@ class DataDir:
 
         return Distribution(self.open_store(upgrade=upgrade), clock=clock, ttl=ttl,
                             require_pin=require_pin)
+
+    def share_server(self, clock=time.time, *, synchronous: str = "FULL"):
+        """The share-server role (tprf tokens) over this data dir: its own ``shares.db``
+        (created on first use), the at-rest key, its RSA key (DKG signatures and shares)."""
+        from .services.shares import ShareServer
+        from .store.shares import SHARES_FILE, ShareStore
+
+        fingerprint = self.fingerprint()
+        self.tighten()
+        store = ShareStore(self.file(SHARES_FILE), atrest.load_key(self.file(KEY_FILE)), synchronous=synchronous)
+        return ShareServer(store, self.rsa_private_key(), fingerprint, clock=clock)
 
     def admin(self, clock=time.time):
         from .services.admin import Admin

@@ -18,6 +18,10 @@ NONCE_LIMIT = 64
 MASKED_LIMIT = 1024
 SIGNATURE_LIMIT = 1024    # RSA-PSS under keys up to 8192 bits
 DIGEST_LIMIT = 64
+ELEMENT_LIMIT = 32        # a ristretto255 element or scalar
+DLEQ_LIMIT = 64           # a DLEQ proof: two scalars
+COUNTERS_LIMIT = 8 * 16   # up to 16 u64 counters, packed big-endian
+CEREMONY_LIMIT = 60000    # a DKG round's canonical JSON (services.tprfdkg; n <= 7 share servers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,80 @@ class Error:
     FIELDS = ()
 
 
+# -- share servers (tprf tokens; protocol.shares) ---------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ShareStatus:
+    """Device or verifier -> share server: the account's issuing watermark and the counters this
+    server issued that are not consumed yet."""
+    account: str
+    TYPE = 18
+    FIELDS = (("account", "str", NAME_LIMIT),)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareState:
+    """Share server -> client: ``watermark`` (the lowest counter it would issue) and the
+    outstanding counters (u64 big-endian each; a single zero byte for none)."""
+    watermark: int
+    outstanding: bytes
+    TYPE = 19
+    FIELDS = (("watermark", "u64", 0), ("outstanding", "bytes", COUNTERS_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluate:
+    """Device (purpose 1, issue) or verifier (purpose 2, verify) -> share server: evaluate the
+    account's share at ``counter``."""
+    account: str
+    counter: int
+    purpose: int
+    TYPE = 20
+    FIELDS = (("account", "str", NAME_LIMIT), ("counter", "u64", 0), ("purpose", "u32", 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Share server -> client: H1(x)^{k_j} and its DLEQ proof against g^{k_j}."""
+    index: int
+    element: bytes
+    proof: bytes
+    TYPE = 21
+    FIELDS = (("index", "u32", 1), ("element", "bytes", ELEMENT_LIMIT), ("proof", "bytes", DLEQ_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Verifier -> share server: what became of the verification at ``counter`` (1 accepted,
+    0 a wrong OTP: it counts toward the account's throttle)."""
+    account: str
+    counter: int
+    accepted: int
+    TYPE = 22
+    FIELDS = (("account", "str", NAME_LIMIT), ("counter", "u64", 0), ("accepted", "u32", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class CeremonyStep:
+    """Ceremony orchestrator -> share server: one DKG round (``round`` 1 deal, 2 dealings,
+    3 finish, 4 confirm) with its canonical JSON body (services.tprfdkg)."""
+    account: str
+    round: int
+    body: bytes
+    TYPE = 23
+    FIELDS = (("account", "str", NAME_LIMIT), ("round", "u32", 1), ("body", "bytes", CEREMONY_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class CeremonyReply:
+    """Share server -> orchestrator: its answer to a DKG round (canonical JSON) and its
+    RSA-PSS-SHA256 signature over it."""
+    body: bytes
+    signature: bytes
+    TYPE = 24
+    FIELDS = (("body", "bytes", CEREMONY_LIMIT), ("signature", "bytes", SIGNATURE_LIMIT))
+
+
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
     Hello, PublicKey, Contribute, Receipt, AuthOk, Request, Issued, Verify, Accept, Reject, Error,
-    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript)}
+    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript, ShareStatus, ShareState,
+    Evaluate, Partial, Outcome, CeremonyStep, CeremonyReply)}

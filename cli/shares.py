@@ -1,0 +1,151 @@
+"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, cluster
+add, accounts). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+
+A share server is an initialised data directory (``otpfast init``); its shares and counters
+live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
+runs DKGs) has one credential for the whole cluster: register it on every share server with
+the same ``--credential-file`` (each server stores only the hash of a credential derived from
+it and its own certificate fingerprint).
+"""
+import click
+
+from otpfast.errors import InvalidParameter, Refused
+from otpfast_cli.options import bad_parameter, data_dir_option
+from otpfast_cli.servers import (_announce, _binding, _configure_logging, _run, _run_until_signalled,
+                                 listen_address, open_datadir, server_options)
+
+
+@click.group("share-server")
+def share_server_group():
+    """A share server of threshold (tprf) tokens: one share of each token's key."""
+
+
+@share_server_group.command("serve")
+@server_options
+def serve(listen, data_dir, limits, verbose):
+    """Serve this share server: partial evaluations (with DLEQ proofs) and the DKG."""
+    from otpfast.net import tls
+    from otpfast.net._stream import bound_address
+    from otpfast.net.shares import serve_shares
+
+    host, port = listen_address(listen)
+    _configure_logging(verbose)
+    datadir = open_datadir(data_dir)
+
+    async def main():
+        service = datadir.share_server()
+        try:
+            server = await _binding("listen", serve_shares(service, tls.server_context(datadir), host, port,
+                                                           limits=limits))
+            await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
+        finally:
+            service.close()
+
+    _run(main)
+
+
+@share_server_group.group("principal")
+def principal_group():
+    """Who may talk to this share server."""
+
+
+def _read_or_new(credential_file):
+    from otpfast.services.credentials import new_credential
+    from otpfast_cli.clients import read_credential
+
+    if credential_file is None:
+        return new_credential(), True
+    return read_credential(credential_file).decode("ascii", "replace"), False
+
+
+@principal_group.command("add")
+@data_dir_option
+@click.argument("name")
+@click.option("--role", type=click.Choice(["device", "verifier", "admin"]), required=True,
+              help="device: gets the OTPs of --account; verifier: checks OTPs (consumes counters); "
+                   "admin: runs DKGs (token add --type tprf).")
+@click.option("--account", default=None, help="The account of a device.")
+@click.option("--credential-file", type=click.Path(dir_okay=False), default=None,
+              help="The principal's cluster credential (register the same one on every share server); "
+                   "without it a new one is made and printed once.")
+def principal_add(data_dir, name, role, account, credential_file):
+    """Register principal NAME on this share server."""
+    from otpfast.services.tprfcluster import server_credential
+    from otpfast_cli.clients import _wire_name
+
+    _wire_name(None, None, name)
+    if (role == "device") != (account is not None):
+        raise click.BadParameter("a device needs --account; other roles take none", param_hint="'--account'")
+    credential, fresh = _read_or_new(credential_file)
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        service.add_principal(name, role, account=account,
+                              credential=server_credential(credential, datadir.fingerprint()))
+    except Refused as exc:
+        raise click.BadParameter(str(exc), param_hint="'NAME'") from None
+    finally:
+        service.close()
+    click.echo(f"principal {name} ({role}) added", err=True)
+    if fresh:
+        click.echo("Its cluster credential (register it on the other share servers with --credential-file; "
+                   "shown only now):", err=True)
+        click.echo(credential)
+
+
+@principal_group.command("list")
+@data_dir_option
+def principal_list(data_dir):
+    """List the principals (no credentials)."""
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        rows = service.store.principals()
+    finally:
+        service.close()
+    for name, role, account in rows:
+        click.echo(f"{name}\t{role}\t{account or '-'}")
+
+
+@share_server_group.command("accounts")
+@data_dir_option
+def accounts(data_dir):
+    """The accounts this share server holds a share of (index, threshold, watermark)."""
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        for account in service.store.accounts():
+            record = service.store.share(account)
+            watermark, outstanding = service.store.status(account)
+            state = "active" if record.active else "pending"
+            click.echo(f"{account}\tshare {record.index}\tt={record.threshold}\t{state}\twatermark {watermark}"
+                       f"\toutstanding {len(outstanding)}")
+    finally:
+        service.close()
+
+
+@share_server_group.command("cluster-add")
+@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False), required=True,
+              help="The cluster file (created if absent).")
+@click.argument("name")
+@click.argument("address", metavar="HOST:PORT")
+@click.option("--pin", required=True, metavar="sha256:HEX", help="The share server's certificate fingerprint.")
+def cluster_add(cluster_path, name, address, pin):
+    """Add share server NAME at HOST:PORT to a cluster file."""
+    import os
+
+    from otpfast.services.tprfcluster import Cluster
+    from otpfast_cli.clients import checked_pin, server_address
+
+    server_address(address)
+    pin = checked_pin(pin)
+    try:
+        cluster = Cluster.load(cluster_path) if os.path.exists(cluster_path) else Cluster([], path=cluster_path)
+    except InvalidParameter as exc:
+        raise bad_parameter(exc)
+    if any(s["name"] == name for s in cluster.servers):
+        raise click.BadParameter(f"{name!r} is in the cluster file already", param_hint="'NAME'")
+    cluster.servers.append({"name": name, "address": address, "pin": pin})
+    cluster.save()
+    click.echo(f"{name} {address} added to {cluster_path}")
+

@@ -1,0 +1,130 @@
+"""The DKG: honest result, a cheating dealer named with evidence and excluded, an abort when
+fewer than t dealers qualify, t-1 stores read directly cannot produce the OTP."""
+import itertools
+
+import pytest
+
+from otpfast import tprf as tprf_math
+from otpfast.errors import Refused
+from otpfast.net import tprf
+from otpfast.services import tprfdkg
+from otpfast.services.shares import ShareServer
+from otpfast.store.shares import SHARES_FILE, ShareStore
+from otpfast.store.atrest import load_key
+
+
+def _shares_from_stores(h, names, account="alice"):
+    """What a thief of these share servers' data directories (store and at-rest key) holds."""
+    out = {}
+    for name in names:
+        datadir = h.local.datadirs[name]
+        store = ShareStore(datadir.file(SHARES_FILE), load_key(datadir.file("at-rest.key")))
+        try:
+            record = store.share(account)
+        finally:
+            store.close()
+        out[record.index] = record.share
+    return out
+
+
+def test_dkg_shares_interpolate_to_one_key(harness):
+    async def scenario(h):
+        entry, (transcript, signatures), accused = await h.dkg()
+        assert accused == {}
+        shares = _shares_from_stores(h, h.local.names)
+        public = bytes.fromhex(entry["public"]["key"])
+        for subset in itertools.combinations(sorted(shares), 3):
+            k = tprf_math.recover_secret({i: shares[i] for i in subset})
+            assert tprf_math.public_key(k) == public
+        for i, share in shares.items():
+            assert tprf_math.public_key(share).hex() == entry["public"]["shares"][str(i)]
+        # every server signed the same transcript, and each keeps all signatures
+        setup = tprfdkg.parse(transcript)["setup"]
+        for server in setup["servers"]:
+            assert tprfdkg.signed_by(server["key"], tprfdkg.FINISH, transcript,
+                                     bytes.fromhex(signatures[str(server["index"])]))
+        for service in h.local.services.values():
+            record = service.store.share("alice")
+            assert record.active and record.transcript == transcript and record.signatures == signatures
+    harness(scenario)
+
+
+def _cheating_dealer(victims):
+    """A share server whose dealing gives ``victims`` a share that misses its commitments."""
+    class Cheater(ShareServer):
+        def _deal(self, account, setup):
+            body = super()._deal(account, setup)
+            dealing = tprfdkg.parse(body)
+            pending = self._pending[account]
+            for victim in victims:
+                server = setup["servers"][victim - 1]
+                bad = tprf_math.scalar_add(tprf_math.poly_eval(pending.polynomial, victim), tprf_math.scalar_from_int(1))
+                dealing["shares"][str(victim)] = tprfdkg.encrypt_share(
+                    server["key"], bad, setup["ceremony"], account, pending.me, victim).hex()
+            pending.dealing = tprfdkg.canonical(dealing)
+            return pending.dealing
+
+    def factory(datadir):
+        honest = datadir.share_server()
+        return Cheater(honest.store, datadir.rsa_private_key(), datadir.fingerprint())
+    return factory
+
+
+def test_dkg_cheating_dealer_named_with_evidence_and_excluded(harness):
+    async def scenario(h):
+        entry, (transcript, _signatures), accused = await h.dkg()
+        assert list(accused) == ["s4"]
+        assert any("s2: share-does-not-match-commitments" in e for e in accused["s4"])
+        body = tprfdkg.parse(transcript)
+        assert body["qualified"] == [1, 2, 3, 5]
+        evidence = body["accused"]["4"][0]
+        # the evidence checks out against s4's signed commitments
+        commitments = [bytes.fromhex(c) for c in body["commitments"]["4"]]
+        assert evidence["by"] == 2
+        assert not tprf_math.verify_share(2, bytes.fromhex(evidence["share"]), commitments)
+        # s4 still holds a share (of the qualified dealers' polynomials): logins work through it
+        otp, _, answered, cheaters = await h.issue(["s4", "s2", "s5"])
+        assert answered == ["s2", "s4", "s5"] and cheaters == []
+        assert (await h.verify(otp, ["s1", "s3", "s4"]))[0] is True
+    harness(scenario, service_factory={"s4": _cheating_dealer([2])})
+
+
+def test_dkg_aborts_when_fewer_than_t_dealers_qualify(harness):
+    async def scenario(h):
+        with pytest.raises(tprf.CeremonyFailed) as failure:
+            await h.dkg()
+        message = str(failure.value)
+        assert "only 2 dealers qualified" in message and "s1" in message and "s2" in message
+        for service in h.local.services.values():
+            assert service.store.share("alice") is None
+    factory = _cheating_dealer([3])
+    harness(scenario, service_factory={"s1": factory, "s2": factory, "s4": _cheating_dealer([5])}, n=5, t=3)
+
+
+def test_dkg_t_minus_1_stores_cannot_produce_the_otp(harness):
+    """t-1 shares read straight from t-1 stores, combined with a guessed one, never give the
+    OTP's PRF output (1,000 counters); t shares do."""
+    async def scenario(h):
+        await h.dkg()
+        return _shares_from_stores(h, h.local.names)
+    shares = harness(scenario)
+    account = "alice"
+    stolen = {1: shares[1], 2: shares[2]}
+    matches = 0
+    for counter in range(1000):
+        x = tprfdkg.evaluation_input(account, "S", counter)
+        element = tprf_math.hash_to_group(x)
+        truth = tprf_math.finalize(x, tprf_math.combine({i: tprf_math.evaluate(shares[i], element) for i in (1, 2, 3)}))
+        guess = dict(stolen)
+        guess[3] = tprf_math.random_scalar()
+        attempt = tprf_math.finalize(x, tprf_math.combine({i: tprf_math.evaluate(s, element) for i, s in guess.items()}))
+        matches += attempt == truth
+    assert matches == 0
+
+
+def test_dkg_refuses_bad_thresholds(harness):
+    async def scenario(h):
+        for t in (1, 2, 6):
+            with pytest.raises(Refused):
+                await h.dkg(t=t)
+    harness(scenario)
