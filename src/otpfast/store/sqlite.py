@@ -97,6 +97,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " created_at REAL NOT NULL, ver INTEGER, mac BLOB)",
         "CREATE INDEX tokens_user ON tokens (user_name)",
     ),
+    (   # v6: PostgreSQL keeps one audit chain per node process; one SQLite file has one
+        # chain (the head row names no node)
+        "ALTER TABLE audit_head ADD COLUMN node TEXT",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
