@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Iterator
 
-from otpfast.errors import StoreBusy, StoreError, StoreOutdated
+from otpfast.errors import StoreBusy, StoreError, StoreOutdated, StoreUnavailable
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
@@ -177,20 +177,43 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
-            connect_timeout: int = 10):
-    """An autocommit connection (transactions are explicit) with otpfast's session settings."""
+# libpq settings a URL does not give: a dead server or network is noticed in seconds, not
+# the kernel's two hours (TCP keepalives; tcp_user_timeout: unacknowledged data)
+CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+                       "keepalives_count": "3", "tcp_user_timeout": "10000"}
+
+
+def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
+            statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+            application_name: str = "otpfast", connect_timeout: int = 5):
+    """An autocommit connection (transactions are explicit) with otpfast's session
+    settings: every wait bounded (lock, statement, idle in transaction; the server's
+    keepalives too), named after the node (``application_name``: pg_stat_activity)."""
     if synchronous_commit not in SYNCHRONOUS_COMMIT:
         raise StoreError(f"synchronous_commit must be one of {', '.join(SYNCHRONOUS_COMMIT)}")
     driver = _driver()
     try:
-        conn = driver.connect(url, autocommit=True, connect_timeout=connect_timeout)
+        info = driver.conninfo.conninfo_to_dict(url)
+        extra = {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in info}
+        if "application_name" not in info:
+            extra["application_name"] = application_name[:63]
+        conn = driver.connect(url, autocommit=True, connect_timeout=connect_timeout, **extra)
     except driver.Error as exc:
-        raise StoreError(f"cannot open the store ({describe_url(url)}): "
-                         f"{_first_line(exc)}") from None
-    conn.execute(f"SET synchronous_commit = '{synchronous_commit}'")
-    conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
-    conn.execute("SET default_transaction_isolation = 'read committed'")
+        raise StoreUnavailable(f"cannot open the store ({describe_url(url)}): "
+                               f"{_first_line(exc)}") from None
+    try:
+        for setting, value in (("synchronous_commit", f"'{synchronous_commit}'"),
+                               ("lock_timeout", int(lock_timeout_ms)),
+                               ("statement_timeout", int(statement_timeout_ms)),
+                               ("idle_in_transaction_session_timeout", int(idle_timeout_ms)),
+                               ("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2),
+                               ("tcp_keepalives_count", 3),
+                               ("default_transaction_isolation", "'read committed'")):
+            conn.execute(f"SET {setting} = {value}")
+    except driver.OperationalError as exc:
+        conn.close()
+        raise StoreUnavailable(f"the store failed while opening a session "
+                               f"({describe_url(url)}): {_first_line(exc)}") from None
     return conn
 
 
@@ -262,17 +285,25 @@ class PostgresStore(SqlReads, Store):
     _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
-                 synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
+                 synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
+                 statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
                  create: bool = False, upgrade: bool = True, node: str | None = None):
         self._url = url
         self.node = node
+        # a server batch (wait=False) still running this long is cut off (a stopped server
+        # answers nothing, and no server-side timeout fires): see _Watchdog
+        self._deadline = statement_timeout_ms / 1000 + 1.0
+        self._watchdog = _Watchdog()
         self._last_chain = 0
         self._head_files: dict = {}
         self.location = describe_url(url)
         self.keys = AtRestKeys(key)
         self.head_path = head_path
         self._settings = {"synchronous_commit": synchronous_commit,
-                          "lock_timeout_ms": lock_timeout_ms}
+                          "lock_timeout_ms": lock_timeout_ms,
+                          "statement_timeout_ms": statement_timeout_ms,
+                          "idle_timeout_ms": idle_timeout_ms,
+                          "application_name": "otpfast" if node is None else f"otpfast {node}"}
         self._local = threading.local()
         self._connections: list = []        # (thread, connection)
         self._inherited: list = []          # a forked parent's connections: never used/closed
@@ -352,29 +383,65 @@ class PostgresStore(SqlReads, Store):
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
+        watched = None if wait else self._watchdog.watch(conn, self._deadline)
         try:
-            conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            head = self._claim_chain(conn, wait)
-        except psycopg.OperationalError as exc:
-            _rollback(conn)
-            raise StoreError(f"the store is busy or unreachable: {_first_line(exc)}") from None
-        if head is None:
-            _rollback(conn)
-            raise StoreBusy()
-        tx = _PostgresTransaction(self, conn, head)
-        try:
-            yield tx
-            tx._flush_audit_head()
-            conn.execute("COMMIT")
-        except psycopg.OperationalError as exc:
-            _rollback(conn)
-            raise StoreError(f"the store failed: {_first_line(exc)}") from None
-        except BaseException:
-            _rollback(conn)
-            raise
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                head = self._claim_chain(conn, wait)
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                raise StoreUnavailable(f"the store is busy or unreachable: "
+                                       f"{self._cause(exc)}") from None
+            if head is None:
+                _rollback(conn)
+                raise StoreBusy()
+            tx = _PostgresTransaction(self, conn, head)
+            try:
+                yield tx
+                tx._flush_audit_head()
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                raise StoreUnavailable(f"the store failed: {self._cause(exc)}") from None
+            except BaseException:
+                _rollback(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except psycopg.OperationalError as exc:
+                self._resolve_commit(conn, tx, exc)
+        finally:
+            if watched is not None:
+                self._watchdog.done(watched)
         self._after_commit(tx)
         if tx._head[0] != tx._head_start:
             self._head_file_of(tx.chain).write(*tx._head)
+
+    def _cause(self, exc) -> str:
+        """What went wrong, for logs and callers: the server's message, and which server."""
+        return f"{_first_line(exc)} ({self.location})"
+
+    def _resolve_commit(self, conn, tx, exc) -> None:
+        """The COMMIT failed. If the server answered, nothing was committed. If the
+        connection was lost, the outcome is looked up on a new connection: the chain head
+        this transaction wrote (its last entry's MAC, unique) is there iff it committed.
+        Returns if it committed; raises StoreUnavailable (committed False or None) if not
+        or if the lookup fails too - never a guess."""
+        cause = self._cause(exc)
+        if not conn.broken and not conn.closed:
+            _rollback(conn)
+            raise StoreUnavailable(f"the store refused the COMMIT: {cause}") from None
+        if tx._head[0] == tx._head_start:       # it wrote nothing (every write is audited)
+            raise StoreUnavailable(f"the store failed: {cause}") from None
+        try:
+            row = self._conn().execute("SELECT hash FROM audit WHERE chain = %s AND seq = %s",
+                                       (tx.chain, tx._head[0])).fetchone()
+        except (psycopg.OperationalError, StoreUnavailable) as lookup:
+            raise StoreUnavailable(f"the store failed during COMMIT ({cause}) and its outcome "
+                                   f"is unknown: {_first_line(lookup)}", committed=None) from None
+        if row is not None and hmac.compare_digest(bytes(row[0]), tx._head[1]):
+            return
+        raise StoreUnavailable(f"the store failed during COMMIT (nothing was committed): "
+                               f"{cause}") from None
 
     def _claim_chain(self, conn, wait: bool):
         """Lock the head row of the audit chain this transaction appends to: (chain, seq,
@@ -521,6 +588,58 @@ class PostgresStore(SqlReads, Store):
                 return archive.archive(self, tx, before, path, head_file,
                                        lambda upto: self._audit_pages(tx._conn, upto, 1), now)
         return archive.run(self, path, in_transaction)
+
+
+class _Watchdog:
+    """Cuts off a server batch whose store does not answer: a stopped PostgreSQL (or a
+    frozen network path that still acknowledges) keeps a blocking libpq call waiting
+    forever, and the event loop with it. One thread per store, started on first use,
+    wakes every 100 ms; a connection past its deadline is shut down (the blocked call then
+    fails at once, and the COMMIT outcome lookup decides what happened)."""
+
+    TICK = 0.1
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._watched: dict = {}            # token -> (conn, deadline)
+        self._thread = None
+        self._next = 0
+
+    def watch(self, conn, seconds: float) -> int:
+        with self._lock:
+            self._next += 1
+            self._watched[self._next] = (conn, time.monotonic() + seconds)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otpfast-store-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            return self._next
+
+    def done(self, token: int) -> None:
+        with self._lock:
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                late = [token for token, (_, deadline) in self._watched.items()
+                        if deadline < now]
+                conns = [self._watched.pop(token)[0] for token in late]
+            for conn in conns:
+                _cut_off(conn)
+
+
+def _cut_off(conn) -> None:
+    import socket
+
+    with contextlib.suppress(OSError, ValueError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _rollback(conn) -> None:
