@@ -11,7 +11,10 @@ opening the store tightens a directory left looser, with a warning per fix):
     tls.crt         TLS certificate (self-signed unless given to init)
     tls.key         TLS private key
     audit.head      the head (seq, hash) of the audit chain (tail-truncation check; see
-                    otpfast.store.common.HeadFile)
+                    otpfast.store.common.HeadFile); on PostgreSQL also audit.head.<chain>,
+                    one per chain of this node
+    node.id         this node's name on a shared (PostgreSQL) store: its processes append
+                    to audit chains of their own (never shared with another data dir)
     shares.db       a share server's shares and counters (tprf tokens; otpfast.store.shares)
 """
 import datetime
@@ -19,7 +22,9 @@ import hashlib
 import ipaddress
 import logging
 import os
+import secrets
 import shutil
+import socket
 import ssl
 import stat
 import time
@@ -39,6 +44,7 @@ RSA_FILE = "keyserver.pem"
 CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
 HEAD_FILE = "audit.head"
+NODE_FILE = "node.id"
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
 ENV_STORE_URL = "OTPFAST_STORE_URL"
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -228,7 +234,7 @@ class DataDir:
         url = self.store_url()
         if url is not None:
             store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
-                                  upgrade=upgrade)
+                                  upgrade=upgrade, node=self.node_id())
         else:
             store = SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
                                 synchronous=synchronous, upgrade=upgrade)
@@ -237,6 +243,21 @@ class DataDir:
                         "versions cannot open it now", store.upgraded_from, store.schema_version(),
                         self.describe_store())
         return store
+
+    def node_id(self) -> str:
+        """This data dir's node name (created on first use: the host name and 8 random
+        hex digits). Each data dir is one node: never copy node.id to another machine."""
+        try:
+            with open(self.file(NODE_FILE), encoding="utf-8") as fh:
+                return fh.read().strip()
+        except FileNotFoundError:
+            pass
+        name = f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+        try:
+            _write_private(self.file(NODE_FILE), name.encode("utf-8") + b"\n")
+        except FileExistsError:         # another process of this node wrote it first
+            return self.node_id()
+        return name
 
     def rsa_private_key(self):
         self._require()

@@ -81,3 +81,13 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow."""
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or failed mid-transaction (lost connection, timeout,
+    a server that is not the current primary): "try again", never "refused".
+    ``committed``: False - nothing of the transaction was written (a retry is safe);
+    None - the outcome of its COMMIT is unknown (the lookup failed too)."""
+
+    def __init__(self, message, committed=False):
+        super().__init__(message)
+        self.committed = committed

@@ -24,7 +24,7 @@ import os
 from otpfast.errors import StoreError
 
 from .base import AuditEntry, AuditReport
-from .chain import ZERO_HASH, check_chain
+from .chain import ZERO_HASH, check_chain, fold_records, record_version
 
 FORMAT = "otpfast-audit-archive-1"
 
@@ -55,23 +55,70 @@ def _walk(store, conn, head_file, entries):
     """(report, latest row records, anchor) of the whole check, in the caller's snapshot."""
     anchor = read_anchor(store, conn)
     if isinstance(anchor, str):
-        return AuditReport(0, 1, anchor, 0, ZERO_HASH), {}, (0, ZERO_HASH)
+        return AuditReport(0, 1, anchor, 0, ZERO_HASH), ({}, []), (0, ZERO_HASH)
     db_head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-    latest: dict = {}
+    records: list = []
     report = check_chain(store.keys.audit_key, entries,
                          [("database head", db_head), ("head file", head_file)],
-                         anchor=anchor, latest=latest)
+                         anchor=anchor, records=records)
+    latest = fold_records(records)
     report = dataclasses.replace(report, anchor_seq=anchor[0])
     if report.first_bad is None:
         problems = store._check_rows(conn, latest, anchor[0])
         if problems:
             report = dataclasses.replace(report, bad_rows=tuple(problems),
                                          reason=f"{len(problems)} row(s) refused: {problems[0]}")
-    return report, latest, anchor
+    return report, (latest, records), anchor
 
 
 def verify(store, conn, head_file, entries) -> AuditReport:
     return _walk(store, conn, head_file, entries)[0]
+
+
+def verify_chains(store, conn, head_files: dict, entries_of) -> AuditReport:
+    """The whole check of a store with one chain per node process (PostgreSQL), in the
+    caller's snapshot: every chain from where it starts (chain 1: the archive anchor; the
+    others: their genesis, otpfast.store.chain.chain_genesis) against its database head
+    and, for the chains whose head files this data dir keeps (``head_files``: chain ->
+    HeadFile.read()), its head file; then every row against the last entry that wrote it,
+    across chains (by version: fold_records). ``entries_of(chain)`` iterates a chain."""
+    heads = conn.execute("SELECT id, node, seq, hash FROM audit_head ORDER BY id").fetchall()
+    orphan = conn.execute("SELECT DISTINCT chain FROM audit WHERE chain NOT IN"
+                          " (SELECT id FROM audit_head) ORDER BY chain LIMIT 1").fetchone()
+    if orphan is not None:
+        return AuditReport(0, 1, f"the head row of chain {orphan[0]} was removed (its "
+                           "entries are still there)", 0, ZERO_HASH)
+    known = {int(row[0]) for row in heads}
+    for chain, head in sorted(head_files.items()):
+        if chain not in known and isinstance(head, tuple) and head[0] > 0:
+            return AuditReport(0, 1, f"chain {chain} (head file at entry {head[0]}) was "
+                               "removed from the store", 0, ZERO_HASH)
+    records: list = []
+    total, anchor_seq, last = 0, 0, AuditReport(0, None, "ok", 0, ZERO_HASH)
+    for chain, node, seq, digest in heads:
+        start = store._chain_start(conn, chain)
+        if isinstance(start, str):
+            return AuditReport(total, 1, start, 0, ZERO_HASH)
+        if chain == 1:
+            anchor_seq = start[0]
+        report = check_chain(store.keys.audit_key, entries_of(chain),
+                             [("database head", (seq, bytes(digest))),
+                              ("head file", head_files.get(chain))],
+                             anchor=start, records=records)
+        total += report.entries
+        if report.first_bad is not None:
+            where = "" if len(heads) == 1 else f"chain {chain}" + (
+                f" (node {node})" if node else "") + ": "
+            return dataclasses.replace(report, entries=total, reason=where + report.reason,
+                                       anchor_seq=anchor_seq)
+        if report.head_seq or chain == 1:
+            last = report
+    report = dataclasses.replace(last, entries=total, anchor_seq=anchor_seq)
+    problems = store._check_rows(conn, fold_records(records), anchor_seq)
+    if problems:
+        report = dataclasses.replace(report, bad_rows=tuple(problems),
+                                     reason=f"{len(problems)} row(s) refused: {problems[0]}")
+    return report
 
 
 def _entry_json(entry: AuditEntry) -> str:
@@ -86,7 +133,7 @@ def archive(store, tx, before: float, path: str, head_file, entries_upto, now: f
     """Inside the write transaction ``tx``: check, write ``path``, delete, move the anchor,
     carry the row versions over. ``entries_upto(seq or None)`` iterates the entries."""
     conn = tx._conn
-    report, latest, anchor = _walk(store, conn, head_file, entries_upto(None))
+    report, (latest, records), anchor = _walk(store, conn, head_file, entries_upto(None))
     if not report.ok:
         raise StoreError(f"the audit log does not verify ({report.reason}): nothing archived")
     moved = []
@@ -111,8 +158,13 @@ def archive(store, tx, before: float, path: str, head_file, entries_upto, now: f
     conn.execute(tx._sql("INSERT INTO audit_anchor (id, seq, hash, mac) VALUES (1, :seq, :hash,"
                          " :mac)"), {"seq": last.seq, "hash": last.hash,
                                      "mac": anchor_mac(store.keys, last.seq, last.hash)})
+    kept = set()            # the versions the entries left in the log still name
+    for seq, text in records:
+        if seq > last.seq:
+            kept.add(record_version(seq, text))
+            kept.update(ver for _, _, ver in json.loads(text).get("=", ()))
     for record, ver in latest.items():          # rows last written by archived entries
-        if ver != "-" and ver <= last.seq:
+        if ver != "-" and ver not in kept:
             tx.written[record] = ver
     tx.audit(now, "admin", "-", "-", "cli", f"audit-archived:{moved[0].seq}..{last.seq}")
     return Archived(len(moved), moved[0].seq, last.seq)

@@ -4,11 +4,10 @@ Rules every backend keeps, so a PostgreSQL backend can follow without changing c
 
 * Every state change happens inside ``with store.transaction() as tx:``; the block is one
   database transaction (commit on normal exit, rollback on exception). A backend opens it
-  in a mode that takes the write lock at once, before any read: SQLite ``BEGIN IMMEDIATE``;
-  PostgreSQL locks the single ``audit_head`` row (``SELECT ... FOR UPDATE``) as the first
-  statement after BEGIN. Writers therefore queue on one lock taken first (no deadlock, no
-  retry), and reads inside the transaction (:meth:`Transaction.account`,
-  :meth:`Transaction.accounts`) stay current until COMMIT without row locks of their own.
+  in a mode that takes its audit chain's lock at once, before any read: SQLite ``BEGIN
+  IMMEDIATE`` (one writer at a time); PostgreSQL locks the head row of the chain it appends
+  to (one per node process: otpfast.store.postgres) and :meth:`Transaction.accounts` locks
+  the accounts it returns, so a verification batch's reads stay current until COMMIT.
 * Each state change is a single conditional statement whose result says whether it
   happened (``UPDATE ... WHERE counter = :old`` -> True/False). Callers never write a value
   they computed from an earlier read unless the write is conditional on that read.
@@ -144,6 +143,7 @@ class AuditEntry:
     outcome: str
     hash: bytes
     rows: str | None = None   # the rows its transaction wrote (otpfast.store.rows)
+    chain: int = 1            # its chain (PostgreSQL: one per node process; SQLite: 1)
 
 
 class Transaction(abc.ABC):

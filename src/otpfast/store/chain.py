@@ -2,6 +2,7 @@
 chain against its recorded heads, and the head file kept outside the database."""
 import hashlib
 import hmac
+import json
 import os
 import struct
 import threading
@@ -83,13 +84,38 @@ def chain_entries(key, head: tuple[int, bytes], entries: list[tuple],
     return out
 
 
+def chain_genesis(audit_mac: HmacSha256, chain: int) -> bytes:
+    """Where a node's chain (PostgreSQL, ``chain`` > 1) starts: bound to its number, so an
+    entry moved from one chain into another fails its MAC. Chain 1 starts at ZERO_HASH."""
+    return ZERO_HASH if chain == 1 else audit_mac(b"otpfast chain %d" % chain)
+
+
+def fold_records(records) -> dict:
+    """The ``latest`` row records (otpfast.store.rows.note_records) of several chains:
+    ``records`` = [(seq, rows text)] of every chain; an entry's rows take the version its
+    text names ("v", drawn from one sequence, so it orders the writes of one row across
+    chains), else its seq (a single chain)."""
+    versioned = [(record_version(seq, text), text) for seq, text in records if text]
+    versioned.sort(key=lambda item: item[0])
+    latest: dict = {}
+    for version, text in versioned:
+        row_auth.note_records(latest, version, text)
+    return latest
+
+
+def record_version(seq: int, text: str) -> int:
+    """The version of the rows an entry (``seq``, rows field ``text``) records."""
+    return json.loads(text).get("v", seq)
+
+
 def check_chain(audit_key: bytes, entries, heads, *, anchor=(0, ZERO_HASH),
-                latest: dict | None = None) -> AuditReport:
+                latest: dict | None = None, records: list | None = None) -> AuditReport:
     """Walk the audit chain (every MAC, no gap) from ``anchor`` (seq, hash: where the
     archived part ended) and compare it with the recorded heads: ``heads`` is [(what,
     (seq, hash) or None or "missing")], the database head first. The caller reads the
     database head and the entries in one snapshot, and the head file before it. ``latest``
-    (a dict) receives the row records of the entries (otpfast.store.rows.note_records)."""
+    (a dict) receives the row records of the entries (otpfast.store.rows.note_records);
+    ``records`` (a list) their (seq, rows text) instead, for fold_records."""
     wanted = {int(head[0]) for _, head in heads if isinstance(head, tuple)}
     prev, last, count = bytes(anchor[1]), int(anchor[0]), 0
     hashes = {last: prev}        # the chain's hash at the seqs the heads name
@@ -106,6 +132,8 @@ def check_chain(audit_key: bytes, entries, heads, *, anchor=(0, ZERO_HASH),
             hashes[last] = prev
         if latest is not None and entry.rows is not None:
             row_auth.note_records(latest, last, entry.rows)
+        if records is not None and entry.rows is not None:
+            records.append((last, entry.rows))
     for what, head in heads:
         if head is None:
             continue

@@ -393,6 +393,7 @@ class SqlTransaction(Transaction):
         self.moved: list[str] = []               # accounts update_accounts moved
         self._version: int | None = None
         self._issued_macs: dict = {}             # id -> (now, its MAC once used at now)
+        self._decoy_row = 1                      # the decoy row it writes (one per chain)
 
     def _sql(self, sql: str) -> str:
         return sql
@@ -411,10 +412,11 @@ class SqlTransaction(Transaction):
     def _head_seq(self) -> int:
         """The audit head's seq, read inside this transaction (backend SQL)."""
 
-    def _audit_rows(self):
+    def _audit_rows(self, version: int | None = None):
         """The pending entries and the ``rows`` field of the first: a transaction that
-        wrote rows and audited nothing gets one entry recording them."""
-        rows = row_auth.records_text(self.written)
+        wrote rows and audited nothing gets one entry recording them. ``version``: the
+        rows' version when it is not the first entry's seq (see rows.records_text)."""
+        rows = row_auth.records_text(self.written, version)
         if rows is not None and not self._pending_audit:
             # the store never reads the clock for decisions; this only dates the record
             self._pending_audit.append((time.time(), "store", "-", "-", "-", "rows-written"))
@@ -427,9 +429,13 @@ class SqlTransaction(Transaction):
                                            f" WHERE {key_column} = :key"),
                                  {"key": key}).fetchone()
         ver = self.version
-        self._run(f"UPDATE {table} SET ver = :ver, mac = :mac WHERE {key_column} = :key",
-                  {"ver": ver, "mac": row_mac(self._store.keys.row_mac, tag, row, ver),
-                   "key": key})
+        # versions of one row only grow (a concurrent writer on another node that drew a
+        # later version first: this transaction fails and nothing is written)
+        if self._run(f"UPDATE {table} SET ver = :ver, mac = :mac WHERE {key_column} = :key"
+                     " AND (ver IS NULL OR ver <= :ver)",
+                     {"ver": ver, "mac": row_mac(self._store.keys.row_mac, tag, row, ver),
+                      "key": key}) != 1:
+            raise StoreError(f"the {table} row {key!r} was written concurrently: try again")
         self.written[tag, key] = None
 
     def _change(self, table: str, key, sql: str, params: dict) -> bool:
@@ -561,8 +567,8 @@ class SqlTransaction(Transaction):
         the decoy table's one row holds nothing of value."""
         macs = [mac for (old, _), (_, mac) in zip(changes, sealed) if not old.row]
         if macs:
-            self._run("UPDATE decoy SET writes = writes + :n, mac = :mac WHERE id = 1",
-                      {"n": len(macs), "mac": macs[-1]})
+            self._run("UPDATE decoy SET writes = writes + :n, mac = :mac WHERE id = :id",
+                      {"n": len(macs), "mac": macs[-1], "id": self._decoy_row})
 
     def _moved_rows(self, changes):
         """For update_accounts: per (old, new), the new row's covered values and its MAC

@@ -3,20 +3,24 @@
 Same schema semantics, migrations, at-rest encryption (AtRestKeys, same associated data) and
 audit chain (same MAC) as the SQLite backend; needs ``pip install 'otpfast[postgres]'``.
 
-Concurrency, argued. The interface hands the caller an open transaction as a context
-manager, so the backend cannot replay the caller's block: SERIALIZABLE would surface
-serialization failures (and per-row ``FOR UPDATE`` locks taken in caller order would surface
-deadlocks, e.g. two ``verify_many`` batches naming accounts a, b and b, a) as errors to
-callers. So every write transaction runs at READ COMMITTED and its first statement locks
-the single audit-head row (``SELECT ... FROM audit_head FOR UPDATE``), exactly like SQLite's
-``BEGIN IMMEDIATE``: otpfast writers in all processes and machines queue on one lock (taken
-first, so no deadlock is possible), a read inside the transaction stays current until
-COMMIT, the audit chain stays one linear chain, and nothing is ever retried. Every write
-is still a conditional ``UPDATE ... WHERE <old value>`` whose row count is the answer, so
-even a writer that bypassed the lock could not accept an OTP twice: READ COMMITTED makes a
-concurrent UPDATE wait for the first writer and re-check its WHERE on the new row version.
-Throughput comes from group commit (``Distribution.verify_many``: one transaction, one WAL
-flush for a whole batch), not from parallel writers.
+Concurrency, argued: no cluster-wide write lock. Every write transaction runs at READ
+COMMITTED. Its first statement locks the head row of the audit chain it appends to:
+without a node (``node=None``: tests, tools) chain 1, shared like SQLite's ``BEGIN
+IMMEDIATE``; with a node (every data dir has one: otpfast.datadir), a chain of that node no
+other transaction holds (``FOR UPDATE SKIP LOCKED``: never a wait, never an error in the
+server's log), or a new one - so each node process has its own chain and nodes never queue
+on one another's audit. A verification batch then locks the accounts it may change, in name
+order (``SELECT ... ORDER BY name FOR UPDATE``: no deadlock between batches), so its reads
+stay current until COMMIT and two nodes only wait for each other on a shared account, for
+the rest of that batch. Every write is still a conditional ``UPDATE ... WHERE <old value>``
+whose row count is the answer (READ COMMITTED makes a concurrent UPDATE wait for the first
+writer and re-check its WHERE on the new row version), so no OTP is ever accepted twice;
+a shortfall rolls the whole batch back. Row versions (otpfast.store.rows) come from one
+sequence, drawn once a transaction has read the rows it writes: a row's versions grow
+whichever node writes it, and each entry's ``rows`` field names its version ("v"), so
+``audit verify`` finds a row's last writer across chains. Throughput comes from group
+commit (``Distribution.verify_many``: one transaction, one WAL flush for a whole batch)
+and from nodes committing in parallel.
 
 Durability: ``synchronous_commit`` is forced to ``on`` per session (COMMIT returns after
 the WAL is flushed), whatever the server's default; ``off`` is refused, it could un-burn an
@@ -29,20 +33,22 @@ the URL must exist; the schema lives in the first schema of the connection's
 """
 import contextlib
 import functools
+import hmac
 import os
 import re
 import threading
 import time
 from typing import Iterator
 
-from otpfast.errors import StoreBusy, StoreError, StoreOutdated
+from otpfast.errors import StoreBusy, StoreError, StoreOutdated, StoreUnavailable
 
 from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
+from .chain import chain_genesis
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, add_main_tokens, chain_entries, cover_client_admin,
-                     seal_existing_rows)
+                     SqlReads, SqlTransaction, add_main_tokens, audit_mac, chain_entries,
+                     cover_client_admin, seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1; the same
 # versions and meaning as otpfast.store.sqlite.MIGRATIONS, in PostgreSQL types.
@@ -114,6 +120,20 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # the rows that pass their v5 MAC are re-sealed (common.seal_existing_rows)
         "ALTER TABLE clients ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    (   # v7: one audit chain per node process (no cluster-wide write lock): audit_head
+        # holds a row per chain (1: the chain of earlier versions), audit entries name their
+        # chain, each chain writes its own decoy row, and row versions come from one
+        # sequence (above every version written so far)
+        "ALTER TABLE audit_head DROP CONSTRAINT audit_head_id_check",
+        "ALTER TABLE audit_head ADD COLUMN node TEXT",
+        "ALTER TABLE audit ADD COLUMN chain INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE audit DROP CONSTRAINT audit_pkey",
+        "ALTER TABLE audit ADD PRIMARY KEY (chain, seq)",
+        "ALTER TABLE decoy DROP CONSTRAINT decoy_id_check",
+        "CREATE SEQUENCE audit_chain_ids START 2",
+        "CREATE SEQUENCE row_versions",
+        "SELECT setval('row_versions', GREATEST(1, (SELECT seq FROM audit_head WHERE id = 1)))",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
@@ -162,20 +182,43 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
-            connect_timeout: int = 10):
-    """An autocommit connection (transactions are explicit) with otpfast's session settings."""
+# libpq settings a URL does not give: a dead server or network is noticed in seconds, not
+# the kernel's two hours (TCP keepalives; tcp_user_timeout: unacknowledged data)
+CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+                       "keepalives_count": "3", "tcp_user_timeout": "10000"}
+
+
+def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
+            statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+            application_name: str = "otpfast", connect_timeout: int = 5):
+    """An autocommit connection (transactions are explicit) with otpfast's session
+    settings: every wait bounded (lock, statement, idle in transaction; the server's
+    keepalives too), named after the node (``application_name``: pg_stat_activity)."""
     if synchronous_commit not in SYNCHRONOUS_COMMIT:
         raise StoreError(f"synchronous_commit must be one of {', '.join(SYNCHRONOUS_COMMIT)}")
     driver = _driver()
     try:
-        conn = driver.connect(url, autocommit=True, connect_timeout=connect_timeout)
+        info = driver.conninfo.conninfo_to_dict(url)
+        extra = {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in info}
+        if "application_name" not in info:
+            extra["application_name"] = application_name[:63]
+        conn = driver.connect(url, autocommit=True, connect_timeout=connect_timeout, **extra)
     except driver.Error as exc:
-        raise StoreError(f"cannot open the store ({describe_url(url)}): "
-                         f"{_first_line(exc)}") from None
-    conn.execute(f"SET synchronous_commit = '{synchronous_commit}'")
-    conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
-    conn.execute("SET default_transaction_isolation = 'read committed'")
+        raise StoreUnavailable(f"cannot open the store ({describe_url(url)}): "
+                               f"{_first_line(exc)}") from None
+    try:
+        for setting, value in (("synchronous_commit", f"'{synchronous_commit}'"),
+                               ("lock_timeout", int(lock_timeout_ms)),
+                               ("statement_timeout", int(statement_timeout_ms)),
+                               ("idle_in_transaction_session_timeout", int(idle_timeout_ms)),
+                               ("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2),
+                               ("tcp_keepalives_count", 3),
+                               ("default_transaction_isolation", "'read committed'")):
+            conn.execute(f"SET {setting} = {value}")
+    except driver.OperationalError as exc:
+        conn.close()
+        raise StoreUnavailable(f"the store failed while opening a session "
+                               f"({describe_url(url)}): {_first_line(exc)}") from None
     return conn
 
 
@@ -252,14 +295,25 @@ class PostgresStore(SqlReads, Store):
     _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
-                 synchronous_commit: str = "on", lock_timeout_ms: int = 10_000,
-                 create: bool = False, upgrade: bool = True):
+                 synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
+                 statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+                 create: bool = False, upgrade: bool = True, node: str | None = None):
         self._url = url
+        self.node = node
+        # a server batch (wait=False) still running this long is cut off (a stopped server
+        # answers nothing, and no server-side timeout fires): see _Watchdog
+        self._deadline = statement_timeout_ms / 1000 + 1.0
+        self._watchdog = _Watchdog()
+        self._last_chain = 0
+        self._head_files: dict = {}
         self.location = describe_url(url)
         self.keys = AtRestKeys(key)
         self.head_path = head_path
         self._settings = {"synchronous_commit": synchronous_commit,
-                          "lock_timeout_ms": lock_timeout_ms}
+                          "lock_timeout_ms": lock_timeout_ms,
+                          "statement_timeout_ms": statement_timeout_ms,
+                          "idle_timeout_ms": idle_timeout_ms,
+                          "application_name": "otpfast" if node is None else f"otpfast {node}"}
         self._local = threading.local()
         self._connections: list = []        # (thread, connection)
         self._inherited: list = []          # a forked parent's connections: never used/closed
@@ -319,6 +373,8 @@ class PostgresStore(SqlReads, Store):
             self._connections = []
         self._local = threading.local()
         self._head_file.close()
+        for head_file in self._head_files.values():
+            head_file.close()
 
     def _check_key(self, conn) -> None:
         conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', %(v)s)"
@@ -337,37 +393,106 @@ class PostgresStore(SqlReads, Store):
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
+        watched = None if wait else self._watchdog.watch(conn, self._deadline)
         try:
-            conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            # the write lock (see the module docstring), and the audit head to chain onto
-            row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-                               + ("" if wait else " NOWAIT")).fetchone()
-        except psycopg.OperationalError as exc:
-            _rollback(conn)
-            if not wait and isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise StoreBusy() from None
-            raise StoreError(f"the store is busy or unreachable: {_first_line(exc)}") from None
-        tx = _PostgresTransaction(self, conn, (int(row[0]), bytes(row[1])))
-        try:
-            yield tx
-            tx._flush_audit_head()
-            conn.execute("COMMIT")
-        except psycopg.OperationalError as exc:
-            _rollback(conn)
-            raise StoreError(f"the store failed: {_first_line(exc)}") from None
-        except BaseException:
-            _rollback(conn)
-            raise
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                head = self._claim_chain(conn, wait)
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                raise StoreUnavailable(f"the store is busy or unreachable: "
+                                       f"{self._cause(exc)}") from None
+            if head is None:
+                _rollback(conn)
+                raise StoreBusy()
+            tx = _PostgresTransaction(self, conn, head)
+            try:
+                yield tx
+                tx._flush_audit_head()
+            except psycopg.OperationalError as exc:
+                _rollback(conn)
+                raise StoreUnavailable(f"the store failed: {self._cause(exc)}") from None
+            except BaseException:
+                _rollback(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except psycopg.OperationalError as exc:
+                self._resolve_commit(conn, tx, exc)
+        finally:
+            if watched is not None:
+                self._watchdog.done(watched)
         self._after_commit(tx)
         if tx._head[0] != tx._head_start:
-            self._head_file.write(*tx._head)
+            self._head_file_of(tx.chain).write(*tx._head)
+
+    def _cause(self, exc) -> str:
+        """What went wrong, for logs and callers: the server's message, and which server."""
+        return f"{_first_line(exc)} ({self.location})"
+
+    def _resolve_commit(self, conn, tx, exc) -> None:
+        """The COMMIT failed. If the server answered, nothing was committed. If the
+        connection was lost, the outcome is looked up on a new connection: the chain head
+        this transaction wrote (its last entry's MAC, unique) is there iff it committed.
+        Returns if it committed; raises StoreUnavailable (committed False or None) if not
+        or if the lookup fails too - never a guess."""
+        cause = self._cause(exc)
+        if not conn.broken and not conn.closed:
+            _rollback(conn)
+            raise StoreUnavailable(f"the store refused the COMMIT: {cause}") from None
+        if tx._head[0] == tx._head_start:       # it wrote nothing (every write is audited)
+            raise StoreUnavailable(f"the store failed: {cause}") from None
+        try:
+            row = self._conn().execute("SELECT hash FROM audit WHERE chain = %s AND seq = %s",
+                                       (tx.chain, tx._head[0])).fetchone()
+        except (psycopg.OperationalError, StoreUnavailable) as lookup:
+            raise StoreUnavailable(f"the store failed during COMMIT ({cause}) and its outcome "
+                                   f"is unknown: {_first_line(lookup)}", committed=None) from None
+        if row is not None and hmac.compare_digest(bytes(row[0]), tx._head[1]):
+            return
+        raise StoreUnavailable(f"the store failed during COMMIT (nothing was committed): "
+                               f"{cause}") from None
+
+    def _claim_chain(self, conn, wait: bool):
+        """Lock the head row of the audit chain this transaction appends to: (chain, seq,
+        hash), or None (``wait=False`` and it is taken). Without a node: chain 1, shared by
+        every such writer (the lock of earlier versions). With a node: a chain of the node
+        that no other transaction holds (SKIP LOCKED: never a wait, never an error in the
+        server's log), preferring the one used last, or a new one."""
+        if self.node is None:
+            return conn.execute("SELECT id, seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                                + ("" if wait else " SKIP LOCKED")).fetchone()
+        row = conn.execute("SELECT id, seq, hash FROM audit_head WHERE node = %(node)s"
+                           " ORDER BY id <> %(last)s, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                           {"node": self.node, "last": self._last_chain}).fetchone()
+        if row is None:
+            chain = conn.execute("SELECT nextval('audit_chain_ids')").fetchone()[0]
+            row = (chain, 0, chain_genesis(self.keys.audit_mac, chain))
+            conn.execute("INSERT INTO audit_head (id, node, seq, hash) VALUES (%s, %s, %s, %s)",
+                         (row[0], self.node, row[1], row[2]))
+            conn.execute("INSERT INTO decoy (id, writes) VALUES (%s, 0)", (chain,))
+        self._last_chain = row[0]
+        return row
+
+    def _head_file_of(self, chain: int) -> HeadFile:
+        """The head file of ``chain``: head_path for chain 1, head_path.<chain> for the
+        others (each node keeps those of its own chains)."""
+        if chain == 1:
+            return self._head_file
+        head_file = self._head_files.get(chain)
+        if head_file is None:
+            path = None if self.head_path is None else f"{self.head_path}.{chain}"
+            head_file = self._head_files[chain] = HeadFile(path, self.keys.head_mac)
+        return head_file
 
     def _select_accounts(self, conn, names) -> dict:
-        names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
+        names = sorted(set(n for n in names if isinstance(n, str)))
         if not names:
             return {}
+        # the rows a batch may change, locked in one order (no deadlock between batches)
         rows = conn.execute(f"SELECT {ACCOUNT_SELECT} FROM accounts"
-                            " WHERE name = ANY(%(names)s)", {"names": names}).fetchall()
+                            ' WHERE name = ANY(%(names)s) ORDER BY name COLLATE "C" FOR UPDATE',
+                            {"names": names}).fetchall()
         found = {}
         for row in rows:
             record = self._decoder.account(row)
@@ -386,48 +511,145 @@ class PostgresStore(SqlReads, Store):
         return [r[0] for r in self._conn().execute(
             'SELECT name FROM clients ORDER BY name COLLATE "C"').fetchall()]
 
-    def _audit_pages(self, conn, upto: int | None = None) -> Iterator[AuditEntry]:
-        """Every entry in seq order, fetched in pages (keyset pagination on seq)."""
-        after = None
+    def _audit_pages(self, conn, upto: int | None = None,
+                     chain: int | None = None) -> Iterator[AuditEntry]:
+        """Every entry (of ``chain``) in (chain, seq) order, fetched in pages (keyset
+        pagination)."""
+        after = (0, 0)
         while True:
             rows = conn.execute("SELECT seq, time, event, account, client, source, outcome, hash,"
-                                " rows FROM audit WHERE (%(after)s::bigint IS NULL"
-                                " OR seq > %(after)s::bigint) AND (%(upto)s::bigint IS NULL"
-                                " OR seq <= %(upto)s::bigint) ORDER BY seq LIMIT %(n)s",
-                                {"after": after, "upto": upto, "n": AUDIT_PAGE}).fetchall()
+                                " rows, chain FROM audit WHERE (chain, seq) > (%(c)s, %(s)s)"
+                                " AND (%(chain)s::integer IS NULL OR chain = %(chain)s::integer)"
+                                " AND (%(upto)s::bigint IS NULL OR seq <= %(upto)s::bigint)"
+                                " ORDER BY chain, seq LIMIT %(n)s",
+                                {"c": after[0], "s": after[1], "chain": chain, "upto": upto,
+                                 "n": AUDIT_PAGE}).fetchall()
             for r in rows:
                 yield AuditEntry(seq=r[0], time=r[1], event=r[2], account=r[3], client=r[4],
-                                 source=r[5], outcome=r[6], hash=bytes(r[7]), rows=r[8])
+                                 source=r[5], outcome=r[6], hash=bytes(r[7]), rows=r[8],
+                                 chain=r[9])
             if len(rows) < AUDIT_PAGE:
                 return
-            after = rows[-1][0]
+            after = (rows[-1][9], rows[-1][0])
 
     def audit_entries(self) -> Iterator[AuditEntry]:
         return self._audit_pages(self._conn())
 
+    def _chain_start(self, conn, chain: int):
+        """(seq, hash) where ``chain`` starts: chain 1 at the archive anchor, the others at
+        their genesis; or a str saying why the anchor is refused."""
+        if chain == 1:
+            return archive.read_anchor(self, conn)
+        return (0, chain_genesis(self.keys.audit_mac, chain))
+
+    def checked_audit_entries(self):
+        conn = self._conn()
+        prev, chain = None, None
+        key = self.keys.audit_key
+        for entry in self.audit_entries():
+            if entry.chain != chain:
+                chain = entry.chain
+                start = self._chain_start(conn, chain)
+                prev = None if isinstance(start, str) else (int(start[0]), bytes(start[1]))
+            intact = (prev is not None and prev[0] == entry.seq - 1 and hmac.compare_digest(
+                audit_mac(key, prev[1], entry.seq, entry.time, entry.event, entry.account,
+                          entry.client, entry.source, entry.outcome, entry.rows), entry.hash))
+            prev = (entry.seq, entry.hash)
+            yield entry, intact
+
     def verify_audit(self) -> AuditReport:
-        head_file = self._head_file.read()     # before the snapshot: never ahead of it
+        head_files = self._read_head_files()   # before the snapshot: never ahead of it
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
-        # one snapshot for the head and every entry: concurrent writers in other processes
+        # one snapshot for the heads and every entry: concurrent writers in other processes
         # must not look like entries written behind otpfast's back
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            return archive.verify(self, conn, head_file, self._audit_pages(conn))
+            return archive.verify_chains(self, conn, head_files,
+                                         lambda chain: self._audit_pages(conn, chain=chain))
         finally:
             _rollback(conn)
 
+    def _read_head_files(self) -> dict:
+        """chain -> what its head file says (HeadFile.read): chain 1's, and those of this
+        data dir's other chains (a chain without a file yet is not checked against one)."""
+        heads = {1: self._head_file.read()}
+        if self.head_path is not None:
+            prefix = os.path.basename(self.head_path) + "."
+            directory = os.path.dirname(self.head_path) or "."
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(directory):
+                    if name.startswith(prefix) and name[len(prefix):].isdigit():
+                        chain = int(name[len(prefix):])
+                        heads[chain] = self._head_file_of(chain).read()
+        return heads
+
     def archive_audit(self, before: float, path: str, now: float) -> archive.Archived:
         """Move the entries dated before ``before`` to the new file ``path``
-        (otpfast.store.archive)."""
+        (otpfast.store.archive). Only a store with one chain (no node chains) archives."""
+        if self._conn().execute("SELECT 1 FROM audit_head WHERE id <> 1 LIMIT 1").fetchone():
+            raise StoreError("archiving is not supported yet for a store with several node "
+                             "chains (otpfast.store.archive)")
         head_file = self._head_file.read()
 
         def in_transaction():
             with self.transaction() as tx:
                 return archive.archive(self, tx, before, path, head_file,
-                                       lambda upto: self._audit_pages(tx._conn, upto), now)
+                                       lambda upto: self._audit_pages(tx._conn, upto, 1), now)
         return archive.run(self, path, in_transaction)
+
+
+class _Watchdog:
+    """Cuts off a server batch whose store does not answer: a stopped PostgreSQL (or a
+    frozen network path that still acknowledges) keeps a blocking libpq call waiting
+    forever, and the event loop with it. One thread per store, started on first use,
+    wakes every 100 ms; a connection past its deadline is shut down (the blocked call then
+    fails at once, and the COMMIT outcome lookup decides what happened)."""
+
+    TICK = 0.1
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._watched: dict = {}            # token -> (conn, deadline)
+        self._thread = None
+        self._next = 0
+
+    def watch(self, conn, seconds: float) -> int:
+        with self._lock:
+            self._next += 1
+            self._watched[self._next] = (conn, time.monotonic() + seconds)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otpfast-store-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            return self._next
+
+    def done(self, token: int) -> None:
+        with self._lock:
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                late = [token for token, (_, deadline) in self._watched.items()
+                        if deadline < now]
+                conns = [self._watched.pop(token)[0] for token in late]
+            for conn in conns:
+                _cut_off(conn)
+
+
+def _cut_off(conn) -> None:
+    import socket
+
+    with contextlib.suppress(OSError, ValueError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _rollback(conn) -> None:
@@ -441,17 +663,28 @@ def _rollback(conn) -> None:
 
 
 class _PostgresTransaction(SqlTransaction):
-    # Reads inside a transaction are current until COMMIT: every otpfast writer holds the
-    # audit-head lock (taken at BEGIN) first.
-    def __init__(self, store: PostgresStore, conn, head: tuple[int, bytes]):
+    # Reads of the rows a verification changes are current until COMMIT: the batch locks
+    # its accounts (FOR UPDATE) when it reads them; every other write is conditional.
+    def __init__(self, store: PostgresStore, conn, head: tuple[int, int, bytes]):
         super().__init__(store, conn)
-        self._head = head                       # locked at BEGIN (the write lock)
-        self._head_start = head[0]
+        self.chain = head[0]
+        self._head = (head[1], bytes(head[2]))  # its chain's head, locked at BEGIN
+        self._head_start = head[1]
+        self._decoy_row = self.chain
 
     _sql = staticmethod(_pyformat)
 
     def _head_seq(self) -> int:
         return self._head_start
+
+    @property
+    def version(self) -> int:
+        """The version of the rows this transaction writes: drawn from one sequence when
+        first needed - after the rows it writes were read (and a verification's accounts
+        locked), so a row's versions grow whichever node writes it."""
+        if self._version is None:
+            self._version = int(self._conn.execute("SELECT nextval('row_versions')").fetchone()[0])
+        return self._version
 
     def update_accounts(self, changes):
         changes = list(changes)
@@ -492,7 +725,8 @@ class _PostgresTransaction(SqlTransaction):
             " AND a.last_step = c.old_last_step"
             " AND a.chain_last IS NOT DISTINCT FROM c.old_chain_last"
             " AND a.failures = c.old_failures AND a.locked_until = c.old_locked_until"
-            " AND c.last_step >= a.last_step AND c.failures <= a.lockout", columns)
+            " AND c.last_step >= a.last_step AND c.failures <= a.lockout"
+            " AND a.ver <= %(ver)s", columns)
 
     def issue(self, account, client, otp_digest, issued_at, expires_at):
         row = self._conn.execute("INSERT INTO issued (account, client, otp_digest, issued_at,"
@@ -532,19 +766,20 @@ class _PostgresTransaction(SqlTransaction):
                           "now": now, "ver": ver})
 
     def _flush_audit_head(self):
-        """Chain and insert the transaction's audit entries and move the head (the head row
-        is locked since BEGIN)."""
-        records = self._audit_rows()
+        """Chain and insert the transaction's audit entries and move its chain's head (the
+        head row is locked since BEGIN)."""
+        records = self._audit_rows(self.version if self.written else None)
         if not self._pending_audit:
             return
         rows = chain_entries(self._store.keys.audit_mac, self._head, self._pending_audit,
                              records)
+        chain = self.chain
         with self._conn.cursor() as cur:
             cur.executemany("INSERT INTO audit (seq, time, event, account, client, source,"
-                            " outcome, hash, rows) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                            rows)
+                            " outcome, hash, rows, chain) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                            " %s, %s, %s)", [(*row, chain) for row in rows])
         self._head = (rows[-1][0], rows[-1][7])
-        if self._run("UPDATE audit_head SET seq = %(seq)s, hash = %(hash)s WHERE id = 1"
+        if self._run("UPDATE audit_head SET seq = %(seq)s, hash = %(hash)s WHERE id = %(chain)s"
                      " AND seq = %(old)s", {"seq": self._head[0], "hash": self._head[1],
-                                            "old": self._head_start}) != 1:
+                                            "old": self._head_start, "chain": chain}) != 1:
             raise StoreError("the audit head moved during a transaction")

@@ -152,12 +152,13 @@ def refuse(table: str, key, why: str = "fails its integrity check") -> None:
                  table, key, why)
 
 
-def records_text(written: dict) -> str | None:
+def records_text(written: dict, version: int | None = None) -> str | None:
     """The ``rows`` field of an audit entry: ``written`` maps (tag, key) -> None (written),
-    "-" (deleted) or a carried-over version."""
+    "-" (deleted) or a carried-over version. ``version``: the rows' version when it is not
+    the entry's seq (PostgreSQL's per-node chains draw versions from one sequence), as "v"."""
     if not written:
         return None
-    out: dict = {}
+    out: dict = {} if version is None else {"v": version}
     for (tag, key), what in written.items():
         if what is None:
             out.setdefault(tag, []).append(key)
@@ -173,6 +174,8 @@ def note_records(latest: dict, seq: int, text: str | None) -> None:
     if not text:
         return
     for tag, keys in json.loads(text).items():
+        if tag == "v":
+            continue
         if tag == "=":
             for carried_tag, key, ver in keys:
                 latest[carried_tag, key] = ver

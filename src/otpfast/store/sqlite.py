@@ -101,6 +101,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # the rows that pass their v5 MAC are re-sealed (common.seal_existing_rows)
         "ALTER TABLE clients ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
     ),
+    (   # v7: PostgreSQL keeps one audit chain per node process; one SQLite file has one
+        # chain (the head row names no node)
+        "ALTER TABLE audit_head ADD COLUMN node TEXT",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
