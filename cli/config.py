@@ -71,15 +71,16 @@ def reload_values(ctx):
     path = ctx.meta.get(_META)
     from_file = read_config(ctx, ctx.command, path) if path is not None else {}
     kept = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    values = {}
-    for param in _options(ctx.command).values():
-        if ctx.get_parameter_source(param.name) in kept:
-            values[param.name] = ctx.params[param.name]
-        elif param.name in from_file:
-            values[param.name] = param.type_cast_value(ctx, from_file[param.name])
-        else:       # the declared default (get_default would look at the old default_map)
-            default = param.default() if callable(param.default) else param.default
-            values[param.name] = None if default is None else param.type_cast_value(ctx, default)
+    values, previous = {}, ctx.default_map
+    ctx.default_map = from_file      # the file as it is now, then the declared default
+    try:
+        for param in _options(ctx.command).values():
+            if ctx.get_parameter_source(param.name) in kept:
+                values[param.name] = ctx.params[param.name]
+            else:
+                values[param.name] = param.process_value(ctx, param.consume_value(ctx, {})[0])
+    finally:
+        ctx.default_map = previous
     return values
 
 

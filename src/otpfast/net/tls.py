@@ -101,6 +101,10 @@ class ServerIdentity:
     def use(self, context):
         self.current = context
 
+    def pin(self):
+        """The key pin of the files loaded last."""
+        return self._datadir.fingerprint()
+
 
 def client_context():
     """TLS 1.2+; the certificate chain is not checked against CAs: the fingerprint is."""
