@@ -164,6 +164,7 @@ def test_sighup_reloads_certificate_radius_clients_and_throttles_keeping_connect
             with pytest.raises(tls.FingerprintMismatch):
                 async with connect(host, port, pin=old_pin):
                     pass
+            await asyncio.sleep(0.05)       # the client closes the refused connection
             async with connect(host, port, pin=new_pin) as fresh:
                 await fresh.authenticate("relay", server["relay"])
                 assert await fresh.verify("alice", server["request_otp"]())
@@ -203,3 +204,49 @@ def test_sighup_refuses_a_broken_certificate(server):
     _hangup(server, "reload refused")
     assert _https_pin(server["http_port"]) == pin
     assert server["proc"].poll() is None
+
+
+def test_pin_is_the_key_renewed_certificate_keeps_clients_new_key_refused(server, tmp_path, caplog):
+    """Clients pin the certificate's public key: renewing the certificate with the same key
+    keeps pinned and trust-on-first-use clients working (and the channel binding follows the
+    new certificate); a new key is refused by both."""
+    data_dir, host_port = server["data_dir"], server["native"]
+    pin = data_dir.fingerprint()
+    known = tls.KnownServers(str(tmp_path / "known_servers"))
+
+    async def login(**kwargs):
+        async with connect(*host_port, **kwargs) as client:
+            await client.authenticate("relay", server["relay"])
+            return await client.verify("alice", server["request_otp"]())
+
+    first_der = data_dir.certificate_der()
+    assert asyncio.run(login(pin=pin)) and asyncio.run(login(pin=None, known_servers=known))
+
+    assert _otpfast("rotate", "tls", "--keep-key", data_dir=data_dir.path) == pin
+    _hangup(server, "SIGHUP: reloaded the TLS certificate")
+    renewed_der = data_dir.certificate_der()
+    assert renewed_der != first_der and tls.pin_of(renewed_der) == pin
+    assert asyncio.run(login(pin=pin))                          # renewed: the same pin, a new binding
+    assert asyncio.run(login(pin=None, known_servers=known))    # remembered: still the server
+    # a pin of the old format (the whole certificate) matches its own certificate, with a warning
+    old_style = tls.certificate_fingerprint(renewed_der)
+    assert asyncio.run(login(pin=old_style))
+    assert f"--pin {pin}" in caplog.text
+    # ... and a known-servers line of the old format is rewritten to the key pin
+    migrated = tls.KnownServers(str(tmp_path / "old_known_servers"))
+    address = "%s:%d" % host_port
+    migrated.remember(address, old_style)
+    assert asyncio.run(login(pin=None, known_servers=migrated))
+    assert migrated.lookup(address) == pin
+
+    new_pin = _otpfast("rotate", "tls", data_dir=data_dir.path)
+    assert new_pin != pin
+    _hangup(server, f"key pin {new_pin}")
+    async def refused(**kwargs):
+        with pytest.raises(tls.FingerprintMismatch):
+            await login(**kwargs)
+        await asyncio.sleep(0.1)        # the client closes the refused connection
+
+    for kwargs in ({"pin": pin}, {"pin": None, "known_servers": known}, {"pin": old_style}):
+        asyncio.run(refused(**kwargs))
+    assert asyncio.run(login(pin=new_pin))
