@@ -17,6 +17,8 @@ def _errors():
     try:
         yield
     except InvalidParameter as exc:
+        if exc.field == "FILE":
+            raise click.BadParameter(exc.message, param_hint="'FILE'") from None
         raise bad_parameter(exc) from None
     except DATA_DIR_ERRORS as exc:
         raise data_dir_error(exc) from None
@@ -65,3 +67,62 @@ def rotate_rsa_command(data_dir, rsa_bits):
     with _errors():
         kept = rotate_rsa(DataDir.resolve(data_dir), rsa_bits)
     click.echo(f"new key server RSA key; the old one is kept in {kept}; restart the servers to use it", err=True)
+
+
+def _passphrase(path):
+    """The first line of --passphrase-file (never a command-line argument)."""
+    if path is None:
+        return None
+    with open(path, "rb") as fh:
+        passphrase = fh.readline().rstrip(b"\r\n")
+    if len(passphrase) < 12:
+        raise click.BadParameter("the passphrase must be 12 characters or more", param_hint="'--passphrase-file'")
+    return passphrase
+
+
+_passphrase_option = click.option(
+    "--passphrase-file", type=_pem_file, default=None,
+    help="File whose first line is the passphrase the backup is encrypted with (scrypt + AES-256-GCM).")
+
+
+@click.group("backup")
+def backup_group():
+    """A consistent backup of a data directory (keys, certificate, store, audit anchors)."""
+
+
+@backup_group.command("create")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@data_dir_option
+@_passphrase_option
+def backup_create_command(file, data_dir, passphrase_file):
+    """Write a backup of the data directory to FILE (new, mode 0600): the keys, the TLS
+    certificate and a consistent copy of the store, checked with `audit verify` first. It
+    holds the at-rest key: keep it like the data directory, or encrypt it (--passphrase-file)."""
+    from otpfast import backup
+
+    passphrase = _passphrase(passphrase_file)
+    with _errors():
+        manifest = backup.create(DataDir.resolve(data_dir), file, passphrase=passphrase)
+    click.echo(f"backup of a {manifest['store']} store written to {file} (audit head {manifest['audit_head']}, "
+               f"at-rest key {manifest['at_rest_key']}, {'encrypted' if passphrase else 'not encrypted: mode 0600'})")
+
+
+@backup_group.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@data_dir_option
+@_passphrase_option
+@click.option("--store-url", default=None, metavar="URL",
+              help="A PostgreSQL store goes to this (empty) database [default: the backed-up one].")
+@click.option("--force", is_flag=True,
+              help="Restore over a data directory (or database) that holds one; stop its servers first.")
+def backup_restore_command(file, data_dir, passphrase_file, store_url, force):
+    """Restore FILE into the data directory (a new one unless --force), checked with
+    `audit verify` before anything is written."""
+    from otpfast import backup
+
+    passphrase = _passphrase(passphrase_file)
+    datadir = DataDir.resolve(data_dir)
+    with _errors():
+        manifest = backup.restore(file, datadir, passphrase=passphrase, force=force, store_url=store_url)
+    click.echo(f"restored the backup of {manifest['created']} into {datadir.path} ({datadir.describe_store()}; "
+               f"audit head {manifest['audit_head']}, pin {manifest['pin']})")
