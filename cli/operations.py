@@ -126,3 +126,16 @@ def backup_restore_command(file, data_dir, passphrase_file, store_url, force):
         manifest = backup.restore(file, datadir, passphrase=passphrase, force=force, store_url=store_url)
     click.echo(f"restored the backup of {manifest['created']} into {datadir.path} ({datadir.describe_store()}; "
                f"audit head {manifest['audit_head']}, pin {manifest['pin']})")
+
+
+@rotate_group.command("at-rest")
+@data_dir_option
+def rotate_at_rest_command(data_dir):
+    """A new at-rest key: every secret re-encrypted, every row and the audit chain MACed
+    again, in one transaction (refused if `audit verify` fails). Stop the servers first;
+    with PostgreSQL, copy the new at-rest.key to every node's data dir before starting them."""
+    from otpfast.rotate import rotate_at_rest
+
+    with _errors():
+        seq = rotate_at_rest(DataDir.resolve(data_dir))
+    click.echo(f"new at-rest key in place; the store is re-encrypted (audit entry {seq})", err=True)

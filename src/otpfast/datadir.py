@@ -231,6 +231,9 @@ class DataDir:
         servers' start): then it is migrated, and a warning names both versions."""
         self._require()
         self.tighten()
+        if os.path.exists(self.file(KEY_FILE) + ".new"):     # an interrupted `rotate at-rest`
+            from .rotate import finish_at_rest
+            finish_at_rest(self)
         key = atrest.load_key(self.file(KEY_FILE))
         url = self.store_url()
         if url is not None:
