@@ -54,6 +54,8 @@ _COMMANDS = {
     "qr": "otpfast_cli.enroll_uri:qr_command",
     "krb5": "otpfast_cli.krb5:krb5_group",
     "lfsr": "otpfast_cli.lfsr:lfsr_group",
+    "rotate": "otpfast_cli.operations:rotate_group",
+    "backup": "otpfast_cli.operations:backup_group",
 }
 
 

@@ -38,7 +38,7 @@ _OPTIONS = [
                  help="Map User-Name 'alice@REALM' to the account 'alice'."),
 ]
 
-_NAMES = ("radius_udp", "radius_secret_file", "radius_client_networks", "radius_legacy_no_message_authenticator",
+RADIUS_NAMES = ("radius_udp", "radius_secret_file", "radius_client_networks", "radius_legacy_no_message_authenticator",
           "radius_clients", "radius_socket", "radius_require_message_authenticator", "radius_strip_realm")
 
 
@@ -92,7 +92,7 @@ def radius_options(f):
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
-        values = {name: kwargs.pop(name) for name in _NAMES}
+        values = {name: kwargs.pop(name) for name in RADIUS_NAMES}
         try:
             radius = build_radius_config(**values)
         except InvalidParameter as exc:

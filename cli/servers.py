@@ -1,11 +1,13 @@
 """Servers: ``otpfast keyserver``, ``otpfast distserver``, ``otpfast serve`` (both on one port).
 
 On startup each prints ``listening HOST:PORT`` (the real port when --listen asks for port 0)
-and ``fingerprint sha256:HEX`` (then ``radius HOST:PORT`` / ``radius-socket PATH`` when a
-RADIUS front end runs, ``http HOST:PORT`` when the HTTPS one does), then serves until
-SIGINT/SIGTERM (SIGHUP is logged and ignored). With ``-v`` each connection opened and closed
-is logged (peer address), and the verifier's batch statistics (batch sizes; wall and CPU time
-of each group commit) at shutdown.
+and ``fingerprint sha256:HEX`` (the key pin; then ``radius HOST:PORT`` / ``radius-socket PATH``
+when a RADIUS front end runs, ``http HOST:PORT`` when the HTTPS one does), then serves until
+SIGINT/SIGTERM. SIGHUP reloads the certificate, the RADIUS clients and the failure throttles
+(otpfast_cli.reload). ``--config FILE`` takes the options from a TOML file
+(otpfast_cli.config); ``--log-format json`` logs one JSON object per line. With ``-v`` each
+connection opened and closed is logged (peer address), and the verifier's batch statistics
+(batch sizes; wall and CPU time of each group commit) at shutdown.
 The event loop is uvloop when installed, else asyncio's (``OTPFAST_EVENT_LOOP=asyncio|uvloop``).
 ``serve`` and ``distserver`` take ``--workers N``: N server processes on the same addresses
 and store (otpfast.net.workers).
@@ -25,7 +27,9 @@ from otpfast.net import eventloop, tls
 from otpfast.net._stream import ServerLimits, bound_address
 from otpfast.net.address import format_address
 from otpfast.net.client import parse_address
+from otpfast_cli.config import config_option
 from otpfast_cli.http_options import http_options
+from otpfast_cli.logs import configure_logging, log_format_option
 from otpfast_cli.options import DATA_DIR_ERRORS, bad_parameter, data_dir_error, data_dir_option
 from otpfast_cli.radius_options import radius_options
 
@@ -115,8 +119,37 @@ def _listener_limits(f):
     return command
 
 
+class FailureRate(click.ParamType):
+    """``RATE,BURST``: BURST failures at once, then RATE a second (services.throttle.Rate)."""
+
+    name = "RATE,BURST"
+
+    def convert(self, value, param, ctx):
+        from otpfast.services.throttle import Rate
+
+        if isinstance(value, Rate):
+            return value
+        try:
+            rate, burst = (float(part) for part in str(value).split(","))
+            return Rate(rate=rate, burst=burst)
+        except ValueError:
+            self.fail(f"{value!r} is not RATE,BURST with RATE > 0 and BURST >= 1 (e.g. 5,100)", param, ctx)
+
+
+_DEFAULT_FAILURES = "5,100"     # = otpfast.services.policy.FAILED_PER_SOURCE / _CLIENT
+failures_per_source_option = click.option(
+    "--failures-per-source", type=FailureRate(), default=_DEFAULT_FAILURES, show_default=True,
+    help="Failed authentications/verifications one source address may cause: a burst, then a rate "
+         "per second; above it its requests are refused before any account is read (SIGHUP reloads it).")
+failures_per_client_option = click.option(
+    "--failures-per-client", type=FailureRate(), default=_DEFAULT_FAILURES, show_default=True,
+    help="The same for one client name (SIGHUP reloads it).")
+
+
 def server_options(f):
     f = _listener_limits(f)
+    f = failures_per_source_option(f)
+    f = log_format_option(f)
     f = click.option("--verbose", "-v", is_flag=True,
                      help="Log each connection opened and closed (peer address, never secrets) and the "
                           "verifier's statistics at shutdown.")(f)
@@ -135,7 +168,7 @@ def server_options(f):
     f = data_dir_option(f)
     f = click.option("--listen", required=True, metavar="HOST:PORT",
                      help="Address to listen on with TLS (port 0: any free port).")(f)
-    return f
+    return config_option(f)
 
 
 MIN_TTL, MAX_TTL = 1, 86400    # = otpfast.services.distribution's (not imported: CLI start-up time)
@@ -145,24 +178,17 @@ ttl_option = click.option(
          "[default: each account's ttl setting, 300 unless set].")
 
 
-def _configure_logging(verbose):
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _ignore_hangup(*_args):
+    """The supervisor of --workers: SIGHUP is the workers' to act on (supervise passes it on)."""
 
 
-def _hangup(*_args):
-    """SIGHUP (a closed terminal, a `kill -HUP` meant as "reload") must not kill a server:
-    logged, and it keeps serving. Nothing is reloaded yet."""
-    logging.getLogger("otpfast.server").warning("SIGHUP received: still serving (otpfast reloads "
-                                                "nothing on SIGHUP; restart it to apply changes)")
-
-
-async def _run_until_signalled(servers, announce):
+async def _run_until_signalled(servers, announce, reload):
+    """Serve until SIGINT/SIGTERM; SIGHUP calls ``reload()`` (a Reloader)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _hangup)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     announce()
     try:
         await stop.wait()
@@ -220,20 +246,24 @@ async def _close_radius(front_end):
 
 @click.command()
 @server_options
-def keyserver(listen, data_dir, limits, verbose):
+def keyserver(listen, data_dir, limits, verbose, log_format, failures_per_source):
     """Key server: hands out its RSA public key and takes the authorities' contributions."""
     from otpfast.net.keyserver import serve_keyserver
+    from otpfast_cli.reload import Reloader
 
+    ctx = click.get_current_context()
     host, port = listen_address(listen)
-    _configure_logging(verbose)
+    configure_logging(verbose, log_format)
     datadir = open_datadir(data_dir)
 
     async def main():
         service = datadir.keyserver(upgrade=True)
-        server = await _binding("listen", serve_keyserver(service, tls.server_context(datadir), host, port,
-                                                          limits=limits))
+        service.set_failure_limits(failures_per_source)
+        identity = tls.ServerIdentity(datadir)
+        server = await _binding("listen", serve_keyserver(service, identity.context, host, port, limits=limits))
         try:
-            await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
+            await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()),
+                                       Reloader(ctx, identity, [service]))
         finally:
             service.close()
 
@@ -287,7 +317,7 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None)
             click.echo("http %s:%d" % tuple(http_address[:2]))
         sys.stdout.flush()
 
-    previous = signal.signal(signal.SIGHUP, _hangup)     # the supervisor too (workers: their loop's)
+    previous = signal.signal(signal.SIGHUP, _ignore_hangup)     # supervise passes it to the workers
     try:
         status = supervise(all_sockets, lambda *worker: _run(lambda: worker_main(*worker)), announce)
     finally:
@@ -296,7 +326,7 @@ def _serve(datadir, host, port, limits, radius, workers, worker_main, http=None)
         raise SystemExit(status)
 
 
-async def _start_http(http, verifier, datadir, limits, sockets):
+async def _start_http(http, verifier, identity, limits, sockets):
     """The HTTPS front end (if asked for), verifying through the same group-commit writer."""
     if http is None:
         return None
@@ -306,26 +336,32 @@ async def _start_http(http, verifier, datadir, limits, sockets):
     sock = sockets and sockets.http
     if sock is not None:
         host = port = None
-    return await serve_http(verifier, tls.server_context(datadir), host, port, allow=allow, limits=limits,
-                            sock=sock)
+    return await serve_http(verifier, identity.context, host, port, allow=allow, limits=limits, sock=sock)
 
 
 async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None, http=None,
-                           limits=None):
+                           limits=None, failures=None):
     """Run a listener that verifies through one group-commit writer (plus the RADIUS front
     end if asked for) until SIGINT/SIGTERM; then close everything in reverse order.
-    ``worker``: (sockets, handoff, ready) of a worker process (``ready()`` announces), or
-    (None, None, None)."""
+    ``start_listener(verifier, identity, sock)``; ``worker``: (sockets, handoff, ready) of a
+    worker process (``ready()`` announces), or (None, None, None); ``failures``: the
+    (per source, per client) failure throttles."""
     from otpfast.net.verifier import AsyncVerifier
+    from otpfast_cli.reload import Reloader
 
+    ctx = click.get_current_context()
     sockets, handoff, ready = worker
+    services = [distribution] + ([keyserver] if keyserver is not None else [])
+    for service in services:
+        service.set_failure_limits(*failures)
+    identity = tls.ServerIdentity(datadir)
     verifier = AsyncVerifier(distribution, handoff=handoff, sync=distribution.store.sync)
     front_end = None
     try:
-        server = await _binding("listen", start_listener(verifier, sockets and sockets.tcp))
+        server = await _binding("listen", start_listener(verifier, identity, sockets and sockets.tcp))
         try:
             front_end = await _start_radius(radius, verifier, sockets)
-            http_server = await _binding("http", _start_http(http, verifier, datadir, limits, sockets))
+            http_server = await _binding("http", _start_http(http, verifier, identity, limits, sockets))
         except BaseException:       # e.g. --radius cannot be bound: stop listening first
             server.close()
             await server.wait_closed()
@@ -336,7 +372,8 @@ async def _serve_verifying(datadir, distribution, start_listener, radius, worker
                           front_end and front_end.udp_address, front_end and front_end.socket_path)
                 if http_server is not None:
                     click.echo("http %s:%d" % tuple(bound_address(http_server)[:2]))
-        await _run_until_signalled([server] + ([http_server] if http_server is not None else []), ready)
+        await _run_until_signalled([server] + ([http_server] if http_server is not None else []), ready,
+                                   Reloader(ctx, identity, services, front_end))
     finally:
         await _close_radius(front_end)
         await verifier.aclose()
@@ -358,23 +395,25 @@ require_pin_option = click.option(
 @ttl_option
 @workers_option
 @require_pin_option
-def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, http):
+@failures_per_client_option
+def distserver(listen, data_dir, limits, verbose, log_format, radius, ttl, workers, require_pin, http,
+               failures_per_source, failures_per_client):
     """Distribution server (KDC): issues masked OTPs to account clients, verifies OTPs."""
     from otpfast.net.distribution import serve_distribution
 
     host, port = listen_address(listen)
     if radius is not None and radius.udp is not None:
         check_host(*radius.udp, "radius")
-    _configure_logging(verbose)
+    configure_logging(verbose, log_format)
     datadir = open_datadir(data_dir)
 
     async def worker_main(*worker):
-        async def start(verifier, sock):
-            return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
-                                            sock=sock)
+        async def start(verifier, identity, sock):
+            return await serve_distribution(verifier, identity.context, host, port, limits=limits, sock=sock)
 
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
-                               start, radius, worker, http=http, limits=limits)
+                               start, radius, worker, http=http, limits=limits,
+                               failures=(failures_per_source, failures_per_client))
 
     _serve(datadir, host, port, limits, radius, workers, worker_main, http)
 
@@ -386,24 +425,27 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
 @ttl_option
 @workers_option
 @require_pin_option
-def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, http):
+@failures_per_client_option
+def serve(listen, data_dir, limits, verbose, log_format, radius, ttl, workers, require_pin, http,
+          failures_per_source, failures_per_client):
     """Key server and distribution server on one port (the embedded default)."""
     from otpfast.net.server import serve_combined
 
     host, port = listen_address(listen)
     if radius is not None and radius.udp is not None:
         check_host(*radius.udp, "radius")
-    _configure_logging(verbose)
+    configure_logging(verbose, log_format)
     datadir = open_datadir(data_dir)
 
     async def worker_main(*worker):
         keyserver_service = datadir.keyserver(upgrade=True)
 
-        async def start(verifier, sock):
-            return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
+        async def start(verifier, identity, sock):
+            return await serve_combined(keyserver_service, verifier, identity.context, host, port,
                                         limits=limits, sock=sock)
 
         await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
-                               start, radius, worker, keyserver=keyserver_service, http=http, limits=limits)
+                               start, radius, worker, keyserver=keyserver_service, http=http, limits=limits,
+                               failures=(failures_per_source, failures_per_client))
 
     _serve(datadir, host, port, limits, radius, workers, worker_main, http)

@@ -208,11 +208,19 @@ class DataDir:
             raise NotInitialised(f"{self.path} {what} (run `otpfast init` to create one)")
 
     def fingerprint(self) -> str:
-        """"sha256:<hex>" of the DER certificate."""
+        """The pin clients keep: "sha256:<hex>" of the certificate's SubjectPublicKeyInfo
+        (unchanged by a certificate renewed with the same key; see otpfast.net.tls)."""
+        spki = self.certificate().public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+    def certificate(self) -> x509.Certificate:
         self._require()
         with open(self.file(CERT_FILE), "rb") as fh:
-            cert = x509.load_pem_x509_certificate(fh.read())
-        return "sha256:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+            return x509.load_pem_x509_certificate(fh.read())
+
+    def certificate_der(self) -> bytes:
+        return self.certificate().public_bytes(serialization.Encoding.DER)
 
     def ssl_server_context(self) -> ssl.SSLContext:
         self._require()
@@ -230,6 +238,9 @@ class DataDir:
         servers' start): then it is migrated, and a warning names both versions."""
         self._require()
         self.tighten()
+        if os.path.exists(self.file(KEY_FILE) + ".new"):     # an interrupted `rotate at-rest`
+            from .rotate import finish_at_rest
+            finish_at_rest(self)
         key = atrest.load_key(self.file(KEY_FILE))
         url = self.store_url()
         if url is not None:

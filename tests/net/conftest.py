@@ -207,8 +207,8 @@ class Running:
 
 
 def pin_of(der):
-    import hashlib
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    from otpfast.net import tls
+    return tls.pin_of(der)
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def test_relay_learns_nothing_it_can_use(real, other_certificate):
     async def main():
         async with real_server(datadir) as (target, distribution), relay(relay_context, target) as (address, seen):
             # the client trusts the relay's certificate (first use) and logs in through it
-            async with connect(*address, pin=tls.fingerprint_of(relay_der)) as client:
+            async with connect(*address, pin=tls.pin_of(relay_der)) as client:
                 with pytest.raises(Refused):
                     await client.authenticate("phone", phone)
                 with pytest.raises(Exception):
@@ -159,7 +159,7 @@ def test_client_detects_a_fake_server_that_answers_itself(real, other_certificat
         server = await asyncio.start_server(fake, "127.0.0.1", 0, ssl=relay_context)
         async with server:
             address = server.sockets[0].getsockname()[:2]
-            async with connect(*address, pin=tls.fingerprint_of(relay_der)) as client:
+            async with connect(*address, pin=tls.pin_of(relay_der)) as client:
                 with pytest.raises(Refused):
                     await client.authenticate("phone", credentials["phone"])
         assert [type(f) for f in frames(received)] == [m.AuthStart, m.AuthProof]

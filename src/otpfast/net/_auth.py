@@ -1,6 +1,7 @@
 """The server's half of the challenge-response every handler runs (services.credentials)."""
 from ..protocol.messages import Challenge, Error
 from ..services import credentials
+from . import tls
 from ._stream import Reply
 
 
@@ -21,6 +22,11 @@ class Authentication:
         self.binding = binding
         self.exchange = None
         self.proved = False
+
+    def connection_made(self, transport):
+        """Bind to the certificate this connection was handshaken with (tls.ServerIdentity
+        may have loaded a newer one since the listener started)."""
+        self.binding = tls.connection_end_point(transport, self.binding)
 
     def start(self, event):
         """The Challenge for an AuthStart, or Error (a second start, a short nonce)."""

@@ -34,6 +34,7 @@ class DistributionHandler:
 
     def connection_made(self, transport):
         self.source = peer_host(transport)
+        self._auth.connection_made(transport)
 
     def _authenticated(self, client):
         self.client = client

@@ -86,6 +86,7 @@ class KeyServerHandler:
 
     def connection_made(self, transport):
         self.source = peer_host(transport)
+        self._auth.connection_made(transport)
 
     def _call(self, convert, fn, *args, **kwargs):
         future = self._queue.submit(fn, *args, **kwargs)

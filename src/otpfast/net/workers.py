@@ -228,6 +228,7 @@ def supervise(all_sockets, run_worker, announce):
         _signal_all(children, signal.SIGTERM)
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: _signal_all(children, signal.SIGHUP))
     status = 0
     try:
         started = 0

@@ -126,6 +126,19 @@ class RadiusFrontEnd:
             logger.info("RADIUS front end closed; counters: %s", dict(sorted(self.counters.items())))
         self._closed.set()
 
+    def reload(self, config):
+        """Serve the next requests under ``config``: its clients (secrets, networks,
+        Message-Authenticator rules), realm stripping and limits. The listening addresses
+        stay: ``config`` must ask for the same kinds of listener."""
+        if (config.udp is None) != (self.config.udp is None) or config.unix_socket != self.config.unix_socket:
+            raise ValueError("the RADIUS listening addresses change only at a restart")
+        self.config = config
+        self._bad_packets.limit = Rate(*config.bad_packet_limit)
+        self._failures.limit = Rate(*config.failure_limit)
+        self._unix_client = config.unix_client
+        if config.udp is not None:
+            self._log_clients()
+
     def _log_clients(self):
         clients = self.config.clients
         logger.info("RADIUS clients: %s", ", ".join(map(str, clients.networks)))

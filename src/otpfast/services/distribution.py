@@ -121,6 +121,12 @@ class Distribution:
         self.refusal_counts = collections.Counter()   # (event, outcome) -> refusals (metrics)
         self._decoy = _decoy_account(clock())
 
+    def set_failure_limits(self, per_source, per_client) -> None:
+        """New failure throttles (services.throttle.Rate) while serving (SIGHUP); the
+        buckets keep the tokens they have."""
+        self._failed_sources.limit = per_source
+        self._failed_clients.limit = per_client
+
     # -- clients ----------------------------------------------------------------------
     def authenticate(self, exchange: credentials.Exchange, proof: bytes, *,
                      source: str = "-") -> ClientInfo:

@@ -106,6 +106,11 @@ class KeyServer:
         self._failed_sources = RateLimiter(policy.FAILED_PER_SOURCE, clock=clock)
         self._refusals = RefusalLog()
 
+    def set_failure_limits(self, per_source, per_client=None) -> None:
+        """A new per-source failure throttle while serving (SIGHUP); ``per_client`` is the
+        distribution server's (the key server's refusals are per source only)."""
+        self._failed_sources.limit = per_source
+
     def public_key_pem(self) -> bytes:
         return self._private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -15,6 +15,12 @@ independent keys so one key never serves two purposes:
   authorities: see otpfast.store.rows), so an edit without the at-rest key is refused.
 * ``head``  HMAC-SHA256 key of the audit head file and of the archive anchor (a check value
   an attacker who deletes or rewrites them cannot recompute).
+* ``pin``   HMAC-SHA256 pepper of PIN and recovery-code hashes (services.pin).
+
+After ``otpfast rotate at-rest`` (otpfast.store.rekey) the key is 96 bytes: the new 32-byte
+key, then the ``pin`` and ``otp`` keys carried over from the key before (what they hashed -
+PINs, recovery codes, issued OTPs - cannot be hashed again without the secret itself).
+Everything else derives from the new key.
 """
 import base64
 import binascii
@@ -30,6 +36,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from otpfast.errors import StoreError
 
 KEY_BYTES = 32
+CARRIED_BYTES = 64      # the pin and otp keys a rotated key carries over (see above)
 NONCE_BYTES = 12
 ENV_VAR = "OTPFAST_AT_REST_KEY"
 
@@ -46,7 +53,7 @@ def decode_key(text: str) -> bytes:
     """Parse an at-rest key written as base64url (the file format) or hex."""
     text = text.strip()
     key = None
-    if len(text) == 2 * KEY_BYTES:
+    if len(text) in (2 * KEY_BYTES, 2 * (KEY_BYTES + CARRIED_BYTES)):
         try:
             key = bytes.fromhex(text)
         except ValueError:
@@ -56,8 +63,9 @@ def decode_key(text: str) -> bytes:
             key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except (binascii.Error, ValueError):
             raise StoreError("the at-rest key is not base64url or hex") from None
-    if len(key) != KEY_BYTES:
-        raise StoreError(f"the at-rest key must be {KEY_BYTES} bytes")
+    if len(key) not in (KEY_BYTES, KEY_BYTES + CARRIED_BYTES):
+        raise StoreError(f"the at-rest key must be {KEY_BYTES} bytes ({KEY_BYTES + CARRIED_BYTES} "
+                         "after a rotation)")
     return key
 
 
@@ -70,17 +78,22 @@ class AtRestKeys:
     """The AEAD and MAC keys of one store, derived from its at-rest key."""
 
     def __init__(self, key: bytes):
-        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+        if not isinstance(key, bytes) or len(key) not in (KEY_BYTES, KEY_BYTES + CARRIED_BYTES):
             raise StoreError(f"the at-rest key must be {KEY_BYTES} bytes")
+        if len(key) > KEY_BYTES:
+            key, otp_key, pin_key = key[:KEY_BYTES], key[KEY_BYTES:2 * KEY_BYTES], key[2 * KEY_BYTES:]
+        else:
+            otp_key, pin_key = _derive(key, b"otpfast otp digest"), _derive(key, b"otpfast pin pepper")
+        self.carried = otp_key + pin_key        # what a rotation carries over
         self._aead = AESGCM(_derive(key, b"otpfast encrypt"))
         self.audit_key = _derive(key, b"otpfast audit mac")
         self.audit_mac = HmacSha256(self.audit_key)
-        self._otp_mac = HmacSha256(_derive(key, b"otpfast otp digest"))
+        self._otp_mac = HmacSha256(otp_key)
         # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path
         self.row_mac = hashlib.blake2b(key=_derive(key, b"otpfast row mac"), digest_size=32)
         self.head_mac = HmacSha256(_derive(key, b"otpfast head mac"))
         # the pepper of PIN and recovery-code hashes (services.pin): kept out of the store
-        self.pin_mac = HmacSha256(_derive(key, b"otpfast pin pepper"))
+        self.pin_mac = HmacSha256(pin_key)
 
     def encrypt(self, plaintext: bytes, associated: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)
