@@ -10,8 +10,9 @@ it and its own certificate fingerprint).
 import click
 
 from otpfast.errors import InvalidParameter, Refused
+from otpfast_cli.logs import configure_logging
 from otpfast_cli.options import bad_parameter, data_dir_option
-from otpfast_cli.servers import (_announce, _binding, _configure_logging, _run, _run_until_signalled,
+from otpfast_cli.servers import (_announce, _binding, _run, _run_until_signalled,
                                  listen_address, open_datadir, server_options)
 
 
@@ -22,22 +23,27 @@ def share_server_group():
 
 @share_server_group.command("serve")
 @server_options
-def serve(listen, data_dir, limits, verbose):
+def serve(listen, data_dir, limits, verbose, log_format, failures_per_source):
     """Serve this share server: partial evaluations (with DLEQ proofs) and the DKG."""
     from otpfast.net import tls
     from otpfast.net._stream import bound_address
     from otpfast.net.shares import serve_shares
+    from otpfast_cli.reload import Reloader
 
+    ctx = click.get_current_context()
     host, port = listen_address(listen)
-    _configure_logging(verbose)
+    configure_logging(verbose, log_format)
     datadir = open_datadir(data_dir)
 
     async def main():
         service = datadir.share_server()
+        service.set_failure_limits(failures_per_source)
+        identity = tls.ServerIdentity(datadir)
         try:
-            server = await _binding("listen", serve_shares(service, tls.server_context(datadir), host, port,
+            server = await _binding("listen", serve_shares(service, identity.context, host, port,
                                                            limits=limits))
-            await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()))
+            await _run_until_signalled([server], lambda: _announce(bound_address(server), datadir.fingerprint()),
+                                       Reloader(ctx, identity, [service]))
         finally:
             service.close()
 

@@ -76,6 +76,11 @@ class ShareServer:
         self._pending = {}
         self._lock = threading.Lock()
 
+    def set_failure_limits(self, per_source, per_client=None) -> None:
+        """A new per-source failure throttle while serving (SIGHUP); ``per_client`` is the
+        distribution server's (a share server's refusals are per source and per account)."""
+        self._failed_sources.limit = per_source
+
     def public_key_pem(self) -> bytes:
         return self.pem.encode()
 
