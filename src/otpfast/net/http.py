@@ -77,7 +77,7 @@ class HttpHandler:
         self._distribution = verifier.distribution
         self._allow = allow
         self.metrics = verifier.metrics.http     # also counts the listener's refusals (net._stream)
-        self.metrics_root = verifier.metrics
+        self._all_metrics = verifier.metrics
         self.authenticated = False       # read by the listener (unauthenticated limits)
         self.source = "-"
         self._client = None              # ClientInfo of a bearer
@@ -262,11 +262,11 @@ class HttpHandler:
         if reason is not None:
             log.warning("health check: %s", reason)
             if reason == distribution.UNREACHABLE:
-                self.metrics_root.store_errors["health"].inc()
+                self._all_metrics.store_errors["health"].inc()
         return reason
 
     def _exposition(self, request):
-        return Reply(HttpResponse(200, self.metrics_root.exposition(), TEXT))
+        return Reply(HttpResponse(200, self._all_metrics.exposition(), TEXT))
 
     def _openapi(self, request):
         return Reply(HttpResponse(200, openapi_document(), JSON))
