@@ -91,8 +91,9 @@ def test_healthz_postgres_write_lock_and_lost_connection(tmp_path, pg_store_url)
     try:
         with httpx.Client(base_url=url, verify=False, timeout=10) as client:
             assert health(client)[:2] == (200, {"status": "ok"})
-            with psycopg.connect(pg_url) as holder:         # a transaction: the row lock stays
-                holder.execute("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+            with psycopg.connect(pg_url) as holder:         # a transaction: the lock stays
+                # every node's audit chain is its own: only a table lock stops its writes
+                holder.execute("LOCK TABLE audit_head IN EXCLUSIVE MODE")
                 status, body, took = health(client)
                 assert (status, body) == (503, {"status": "unavailable", "reason": "write_lock_busy"})
                 assert PATIENCE * 0.8 <= took < PATIENCE + 2

@@ -140,6 +140,8 @@ TOKENS_VERSION = 5      # ... and the one that gives every account its main toke
 ADMIN_VERSION = 6       # ... and the one that covers the clients' admin flag
 SCHEMA_VERSION = len(MIGRATIONS)
 
+NO_WAIT_LOCK_TIMEOUT_MS = 50    # transaction(wait=False): how long a table lock may hold it up
+
 # pg_advisory_xact_lock key serializing schema migrations within one database ("otpfast")
 MIGRATION_LOCK = 0x6F7470666173
 SYNCHRONOUS_COMMIT = ("on", "remote_apply", "remote_write", "local")
@@ -397,7 +399,12 @@ class PostgresStore(SqlReads, Store):
         try:
             try:
                 conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                if not wait:    # a table lock (an operator's LOCK TABLE) is "busy" too
+                    conn.execute(f"SET LOCAL lock_timeout = {NO_WAIT_LOCK_TIMEOUT_MS}")
                 head = self._claim_chain(conn, wait)
+            except psycopg.errors.LockNotAvailable:
+                _rollback(conn)
+                raise StoreBusy() from None
             except psycopg.OperationalError as exc:
                 _rollback(conn)
                 raise StoreUnavailable(f"the store is busy or unreachable: "
