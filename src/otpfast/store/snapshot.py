@@ -5,15 +5,19 @@
 * PostgreSQL: every table of the store's schema, ``COPY ... TO STDOUT (FORMAT binary)`` inside
   one ``REPEATABLE READ READ ONLY`` transaction (one snapshot for all of them); loading
   creates the schema in an empty database, then COPYs each table back and moves every
-  identity sequence past the rows loaded, all in one transaction.
+  identity sequence past the rows loaded and every other sequence to its value in the
+  snapshot (audit chain ids, row versions), all in one transaction.
 
 ``head_of`` reads the database's audit head in the copy, so the head file written beside it
 matches the copy (not the live store, which may have moved on).
 """
+import json
 import os
 import sqlite3
 
 from otpfast.errors import StoreError
+
+SEQUENCES_FILE = "sequences.json"    # beside the tables' COPY files
 
 
 def copy_sqlite(source: str, target: str) -> None:
@@ -59,6 +63,21 @@ def _tables(conn) -> list[str]:
         " AND table_type = 'BASE TABLE' ORDER BY table_name")]
 
 
+def _sequences(conn) -> list[str]:
+    """The schema's sequences that no identity column owns (their values are not implied by
+    the rows: audit chain ids, row versions)."""
+    return [row[0] for row in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'S' AND n.nspname = current_schema() AND NOT EXISTS"
+        " (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))"
+        " ORDER BY c.relname")]
+
+
+def _sequence_value(conn, name: str) -> tuple[int, bool]:
+    value, called = conn.execute(f'SELECT last_value, is_called FROM "{name}"').fetchone()
+    return int(value), bool(called)
+
+
 def dump_postgres(url: str, directory: str) -> tuple[list[str], tuple[int, bytes]]:
     """Write ``<table>.copy`` (binary COPY) for every table of the store at ``url`` into
     ``directory``, all from one snapshot; returns the tables and the audit head in it."""
@@ -73,6 +92,10 @@ def dump_postgres(url: str, directory: str) -> tuple[list[str], tuple[int, bytes
                     f'COPY "{table}" TO STDOUT (FORMAT binary)') as copy:
                 for chunk in copy:
                     out.write(chunk)
+        sequences = {name: _sequence_value(conn, name) for name in _sequences(conn)}
+        with open(os.open(os.path.join(directory, SEQUENCES_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                  "w") as out:
+            json.dump(sequences, out)
         seq, digest = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         conn.execute("COMMIT")
     return tables, (int(seq), bytes(digest))
@@ -85,6 +108,7 @@ def load_postgres(url: str, directory: str, tables: list[str]) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         present = _tables(conn)
+        present_sequences = set(_sequences(conn))
         if sorted(present) != sorted(tables):
             raise StoreError("the backup's tables differ from this otpfast's schema: "
                              f"{sorted(set(present) ^ set(tables))}")
@@ -101,6 +125,10 @@ def load_postgres(url: str, directory: str, tables: list[str]) -> None:
                     " WHERE table_schema = current_schema() AND is_identity = 'YES'").fetchall():
                 conn.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'),"
                              f' COALESCE((SELECT max("{column}") FROM "{table}"), 0) + 1, false)')
+            with open(os.path.join(directory, SEQUENCES_FILE)) as fh:
+                for name, (value, called) in json.load(fh).items():
+                    if name in present_sequences:
+                        conn.execute("SELECT setval(%s, %s, %s)", (name, value, called))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
