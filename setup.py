@@ -45,7 +45,8 @@ def _extensions():
     ext = Extension(
         "otpfast._core",
         ["src/otpfast/_core.pyx"],
-        depends=["src/otpfast/_core_kernels.h", "src/otpfast/_core_hash.pxi"],
+        depends=["src/otpfast/_core_kernels.h", "src/otpfast/_core_hash.pxi",
+                 "src/otpfast/_core_rows.pxi"],
         libraries=["crypto"],
         extra_compile_args=["-O3", "-fno-strict-aliasing", *omp],
         extra_link_args=omp,

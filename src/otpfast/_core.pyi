@@ -5,7 +5,7 @@ Bad arguments raise otpfast.errors.InvalidParameter(field, message) with field o
 "prime", "generator", "start", "otps", "num_threads", "method", "digits", "values".
 """
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 Method = Literal["auto", "crt", "sqm"]
@@ -48,3 +48,9 @@ def rsa_primroot_verify_mask(n: int, d: int, prime: int, generator: int, start: 
                              method: Method = "auto") -> bytes: ...
 
 def format_decimal(values: Iterable[int], digits: int) -> bytes: ...
+
+# Row MACs (otpfast.store.rows): keyed BLAKE2b-256 (key 0..64 bytes) of each row (values,
+# the version last) under an ASCII tag; the encoding of one value.
+ROW_MAC_BYTES: int
+def row_encode(value: object) -> bytes: ...
+def row_macs(key: bytes, tag: str, rows: Iterable[Sequence[object]]) -> list[bytes]: ...

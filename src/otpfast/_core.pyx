@@ -701,3 +701,4 @@ def format_decimal(values, digits):
 
 
 include "_core_hash.pxi"
+include "_core_rows.pxi"

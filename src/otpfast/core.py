@@ -41,6 +41,8 @@ hotp_batch = _impl.hotp_batch
 hashchain_batch = _impl.hashchain_batch
 rfc2289_batch = _impl.rfc2289_batch
 rfc2289_fold = _impl.rfc2289_fold
+row_encode = _impl.row_encode
+row_macs = _impl.row_macs
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

@@ -76,8 +76,10 @@ class AtRestKeys:
         self.audit_key = _derive(key, b"otpfast audit mac")
         self.audit_mac = HmacSha256(self.audit_key)
         self._otp_mac = HmacSha256(_derive(key, b"otpfast otp digest"))
-        # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path
-        self.row_mac = hashlib.blake2b(key=_derive(key, b"otpfast row mac"), digest_size=32)
+        # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path;
+        # the key itself for the core's batch kernel (otpfast.store.rows.row_macs)
+        self.row_key = _derive(key, b"otpfast row mac")
+        self.row_mac = hashlib.blake2b(key=self.row_key, digest_size=32)
         self.head_mac = HmacSha256(_derive(key, b"otpfast head mac"))
         # the pepper of PIN and recovery-code hashes (services.pin): kept out of the store
         self.pin_mac = HmacSha256(_derive(key, b"otpfast pin pepper"))

@@ -16,7 +16,7 @@ process meanwhile is never mistaken for tampering. Statements use named paramete
 (``ON CONFLICT DO NOTHING`` needs SQLite >= 3.24) that a PostgreSQL backend can reuse.
 """
 import contextlib
-import dataclasses
+import functools
 import json
 import logging
 import os
@@ -31,7 +31,7 @@ from .atrest import AtRestKeys
 from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
-                     SqlReads, SqlTransaction, add_main_tokens, chain_entries,
+                     SqlReads, SqlTransaction, add_main_tokens, chain_entries, moved_record,
                      seal_existing_rows)
 
 # Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
@@ -516,6 +516,17 @@ class _Checkpointer:
         self._thread.join()
 
 
+@functools.lru_cache(maxsize=None)
+def _use_issued_sql(count: int) -> str:
+    """use_issued_ids' UPDATE of ``count`` rows: ?1 now, ?2 the version, ?3 the new MACs
+    (32 bytes each, in id order), ?4... the ids; each row takes its slice of ?3."""
+    ids = [f"?{k + 4}" for k in range(count)]
+    return ("UPDATE issued SET used_at = ?1, ver = ?2, mac = substr(?3, CASE id"
+            + "".join(f" WHEN {id_} THEN {32 * k + 1}" for k, id_ in enumerate(ids))
+            + f" END, 32) WHERE id IN ({', '.join(ids)}) AND used_at IS NULL"
+            " AND expires_at > ?1")
+
+
 class _SQLiteTransaction(SqlTransaction):
 
     def __init__(self, store, conn):
@@ -532,12 +543,10 @@ class _SQLiteTransaction(SqlTransaction):
         changes = list(changes)
         ver, sealed = self._moved_rows(changes)
         self._write_decoys(changes, sealed)
+        updated = self.updated_accounts
         for (old, new), (values, _) in zip(changes, sealed):
             # what the rows hold after this update (cache at COMMIT)
-            self.updated_accounts[old.name] = dataclasses.replace(
-                old, counter=new.counter, last_step=new.last_step, chain_last=new.chain_last,
-                failures=new.failures, failed_at=new.failed_at, locked_until=new.locked_until,
-                locks=new.locks, row=(*values, ver))
+            updated[old.name] = moved_record(old, new, (*values, ver))
         if not _UPDATE_FROM:
             cur = self._conn.executemany(
                 "UPDATE accounts SET counter = ?1, last_step = ?2, chain_last = ?3,"
@@ -617,13 +626,11 @@ class _SQLiteTransaction(SqlTransaction):
         for start in range(0, len(sealed), 300):     # SQLite < 3.32 allows 999 parameters
             chunk = sealed[start:start + 300]
             # one statement (by primary key: UPDATE ... FROM would scan); every id is
-            # distinct, so each row is marked at most once
+            # distinct, so each row is marked at most once; the new MACs are one blob
             marked += self._conn.execute(
-                "UPDATE issued SET used_at = ?1, ver = ?2, mac = CASE id"
-                + " WHEN ? THEN ?" * len(chunk) + " END WHERE id IN ("
-                + ", ".join(["?"] * len(chunk)) + ") AND used_at IS NULL AND expires_at > ?1",
-                [now, ver, *(value for pair in chunk for value in pair),
-                 *(id_ for id_, _ in chunk)]).rowcount
+                _use_issued_sql(len(chunk)),
+                [now, ver, b"".join([mac for _, mac in chunk]),
+                 *[id_ for id_, _ in chunk]]).rowcount
         return marked
 
     def _flush_audit(self) -> tuple[int, bytes] | None:

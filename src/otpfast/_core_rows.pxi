@@ -1,0 +1,276 @@
+# Row-MAC kernel (included at the end of _core.pyx); _core_py_rows.py is the spec.
+#
+# Speed: the store MACs every row it writes and checks every row it reads (keyed
+# BLAKE2b-256, otpfast.store.rows). Here a whole batch is one call: the values are encoded
+# into one C buffer (no bytes object per value) and hashed by a BLAKE2b (RFC 7693) whose
+# key block is compressed once per call.
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport uint8_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #include <math.h>
+    #include <stdio.h>
+    #include <openssl/crypto.h>
+
+    typedef struct { uint64_t h[8]; uint64_t t; } otpfr_key;   /* t: bytes compressed */
+
+    static const uint64_t otpfr_iv[8] = {
+        0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+        0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+        0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+    static const uint8_t otpfr_sigma[12][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+        {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+        {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+        {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+        {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+        {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+        {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+        {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+        {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+    static inline uint64_t otpfr_load64(const uint8_t *p) {
+        uint64_t v = 0;
+        int i;
+        for (i = 7; i >= 0; i--) v = (v << 8) | p[i];
+        return v;
+    }
+    #define OTPFR_ROTR(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+    #define OTPFR_G(a, b, c, d, x, y) do {                                  \\
+        v[a] = v[a] + v[b] + (x); v[d] = OTPFR_ROTR(v[d] ^ v[a], 32);      \\
+        v[c] = v[c] + v[d];       v[b] = OTPFR_ROTR(v[b] ^ v[c], 24);      \\
+        v[a] = v[a] + v[b] + (y); v[d] = OTPFR_ROTR(v[d] ^ v[a], 16);      \\
+        v[c] = v[c] + v[d];       v[b] = OTPFR_ROTR(v[b] ^ v[c], 63);      \\
+    } while (0)
+
+    /* RFC 7693 F: compress one 128-byte block; t = bytes hashed so far including it
+       (below 2^64: the high word of the counter stays 0). */
+    static void otpfr_compress(uint64_t h[8], const uint8_t *block, uint64_t t, int last) {
+        uint64_t v[16], m[16];
+        int i, r;
+        for (i = 0; i < 16; i++) m[i] = otpfr_load64(block + 8 * i);
+        for (i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = otpfr_iv[i]; }
+        v[12] ^= t;
+        if (last) v[14] = ~v[14];
+        for (r = 0; r < 12; r++) {
+            const uint8_t *s = otpfr_sigma[r];
+            OTPFR_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+            OTPFR_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+            OTPFR_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+            OTPFR_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+            OTPFR_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+            OTPFR_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+            OTPFR_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+            OTPFR_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+        }
+        for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+    }
+
+    /* The state after the parameter block and the key block (0 < keylen <= 64): every
+       message after it is non-empty, so the key block is never the last. */
+    static void otpfr_init(otpfr_key *k, const uint8_t *key, size_t keylen, size_t outlen) {
+        uint8_t block[128];
+        int i;
+        for (i = 0; i < 8; i++) k->h[i] = otpfr_iv[i];
+        k->h[0] ^= 0x01010000ULL ^ ((uint64_t)keylen << 8) ^ (uint64_t)outlen;
+        k->t = 0;
+        if (keylen > 0) {
+            memset(block, 0, sizeof block);
+            memcpy(block, key, keylen);
+            k->t = 128;
+            otpfr_compress(k->h, block, k->t, 0);
+            OPENSSL_cleanse(block, sizeof block);
+        }
+    }
+
+    /* The first outlen bytes of BLAKE2b(key, msg), msglen > 0. */
+    static void otpfr_mac(const otpfr_key *k, const uint8_t *msg, size_t msglen,
+                          uint8_t *out, size_t outlen) {
+        uint64_t h[8], t = k->t;
+        uint8_t block[128];
+        size_t i;
+        memcpy(h, k->h, sizeof h);
+        while (msglen > 128) {
+            t += 128;
+            otpfr_compress(h, msg, t, 0);
+            msg += 128;
+            msglen -= 128;
+        }
+        memset(block, 0, sizeof block);
+        memcpy(block, msg, msglen);
+        t += msglen;
+        otpfr_compress(h, block, t, 1);
+        for (i = 0; i < outlen; i++) out[i] = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
+    }
+
+    /* "%lld" of v into out (at least 21 bytes); its length. */
+    static inline int otpfr_decimal(long long v, char *out) {
+        return snprintf(out, 24, "%lld", v);
+    }
+    /* A double's IEEE 754 bits, big-endian. */
+    static inline void otpfr_double_be(double d, uint8_t *out) {
+        uint64_t bits;
+        int i;
+        memcpy(&bits, &d, 8);
+        for (i = 0; i < 8; i++) out[i] = (uint8_t)(bits >> (56 - 8 * i));
+    }
+    static inline int otpfr_integral(double d) {
+        return isfinite(d) && d == floor(d) && fabs(d) < 9007199254740992.0;
+    }
+    """
+    ctypedef struct otpfr_key:
+        pass
+    void otpfr_init(otpfr_key *k, const uint8_t *key, size_t keylen, size_t outlen) noexcept nogil
+    void otpfr_mac(const otpfr_key *k, const uint8_t *msg, size_t msglen, uint8_t *out,
+                   size_t outlen) noexcept nogil
+    int otpfr_decimal(long long v, char *out) noexcept nogil
+    void otpfr_double_be(double d, uint8_t *out) noexcept nogil
+    int otpfr_integral(double d) noexcept nogil
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object obj, int *overflow) except? -1
+    bint PyLong_CheckExact(object obj)
+    bint PyFloat_CheckExact(object obj)
+    bint PyUnicode_CheckExact(object obj)
+    bint PyBytes_CheckExact(object obj)
+    bint PyBool_Check(object obj)
+
+ROW_MAC_BYTES = 32
+
+
+cdef struct _RowBuffer:
+    char *data
+    size_t length
+    size_t capacity
+
+
+cdef int _rb_reserve(_RowBuffer *b, size_t extra) except -1:
+    cdef size_t want = b.length + extra
+    cdef char *grown
+    if want <= b.capacity:
+        return 0
+    want = max(want, 2 * b.capacity, 256)
+    grown = <char *>realloc(b.data, want)
+    if grown == NULL:
+        raise MemoryError()
+    b.data, b.capacity = grown, want
+    return 0
+
+
+cdef int _rb_put(_RowBuffer *b, const char *data, size_t n) except -1:
+    _rb_reserve(b, n)
+    memcpy(b.data + b.length, data, n)
+    b.length += n
+    return 0
+
+
+cdef int _rb_int_text(_RowBuffer *b, long long v) except -1:
+    cdef char digits[24]
+    cdef int n = otpfr_decimal(v, digits)
+    _rb_reserve(b, <size_t>n + 2)
+    b.data[b.length] = b"i"
+    memcpy(b.data + b.length + 1, digits, n)
+    b.data[b.length + 1 + n] = b";"
+    b.length += <size_t>n + 2
+    return 0
+
+
+cdef int _rb_int(_RowBuffer *b, object value) except -1:
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef bytes text
+    if overflow:
+        text = b"i%d;" % value
+        return _rb_put(b, PyBytes_AS_STRING(text), len(text))
+    return _rb_int_text(b, v)
+
+
+cdef int _rb_blob(_RowBuffer *b, char kind, const char *data, Py_ssize_t n) except -1:
+    cdef char head[24]
+    cdef int m = otpfr_decimal(n, head)
+    _rb_reserve(b, <size_t>(m + 2 + n))
+    b.data[b.length] = kind
+    memcpy(b.data + b.length + 1, head, m)
+    b.data[b.length + 1 + m] = b":"
+    memcpy(b.data + b.length + 2 + m, data, n)
+    b.length += <size_t>(m + 2 + n)
+    return 0
+
+
+cdef int _rb_value(_RowBuffer *b, object value) except -1:
+    cdef double d
+    cdef uint8_t raw[9]
+    cdef const char *text
+    cdef Py_ssize_t n
+    cdef bytes data
+    if value is None:
+        return _rb_put(b, b"N", 1)
+    if PyLong_CheckExact(value) or PyBool_Check(value):
+        return _rb_int(b, value)
+    if PyFloat_CheckExact(value):
+        d = PyFloat_AS_DOUBLE(value)
+        if otpfr_integral(d):
+            return _rb_int_text(b, <long long>d)
+        raw[0] = b"f"
+        otpfr_double_be(d, raw + 1)
+        return _rb_put(b, <const char *>raw, 9)
+    if PyUnicode_CheckExact(value):
+        text = PyUnicode_AsUTF8AndSize(value, &n)
+        return _rb_blob(b, b"s", text, n)
+    data = value if PyBytes_CheckExact(value) else bytes(value)
+    return _rb_blob(b, b"b", PyBytes_AS_STRING(data), len(data))
+
+
+def row_encode(value):
+    """One value as the MAC input holds it (see _core_py_rows.row_encode)."""
+    cdef _RowBuffer b
+    b.data, b.length, b.capacity = NULL, 0, 0
+    try:
+        _rb_value(&b, value)
+        return PyBytes_FromStringAndSize(b.data, b.length)
+    finally:
+        free(b.data)
+
+
+def row_macs(key, tag, rows):
+    """Keyed BLAKE2b-256 of each row of ``rows`` under ``tag`` (see _core_py_rows.row_macs).
+    Returns a list of 32-byte digests."""
+    cdef bytes kb = bytes(key)
+    cdef bytes head = tag.encode("ascii") + b"\0"
+    cdef otpfr_key state
+    cdef _RowBuffer b
+    cdef uint8_t digest[32]
+    cdef list out = []
+    cdef object value
+    if len(kb) > 64:
+        raise ValueError("maximum key length is 64 bytes")
+    otpfr_init(&state, <const uint8_t *>PyBytes_AS_STRING(kb), len(kb), 32)
+    b.data, b.length, b.capacity = NULL, 0, 0
+    try:
+        _rb_put(&b, PyBytes_AS_STRING(head), len(head))
+        for row in rows:
+            b.length = len(head)
+            if type(row) is tuple or type(row) is list:
+                for value in row:
+                    _rb_value(&b, value)
+            else:
+                for value in tuple(row):
+                    _rb_value(&b, value)
+            otpfr_mac(&state, <const uint8_t *>b.data, b.length, digest, 32)
+            out.append(PyBytes_FromStringAndSize(<char *>digest, 32))
+    finally:
+        if b.data != NULL:
+            OPENSSL_cleanse(b.data, b.capacity)
+            free(b.data)
+        OPENSSL_cleanse(&state, sizeof(otpfr_key))
+    return out
