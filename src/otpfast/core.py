@@ -43,6 +43,7 @@ rfc2289_batch = _impl.rfc2289_batch
 rfc2289_fold = _impl.rfc2289_fold
 row_encode = _impl.row_encode
 row_macs = _impl.row_macs
+audit_chain_macs = _impl.audit_chain_macs
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

@@ -88,3 +88,31 @@ def test_store_row_mac_equals_the_batch(key, tag, batch):
     from otpfast import core
     assert core.row_macs(key, tag, batch) == [row_mac(mac, tag, row[:-1], row[-1])
                                               for row in batch]
+
+
+texts = st.text(max_size=40)
+entries = st.lists(st.tuples(st.one_of(st.floats(allow_nan=False), st.integers(-2**40, 2**40)),
+                             texts, texts, texts, texts, texts), max_size=6)
+
+
+@pytest.mark.parametrize("impl", _impls(), ids=lambda impl: impl.__name__)
+@SETTINGS
+@given(key=st.binary(max_size=100), seq=st.integers(0, 2**40), prev=st.binary(max_size=40),
+       batch=entries, rows=st.none() | texts)
+def test_audit_chain_macs_are_the_chained_audit_mac(impl, key, seq, prev, batch, rows):
+    from otpfast.store.chain import audit_mac
+
+    expected, mac, first = [], prev, rows
+    for number, (when, event, account, client, source, outcome) in enumerate(batch, seq + 1):
+        mac = audit_mac(key, mac, number, when, event, account, client, source, outcome, first)
+        expected.append(mac)
+        first = None
+    assert impl.audit_chain_macs(key, seq, prev, batch, rows) == expected
+
+
+@pytest.mark.parametrize("impl", _impls(), ids=lambda impl: impl.__name__)
+def test_audit_chain_macs_refuse_non_text_fields(impl):
+    with pytest.raises(TypeError):
+        impl.audit_chain_macs(b"k", 0, b"", [(1.0, "e", b"account", "c", "s", "o")])
+    with pytest.raises(ValueError):
+        impl.audit_chain_macs(b"k", 0, b"", [(1.0, "e", "a")])

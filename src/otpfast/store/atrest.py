@@ -104,11 +104,13 @@ class HmacSha256:
     states computed once: each MAC then costs two state copies instead of a key setup
     (the same bytes as ``hmac.digest(key, msg, "sha256")``)."""
 
-    __slots__ = ("inner", "outer")     # the keyed SHA-256 states (copy, never update)
+    # the keyed SHA-256 states (copy, never update); the key (the core's batch kernels)
+    __slots__ = ("inner", "outer", "key")
 
     def __init__(self, key: bytes):
         if len(key) > 64:
             key = hashlib.sha256(key).digest()
+        self.key = key
         key = key.ljust(64, b"\0")
         self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))

@@ -5,7 +5,7 @@ Every row whose fields decide access or replay carries two columns: ``ver`` and 
 
 * ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_key) of the table's tag,
   the covered columns in a fixed order (each type-tagged and length-prefixed: the spec is
-  otpfast._core_py_rows), then ``ver``. The hot paths MAC a whole batch in one core call
+  otpfast._core_py_store), then ``ver``. The hot paths MAC a whole batch in one core call
   (row_macs); row_mac does one row with the keyed state AtRestKeys.row_mac. Covered: clients: name, account,
   verifier flag, credential hash, masking key, creation time; authorities: id, credential
   hash, creation time; tokens: every column (serial, user, type, params, description,
@@ -68,7 +68,7 @@ def tables(account_names) -> dict:
 
 
 # one column value, type-tagged and length-prefixed (the MAC input): the spec is
-# otpfast._core_py_rows.row_encode
+# otpfast._core_py_store.row_encode
 encode = row_encode
 
 

@@ -518,13 +518,12 @@ class _Checkpointer:
 
 @functools.lru_cache(maxsize=None)
 def _use_issued_sql(count: int) -> str:
-    """use_issued_ids' UPDATE of ``count`` rows: ?1 now, ?2 the version, ?3 the new MACs
-    (32 bytes each, in id order), ?4... the ids; each row takes its slice of ?3."""
-    ids = [f"?{k + 4}" for k in range(count)]
-    return ("UPDATE issued SET used_at = ?1, ver = ?2, mac = substr(?3, CASE id"
-            + "".join(f" WHEN {id_} THEN {32 * k + 1}" for k, id_ in enumerate(ids))
-            + f" END, 32) WHERE id IN ({', '.join(ids)}) AND used_at IS NULL"
-            " AND expires_at > ?1")
+    """use_issued_ids' UPDATE of ``count`` rows: ?1 now, ?2 the version, then the ids, then
+    their new MACs (each id bound once, for its CASE and the IN list)."""
+    ids = [f"?{k + 3}" for k in range(count)]
+    return ("UPDATE issued SET used_at = ?1, ver = ?2, mac = CASE id"
+            + "".join(f" WHEN {id_} THEN ?{k + 3 + count}" for k, id_ in enumerate(ids))
+            + f" END WHERE id IN ({', '.join(ids)}) AND used_at IS NULL AND expires_at > ?1")
 
 
 class _SQLiteTransaction(SqlTransaction):
@@ -611,9 +610,10 @@ class _SQLiteTransaction(SqlTransaction):
             else:
                 found_rows = self._conn.execute(query.format(columns), params).fetchall()
             rows = []
-            for k, id_, expires_at, ver, mac in found_rows:
+            for k, id_, expires_at, ver, mac in found_rows:     # hex(NULL) is ''
                 account, digest = chunk[k]
-                rows.append((id_, account, digest, float(expires_at), None, ver, _unhex(mac)))
+                rows.append((id_, account, digest, float(expires_at), None, ver,
+                             bytes.fromhex(mac) if isinstance(mac, str) else mac))
             for values in self._authentic_issued(rows, now):
                 found.setdefault((values[1], values[2]), []).append(values[0])
         for ids in found.values():
@@ -626,11 +626,10 @@ class _SQLiteTransaction(SqlTransaction):
         for start in range(0, len(sealed), 300):     # SQLite < 3.32 allows 999 parameters
             chunk = sealed[start:start + 300]
             # one statement (by primary key: UPDATE ... FROM would scan); every id is
-            # distinct, so each row is marked at most once; the new MACs are one blob
+            # distinct, so each row is marked at most once
             marked += self._conn.execute(
                 _use_issued_sql(len(chunk)),
-                [now, ver, b"".join([mac for _, mac in chunk]),
-                 *[id_ for id_, _ in chunk]]).rowcount
+                [now, ver, *[id_ for id_, _ in chunk], *[mac for _, mac in chunk]]).rowcount
         return marked
 
     def _flush_audit(self) -> tuple[int, bytes] | None:

@@ -1,13 +1,18 @@
-"""Pure-Python twin of the row-MAC kernel in _core_rows.pxi: the executable spec.
+"""Pure-Python twin of the store's MAC kernels in _core_store.pxi: the executable spec.
 
-The store authenticates rows with keyed BLAKE2b-256 (otpfast.store.rows): the MAC input of
-a row is its table's tag, a NUL byte, then every value (the covered columns in their fixed
-order, the row version last) type-tagged and length-prefixed. Leaf module: stdlib only.
+* Rows (otpfast.store.rows): keyed BLAKE2b-256; the MAC input of a row is its table's tag,
+  a NUL byte, then every value (the covered columns in their fixed order, the row version
+  last) type-tagged and length-prefixed.
+* The audit chain (otpfast.store.chain): HMAC-SHA256 of each entry chained onto the
+  previous entry's MAC.
+
+Leaf module: stdlib only.
 """
 import hashlib
+import hmac
 import struct
 
-__all__ = ["ROW_MAC_BYTES", "row_encode", "row_macs"]
+__all__ = ["ROW_MAC_BYTES", "row_encode", "row_macs", "audit_chain_macs"]
 
 ROW_MAC_BYTES = 32
 _DOUBLE = struct.Struct(">d").pack
@@ -55,4 +60,30 @@ def row_macs(key, tag, rows):
         mac = state.copy()
         mac.update(head + b"".join(map(row_encode, row)))
         out.append(mac.digest())
+    return out
+
+
+def _field(text) -> bytes:
+    if type(text) is not str:
+        raise TypeError(f"audit fields are str, got {type(text).__name__}")
+    raw = text.encode("utf-8")
+    return struct.pack(">I", len(raw)) + raw
+
+
+def audit_chain_macs(key, seq, prev, entries, rows=None):
+    """The MACs of audit entries numbered seq + 1, seq + 2, ...: ``entries`` are (time,
+    event, account, client, source, outcome) tuples, ``prev`` the MAC the first chains onto.
+    Each MAC is HMAC-SHA256 under ``key`` of the previous MAC then each field (str(seq),
+    repr(float(time)), event, account, client, source, outcome, and ``rows`` for the first
+    entry when it is not None) as a 4-byte big-endian length and its UTF-8 bytes."""
+    key, prev, out = bytes(key), bytes(prev), []
+    for when, event, account, client, source, outcome in entries:
+        seq += 1
+        message = prev + b"".join(map(_field, (str(seq), repr(float(when)), event, account,
+                                               client, source, outcome)))
+        if rows is not None:
+            message += _field(rows)
+            rows = None
+        prev = hmac.digest(key, message, "sha256")
+        out.append(prev)
     return out

@@ -1,9 +1,10 @@
-# Row-MAC kernel (included at the end of _core.pyx); _core_py_rows.py is the spec.
+# The store's MAC kernels (included at the end of _core.pyx); _core_py_store.py is the spec.
 #
 # Speed: the store MACs every row it writes and checks every row it reads (keyed
-# BLAKE2b-256, otpfast.store.rows). Here a whole batch is one call: the values are encoded
-# into one C buffer (no bytes object per value) and hashed by a BLAKE2b (RFC 7693) whose
-# key block is compressed once per call.
+# BLAKE2b-256, otpfast.store.rows), and chains every audit entry (HMAC-SHA256,
+# otpfast.store.chain). Here a whole batch is one call: the values are encoded into one C
+# buffer (no bytes object per value) and hashed with the keyed state computed once per call
+# (BLAKE2b, RFC 7693, written out here; SHA-256 from OpenSSL).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
@@ -18,6 +19,10 @@ cdef extern from *:
     #include <math.h>
     #include <stdio.h>
     #include <openssl/crypto.h>
+    #ifndef OPENSSL_SUPPRESS_DEPRECATED
+    #define OPENSSL_SUPPRESS_DEPRECATED 1
+    #endif
+    #include <openssl/sha.h>
 
     typedef struct { uint64_t h[8]; uint64_t t; } otpfr_key;   /* t: bytes compressed */
 
@@ -127,6 +132,26 @@ cdef extern from *:
     static inline int otpfr_integral(double d) {
         return isfinite(d) && d == floor(d) && fabs(d) < 9007199254740992.0;
     }
+
+    /* HMAC-SHA256 (RFC 2104) with the keyed inner and outer states computed once. */
+    typedef struct { SHA256_CTX inner, outer; } otpfr_hmac;
+    static void otpfr_hmac_init(otpfr_hmac *k, const uint8_t *key, size_t keylen) {
+        uint8_t pad[64];
+        size_t i;                                   /* keylen <= 64 */
+        for (i = 0; i < 64; i++) pad[i] = (uint8_t)((i < keylen ? key[i] : 0) ^ 0x36);
+        SHA256_Init(&k->inner); SHA256_Update(&k->inner, pad, 64);
+        for (i = 0; i < 64; i++) pad[i] = (uint8_t)((i < keylen ? key[i] : 0) ^ 0x5c);
+        SHA256_Init(&k->outer); SHA256_Update(&k->outer, pad, 64);
+        OPENSSL_cleanse(pad, sizeof pad);
+    }
+    static void otpfr_hmac_run(const otpfr_hmac *k, const uint8_t *msg, size_t n,
+                               uint8_t out[32]) {
+        SHA256_CTX c = k->inner;
+        SHA256_Update(&c, msg, n); SHA256_Final(out, &c);
+        c = k->outer;
+        SHA256_Update(&c, out, 32); SHA256_Final(out, &c);
+        OPENSSL_cleanse(&c, sizeof c);
+    }
     """
     ctypedef struct otpfr_key:
         pass
@@ -136,8 +161,17 @@ cdef extern from *:
     int otpfr_decimal(long long v, char *out) noexcept nogil
     void otpfr_double_be(double d, uint8_t *out) noexcept nogil
     int otpfr_integral(double d) noexcept nogil
+    ctypedef struct otpfr_hmac:
+        pass
+    void otpfr_hmac_init(otpfr_hmac *k, const uint8_t *key, size_t keylen) noexcept nogil
+    void otpfr_hmac_run(const otpfr_hmac *k, const uint8_t *msg, size_t n,
+                        uint8_t *out) noexcept nogil
 
 cdef extern from "Python.h":
+    char *PyOS_double_to_string(double val, char format_code, int precision, int flags,
+                                int *type) except NULL
+    void PyMem_Free(void *p)
+    int Py_DTSF_ADD_DOT_0
     long long PyLong_AsLongLongAndOverflow(object obj, int *overflow) except? -1
     bint PyLong_CheckExact(object obj)
     bint PyFloat_CheckExact(object obj)
@@ -232,7 +266,7 @@ cdef int _rb_value(_RowBuffer *b, object value) except -1:
 
 
 def row_encode(value):
-    """One value as the MAC input holds it (see _core_py_rows.row_encode)."""
+    """One value as the MAC input holds it (see _core_py_store.row_encode)."""
     cdef _RowBuffer b
     b.data, b.length, b.capacity = NULL, 0, 0
     try:
@@ -243,7 +277,7 @@ def row_encode(value):
 
 
 def row_macs(key, tag, rows):
-    """Keyed BLAKE2b-256 of each row of ``rows`` under ``tag`` (see _core_py_rows.row_macs).
+    """Keyed BLAKE2b-256 of each row of ``rows`` under ``tag`` (see _core_py_store.row_macs).
     Returns a list of 32-byte digests."""
     cdef bytes kb = bytes(key)
     cdef bytes head = tag.encode("ascii") + b"\0"
@@ -273,4 +307,79 @@ def row_macs(key, tag, rows):
             OPENSSL_cleanse(b.data, b.capacity)
             free(b.data)
         OPENSSL_cleanse(&state, sizeof(otpfr_key))
+    return out
+
+
+cdef int _rb_field(_RowBuffer *b, const char *data, Py_ssize_t n) except -1:
+    """A 4-byte big-endian length, then the bytes (an audit field)."""
+    cdef uint8_t head[4]
+    if n > 0xFFFFFFFF:
+        raise OverflowError("audit field too long")
+    head[0], head[1], head[2], head[3] = (n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF
+    _rb_put(b, <const char *>head, 4)
+    return _rb_put(b, data, n)
+
+
+cdef int _rb_text_field(_RowBuffer *b, object text) except -1:
+    cdef const char *data
+    cdef Py_ssize_t n
+    if not PyUnicode_CheckExact(text):
+        raise TypeError(f"audit fields are str, got {type(text).__name__}")
+    data = PyUnicode_AsUTF8AndSize(text, &n)
+    return _rb_field(b, data, n)
+
+
+def audit_chain_macs(key, seq, prev, entries, rows=None):
+    """The HMAC-SHA256 chain of audit entries numbered seq + 1, ... (see
+    _core_py_store.audit_chain_macs). Returns a list of 32-byte MACs."""
+    cdef bytes kb = bytes(key)
+    cdef bytes pb = bytes(prev)
+    cdef otpfr_hmac state
+    cdef _RowBuffer b
+    cdef uint8_t mac[32]
+    cdef char digits[24]
+    cdef long long number = seq
+    cdef double when
+    cdef uint64_t bits, last_bits = 0
+    cdef bytes when_text = None
+    cdef char *text
+    cdef int first = 1, n
+    cdef list out = []
+    if len(kb) > 64:
+        kb = _hash_hashlib.sha256(kb).digest()
+    otpfr_hmac_init(&state, <const uint8_t *>PyBytes_AS_STRING(kb), len(kb))
+    b.data, b.length, b.capacity = NULL, 0, 0
+    try:
+        for entry in entries:
+            time_, event, account, client, source, outcome = entry
+            number += 1
+            b.length = 0
+            if first:
+                _rb_put(&b, PyBytes_AS_STRING(pb), len(pb))
+            else:
+                _rb_put(&b, <const char *>mac, 32)
+            n = otpfr_decimal(number, digits)
+            _rb_field(&b, digits, n)
+            when = float(time_)
+            memcpy(&bits, &when, 8)
+            if when_text is None or bits != last_bits:     # a batch shares its time
+                text = PyOS_double_to_string(when, b"r", 0, Py_DTSF_ADD_DOT_0, NULL)
+                try:
+                    when_text = text
+                finally:
+                    PyMem_Free(text)
+                last_bits = bits
+            _rb_field(&b, PyBytes_AS_STRING(when_text), len(when_text))
+            for value in (event, account, client, source, outcome):
+                _rb_text_field(&b, value)
+            if first and rows is not None:
+                _rb_text_field(&b, rows)
+            first = 0
+            otpfr_hmac_run(&state, <const uint8_t *>b.data, b.length, mac)
+            out.append(PyBytes_FromStringAndSize(<char *>mac, 32))
+    finally:
+        if b.data != NULL:
+            OPENSSL_cleanse(b.data, b.capacity)
+            free(b.data)
+        OPENSSL_cleanse(&state, sizeof(otpfr_hmac))
     return out
