@@ -336,10 +336,10 @@ class SqlReads:
         issued rows it marked used and the versions of the accounts it moved; a later
         read of an older copy is a rollback (otpfast.store.rows)."""
         if tx.used_ids:
-            used = self._used_issued
+            used = self._issued_marked()
             if len(used) + len(tx.used_ids) > row_auth.HIGH_WATER_SIZE:
                 used.clear()
-            used.update(tx.used_ids)
+            used.update(dict.fromkeys(tx.used_ids, tx.version))
         for name in tx.moved:
             self._decoder.written(name, tx.version)
         seen = self._token_seen()
@@ -348,6 +348,15 @@ class SqlReads:
                 seen[key] = max(tx.version, seen.get(key, 0))
             elif tag == "t" and what == "-":
                 seen.pop(key, None)
+
+    def _issued_marked(self) -> dict:
+        """issued id -> the version with which this process marked its row used: a copy
+        of that row read as unused with an older version is a rollback (a row with a newer
+        one is a later OTP that got the same id after the first expired and was purged)."""
+        marked = self.__dict__.get("_issued_marks")
+        if marked is None:
+            marked = self.__dict__["_issued_marks"] = {}
+        return marked
 
     def _token_seen(self) -> dict:
         """serial -> the newest version of its row this process has read or written (the
@@ -724,7 +733,8 @@ class SqlTransaction(Transaction):
         before (a rolled-back copy); the others are refused (logged). For the kept ones the
         MAC they get when use_issued_ids marks them used at ``now`` is computed here too
         (both in one core call each for the whole batch)."""
-        keys, used, compare = self._store.keys, self._store._used_issued, hmac.compare_digest
+        keys, compare = self._store.keys, hmac.compare_digest
+        marked = self._store._issued_marked().get
         ver = self.version
         checks = row_macs(keys, "i", [row[:-1] for row in rows])
         used_macs = row_macs(keys, "i", [(*row[:4], now, ver) for row in rows])
@@ -734,7 +744,7 @@ class SqlTransaction(Transaction):
             if stored is None or row[-2] is None or row[4] is not None \
                     or not compare(check, bytes(stored)):
                 refuse("issued", id_)
-            elif id_ in used:
+            elif (marked(id_) or 0) > row[-2]:
                 refuse("issued", id_, "is an older copy (unused) of an OTP this process "
                        "marked used")
             else:

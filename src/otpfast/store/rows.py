@@ -29,7 +29,8 @@ What is caught, and where:
   old MAC, an older counter/step/chain/failure count) of a row this process has already
   seen or written in a newer version since it started: accounts through the high-water
   version the account decoder keeps per name, issued OTPs through the ids this process
-  marked used (both bounded in memory, see HIGH_WATER_SIZE).
+  marked used and the version it marked them with (a later OTP that reuses a purged id has
+  a newer one); both bounded in memory, see HIGH_WATER_SIZE.
 * By ``otpfast audit verify`` (every row, every time): any MAC failure, and any row whose
   ``ver`` is not the seq of the last audit entry that wrote it (a rollback to an older copy
   by someone else's process, or across a restart), a row the log never wrote, and a

@@ -229,7 +229,6 @@ class SQLiteStore(SqlReads, Store):
         self.head_path = head_path
         self._head_file = HeadFile(head_path, self.keys.head_mac)
         self._decoder = AccountDecoder(self.keys)
-        self._used_issued: set = set()      # issued rows this process marked used
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
