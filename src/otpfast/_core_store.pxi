@@ -383,3 +383,32 @@ def audit_chain_macs(key, seq, prev, entries, rows=None):
             free(b.data)
         OPENSSL_cleanse(&state, sizeof(otpfr_hmac))
     return out
+
+
+cdef class HmacSha256:
+    """HMAC-SHA256 under one fixed key, the keyed states computed once (see
+    _core_py_store.HmacSha256)."""
+    cdef otpfr_hmac _state
+    cdef readonly bytes key
+
+    def __init__(self, key):
+        cdef bytes kb = bytes(key)
+        if len(kb) > 64:
+            kb = _hash_hashlib.sha256(kb).digest()
+        self.key = kb
+        otpfr_hmac_init(&self._state, <const uint8_t *>PyBytes_AS_STRING(kb), len(kb))
+
+    def __call__(self, message):
+        cdef const unsigned char[::1] view
+        cdef uint8_t mac[32]
+        if PyBytes_CheckExact(message):
+            otpfr_hmac_run(&self._state, <const uint8_t *>PyBytes_AS_STRING(message),
+                           len(<bytes>message), mac)
+        else:
+            view = message
+            otpfr_hmac_run(&self._state, &view[0] if view.shape[0] else <const uint8_t *>b"",
+                           view.shape[0], mac)
+        return PyBytes_FromStringAndSize(<char *>mac, 32)
+
+    def __dealloc__(self):
+        OPENSSL_cleanse(&self._state, sizeof(otpfr_hmac))

@@ -44,6 +44,7 @@ rfc2289_fold = _impl.rfc2289_fold
 row_encode = _impl.row_encode
 row_macs = _impl.row_macs
 audit_chain_macs = _impl.audit_chain_macs
+HmacSha256 = _impl.HmacSha256
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

@@ -116,3 +116,14 @@ def test_audit_chain_macs_refuse_non_text_fields(impl):
         impl.audit_chain_macs(b"k", 0, b"", [(1.0, "e", b"account", "c", "s", "o")])
     with pytest.raises(ValueError):
         impl.audit_chain_macs(b"k", 0, b"", [(1.0, "e", "a")])
+
+
+@pytest.mark.parametrize("impl", _impls(), ids=lambda impl: impl.__name__)
+@SETTINGS
+@given(key=st.binary(max_size=150), message=st.binary(max_size=300))
+def test_hmac_sha256_states_equal_stdlib(impl, key, message):
+    import hmac
+
+    mac = impl.HmacSha256(key)
+    assert mac(message) == mac(bytearray(message)) == hmac.digest(key, message, "sha256")
+    assert mac.key == (key if len(key) <= 64 else hashlib.sha256(key).digest())

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from otpfast.core import HmacSha256
 from otpfast.errors import StoreError
 
 KEY_BYTES = 32
@@ -97,30 +98,6 @@ class AtRestKeys:
 
     def otp_digest(self, account: str, otp: str) -> bytes:
         return self._otp_mac(account.encode() + b"\0" + otp.encode())
-
-
-class HmacSha256:
-    """HMAC-SHA256 (RFC 2104) under one fixed key, with the keyed inner and outer SHA-256
-    states computed once: each MAC then costs two state copies instead of a key setup
-    (the same bytes as ``hmac.digest(key, msg, "sha256")``)."""
-
-    # the keyed SHA-256 states (copy, never update); the key (the core's batch kernels)
-    __slots__ = ("inner", "outer", "key")
-
-    def __init__(self, key: bytes):
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        self.key = key
-        key = key.ljust(64, b"\0")
-        self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def __call__(self, message: bytes) -> bytes:
-        inner = self.inner.copy()
-        inner.update(message)
-        outer = self.outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
 
 
 def load_key(path: str | None) -> bytes:
