@@ -45,39 +45,48 @@ cdef extern from *:
         {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
 
     static inline uint64_t otpfr_load64(const uint8_t *p) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    #else
         uint64_t v = 0;
         int i;
         for (i = 7; i >= 0; i--) v = (v << 8) | p[i];
         return v;
+    #endif
     }
     #define OTPFR_ROTR(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
-    #define OTPFR_G(a, b, c, d, x, y) do {                                  \\
-        v[a] = v[a] + v[b] + (x); v[d] = OTPFR_ROTR(v[d] ^ v[a], 32);      \\
-        v[c] = v[c] + v[d];       v[b] = OTPFR_ROTR(v[b] ^ v[c], 24);      \\
-        v[a] = v[a] + v[b] + (y); v[d] = OTPFR_ROTR(v[d] ^ v[a], 16);      \\
-        v[c] = v[c] + v[d];       v[b] = OTPFR_ROTR(v[b] ^ v[c], 63);      \\
+    #define OTPFR_G(r, i, a, b, c, d) do {                                         \\
+        a = a + b + m[otpfr_sigma[r][2 * i]]; d = OTPFR_ROTR(d ^ a, 32);            \\
+        c = c + d;                            b = OTPFR_ROTR(b ^ c, 24);            \\
+        a = a + b + m[otpfr_sigma[r][2 * i + 1]]; d = OTPFR_ROTR(d ^ a, 16);        \\
+        c = c + d;                            b = OTPFR_ROTR(b ^ c, 63);            \\
+    } while (0)
+    #define OTPFR_ROUND(r) do {                                                     \\
+        OTPFR_G(r, 0, v[0], v[4], v[8], v[12]);                                     \\
+        OTPFR_G(r, 1, v[1], v[5], v[9], v[13]);                                     \\
+        OTPFR_G(r, 2, v[2], v[6], v[10], v[14]);                                    \\
+        OTPFR_G(r, 3, v[3], v[7], v[11], v[15]);                                    \\
+        OTPFR_G(r, 4, v[0], v[5], v[10], v[15]);                                    \\
+        OTPFR_G(r, 5, v[1], v[6], v[11], v[12]);                                    \\
+        OTPFR_G(r, 6, v[2], v[7], v[8], v[13]);                                     \\
+        OTPFR_G(r, 7, v[3], v[4], v[9], v[14]);                                     \\
     } while (0)
 
     /* RFC 7693 F: compress one 128-byte block; t = bytes hashed so far including it
-       (below 2^64: the high word of the counter stays 0). */
+       (below 2^64: the high word of the counter stays 0). The rounds are written out
+       so that every message-word index is a constant. */
     static void otpfr_compress(uint64_t h[8], const uint8_t *block, uint64_t t, int last) {
         uint64_t v[16], m[16];
-        int i, r;
+        int i;
         for (i = 0; i < 16; i++) m[i] = otpfr_load64(block + 8 * i);
         for (i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = otpfr_iv[i]; }
         v[12] ^= t;
         if (last) v[14] = ~v[14];
-        for (r = 0; r < 12; r++) {
-            const uint8_t *s = otpfr_sigma[r];
-            OTPFR_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-            OTPFR_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-            OTPFR_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-            OTPFR_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-            OTPFR_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-            OTPFR_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-            OTPFR_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-            OTPFR_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-        }
+        OTPFR_ROUND(0); OTPFR_ROUND(1); OTPFR_ROUND(2); OTPFR_ROUND(3);
+        OTPFR_ROUND(4); OTPFR_ROUND(5); OTPFR_ROUND(6); OTPFR_ROUND(7);
+        OTPFR_ROUND(8); OTPFR_ROUND(9); OTPFR_ROUND(10); OTPFR_ROUND(11);
         for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
     }
 
