@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import struct
 
-__all__ = ["ROW_MAC_BYTES", "row_encode", "row_macs", "audit_chain_macs", "HmacSha256"]
+__all__ = ["ROW_MAC_BYTES", "row_encode", "row_macs", "audit_chain_macs", "HmacSha256",
+           "HmacMd5"]
 
 ROW_MAC_BYTES = 32
 _DOUBLE = struct.Struct(">d").pack
@@ -89,22 +90,23 @@ def audit_chain_macs(key, seq, prev, entries, rows=None):
     return out
 
 
-class HmacSha256:
-    """HMAC-SHA256 (RFC 2104) under one fixed key, with the keyed inner and outer SHA-256
-    states computed once: each MAC then costs two state copies instead of a key setup
-    (the same bytes as ``hmac.digest(key, msg, "sha256")``). ``key``: the key as HMAC uses
-    it (hashed first when longer than the block)."""
+class _Hmac:
+    """HMAC (RFC 2104) under one fixed key, with the keyed inner and outer states computed
+    once: each MAC then costs two state copies instead of a key setup (the same bytes as
+    ``hmac.digest(key, msg, name)``). ``key``: the key as HMAC uses it (hashed first when
+    longer than the block)."""
 
     __slots__ = ("_inner", "_outer", "key")
+    _hash = None
 
     def __init__(self, key):
         key = bytes(key)
         if len(key) > 64:
-            key = hashlib.sha256(key).digest()
+            key = self._hash(key).digest()
         self.key = key
         padded = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+        self._inner = self._hash(bytes(b ^ 0x36 for b in padded))
+        self._outer = self._hash(bytes(b ^ 0x5C for b in padded))
 
     def __call__(self, message) -> bytes:
         inner = self._inner.copy()
@@ -112,3 +114,17 @@ class HmacSha256:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
+
+
+class HmacSha256(_Hmac):
+    """HMAC-SHA256 under one fixed key (OTP digests, the audit head, PIN pepper)."""
+
+    __slots__ = ()
+    _hash = staticmethod(hashlib.sha256)
+
+
+class HmacMd5(_Hmac):
+    """HMAC-MD5 under one fixed key (RADIUS Message-Authenticator, RFC 3579)."""
+
+    __slots__ = ()
+    _hash = staticmethod(hashlib.md5)

@@ -1,4 +1,5 @@
-# The store's MAC kernels (included at the end of _core.pyx); _core_py_store.py is the spec.
+# The store's MAC kernels, and the RADIUS codec's HMAC-MD5 (included at the end of
+# _core.pyx); _core_py_store.py is the spec.
 #
 # Speed: the store MACs every row it writes and checks every row it reads (keyed
 # BLAKE2b-256, otpfast.store.rows), and chains every audit entry (HMAC-SHA256,
@@ -23,6 +24,7 @@ cdef extern from *:
     #define OPENSSL_SUPPRESS_DEPRECATED 1
     #endif
     #include <openssl/sha.h>
+    #include <openssl/md5.h>
 
     typedef struct { uint64_t h[8]; uint64_t t; } otpfr_key;   /* t: bytes compressed */
 
@@ -161,6 +163,26 @@ cdef extern from *:
         SHA256_Update(&c, out, 32); SHA256_Final(out, &c);
         OPENSSL_cleanse(&c, sizeof c);
     }
+
+    /* HMAC-MD5, as otpfr_hmac. */
+    typedef struct { MD5_CTX inner, outer; } otpfr_hmac_md5;
+    static void otpfr_hmac_md5_init(otpfr_hmac_md5 *k, const uint8_t *key, size_t keylen) {
+        uint8_t pad[64];
+        size_t i;                                   /* keylen <= 64 */
+        for (i = 0; i < 64; i++) pad[i] = (uint8_t)((i < keylen ? key[i] : 0) ^ 0x36);
+        MD5_Init(&k->inner); MD5_Update(&k->inner, pad, 64);
+        for (i = 0; i < 64; i++) pad[i] = (uint8_t)((i < keylen ? key[i] : 0) ^ 0x5c);
+        MD5_Init(&k->outer); MD5_Update(&k->outer, pad, 64);
+        OPENSSL_cleanse(pad, sizeof pad);
+    }
+    static void otpfr_hmac_md5_run(const otpfr_hmac_md5 *k, const uint8_t *msg, size_t n,
+                                   uint8_t out[16]) {
+        MD5_CTX c = k->inner;
+        MD5_Update(&c, msg, n); MD5_Final(out, &c);
+        c = k->outer;
+        MD5_Update(&c, out, 16); MD5_Final(out, &c);
+        OPENSSL_cleanse(&c, sizeof c);
+    }
     """
     ctypedef struct otpfr_key:
         pass
@@ -175,6 +197,11 @@ cdef extern from *:
     void otpfr_hmac_init(otpfr_hmac *k, const uint8_t *key, size_t keylen) noexcept nogil
     void otpfr_hmac_run(const otpfr_hmac *k, const uint8_t *msg, size_t n,
                         uint8_t *out) noexcept nogil
+    ctypedef struct otpfr_hmac_md5:
+        pass
+    void otpfr_hmac_md5_init(otpfr_hmac_md5 *k, const uint8_t *key, size_t keylen) noexcept nogil
+    void otpfr_hmac_md5_run(const otpfr_hmac_md5 *k, const uint8_t *msg, size_t n,
+                            uint8_t *out) noexcept nogil
 
 cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags,
@@ -421,3 +448,33 @@ cdef class HmacSha256:
 
     def __dealloc__(self):
         OPENSSL_cleanse(&self._state, sizeof(otpfr_hmac))
+
+
+cdef class HmacMd5:
+    """HMAC-MD5 under one fixed key, the keyed states computed once (see
+    _core_py_store.HmacMd5)."""
+    cdef otpfr_hmac_md5 _state
+    cdef readonly bytes key
+
+    def __init__(self, key):
+        cdef bytes kb = bytes(key)
+        if len(kb) > 64:
+            kb = _hash_hashlib.md5(kb).digest()
+        self.key = kb
+        otpfr_hmac_md5_init(&self._state, <const uint8_t *>PyBytes_AS_STRING(kb), len(kb))
+
+    def __call__(self, message):
+        cdef const unsigned char[::1] view
+        cdef uint8_t mac[16]
+        if PyBytes_CheckExact(message):
+            otpfr_hmac_md5_run(&self._state, <const uint8_t *>PyBytes_AS_STRING(message),
+                               len(<bytes>message), mac)
+        else:
+            view = message
+            otpfr_hmac_md5_run(&self._state,
+                               &view[0] if view.shape[0] else <const uint8_t *>b"",
+                               view.shape[0], mac)
+        return PyBytes_FromStringAndSize(<char *>mac, 16)
+
+    def __dealloc__(self):
+        OPENSSL_cleanse(&self._state, sizeof(otpfr_hmac_md5))

@@ -127,3 +127,13 @@ def test_hmac_sha256_states_equal_stdlib(impl, key, message):
     mac = impl.HmacSha256(key)
     assert mac(message) == mac(bytearray(message)) == hmac.digest(key, message, "sha256")
     assert mac.key == (key if len(key) <= 64 else hashlib.sha256(key).digest())
+
+
+@pytest.mark.parametrize("impl", _impls(), ids=lambda impl: impl.__name__)
+@SETTINGS
+@given(key=st.binary(max_size=150), message=st.binary(max_size=300))
+def test_hmac_md5_states_equal_stdlib(impl, key, message):
+    import hmac
+
+    mac = impl.HmacMd5(key)
+    assert mac(message) == mac(bytearray(message)) == hmac.digest(key, message, "md5")
