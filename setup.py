@@ -46,7 +46,7 @@ def _extensions():
         "otpfast._core",
         ["src/otpfast/_core.pyx"],
         depends=["src/otpfast/_core_kernels.h", "src/otpfast/_core_hash.pxi",
-                 "src/otpfast/_core_ristretto.pxi"],
+                 "src/otpfast/_core_ristretto.pxi", "src/otpfast/_core_store.pxi"],
         libraries=["crypto", "sodium"],
         extra_compile_args=["-O3", "-fno-strict-aliasing", *omp],
         extra_link_args=omp,

@@ -60,6 +60,11 @@ r255_scalar_mul = _impl.r255_scalar_mul
 r255_scalar_negate = _impl.r255_scalar_negate
 r255_scalar_invert = _impl.r255_scalar_invert
 r255_scalar_random = _impl.r255_scalar_random
+row_encode = _impl.row_encode
+row_macs = _impl.row_macs
+audit_chain_macs = _impl.audit_chain_macs
+HmacSha256 = _impl.HmacSha256
+HmacMd5 = _impl.HmacMd5
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from otpfast.core import HmacSha256
 from otpfast.errors import StoreError
 
 KEY_BYTES = 32
@@ -89,8 +90,10 @@ class AtRestKeys:
         self.audit_key = _derive(key, b"otpfast audit mac")
         self.audit_mac = HmacSha256(self.audit_key)
         self._otp_mac = HmacSha256(otp_key)
-        # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path
-        self.row_mac = hashlib.blake2b(key=_derive(key, b"otpfast row mac"), digest_size=32)
+        # keyed BLAKE2b-256 (RFC 7693's MAC mode): one hash per row MAC, on the hot path;
+        # the key itself for the core's batch kernel (otpfast.store.rows.row_macs)
+        self.row_key = _derive(key, b"otpfast row mac")
+        self.row_mac = hashlib.blake2b(key=self.row_key, digest_size=32)
         self.head_mac = HmacSha256(_derive(key, b"otpfast head mac"))
         # the pepper of PIN and recovery-code hashes (services.pin): kept out of the store
         self.pin_mac = HmacSha256(pin_key)
@@ -108,28 +111,6 @@ class AtRestKeys:
 
     def otp_digest(self, account: str, otp: str) -> bytes:
         return self._otp_mac(account.encode() + b"\0" + otp.encode())
-
-
-class HmacSha256:
-    """HMAC-SHA256 (RFC 2104) under one fixed key, with the keyed inner and outer SHA-256
-    states computed once: each MAC then costs two state copies instead of a key setup
-    (the same bytes as ``hmac.digest(key, msg, "sha256")``)."""
-
-    __slots__ = ("inner", "outer")     # the keyed SHA-256 states (copy, never update)
-
-    def __init__(self, key: bytes):
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def __call__(self, message: bytes) -> bytes:
-        inner = self.inner.copy()
-        inner.update(message)
-        outer = self.outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
 
 
 def load_key(path: str | None) -> bytes:

@@ -2,11 +2,14 @@
 chain against its recorded heads, and the head file kept outside the database."""
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import struct
 import threading
 import time
+
+from otpfast.core import audit_chain_macs
 
 from . import rows as row_auth
 from .atrest import HmacSha256
@@ -50,37 +53,18 @@ def chain_entries(key, head: tuple[int, bytes], entries: list[tuple],
                   rows: str | None = None) -> list[tuple]:
     """Audit rows (seq, time, event, account, client, source, outcome, hash, rows) of
     ``entries`` = [(time, event, account, client, source, outcome)], chained onto ``head`` =
-    (seq, hash), in one pass; ``rows`` (the records of the rows the transaction wrote) goes
-    into the first entry. ``key``: the audit key, or its precomputed HmacSha256
-    (AtRestKeys.audit_mac)."""
-    mac = key if isinstance(key, HmacSha256) else HmacSha256(key)
-    inner_state, outer_state = mac.inner, mac.outer
+    (seq, hash), in one core call (the MACs are audit_mac's); ``rows`` (the records of the
+    rows the transaction wrote) goes into the first entry. ``key``: the audit key, or its
+    HmacSha256 (AtRestKeys.audit_mac)."""
     seq, prev = head
-    out, first_rows = [], rows
-    append, join, field, length = out.append, b"".join, _field, _LENGTH
-    # a batch's entries share time and event, and mostly client, source and outcome: their
-    # encoded fields are built once per distinct value
-    heads: dict = {}
-    tails: dict = {}
-    for when, event, account, client, source, outcome in entries:
-        seq += 1
-        seq_text = str(seq).encode("ascii")
-        when = float(when)
-        middle = heads.get((when, event))
-        if middle is None:
-            middle = heads[when, event] = field(repr(when)) + field(event)
-        tail = tails.get((client, source, outcome))
-        if tail is None:
-            tail = tails[client, source, outcome] = field(client) + field(source) + field(outcome)
-        inner = inner_state.copy()
-        inner.update(join((prev, length(len(seq_text)), seq_text, middle, field(account), tail)))
-        if first_rows is not None:
-            inner.update(_rows_field(first_rows))
-        outer = outer_state.copy()
-        outer.update(inner.digest())
-        prev = outer.digest()
-        append((seq, when, event, account, client, source, outcome, prev, first_rows))
-        first_rows = None
+    entries = list(entries)
+    macs = audit_chain_macs(key.key if isinstance(key, HmacSha256) else key, seq, prev,
+                            entries, rows)
+    out = [(number, float(when), event, account, client, source, outcome, mac, None)
+           for number, (when, event, account, client, source, outcome), mac
+           in zip(itertools.count(seq + 1), entries, macs)]
+    if out and rows is not None:
+        out[0] = (*out[0][:8], rows)
     return out
 
 

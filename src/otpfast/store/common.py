@@ -9,6 +9,7 @@ import abc
 import collections
 import hmac
 import json
+import operator
 import secrets
 import threading
 import time
@@ -22,7 +23,7 @@ from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountReco
                    AuthorityRecord, ClientRecord, ContributionRecord, TokenRecord, Transaction)
 # the audit chain lives in .chain; its names stay importable from here
 from .chain import ZERO_HASH, HeadFile, audit_mac, chain_entries, check_chain  # noqa: F401
-from .rows import ROW_COLUMNS, TOKEN_NAMES, issued_prefix, refuse, row_mac, row_ok
+from .rows import ROW_COLUMNS, TOKEN_NAMES, refuse, row_mac, row_macs, row_ok
 
 KEY_CHECK_LABEL = b"otpfast key check"
 SECRET_CACHE_SIZE = 4096
@@ -330,17 +331,17 @@ class SqlReads:
         def rows_of(table, columns):
             return conn.execute(f"SELECT {', '.join(columns)}, {ROW_COLUMNS} FROM {table}"
                                 ).fetchall()
-        return row_auth.check_rows(self.keys.row_mac, TABLES, latest, rows_of, anchor_seq)
+        return row_auth.check_rows(self.keys, TABLES, latest, rows_of, anchor_seq)
 
     def _after_commit(self, tx) -> None:
         """What a committed transaction wrote becomes this process's high-water mark: the
         issued rows it marked used and the versions of the accounts it moved; a later
         read of an older copy is a rollback (otpfast.store.rows)."""
         if tx.used_ids:
-            used = self._used_issued
+            used = self._issued_marked()
             if len(used) + len(tx.used_ids) > row_auth.HIGH_WATER_SIZE:
                 used.clear()
-            used.update(tx.used_ids)
+            used.update(dict.fromkeys(tx.used_ids, tx.version))
         for name in tx.moved:
             self._decoder.written(name, tx.version)
         seen = self._token_seen()
@@ -349,6 +350,15 @@ class SqlReads:
                 seen[key] = max(tx.version, seen.get(key, 0))
             elif tag == "t" and what == "-":
                 seen.pop(key, None)
+
+    def _issued_marked(self) -> dict:
+        """issued id -> the version with which this process marked its row used: a copy
+        of that row read as unused with an older version is a rollback (a row with a newer
+        one is a later OTP that got the same id after the first expired and was purged)."""
+        marked = self.__dict__.get("_issued_marks")
+        if marked is None:
+            marked = self.__dict__["_issued_marks"] = {}
+        return marked
 
     def _token_seen(self) -> dict:
         """serial -> the newest version of its row this process has read or written (the
@@ -372,6 +382,19 @@ def _decoy_values(record: AccountRecord) -> list:
 MOVED_COLUMNS = ("counter", "last_step", "chain_last", "failures", "failed_at", "locked_until",
                  "locks")
 _MOVED_INDEX = tuple(ACCOUNT_NAMES.index(column) for column in MOVED_COLUMNS)
+_moved_values = operator.attrgetter(*MOVED_COLUMNS)
+
+
+def moved_record(old: AccountRecord, new, row: tuple) -> AccountRecord:
+    """``old`` with the MOVED_COLUMNS of ``new`` and the stored ``row``: what an account
+    row holds after update_accounts (dataclasses.replace, written out: a verification
+    batch builds one per account it moves)."""
+    return AccountRecord(
+        name=old.name, type=old.type, params=old.params, state=old.state,
+        material=old.material, counter=new.counter, last_step=new.last_step,
+        chain_last=new.chain_last, failures=new.failures, transcript=old.transcript,
+        created_at=old.created_at, failed_at=new.failed_at, locked_until=new.locked_until,
+        locks=new.locks, row=row)
 
 
 class SqlTransaction(Transaction):
@@ -572,22 +595,24 @@ class SqlTransaction(Transaction):
 
     def _moved_rows(self, changes):
         """For update_accounts: per (old, new), the new row's covered values and its MAC
-        (version: this transaction's)."""
-        ver, mac = self.version, self._store.keys.row_mac
-        out = []
+        (version: this transaction's; one core call for the batch)."""
+        ver = self.version
+        rows, written, moved = [], self.written, self.moved
         for old, new in changes:
             # a record without a row is a verification decoy (an unknown account): its MAC
             # is computed all the same (equal cost), but its UPDATE matches no row
             values = list(old.row[:-1]) if old.row else _decoy_values(old)
-            for index, column in zip(_MOVED_INDEX, MOVED_COLUMNS):
-                values[index] = getattr(new, column)
-            out.append((values, row_mac(mac, "a", values, ver)))
+            for index, value in zip(_MOVED_INDEX, _moved_values(new)):
+                values[index] = value
+            values.append(ver)
+            rows.append(values)
             if old.row:
-                self.written["a", old.name] = None
-                self.moved.append(old.name)
+                written["a", old.name] = None
+                moved.append(old.name)
             else:
-                self.written["decoy", old.name] = None     # a tag no table has
-        return ver, out
+                written["decoy", old.name] = None     # a tag no table has
+        macs = row_macs(self._store.keys, "a", rows)
+        return ver, [(values[:-1], mac) for values, mac in zip(rows, macs)]
 
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})
@@ -638,40 +663,38 @@ class SqlTransaction(Transaction):
     def add_accounts(self, accounts, now) -> list[str]:
         """Bulk ``add_account`` of new active accounts (``accounts``: (name, type, params,
         material) tuples; callers check the names are new, see :meth:`existing`): two
-        executemany INSERTs of rows sealed here (row_auth.RowSealer: per row, its name,
-        material and serial are encoded, the rest once). Returns the main-token serials."""
+        executemany INSERTs of rows sealed here (one core call per table for their MACs).
+        Returns the main-token serials."""
         keys, ver = self._store.keys, self.version
         account_tag, token_tag = TABLES["accounts"][0], TABLES["tokens"][0]
         names = [account[0] for account in accounts]
         serials = self._new_serials(len(names))
-        name_at, material_at = ACCOUNT_NAMES.index("name"), ACCOUNT_NAMES.index("material_enc")
-        # (type, id(params)) -> account row template, its sealer, token row template, its
-        # sealer, and params itself (kept alive so its id is not reused)
+        # (type, id(params)) -> account row template, token row template, and params itself
+        # (kept alive so its id is not reused)
         groups: dict = {}
         account_rows, token_rows = [], []
         for (name, type, params, material), serial in zip(accounts, serials):
             group = groups.get((type, id(params)))
             if group is None:
-                text = json.dumps(params, sort_keys=True)
-                columns = {"name": None, "type": type, "params": text, "state": ACCOUNT_ACTIVE,
-                           "material_enc": None, "counter": 0, "last_step": -1,
-                           "chain_last": None, "failures": 0, "transcript": None,
-                           "created_at": now, "failed_at": 0, "locked_until": 0, "locks": 0}
-                template = tuple(columns[column] for column in ACCOUNT_NAMES)
+                columns = {"name": None, "type": type,
+                           "params": json.dumps(params, sort_keys=True),
+                           "state": ACCOUNT_ACTIVE, "material_enc": None, "counter": 0,
+                           "last_step": -1, "chain_last": None, "failures": 0,
+                           "transcript": None, "created_at": now, "failed_at": 0,
+                           "locked_until": 0, "locks": 0}
                 token = (None, None, type, "{}", "", 1, 1, None, 0, -1, None, now)
                 group = groups[type, id(params)] = (
                     {**columns, "lockout": int(params["lockout"]), "ver": ver},
-                    row_auth.RowSealer(keys.row_mac, account_tag, template,
-                                       sorted((name_at, material_at)), ver),
-                    {**dict(zip(TOKEN_NAMES, token)), "ver": ver},
-                    row_auth.RowSealer(keys.row_mac, token_tag, token, (0, 1), ver), params)
-            account, seal_account, token, seal_token, _ = group
+                    {**dict(zip(TOKEN_NAMES, token)), "ver": ver}, params)
+            account, token, _ = group
             enc = keys.encrypt(json.dumps(material, sort_keys=True).encode(), account_aad(name))
-            values = (name, enc) if name_at < material_at else (enc, name)
-            account_rows.append({**account, "name": name, "material_enc": enc,
-                                 "mac": seal_account(*values)})
-            token_rows.append({**token, "serial": serial, "user_name": name,
-                               "mac": seal_token(serial, name)})
+            account_rows.append({**account, "name": name, "material_enc": enc})
+            token_rows.append({**token, "serial": serial, "user_name": name})
+        for tag, covered, rows in ((account_tag, ACCOUNT_NAMES, account_rows),
+                                   (token_tag, TOKEN_NAMES, token_rows)):
+            for row, mac in zip(rows, row_macs(keys, tag, map(
+                    operator.itemgetter(*covered, "ver"), rows))):
+                row["mac"] = mac
         account_columns = (*ACCOUNT_NAMES, "lockout", "ver", "mac")
         token_columns = (*TOKEN_NAMES, "ver", "mac")
         for table, columns, rows in (("accounts", account_columns, account_rows),
@@ -718,24 +741,24 @@ class SqlTransaction(Transaction):
         read as unused: those that pass their MAC and that this process has not marked used
         before (a rolled-back copy); the others are refused (logged). For the kept ones the
         MAC they get when use_issued_ids marks them used at ``now`` is computed here too
-        (one shared prefix)."""
-        proto, used, compare = self._store.keys.row_mac, self._store._used_issued, hmac.compare_digest
-        new_tail = row_auth.encode(now) + b"i%d;" % self.version
+        (both in one core call each for the whole batch)."""
+        keys, compare = self._store.keys, hmac.compare_digest
+        marked = self._store._issued_marked().get
+        ver = self.version
+        checks = row_macs(keys, "i", [row[:-1] for row in rows])
+        used_macs = row_macs(keys, "i", [(*row[:4], now, ver) for row in rows])
         kept, new_macs = [], self._issued_macs
-        for id_, account, otp_digest, expires_at, used_at, ver, stored in rows:
-            state = proto.copy()
-            state.update(issued_prefix(id_, account, otp_digest, expires_at))
-            check = state.copy()
-            check.update(b"Ni%d;" % ver if used_at is None and ver is not None else b"?")
-            if stored is None or not compare(check.digest(), bytes(stored)):
+        for row, check, used_mac in zip(rows, checks, used_macs):
+            id_, stored = row[0], row[-1]
+            if stored is None or row[-2] is None or row[4] is not None \
+                    or not compare(check, bytes(stored)):
                 refuse("issued", id_)
-            elif id_ in used:
+            elif (marked(id_) or 0) > row[-2]:
                 refuse("issued", id_, "is an older copy (unused) of an OTP this process "
                        "marked used")
             else:
-                state.update(new_tail)
-                new_macs[id_] = (now, state.digest())
-                kept.append((id_, account, otp_digest))
+                new_macs[id_] = (now, used_mac)
+                kept.append(row[:3])
         return kept
 
     def _used_rows(self, ids, now):

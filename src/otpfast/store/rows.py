@@ -3,9 +3,10 @@ database but does not hold the at-rest key.
 
 Every row whose fields decide access or replay carries two columns: ``ver`` and ``mac``.
 
-* ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_mac: the keyed state, copied
-  per MAC, so each MAC is one hash) of the table's tag, the covered columns in a fixed order
-  (each type-tagged and length-prefixed), then ``ver``. Covered: clients: name, account,
+* ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_key) of the table's tag,
+  the covered columns in a fixed order (each type-tagged and length-prefixed: the spec is
+  otpfast._core_py_store), then ``ver``. The hot paths MAC a whole batch in one core call
+  (row_macs); row_mac does one row with the keyed state AtRestKeys.row_mac. Covered: clients: name, account,
   verifier flag, admin flag, credential hash, masking key, creation time; authorities: id, credential
   hash, creation time; tokens: every column (serial, user, type, params, description,
   enabled flag, main flag, material, counter, last step, chain value, creation time); accounts: every column of ACCOUNT_COLUMNS (type, params with the
@@ -28,7 +29,8 @@ What is caught, and where:
   old MAC, an older counter/step/chain/failure count) of a row this process has already
   seen or written in a newer version since it started: accounts through the high-water
   version the account decoder keeps per name, issued OTPs through the ids this process
-  marked used (both bounded in memory, see HIGH_WATER_SIZE).
+  marked used and the version it marked them with (a later OTP that reuses a purged id has
+  a newer one); both bounded in memory, see HIGH_WATER_SIZE.
 * By ``otpfast audit verify`` (every row, every time): any MAC failure, and any row whose
   ``ver`` is not the seq of the last audit entry that wrote it (a rollback to an older copy
   by someone else's process, or across a restart), a row the log never wrote, and a
@@ -41,7 +43,8 @@ service); they stop the store from accepting or granting anything through an edi
 import hmac
 import json
 import logging
-import struct
+
+from otpfast.core import row_encode, row_macs as core_row_macs
 
 _log = logging.getLogger("otpfast.store")
 
@@ -67,78 +70,23 @@ def tables(account_names) -> dict:
             "tokens": ("t", TOKEN_NAMES, "serial")}
 
 
-_DOUBLE = struct.Struct(">d").pack
-
-
-def _float(value: float) -> bytes:
-    # numbers by value: an integral REAL reads back as a float from one driver, an int
-    # from another
-    if value.is_integer() and abs(value) < 2**53:
-        return b"i%d;" % int(value)
-    return b"f" + _DOUBLE(value)
-
-
-def _str(value: str) -> bytes:
-    raw = value.encode("utf-8")
-    return b"s%d:%b" % (len(raw), raw)
-
-
-def _bytes(value) -> bytes:
-    raw = bytes(value)
-    return b"b%d:%b" % (len(raw), raw)
-
-
-_ENCODERS = {type(None): lambda value: b"N", bool: lambda value: b"i%d;" % value,
-             int: lambda value: b"i%d;" % value, float: _float, str: _str, bytes: _bytes}
-_NAMES: dict = {}           # encoded account names (the verification hot path)
-
-
-def encode(value) -> bytes:
-    """One column value, type-tagged and length-prefixed (the MAC input)."""
-    return _ENCODERS.get(type(value), _bytes)(value)
+# one column value, type-tagged and length-prefixed (the MAC input): the spec is
+# otpfast._core_py_store.row_encode
+encode = row_encode
 
 
 def row_mac(mac, tag: str, values, ver) -> bytes:
     """The MAC of one row: ``mac`` is the keyed hash state of the row key."""
     state = mac.copy()
-    state.update(b"%b\0%b%b" % (tag.encode("ascii"), b"".join(map(encode, values)),
-                                encode(ver)))
+    state.update(b"%b\0%b%b" % (tag.encode("ascii"), b"".join(map(row_encode, values)),
+                                row_encode(ver)))
     return state.digest()
 
 
-class RowSealer:
-    """row_mac for many rows of one table that differ only in the columns at ``varying``
-    (bulk inserts): the other columns of ``template`` and ``ver`` are encoded once, so a
-    row costs the encoding of its varying values and one copy of the keyed state."""
-
-    def __init__(self, mac, tag: str, template, varying, ver):
-        self._mac = mac
-        self._parts, start = [], 0
-        head = b"%b\0" % tag.encode("ascii")
-        for index in varying:
-            self._parts.append(head + b"".join(map(encode, template[start:index])))
-            head, start = b"", index + 1
-        self._tail = head + b"".join(map(encode, template[start:])) + encode(ver)
-
-    def __call__(self, *values) -> bytes:
-        pieces = []
-        for part, value in zip(self._parts, values):
-            pieces += (part, encode(value))
-        state = self._mac.copy()
-        state.update(b"".join(pieces) + self._tail)
-        return state.digest()
-
-
-def issued_prefix(id_: int, account: str, otp_digest: bytes, expires_at: float) -> bytes:
-    """The MAC input of an issued row up to used_at, in one step (the verification hot
-    path): row_mac(mac, "i", (id, account, digest, expiry, used_at), ver) hashes this, then
-    used_at and ver encoded."""
-    name = _NAMES.get(account)
-    if name is None:
-        name = _str(account)
-        if len(_NAMES) < HIGH_WATER_SIZE:
-            _NAMES[account] = name
-    return b"i\0i%d;%bb%d:%b%b" % (id_, name, len(otp_digest), otp_digest, _float(expires_at))
+def row_macs(keys, tag: str, rows) -> list:
+    """row_mac of many rows in one call (the hot paths): ``rows`` are sequences of the
+    covered values with the version last; ``keys`` the store's AtRestKeys."""
+    return core_row_macs(keys.row_key, tag, rows)
 
 
 def row_ok(mac, tag: str, values, ver, stored) -> bool:
@@ -187,37 +135,50 @@ def note_records(latest: dict, seq: int, text: str | None) -> None:
                 latest[tag, key] = seq
 
 
-def check_rows(mac, table_specs: dict, latest: dict, rows_of,
+def check_rows(keys, table_specs: dict, latest: dict, rows_of,
                anchor_seq: int = 0) -> list[str]:
     """Every row of every authenticated table against its MAC and the last audit entry
     that wrote it. ``rows_of(table, columns)`` yields the rows (covered columns, then
-    ver, mac); ``latest`` is from note_records over the whole chain. Returns problems."""
+    ver, mac); ``latest`` is from note_records over the whole chain; ``keys`` the store's
+    AtRestKeys. Returns problems."""
     problems = []
     for table, (tag, columns, key_column) in table_specs.items():
         key_index = columns.index(key_column)
-        for row in rows_of(table, columns):
-            values, ver, stored = row[:-2], row[-2], row[-1]
-            key = values[key_index]
-            where = f"{table} row {key!r}"
-            if not row_ok(mac, tag, values, ver, stored):
-                problems.append(f"{where} fails its integrity check (edited without the "
-                                "at-rest key)")
-                continue
-            last = latest.get((tag, key))
-            if last == ver:
-                continue
-            if last == "-":
-                problems.append(f"{where} was restored after its deletion")
-            elif last is None and ver > anchor_seq:
-                problems.append(f"{where} (version {ver}) was never written by the logged "
-                                "transactions")
-            elif last is None:
-                problems.append(f"{where} (version {ver}) is not accounted for after the "
-                                "archive anchor")
-            elif ver < last:
-                problems.append(f"{where} was rolled back to an older copy (version {ver}, "
-                                f"last written by entry {last})")
-            else:
-                problems.append(f"{where} has version {ver}, but the log last wrote it in "
-                                f"entry {last}")
+        rows = list(rows_of(table, columns))
+        for start in range(0, len(rows), _CHECK_CHUNK):
+            chunk = rows[start:start + _CHECK_CHUNK]
+            macs = row_macs(keys, tag, [row[:-1] for row in chunk])
+            for row, mac in zip(chunk, macs):
+                problem = _row_problem(table, tag, row, mac, key_index, latest, anchor_seq)
+                if problem is not None:
+                    problems.append(problem)
     return problems
+
+
+_CHECK_CHUNK = 4096     # rows MACed per core call in check_rows
+
+
+def _row_problem(table: str, tag: str, row, mac: bytes, key_index: int, latest: dict,
+                 anchor_seq: int) -> str | None:
+    """What is wrong with one row (covered values, ver, stored MAC) whose MAC computes
+    to ``mac``, or None."""
+    ver, stored = row[-2], row[-1]
+    key = row[key_index]
+    where = f"{table} row {key!r}"
+    if stored is None or ver is None or not hmac.compare_digest(mac, bytes(stored)):
+        return f"{where} fails its integrity check (edited without the at-rest key)"
+    last = latest.get((tag, key))
+    if last == ver:
+        return None
+    if last == "-":
+        return f"{where} was restored after its deletion"
+    if last is None and ver > anchor_seq:
+        return (f"{where} (version {ver}) was never written by the logged "
+                "transactions")
+    if last is None:
+        return (f"{where} (version {ver}) is not accounted for after the "
+                "archive anchor")
+    if ver < last:
+        return (f"{where} was rolled back to an older copy (version {ver}, "
+                f"last written by entry {last})")
+    return f"{where} has version {ver}, but the log last wrote it in entry {last}"
