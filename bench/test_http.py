@@ -20,6 +20,9 @@ Pre-provisioned outside the timed part: the accounts, their PINs and, for each, 
     OTPFAST_BENCH_HTTP_WORKERS=N          # server processes (serve --workers; default 1)
     OTPFAST_BENCH_HTTP_SERVER="CMD ..."   # profiling hook: runs CMD serve ... instead of python -m otpfast_cli
     OTPFAST_BENCH_ASSERT_TARGET=1         # also assert >= 10,000/s and p99 <= 10 ms over HTTPS
+
+``test_http_sans_io_check_request``: the HTTP layer's own share (parse, parameters, envelope),
+in-process, no sockets.
 """
 import asyncio
 import hashlib
@@ -39,7 +42,9 @@ import pytest
 
 from otpfast.datadir import DataDir
 from otpfast.net import eventloop, tls
-from otpfast.protocol import codec, messages as m
+from otpfast.protocol import codec, messages as m, validate
+from otpfast.protocol._connection import NEED_DATA
+from otpfast.protocol.http import HttpConnection
 from otpfast.services import credentials
 from otpfast.services.usertokens import TokenAdmin
 
@@ -328,3 +333,21 @@ def test_http_validate_check_per_second(benchmark, provisioned, server):
         ratio=round(best_http["rate"] / same_round["rate"], 3))
     if os.environ.get("OTPFAST_BENCH_ASSERT_TARGET") == "1":
         assert best_http["rate"] >= TARGET_PER_SECOND and best_http["p99"] <= TARGET_P99_MS
+
+
+@pytest.mark.benchmark(group="http-sans-io")
+def test_http_sans_io_check_request(benchmark):
+    """The HTTP layer's own share of one verification, no sockets: parse a /validate/check
+    form request, read its parameters, render the accept envelope."""
+    request = check_request("bench0", PIN + "123456")
+    conn = HttpConnection()
+
+    def one():
+        conn.receive_data(request)
+        event = conn.next_event()
+        found = validate.params(event)
+        return found, conn.send(validate.check_response("otpfast", True))
+
+    found, reply = benchmark(one)
+    assert found == {"user": "bench0", "pass": PIN + "123456"} and conn.next_event() is NEED_DATA
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b'"authentication":"ACCEPT"' in reply

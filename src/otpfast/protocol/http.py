@@ -155,7 +155,8 @@ class HttpConnection:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:    # Upgrade or CONNECT: answered, then closed
-            self._ready[-1].close_after = True
+            if self._ready:
+                self._ready[-1].close_after = True
             self._closing = True
             return
         except httptools.HttpParserError as exc:
