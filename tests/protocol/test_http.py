@@ -282,3 +282,31 @@ def test_check_envelope_is_the_json_of_privacyideas_envelope(args):
                                            "authentication": "ACCEPT" if ok else "REJECT"}, detail)
     expected["time"] = json.loads(body)["time"]
     assert body == json.dumps(expected, separators=(",", ":")).encode()
+
+
+SAMPLE = (b"POST /validate/check?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+          b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SAMPLE) - 1), st.binary(max_size=3)), max_size=4),
+       st.lists(st.integers(1, 40), max_size=6))
+def test_mangled_requests_only_raise_remote_protocol_errors(edits, cuts):
+    data = bytearray(SAMPLE)
+    for at, insert in edits:
+        data[at:at + 1] = insert
+    conn = HttpConnection()
+    pieces, rest = [], bytes(data)
+    for cut in cuts:
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    try:
+        for piece in pieces + [rest, b""]:
+            conn.receive_data(piece)
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA or event is CONNECTION_CLOSED:
+                    break
+                conn.send(CONTINUE if event is CONTINUE else HttpResponse(200, b"{}"))
+    except RemoteProtocolError:
+        assert conn.send(Error())[:10] in (b"HTTP/1.1 4", b"HTTP/1.1 5") and conn.next_event() is CONNECTION_CLOSED

@@ -89,9 +89,9 @@ def render(response, keep_alive=True, with_body=True):
     """The bytes of one response (``with_body=False``: the reply to HEAD)."""
     status = response.status
     if status == 204:
-        head = b"HTTP/1.1 204 No Content\r\n"
-        out = head + b"Connection: close\r\n\r\n" if response.close or not keep_alive else head + b"\r\n"
-        return out
+        if response.close or not keep_alive:
+            return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        return b"HTTP/1.1 204 No Content\r\n\r\n"
     key = (status, response.content_type)
     head = _HEADS.get(key)
     if head is None:
@@ -155,7 +155,8 @@ class HttpConnection:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:    # Upgrade or CONNECT: answered, then closed
-            self._ready[-1].close_after = True
+            if self._ready:
+                self._ready[-1].close_after = True
             self._closing = True
             return
         except httptools.HttpParserError as exc:
