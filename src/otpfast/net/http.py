@@ -12,6 +12,7 @@ Distribution.login, in constant time). Anyone else gets 403, the connection is c
 the refusal counts against the source's throttle. Until a connection is allowed it has the
 listener's unauthenticated limits (a 4 KiB request, ``auth_timeout``).
 """
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -34,6 +35,14 @@ VERSION = f"otpfast {__version__}"
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 _BEARER = b"bearer "
 _FAILED = object()          # a verification batch that raised: 503 for its requests
+
+
+class _TprfToken:
+    __slots__ = ("serial", "type")
+
+    def __init__(self, serial):
+        self.serial = serial
+        self.type = "tprf"
 
 
 def parse_allow(text):
@@ -101,8 +110,9 @@ class HttpHandler:
     }
     PATHS = {path for _, path in ROUTES}
 
-    def __init__(self, verifier, allow, metrics):
+    def __init__(self, verifier, allow, metrics, tprf=None):
         self._verifier = verifier
+        self._tprf = tprf                # net.tprf.TprfGateway: tprf tokens, t partials gathered
         self._distribution = verifier.distribution
         self._allow = allow
         self._metrics = metrics
@@ -182,6 +192,10 @@ class HttpHandler:
         if password is None or (user is None and serial is None):
             missing = "pass" if password is None else "user"
             return Reply(validate.error_response(VERSION, 400, 905, f"ERR905: Missing parameter: '{missing}'"))
+        if self._tprf is not None:
+            account = self._tprf.account_of(user, serial)
+            if account is not None:
+                return self._verify_tprf(account, password, answer)
         token = None
         if user is None:
             token = self._distribution.store.token(serial)
@@ -212,6 +226,29 @@ class HttpHandler:
 
         self._verifier.verify_callback(user, password, decided, source=self.source, client=self._client)
         return reply
+
+    def _verify_tprf(self, account, otp, answer):
+        """A tprf token: t share servers each consume the counter before answering."""
+        started = time.perf_counter()
+        metrics = self._metrics
+        token = _TprfToken(self._tprf.serial(account))
+
+        async def decide():
+            try:
+                return await self._tprf.verify(account, otp)
+            except (OtpfastError, OSError) as exc:
+                log.warning("tprf verification of %r failed: %s", account[:128], type(exc).__name__)
+                return _FAILED
+
+        def convert(ok):
+            metrics.latency.observe(time.perf_counter() - started)
+            if ok is _FAILED:
+                metrics.failed.inc()
+                return validate.error_response(VERSION, 503, 503, "temporarily unavailable")
+            (metrics.accepted if ok else metrics.rejected).inc()
+            return answer(ok, True, token)
+
+        return Reply(future=asyncio.ensure_future(decide()), convert=convert)
 
     def _check(self, request):
         def answer(ok, known, token):
@@ -249,14 +286,14 @@ class HttpHandler:
 
 
 async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=None, sock=None,
-                     metrics=None):
+                     metrics=None, tprf=None):
     """Serve the HTTPS front end on (host, port) or bound socket ``sock``; return a Listener
-    (its ``metrics``: the HttpMetrics)."""
+    (its ``metrics``: the HttpMetrics). ``tprf``: a net.tprf.TprfGateway for tprf tokens."""
     allow = parse_allow(",".join(DEFAULT_ALLOW)) if allow is None else tuple(allow)
     metrics = metrics or HttpMetrics(verifier)
 
     def make_handler():
-        return HttpHandler(verifier, allow, metrics)
+        return HttpHandler(verifier, allow, metrics, tprf)
 
     listener = await start_server(HttpConnection, make_handler, ssl_context, host, port, limits, sock=sock)
     listener.metrics = metrics
