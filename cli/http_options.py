@@ -34,7 +34,10 @@ def _tprf_settings(cluster, verifier, credential_file):
     from otpfast_cli.clients import read_credential
     from otpfast_cli.tprf import load_cluster
 
-    load_cluster(cluster)
+    try:
+        load_cluster(cluster)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="'--http-tprf-cluster'") from None
     try:
         credential = read_credential(credential_file)
     except click.BadParameter as exc:

@@ -41,6 +41,13 @@ def cluster_file(tmp_path):
     (["request", "--cluster", "{c}", "--client", "p", "--account", "alice"], "--account"),
     (["verify", "--cluster", "{c}", "--client", "v", "--account", "alice", "123456"], "--account"),
     (["verify", "--cluster", "{c}", "--account", "alice", "123456"], None),
+    (["serve", "--listen", "127.0.0.1:0", "--http-tprf-cluster", "{c}"], "--http-tprf-cluster"),
+    (["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tprf-cluster", "{c}"],
+     "--http-tprf-cluster"),
+    (["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tprf-verifier", "v"],
+     "--http-tprf-verifier"),
+    (["distserver", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tprf-cluster", "nope.json",
+      "--http-tprf-verifier", "v", "--http-tprf-credential-file", "x"], "--http-tprf-cluster"),
 ])
 def test_cli_tprf_usage_errors_exit_2(cluster_file, args, option):
     result = CliRunner().invoke(cli, [a.replace("{c}", cluster_file) for a in args],
