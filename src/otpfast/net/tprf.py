@@ -124,7 +124,8 @@ async def connect_share(server, *, timeout=10.0):
 
 class Session:
     """Authenticated connections to the reachable servers of a list (async context manager);
-    ``clients`` in list order, unreachable or refusing servers left out (``failed`` names them)."""
+    ``clients`` in list order; servers unreachable, refusing or not matching their pin are left
+    out (``failed`` names them; a pin mismatch is logged as a warning)."""
 
     def __init__(self, servers, principal, credential, *, timeout=10.0):
         self._servers = servers
@@ -150,9 +151,8 @@ class Session:
                 if not isinstance(result, (OSError, asyncio.TimeoutError, ProtocolError, Refused)):
                     await self.__aexit__(None, None, None)
                     raise result
-                if isinstance(result, tls.FingerprintMismatch):
-                    await self.__aexit__(None, None, None)
-                    raise result
+                if isinstance(result, tls.FingerprintMismatch):     # not trusted: as if down
+                    log.warning("share server %s: %s", server["name"], result)
                 self.failed.append(server["name"])
             else:
                 self.clients.append(result)
