@@ -1,5 +1,5 @@
-"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, cluster
-add, accounts). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, accounts,
+transcript, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
 
 A share server is an initialised data directory (``otpfast init``); its shares and counters
 live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
@@ -149,3 +149,41 @@ def cluster_add(cluster_path, name, address, pin):
     cluster.save()
     click.echo(f"{name} {address} added to {cluster_path}")
 
+
+
+@share_server_group.command("transcript")
+@data_dir_option
+@click.argument("account")
+@click.option("--json", "as_json", is_flag=True, help="Print the transcript itself (canonical JSON).")
+def transcript(data_dir, account, as_json):
+    """ACCOUNT's DKG transcript as this share server keeps it: each share server's signature is
+    checked; the qualified dealers and any dealer excluded, with the evidence."""
+    from otpfast.services import tprfdkg
+
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        record = service.store.share(account)
+    finally:
+        service.close()
+    if record is None:
+        raise click.BadParameter(f"this share server holds no share of {account!r}", param_hint="'ACCOUNT'")
+    if as_json:
+        click.echo(record.transcript.decode())
+        return
+    body = tprfdkg.parse(record.transcript)
+    signatures = record.signatures or {}
+    click.echo(f"transcript {tprfdkg.digest(record.transcript)} of {account} (serial {body['setup']['serial']}, "
+               f"t={body['setup']['threshold']} of {len(body['setup']['servers'])}); this server holds share "
+               f"{record.index}")
+    for server in body["setup"]["servers"]:
+        signature = signatures.get(str(server["index"]))
+        valid = signature is not None and tprfdkg.signed_by(server["key"], tprfdkg.FINISH, record.transcript,
+                                                            bytes.fromhex(signature))
+        click.echo(f"share server {server['index']} ({server['fingerprint'][:23]}...): "
+                   f"{'signed' if valid else 'NO VALID SIGNATURE'}")
+    click.echo("qualified dealers: " + ",".join(str(j) for j in body["qualified"]))
+    for dealer, evidence in body["accused"].items():
+        for item in evidence:
+            click.echo(f"dealer {dealer} excluded: accused by {item['by']} ({item['reason']})")
+    click.echo(f"public key {body['public']['key']}")

@@ -120,6 +120,8 @@ def test_cli_tprf_flow_through_share_server_processes(tmp_path):
         assert "error" in failed.stderr
         listing = _otpfast(env, "share-server", "accounts", "--data-dir", dirs[0], check=0).stdout
         assert "alice\tshare 1\tt=2\tactive" in listing
+        shown = _otpfast(env, "share-server", "transcript", "alice", "--data-dir", dirs[0], check=0).stdout
+        assert shown.count(": signed") == 3 and "qualified dealers: 1,2,3" in shown
     finally:
         for server in servers:
             if server.process.poll() is None:
