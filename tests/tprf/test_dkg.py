@@ -58,7 +58,8 @@ def _cheating_dealer(victims):
             pending = self._pending[account]
             for victim in victims:
                 server = setup["servers"][victim - 1]
-                bad = tprf_math.scalar_add(tprf_math.poly_eval(pending.polynomial, victim), tprf_math.scalar_from_int(1))
+                bad = tprf_math.scalar_add(tprf_math.poly_eval(pending.polynomial, victim),
+                                           tprf_math.scalar_from_int(1))
                 dealing["shares"][str(victim)] = tprfdkg.encrypt_share(
                     server["key"], bad, setup["ceremony"], account, pending.me, victim).hex()
             pending.dealing = tprfdkg.canonical(dealing)
@@ -117,7 +118,8 @@ def test_dkg_t_minus_1_stores_cannot_produce_the_otp(harness):
         truth = tprf_math.finalize(x, tprf_math.combine({i: tprf_math.evaluate(shares[i], element) for i in (1, 2, 3)}))
         guess = dict(stolen)
         guess[3] = tprf_math.random_scalar()
-        attempt = tprf_math.finalize(x, tprf_math.combine({i: tprf_math.evaluate(s, element) for i, s in guess.items()}))
+        partials = {i: tprf_math.evaluate(s, element) for i, s in guess.items()}
+        attempt = tprf_math.finalize(x, tprf_math.combine(partials))
         matches += attempt == truth
     assert matches == 0
 
