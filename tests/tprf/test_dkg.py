@@ -52,18 +52,15 @@ def test_dkg_shares_interpolate_to_one_key(harness):
 def _cheating_dealer(victims):
     """A share server whose dealing gives ``victims`` a share that misses its commitments."""
     class Cheater(ShareServer):
-        def _deal(self, account, setup):
-            body = super()._deal(account, setup)
+        def _dealing(self, setup, me):
+            body, polynomial = tprfdkg.deal(setup, me)
             dealing = tprfdkg.parse(body)
-            pending = self._pending[account]
             for victim in victims:
                 server = setup["servers"][victim - 1]
-                bad = tprf_math.scalar_add(tprf_math.poly_eval(pending.polynomial, victim),
-                                           tprf_math.scalar_from_int(1))
+                bad = tprf_math.scalar_add(tprf_math.poly_eval(polynomial, victim), tprf_math.scalar_from_int(1))
                 dealing["shares"][str(victim)] = tprfdkg.encrypt_share(
-                    server["key"], bad, setup["ceremony"], account, pending.me, victim).hex()
-            pending.dealing = tprfdkg.canonical(dealing)
-            return pending.dealing
+                    server["key"], bad, setup["ceremony"], setup["account"], me, victim).hex()
+            return tprfdkg.canonical(dealing)
 
     def factory(datadir):
         honest = datadir.share_server()

@@ -51,13 +51,11 @@ class Principal:
 class _Pending:
     """One ceremony in progress on this server (memory only)."""
 
-    __slots__ = ("setup", "me", "polynomial", "dealing", "dealings", "good", "commitments", "transcript")
+    __slots__ = ("setup", "me", "dealings", "good", "commitments", "transcript")
 
     def __init__(self, setup, me):
         self.setup = setup
         self.me = me
-        self.polynomial = None
-        self.dealing = None
         self.dealings = None       # round 2 body (bytes)
         self.good = None
         self.commitments = None
@@ -226,9 +224,15 @@ class ShareServer:
         if len(mine) != 1 or mine[0]["key"] != self.pem:
             raise Refused("this server is not in the roster as itself")
         pending = _Pending(setup, mine[0]["index"])
-        pending.dealing, pending.polynomial = tprfdkg.deal(setup, pending.me)
+        dealing = self._dealing(setup, pending.me)
         self._pending.pop(account, None)
         while len(self._pending) >= PENDING_CEREMONIES:
             self._pending.pop(next(iter(self._pending)))
         self._pending[account] = pending
-        return pending.dealing
+        return dealing
+
+    def _dealing(self, setup, me):
+        """This server's dealing; the polynomial is dropped here (its own share comes back
+        to it, encrypted, like everyone's)."""
+        body, _polynomial = tprfdkg.deal(setup, me)
+        return body
