@@ -107,6 +107,43 @@ def principal_list(data_dir):
         click.echo(f"{name}\t{role}\t{account or '-'}")
 
 
+@share_server_group.group("peer")
+def peer_group():
+    """The share servers this one deals with in a DKG (pinned by their DKG key ids)."""
+
+
+@peer_group.command("id")
+@data_dir_option
+def peer_id(data_dir):
+    """Print this share server's DKG key id (give it to the other share servers' operators)."""
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        click.echo(service.key_id)
+    finally:
+        service.close()
+
+
+@peer_group.command("add")
+@data_dir_option
+@click.argument("key_id", metavar="sha256:HEX")
+def peer_add(data_dir, key_id):
+    """Pin a peer's DKG key id. Once any peer is pinned, this server takes part only in DKGs
+    whose roster is itself and pinned peers (an admin cannot slip in share servers of its own)."""
+    text = key_id.strip().lower()
+    digits = text.removeprefix("sha256:")
+    if not text.startswith("sha256:") or len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise click.BadParameter("must look like sha256:<64 hex digits> (otpfast share-server peer id)",
+                                 param_hint="'KEY_ID'")
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        service.add_peer(text)
+    finally:
+        service.close()
+    click.echo(f"peer {text} pinned")
+
+
 @share_server_group.command("accounts")
 @data_dir_option
 def accounts(data_dir):

@@ -90,6 +90,11 @@ def test_cli_tprf_flow_through_share_server_processes(tmp_path):
         for d in dirs[1:]:
             _otpfast(env, "share-server", "principal", "add", name, "--role", role, *extra, "--data-dir", d,
                      "--credential-file", str(creds[name]), check=0)
+    ids = [_otpfast(env, "share-server", "peer", "id", "--data-dir", d, check=0).stdout.strip() for d in dirs]
+    for d in dirs:
+        for key_id in ids:
+            _otpfast(env, "share-server", "peer", "add", key_id, "--data-dir", d, check=0)
+    _otpfast(env, "share-server", "peer", "add", "sha256:xyz", "--data-dir", dirs[0], check=2)
     servers = [ShareServerProcess(env, d) for d in dirs]
     cluster = str(tmp_path / "cluster.json")
     try:

@@ -127,3 +127,31 @@ def test_dkg_refuses_bad_thresholds(harness):
             with pytest.raises(Refused):
                 await h.dkg(t=t)
     harness(scenario)
+
+
+def test_dkg_roster_with_an_unpinned_server_is_refused(harness):
+    """An admin that slips a share server of its own (its RSA key) into the roster gets no
+    dealing: every share server pins its peers (LocalCluster pins them all)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    async def scenario(h):
+        fake = tprfdkg.public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        clients = [await tprf.connect_share(server) for server in h.cluster.servers]
+        try:
+            pems = [await c.public_key() for c in clients]
+            roster = [(c.fingerprint, pem) for c, pem in zip(clients, pems)]
+            roster[4] = ("sha256:" + "ee" * 32, fake)
+            setup = tprfdkg.new_setup("alice", "S1", 3, roster)
+            await clients[0].authenticate("admin", h.admin)
+            with pytest.raises(Refused):
+                await clients[0].ceremony("alice", tprfdkg.SETUP, setup)
+        finally:
+            for c in clients:
+                await c.aclose()
+    harness(scenario)
+
+
+def test_dkg_complaints_of_every_server_required():
+    setup = {"ceremony": "c" * 32, "servers": [{"index": 1, "key": "k"}, {"index": 2, "key": "k"}]}
+    with pytest.raises(Refused):
+        tprfdkg.qualify(setup, [(b"{}", b"sig")], b"dealings")

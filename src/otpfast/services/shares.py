@@ -77,6 +77,15 @@ class ShareServer:
     def public_key_pem(self) -> bytes:
         return self.pem.encode()
 
+    @property
+    def key_id(self) -> str:
+        return tprfdkg.key_id(self.pem)
+
+    def add_peer(self, key_id: str) -> None:
+        """Pin a peer's DKG key id: once any peer is pinned, this server deals only in
+        rosters made of itself and pinned peers."""
+        self.store.add_peer(key_id, self.clock())
+
     def close(self):
         self.store.close()
 
@@ -223,6 +232,12 @@ class ShareServer:
         mine = [s for s in setup["servers"] if s["fingerprint"] == self.fingerprint]
         if len(mine) != 1 or mine[0]["key"] != self.pem:
             raise Refused("this server is not in the roster as itself")
+        peers = self.store.peers()
+        if peers:
+            strangers = [s["index"] for s in setup["servers"]
+                         if s["key"] != self.pem and tprfdkg.key_id(s["key"]) not in peers]
+            if strangers:
+                raise Refused(f"roster entries {strangers} are not pinned peers of this server")
         pending = _Pending(setup, mine[0]["index"])
         dealing = self._dealing(setup, pending.me)
         self._pending.pop(account, None)
