@@ -142,3 +142,11 @@ def test_cli_demo_threshold_runs():
     assert "demo ok: every step behaved" in result.output
     assert "login stops" in result.output and "FAILED" not in result.output
     assert time.monotonic() - started < 60
+
+
+def test_cli_tprf_malformed_cluster_file_exit_2(tmp_path):
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"servers": [{"name": "s1", "address": "127.0.0.1:1", "pin": "sha256:12"}]}))
+    result = CliRunner().invoke(cli, ["request", "--cluster", str(path), "--client", "p", "--account", "a"],
+                                env={"OTPFAST_CREDENTIAL": "x" * 43})
+    assert result.exit_code == 2 and "--cluster" in result.output and "pin" in result.output
