@@ -155,3 +155,27 @@ def test_dkg_complaints_of_every_server_required():
     setup = {"ceremony": "c" * 32, "servers": [{"index": 1, "key": "k"}, {"index": 2, "key": "k"}]}
     with pytest.raises(Refused):
         tprfdkg.qualify(setup, [(b"{}", b"sig")], b"dealings")
+
+
+def test_dkg_unconfirmed_ceremony_can_be_run_again(harness, monkeypatch):
+    """An orchestrator that dies before round 4 leaves pending shares (never evaluated); a
+    new DKG for the account replaces them. An active share is never replaced."""
+    async def scenario(h):
+        original = tprf.ShareClient.ceremony
+
+        async def no_confirm(self, account, round_, body):
+            if round_ == tprfdkg.CONFIRM:
+                raise OSError("the orchestrator died")
+            return await original(self, account, round_, body)
+
+        monkeypatch.setattr(tprf.ShareClient, "ceremony", no_confirm)
+        with pytest.raises(OSError):
+            await h.dkg()
+        monkeypatch.setattr(tprf.ShareClient, "ceremony", original)
+        assert all(not s.store.share("alice").active for s in h.local.services.values())
+        await h.dkg()
+        otp, _, _, _ = await h.issue()
+        assert (await h.verify(otp))[0] is True
+        with pytest.raises(Refused):
+            await h.dkg()
+    harness(scenario)

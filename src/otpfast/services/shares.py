@@ -227,7 +227,8 @@ class ShareServer:
 
     def _deal(self, account, setup):
         tprfdkg.check_setup(setup, account)
-        if self.store.share(account) is not None:
+        existing = self.store.share(account)
+        if existing is not None and existing.active:      # an unconfirmed one may be redone
             raise Refused("the account has a share already")
         mine = [s for s in setup["servers"] if s["fingerprint"] == self.fingerprint]
         if len(mine) != 1 or mine[0]["key"] != self.pem:

@@ -144,12 +144,13 @@ class ShareStore:
 
     # -- shares ---------------------------------------------------------------------------
     def add_share(self, account, serial, index, threshold, share, public, transcript, now):
-        """Store a share from a finished DKG (not active until ``confirm``); False if the
-        account has one."""
+        """Store a share from a finished DKG (not active until ``confirm``; it replaces a
+        share a ceremony left unconfirmed); False if the account has an active one."""
         blob = self._keys.encrypt(share, _associated(account, serial, index))
         text = json.dumps(public, sort_keys=True, separators=(",", ":"))
 
         def add(db):
+            db.execute("DELETE FROM shares WHERE account = ? AND signatures IS NULL", (account,))
             try:
                 db.execute("INSERT INTO shares VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                            (account, serial, index, threshold, blob, text, transcript, now))
