@@ -174,7 +174,7 @@ class ShareServer:
                 log.warning("DKG of %r round %d refused: %s", account[:128], round_, exc or "refused")
                 self._pending.pop(account, None)
                 raise Refused() from None
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.warning("DKG of %r round %d refused: malformed (%s)", account[:128], round_,
                             type(exc).__name__)
                 self._pending.pop(account, None)

@@ -187,7 +187,8 @@ def read_dealings(setup: dict, body: dict):
                   and dealing["ceremony"] == setup["ceremony"] and dealing["dealer"] == j
                   and dealing["setup"] == digest(canonical(setup))
                   and len(commitments) == setup["threshold"] and all(tprf.is_element(c) for c in commitments)
-                  and set(dealing["shares"]) == {str(s["index"]) for s in setup["servers"]})
+                  and set(dealing["shares"]) == {str(s["index"]) for s in setup["servers"]}
+                  and all(isinstance(v, str) for v in dealing["shares"].values()))
         except (ValueError, TypeError, KeyError, Refused):
             ok = False
         out.append((j, commitments, dealing) if ok else (j, None, None))
