@@ -1,7 +1,8 @@
 """``otpfast demo --threshold``: threshold OTPs on loopback - 5 share servers, t = 3, each with
 its own temporary data directory, all in this process.
 
-DKG -> a device combines an OTP from s1,s2,s3 -> a verifier accepts it through s2,s3,s4 ->
+DKG -> a device combines an OTP from s1,s2,s3 -> the stores of s4 and s5 (t - 1) do not give
+it -> a verifier accepts it through s2,s3,s4 ->
 the replay is refused through every quorum -> s1 and s2 are killed and logins go on ->
 s3 is killed too and logins stop. One line per step; exit 0 iff every step behaved.
 """
@@ -57,6 +58,8 @@ async def _story(base, steps):
         if not steps.report(f"{DEVICE} gets an OTP from {','.join(answered) if otp else '-'} (DLEQ proofs checked)",
                             otp is not None and answered == ["s1", "s2", "s3"], f"{otp} (counter {counter})"):
             return
+        steps.report("s4 and s5 stolen (stores + at-rest keys): 2 shares + a guess miss the OTP",
+                     _stolen_miss(local, ["s4", "s5"], cluster.account(ACCOUNT), counter, otp))
         ok, answered, _ = await verify(otp, ["s2", "s3", "s4"])
         steps.report(f"{VERIFIER} verifies it through {','.join(answered)}: accepted", ok and answered ==
                      ["s2", "s3", "s4"], "each consumed the counter before answering")
@@ -86,6 +89,39 @@ async def _story(base, steps):
         steps.report("login stops: the device cannot get an OTP", otp4 is None, reason if otp4 is None else otp4)
         ok, reason, _ = await verify(otp3, [])
         steps.report("and no verifier can accept one", not ok, reason if isinstance(reason, str) else "")
+
+
+def _partials_from_stores(local, names, account, element):
+    """What a thief of these share servers' data directories computes: {index: H1(x)^{k_j}}."""
+    from otpfast import tprf
+    from otpfast.store.atrest import load_key
+    from otpfast.store.shares import SHARES_FILE, ShareStore
+
+    partials = {}
+    for name in names:
+        datadir = local.datadirs[name]
+        store = ShareStore(datadir.file(SHARES_FILE), load_key(datadir.file("at-rest.key")))
+        try:
+            record = store.share(account.name)
+        finally:
+            store.close()
+        partials[record.index] = tprf.evaluate(record.share, element)
+    return partials
+
+
+def _stolen_miss(local, names, account, counter, otp):
+    """t-1 stolen shares plus a guessed one never give the PRF output behind ``otp`` (compared
+    in full against the output of t real shares, so a lucky 6-digit collision does not count)."""
+    from otpfast import tprf
+
+    element = account.element(counter)
+    stolen = _partials_from_stores(local, names, account, element)
+    missing = next(i for i in range(1, len(local.names) + 1) if i not in stolen)
+    guessed = {**stolen, missing: tprf.evaluate(tprf.random_scalar(), element)}
+    real = _partials_from_stores(local, local.names[:account.threshold], account, element)
+    truth = tprf.finalize(account.input(counter), tprf.combine(real))
+    attempt = tprf.finalize(account.input(counter), tprf.combine(guessed))
+    return tprf.otp_digits(truth, account.digits) == otp and attempt != truth
 
 
 def run(steps, keep):

@@ -336,7 +336,19 @@ async def _start_http(http, verifier, identity, limits, sockets):
     sock = sockets and sockets.http
     if sock is not None:
         host = port = None
-    return await serve_http(verifier, identity.context, host, port, allow=allow, limits=limits, sock=sock)
+    return await serve_http(verifier, identity.context, host, port, allow=allow, limits=limits, sock=sock,
+                            tprf=_tprf_gateway(getattr(http, "tprf", None)))
+
+
+def _tprf_gateway(settings):
+    """The HTTPS API's verifier of tprf tokens (--http-tprf-cluster), or None."""
+    if settings is None:
+        return None
+    from otpfast.net.tprf import TprfGateway
+    from otpfast.services.tprfcluster import Cluster
+
+    cluster_path, verifier, credential = settings
+    return TprfGateway(Cluster.load(cluster_path), verifier, credential)
 
 
 async def _serve_verifying(datadir, distribution, start_listener, radius, worker, keyserver=None, http=None,

@@ -1,5 +1,5 @@
-"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, cluster
-add, accounts). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, accounts,
+transcript, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
 
 A share server is an initialised data directory (``otpfast init``); its shares and counters
 live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
@@ -113,6 +113,43 @@ def principal_list(data_dir):
         click.echo(f"{name}\t{role}\t{account or '-'}")
 
 
+@share_server_group.group("peer")
+def peer_group():
+    """The share servers this one deals with in a DKG (pinned by their DKG key ids)."""
+
+
+@peer_group.command("id")
+@data_dir_option
+def peer_id(data_dir):
+    """Print this share server's DKG key id (give it to the other share servers' operators)."""
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        click.echo(service.key_id)
+    finally:
+        service.close()
+
+
+@peer_group.command("add")
+@data_dir_option
+@click.argument("key_id", metavar="sha256:HEX")
+def peer_add(data_dir, key_id):
+    """Pin a peer's DKG key id. Once any peer is pinned, this server takes part only in DKGs
+    whose roster is itself and pinned peers (an admin cannot slip in share servers of its own)."""
+    text = key_id.strip().lower()
+    digits = text.removeprefix("sha256:")
+    if not text.startswith("sha256:") or len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise click.BadParameter("must look like sha256:<64 hex digits> (otpfast share-server peer id)",
+                                 param_hint="'KEY_ID'")
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        service.add_peer(text)
+    finally:
+        service.close()
+    click.echo(f"peer {text} pinned")
+
+
 @share_server_group.command("accounts")
 @data_dir_option
 def accounts(data_dir):
@@ -155,3 +192,41 @@ def cluster_add(cluster_path, name, address, pin):
     cluster.save()
     click.echo(f"{name} {address} added to {cluster_path}")
 
+
+
+@share_server_group.command("transcript")
+@data_dir_option
+@click.argument("account")
+@click.option("--json", "as_json", is_flag=True, help="Print the transcript itself (canonical JSON).")
+def transcript(data_dir, account, as_json):
+    """ACCOUNT's DKG transcript as this share server keeps it: each share server's signature is
+    checked; the qualified dealers and any dealer excluded, with the evidence."""
+    from otpfast.services import tprfdkg
+
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        record = service.store.share(account)
+    finally:
+        service.close()
+    if record is None:
+        raise click.BadParameter(f"this share server holds no share of {account!r}", param_hint="'ACCOUNT'")
+    if as_json:
+        click.echo(record.transcript.decode())
+        return
+    body = tprfdkg.parse(record.transcript)
+    signatures = record.signatures or {}
+    click.echo(f"transcript {tprfdkg.digest(record.transcript)} of {account} (serial {body['setup']['serial']}, "
+               f"t={body['setup']['threshold']} of {len(body['setup']['servers'])}); this server holds share "
+               f"{record.index}")
+    for server in body["setup"]["servers"]:
+        signature = signatures.get(str(server["index"]))
+        valid = signature is not None and tprfdkg.signed_by(server["key"], tprfdkg.FINISH, record.transcript,
+                                                            bytes.fromhex(signature))
+        click.echo(f"share server {server['index']} ({server['fingerprint'][:23]}...): "
+                   f"{'signed' if valid else 'NO VALID SIGNATURE'}")
+    click.echo("qualified dealers: " + ",".join(str(j) for j in body["qualified"]))
+    for dealer, evidence in body["accused"].items():
+        for item in evidence:
+            click.echo(f"dealer {dealer} excluded: accused by {item['by']} ({item['reason']})")
+    click.echo(f"public key {body['public']['key']}")

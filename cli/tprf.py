@@ -27,6 +27,10 @@ def add_tprf_token(user, cluster_path, share_servers, threshold, digits, admin, 
     from otpfast.net.tprf import run_dkg
     from otpfast.services.tprfdkg import MAX_SERVERS, quorum_ok
 
+    from otpfast.protocol.messages import NAME_LIMIT
+
+    if not (user.isprintable() and 1 <= len(user.encode("utf-8")) <= NAME_LIMIT):
+        raise click.BadParameter(f"must be printable text of 1 to {NAME_LIMIT} bytes", param_hint="'USER'")
     if cluster_path is None:
         raise click.UsageError("--type tprf needs --cluster FILE")
     cluster = load_cluster(cluster_path)

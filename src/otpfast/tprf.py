@@ -50,7 +50,7 @@ _IDENTITY = bytes(ELEMENT_BYTES)
 # ------------------------------------------------------------------ helpers
 
 def _mode(mode):
-    if mode not in (MODE_OPRF, MODE_VOPRF) or isinstance(mode, bool):
+    if type(mode) is not int or mode not in (MODE_OPRF, MODE_VOPRF):
         raise InvalidParameter("mode", "must be MODE_OPRF (0) or MODE_VOPRF (1)")
     return mode
 
@@ -99,7 +99,12 @@ def context_string(mode):
 
 def scalar_from_int(n):
     """The scalar n, 0 <= n < the group order."""
-    n = operator.index(n)
+    if isinstance(n, bool):
+        raise InvalidParameter("n", "must be an integer")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise InvalidParameter("n", "must be an integer") from None
     if not 0 <= n < core.R255_ORDER:
         raise InvalidScalar("n", "must be in [0, the group order)")
     return n.to_bytes(SCALAR_BYTES, "little")

@@ -36,11 +36,21 @@ def cluster_file(tmp_path):
     (["token", "add", "alice", "--type", "tprf", "--cluster", "{c}", "--share-servers", "s1,s9"],
      "--share-servers"),
     (["token", "add", "alice", "--type", "hotp", "--cluster", "{c}"], None),
+    (["token", "add", "alice", "--type", "tprf", "--cluster", "{c}", "--period", "30"], None),
+    (["token", "add", "a\tb", "--type", "tprf", "--cluster", "{c}"], "USER"),
+    (["token", "add", "alice", "--type", "tprf", "--cluster", "{c}", "--digits", "9"], "--digits"),
     (["request", "--cluster", "{c}", "--server", "h:1", "--client", "p", "--account", "a"], None),
     (["request", "--cluster", "nope.json", "--client", "p", "--account", "a"], "--cluster"),
     (["request", "--cluster", "{c}", "--client", "p", "--account", "alice"], "--account"),
     (["verify", "--cluster", "{c}", "--client", "v", "--account", "alice", "123456"], "--account"),
     (["verify", "--cluster", "{c}", "--account", "alice", "123456"], None),
+    (["serve", "--listen", "127.0.0.1:0", "--http-tprf-cluster", "{c}"], "--http-tprf-cluster"),
+    (["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tprf-cluster", "{c}"],
+     "--http-tprf-cluster"),
+    (["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tprf-verifier", "v"],
+     "--http-tprf-verifier"),
+    (["distserver", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tprf-cluster", "nope.json",
+      "--http-tprf-verifier", "v", "--http-tprf-credential-file", "x"], "--http-tprf-cluster"),
 ])
 def test_cli_tprf_usage_errors_exit_2(cluster_file, args, option):
     result = CliRunner().invoke(cli, [a.replace("{c}", cluster_file) for a in args],
@@ -83,6 +93,11 @@ def test_cli_tprf_flow_through_share_server_processes(tmp_path):
         for d in dirs[1:]:
             _otpfast(env, "share-server", "principal", "add", name, "--role", role, *extra, "--data-dir", d,
                      "--credential-file", str(creds[name]), check=0)
+    ids = [_otpfast(env, "share-server", "peer", "id", "--data-dir", d, check=0).stdout.strip() for d in dirs]
+    for d in dirs:
+        for key_id in ids:
+            _otpfast(env, "share-server", "peer", "add", key_id, "--data-dir", d, check=0)
+    _otpfast(env, "share-server", "peer", "add", "sha256:xyz", "--data-dir", dirs[0], check=2)
     servers = [ShareServerProcess(env, d) for d in dirs]
     cluster = str(tmp_path / "cluster.json")
     try:
@@ -113,6 +128,8 @@ def test_cli_tprf_flow_through_share_server_processes(tmp_path):
         assert "error" in failed.stderr
         listing = _otpfast(env, "share-server", "accounts", "--data-dir", dirs[0], check=0).stdout
         assert "alice\tshare 1\tt=2\tactive" in listing
+        shown = _otpfast(env, "share-server", "transcript", "alice", "--data-dir", dirs[0], check=0).stdout
+        assert shown.count(": signed") == 3 and "qualified dealers: 1,2,3" in shown
     finally:
         for server in servers:
             if server.process.poll() is None:
@@ -128,3 +145,11 @@ def test_cli_demo_threshold_runs():
     assert "demo ok: every step behaved" in result.output
     assert "login stops" in result.output and "FAILED" not in result.output
     assert time.monotonic() - started < 60
+
+
+def test_cli_tprf_malformed_cluster_file_exit_2(tmp_path):
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"servers": [{"name": "s1", "address": "127.0.0.1:1", "pin": "sha256:12"}]}))
+    result = CliRunner().invoke(cli, ["request", "--cluster", str(path), "--client", "p", "--account", "a"],
+                                env={"OTPFAST_CREDENTIAL": "x" * 43})
+    assert result.exit_code == 2 and "--cluster" in result.output and "pin" in result.output

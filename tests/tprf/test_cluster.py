@@ -209,3 +209,17 @@ def test_cluster_issue_watermark(harness):
         finally:
             await client.aclose()
     harness(scenario)
+
+
+def test_cluster_server_with_wrong_pin_is_not_used(harness):
+    """A share server whose certificate does not match the cluster file is treated as down:
+    never sent a login, never asked; the others carry on."""
+    async def scenario(h):
+        await h.dkg()
+        h.cluster.server("s1")["pin"] = "sha256:" + "ab" * 32
+        otp, _, answered, _ = await h.issue(["s1", "s2", "s3"])
+        assert "s1" not in answered and len(answered) == 3
+        async with tprf.Session(h.cluster.servers, "phone", h.device) as session:
+            assert session.failed == ["s1"]
+        assert (await h.verify(otp))[0] is True
+    harness(scenario)

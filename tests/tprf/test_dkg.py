@@ -52,17 +52,15 @@ def test_dkg_shares_interpolate_to_one_key(harness):
 def _cheating_dealer(victims):
     """A share server whose dealing gives ``victims`` a share that misses its commitments."""
     class Cheater(ShareServer):
-        def _deal(self, account, setup):
-            body = super()._deal(account, setup)
+        def _dealing(self, setup, me):
+            body, polynomial = tprfdkg.deal(setup, me)
             dealing = tprfdkg.parse(body)
-            pending = self._pending[account]
             for victim in victims:
                 server = setup["servers"][victim - 1]
-                bad = tprf_math.scalar_add(tprf_math.poly_eval(pending.polynomial, victim), tprf_math.scalar_from_int(1))
+                bad = tprf_math.scalar_add(tprf_math.poly_eval(polynomial, victim), tprf_math.scalar_from_int(1))
                 dealing["shares"][str(victim)] = tprfdkg.encrypt_share(
-                    server["key"], bad, setup["ceremony"], account, pending.me, victim).hex()
-            pending.dealing = tprfdkg.canonical(dealing)
-            return pending.dealing
+                    server["key"], bad, setup["ceremony"], setup["account"], me, victim).hex()
+            return tprfdkg.canonical(dealing)
 
     def factory(datadir):
         honest = datadir.share_server()
@@ -117,7 +115,8 @@ def test_dkg_t_minus_1_stores_cannot_produce_the_otp(harness):
         truth = tprf_math.finalize(x, tprf_math.combine({i: tprf_math.evaluate(shares[i], element) for i in (1, 2, 3)}))
         guess = dict(stolen)
         guess[3] = tprf_math.random_scalar()
-        attempt = tprf_math.finalize(x, tprf_math.combine({i: tprf_math.evaluate(s, element) for i, s in guess.items()}))
+        partials = {i: tprf_math.evaluate(s, element) for i, s in guess.items()}
+        attempt = tprf_math.finalize(x, tprf_math.combine(partials))
         matches += attempt == truth
     assert matches == 0
 
@@ -127,4 +126,56 @@ def test_dkg_refuses_bad_thresholds(harness):
         for t in (1, 2, 6):
             with pytest.raises(Refused):
                 await h.dkg(t=t)
+    harness(scenario)
+
+
+def test_dkg_roster_with_an_unpinned_server_is_refused(harness):
+    """An admin that slips a share server of its own (its RSA key) into the roster gets no
+    dealing: every share server pins its peers (LocalCluster pins them all)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    async def scenario(h):
+        fake = tprfdkg.public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        clients = [await tprf.connect_share(server) for server in h.cluster.servers]
+        try:
+            pems = [await c.public_key() for c in clients]
+            roster = [(c.fingerprint, pem) for c, pem in zip(clients, pems)]
+            roster[4] = ("sha256:" + "ee" * 32, fake)
+            setup = tprfdkg.new_setup("alice", "S1", 3, roster)
+            await clients[0].authenticate("admin", h.admin)
+            with pytest.raises(Refused):
+                await clients[0].ceremony("alice", tprfdkg.SETUP, setup)
+        finally:
+            for c in clients:
+                await c.aclose()
+    harness(scenario)
+
+
+def test_dkg_complaints_of_every_server_required():
+    setup = {"ceremony": "c" * 32, "servers": [{"index": 1, "key": "k"}, {"index": 2, "key": "k"}]}
+    with pytest.raises(Refused):
+        tprfdkg.qualify(setup, [(b"{}", b"sig")], b"dealings")
+
+
+def test_dkg_unconfirmed_ceremony_can_be_run_again(harness, monkeypatch):
+    """An orchestrator that dies before round 4 leaves pending shares (never evaluated); a
+    new DKG for the account replaces them. An active share is never replaced."""
+    async def scenario(h):
+        original = tprf.ShareClient.ceremony
+
+        async def no_confirm(self, account, round_, body):
+            if round_ == tprfdkg.CONFIRM:
+                raise OSError("the orchestrator died")
+            return await original(self, account, round_, body)
+
+        monkeypatch.setattr(tprf.ShareClient, "ceremony", no_confirm)
+        with pytest.raises(OSError):
+            await h.dkg()
+        monkeypatch.setattr(tprf.ShareClient, "ceremony", original)
+        assert all(not s.store.share("alice").active for s in h.local.services.values())
+        await h.dkg()
+        otp, _, _, _ = await h.issue()
+        assert (await h.verify(otp))[0] is True
+        with pytest.raises(Refused):
+            await h.dkg()
     harness(scenario)

@@ -120,3 +120,37 @@ def test_share_conversation_order():
     with pytest.raises(RemoteProtocolError):
         fresh.next_event()                             # not an opening message
     assert Reject in shares_protocol.REQUESTS[Evaluate]
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"[]", b"null", b'{"ceremony": 1}', b'{"servers": "x"}', b'{"dealings": [[1, 2]]}',
+    b'{"complaints": [[1, 2]], "setup": {}}', b'{"signatures": []}', b"\xff\xfe", b'{"a": ' * 50 + b"1" + b"}" * 50,
+])
+def test_share_server_ceremony_garbage_is_refused(tmp_path, body):
+    """Whatever an admin sends in any round, the answer is Refused (never another error)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from otpfast.errors import Refused
+
+    store = ShareStore(str(tmp_path / "shares.db"), new_key())
+    service = ShareServer(store, rsa.generate_private_key(public_exponent=65537, key_size=2048), "sha256:x")
+    admin = Principal("admin", "admin", None, b"k")
+    for round_ in (1, 2, 3, 4, 5):
+        with pytest.raises(Refused):
+            service.ceremony(admin, "alice", round_, body)
+    # and inside a ceremony, at each later round
+    from otpfast.services import tprfdkg
+
+    other = tprfdkg.public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    setup = tprfdkg.new_setup("alice", "S1", 2, [("sha256:x", service.pem), ("sha256:y", other)])
+    for round_ in (2, 3, 4):
+        service.ceremony(admin, "alice", 1, setup)
+        with pytest.raises(Refused):
+            service.ceremony(admin, "alice", round_, body)
+    dealing = service.ceremony(admin, "alice", 1, setup)
+    dealings = tprfdkg.dealings_body(tprfdkg.parse(setup), [dealing, (b"{}", b"\0")])
+    complaints = tprfdkg.parse(service.ceremony(admin, "alice", 2, dealings)[0])["complaints"]
+    assert [c["dealer"] for c in complaints] == [2]
+    with pytest.raises(Refused):
+        service.ceremony(admin, "alice", 3, body)
+    store.close()

@@ -43,6 +43,14 @@ HEALTH_LOCK_PATIENCE = 0.5
 HEALTH_LOCK_RETRY = 0.01
 
 
+class _TprfToken:
+    __slots__ = ("serial", "type")
+
+    def __init__(self, serial):
+        self.serial = serial
+        self.type = "tprf"
+
+
 def parse_allow(text):
     """``CIDR[,CIDR...]`` -> tuple of networks; ValueError naming the bad one."""
     networks = []
@@ -72,8 +80,9 @@ class HttpHandler:
     PATHS = {path for _, path in ROUTES}
     VERIFYING = frozenset({"_check", "_radiuscheck", "_simplecheck"})
 
-    def __init__(self, verifier, allow):
+    def __init__(self, verifier, allow, tprf=None):
         self._verifier = verifier
+        self._tprf = tprf                # net.tprf.TprfGateway: tprf tokens, t partials gathered
         self._distribution = verifier.distribution
         self._allow = allow
         self.metrics = verifier.metrics.http     # also counts the listener's refusals (net._stream)
@@ -193,6 +202,10 @@ class HttpHandler:
         if password is None or (user is None and serial is None):
             missing = "pass" if password is None else "user"
             return Reply(validate.error_response(VERSION, 400, 905, f"ERR905: Missing parameter: '{missing}'"))
+        if self._tprf is not None:
+            account = self._tprf.account_of(user, serial)
+            if account is not None:
+                return self._verify_tprf(account, password, answer)
         token = None
         if user is None:
             token = self._distribution.store.token(serial)
@@ -221,6 +234,28 @@ class HttpHandler:
 
         self._verifier.verify_callback(user, password, decided, source=self.source, client=self._client)
         return reply
+
+    def _verify_tprf(self, account, otp, answer):
+        """A tprf token: t share servers each consume the counter before answering."""
+        started = time.perf_counter()
+        decided_metrics = self.metrics.decided
+        token = _TprfToken(self._tprf.serial(account))
+
+        async def decide():
+            try:
+                return await self._tprf.verify(account, otp)
+            except (OtpfastError, OSError) as exc:
+                log.warning("tprf verification of %r failed: %s", account[:128], type(exc).__name__)
+                return _FAILED
+
+        def convert(ok):
+            if ok is _FAILED:
+                decided_metrics(None, started)
+                return validate.error_response(VERSION, 503, 503, "temporarily unavailable")
+            decided_metrics(ok, started)
+            return answer(ok, True, token)
+
+        return Reply(future=asyncio.ensure_future(decide()), convert=convert)
 
     def _check(self, request):
         def answer(ok, known, token):
@@ -293,13 +328,14 @@ def _health_response(reason):
     return HttpResponse.json(503, {"status": "unavailable", "reason": reason})
 
 
-async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=None, sock=None):
+async def serve_http(verifier, ssl_context, host, port, *, allow=None, limits=None, sock=None, tprf=None):
     """Serve the HTTPS front end on (host, port) or bound socket ``sock``; return a Listener.
-    /metrics shows ``verifier.metrics`` (every front end of this process)."""
+    /metrics shows ``verifier.metrics`` (every front end of this process). ``tprf``: a
+    net.tprf.TprfGateway for tprf tokens."""
     allow = parse_allow(",".join(DEFAULT_ALLOW)) if allow is None else tuple(allow)
 
     def make_handler():
-        return HttpHandler(verifier, allow)
+        return HttpHandler(verifier, allow, tprf)
 
     return await start_server(HttpConnection, make_handler, ssl_context, host, port, limits, sock=sock)
 

@@ -28,13 +28,24 @@ class LocalCluster:
         self.cluster = None
 
     def init(self):
-        """Create the data directories (TLS certificate, at-rest key, RSA key)."""
+        """Create the data directories (TLS certificate, at-rest key, RSA key); each server
+        pins the others as its DKG peers."""
         servers = []
         for name, datadir in self.datadirs.items():
             if not datadir.initialised:
                 datadir.init(rsa_bits=self.rsa_bits)
             servers.append({"name": name, "address": "", "pin": datadir.fingerprint()})
         self.cluster = Cluster(servers, path=os.path.join(self.base, "cluster.json"))
+        services = {name: datadir.share_server(synchronous=self.synchronous)
+                    for name, datadir in self.datadirs.items()}
+        try:
+            for service in services.values():
+                for peer in services.values():
+                    if peer is not service:
+                        service.add_peer(peer.key_id)
+        finally:
+            for service in services.values():
+                service.close()
 
     def add_principal(self, name, role, *, account=None, credential=None):
         """Register ``name`` on every share server (the per-server credential derived from one

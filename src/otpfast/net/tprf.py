@@ -14,6 +14,7 @@ Without t valid partials nothing is accepted.
 import asyncio
 import contextlib
 import hmac
+import logging
 
 from ..errors import ProtocolError, Refused, RemoteProtocolError
 from ..protocol import shares as shares_protocol
@@ -26,6 +27,8 @@ from ..store.shares import ISSUE, VERIFY
 from . import tls
 from .client import parse_address
 from .shares import unpack_counters
+
+log = logging.getLogger("otpfast.net.tprf")
 
 # Candidate counters a verification tries: a device rarely holds more than one unused OTP.
 VERIFY_CANDIDATES = 4
@@ -121,7 +124,8 @@ async def connect_share(server, *, timeout=10.0):
 
 class Session:
     """Authenticated connections to the reachable servers of a list (async context manager);
-    ``clients`` in list order, unreachable or refusing servers left out (``failed`` names them)."""
+    ``clients`` in list order; servers unreachable, refusing or not matching their pin are left
+    out (``failed`` names them; a pin mismatch is logged as a warning)."""
 
     def __init__(self, servers, principal, credential, *, timeout=10.0):
         self._servers = servers
@@ -147,9 +151,8 @@ class Session:
                 if not isinstance(result, (OSError, asyncio.TimeoutError, ProtocolError, Refused)):
                     await self.__aexit__(None, None, None)
                     raise result
-                if isinstance(result, tls.FingerprintMismatch):
-                    await self.__aexit__(None, None, None)
-                    raise result
+                if isinstance(result, tls.FingerprintMismatch):     # not trusted: as if down
+                    log.warning("share server %s: %s", server["name"], result)
                 self.failed.append(server["name"])
             else:
                 self.clients.append(result)
@@ -253,6 +256,37 @@ async def verify_with(clients, account, otp):
     return False, answered, all_cheaters
 
 
+class TprfGateway:
+    """A front end's verifier for tprf tokens (the HTTPS /validate API): the accounts of a
+    cluster file are verified by gathering t partials as verifier ``principal``."""
+
+    def __init__(self, cluster, principal, credential, *, timeout=10.0):
+        self.cluster = cluster
+        self.principal = principal
+        self._credential = credential
+        self.timeout = timeout
+
+    def account_of(self, user=None, serial=None):
+        """The account name for a user or token serial this gateway verifies, else None."""
+        if user is not None:
+            return user if user in self.cluster.accounts else None
+        for name, entry in self.cluster.accounts.items():
+            if hmac.compare_digest(entry["serial"].encode(), serial.encode()):
+                return name
+        return None
+
+    def serial(self, account):
+        return self.cluster.accounts[account]["serial"]
+
+    async def verify(self, account, otp):
+        """True if accepted; Refused when fewer than t share servers answer."""
+        ok, _answered, cheaters = await verify(self.cluster, account, otp, self.principal, self._credential,
+                                               timeout=self.timeout)
+        for name in cheaters:
+            log.warning("share server %s sent a partial with a wrong proof (ignored)", name)
+        return ok
+
+
 # -- the DKG --------------------------------------------------------------------------------
 class CeremonyFailed(Refused):
     """The DKG aborted; the message names the share servers at fault and the evidence."""
@@ -339,4 +373,4 @@ def _named_evidence(evidence, commitments, names):
 
 
 __all__ = ["ShareClient", "connect_share", "Session", "issue", "issue_with", "verify", "verify_with", "run_dkg",
-           "CeremonyFailed"]
+           "CeremonyFailed", "TprfGateway"]

@@ -51,13 +51,11 @@ class Principal:
 class _Pending:
     """One ceremony in progress on this server (memory only)."""
 
-    __slots__ = ("setup", "me", "polynomial", "dealing", "dealings", "good", "commitments", "transcript")
+    __slots__ = ("setup", "me", "dealings", "good", "commitments", "transcript")
 
     def __init__(self, setup, me):
         self.setup = setup
         self.me = me
-        self.polynomial = None
-        self.dealing = None
         self.dealings = None       # round 2 body (bytes)
         self.good = None
         self.commitments = None
@@ -83,6 +81,15 @@ class ShareServer:
 
     def public_key_pem(self) -> bytes:
         return self.pem.encode()
+
+    @property
+    def key_id(self) -> str:
+        return tprfdkg.key_id(self.pem)
+
+    def add_peer(self, key_id: str) -> None:
+        """Pin a peer's DKG key id: once any peer is pinned, this server deals only in
+        rosters made of itself and pinned peers."""
+        self.store.add_peer(key_id, self.clock())
 
     def close(self):
         self.store.close()
@@ -172,7 +179,7 @@ class ShareServer:
                 log.warning("DKG of %r round %d refused: %s", account[:128], round_, exc or "refused")
                 self._pending.pop(account, None)
                 raise Refused() from None
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.warning("DKG of %r round %d refused: malformed (%s)", account[:128], round_,
                             type(exc).__name__)
                 self._pending.pop(account, None)
@@ -225,15 +232,28 @@ class ShareServer:
 
     def _deal(self, account, setup):
         tprfdkg.check_setup(setup, account)
-        if self.store.share(account) is not None:
+        existing = self.store.share(account)
+        if existing is not None and existing.active:      # an unconfirmed one may be redone
             raise Refused("the account has a share already")
         mine = [s for s in setup["servers"] if s["fingerprint"] == self.fingerprint]
         if len(mine) != 1 or mine[0]["key"] != self.pem:
             raise Refused("this server is not in the roster as itself")
+        peers = self.store.peers()
+        if peers:
+            strangers = [s["index"] for s in setup["servers"]
+                         if s["key"] != self.pem and tprfdkg.key_id(s["key"]) not in peers]
+            if strangers:
+                raise Refused(f"roster entries {strangers} are not pinned peers of this server")
         pending = _Pending(setup, mine[0]["index"])
-        pending.dealing, pending.polynomial = tprfdkg.deal(setup, pending.me)
+        dealing = self._dealing(setup, pending.me)
         self._pending.pop(account, None)
         while len(self._pending) >= PENDING_CEREMONIES:
             self._pending.pop(next(iter(self._pending)))
         self._pending[account] = pending
-        return pending.dealing
+        return dealing
+
+    def _dealing(self, setup, me):
+        """This server's dealing; the polynomial is dropped here (its own share comes back
+        to it, encrypted, like everyone's)."""
+        body, _polynomial = tprfdkg.deal(setup, me)
+        return body

@@ -38,6 +38,16 @@ def server_credential(credential, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(key).rstrip(b"=").decode()
 
 
+def _pin_ok(pin):
+    digits = pin.lower().removeprefix("sha256:").replace(":", "")
+    return pin.lower().startswith("sha256:") and len(digits) == 64 and all(c in "0123456789abcdef" for c in digits)
+
+
+def _address_ok(address):
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isascii() and port.isdigit() and int(port) <= 65535)
+
+
 class Cluster:
     def __init__(self, servers, accounts=None, path=None):
         self.servers = servers           # [{"name", "address", "pin"}]
@@ -54,13 +64,15 @@ class Cluster:
             names = [s["name"] for s in servers]
             ok = (isinstance(servers, list) and servers and len(set(names)) == len(names)
                   and all(isinstance(s[k], str) for s in servers for k in ("name", "address", "pin"))
+                  and all(_pin_ok(s["pin"]) and _address_ok(s["address"]) for s in servers)
                   and isinstance(data.get("accounts", {}), dict))
         except OSError as exc:
             raise InvalidParameter("cluster", f"cannot read {path}: {exc.strerror}") from None
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            raise InvalidParameter("cluster", f"{path} is not a cluster file (servers: name, address, pin)")
+            raise InvalidParameter("cluster", f"{path} is not a cluster file (servers: name, HOST:PORT address, "
+                                              "sha256: pin)")
         return cls(servers, data.get("accounts", {}), path)
 
     def save(self, path=None):

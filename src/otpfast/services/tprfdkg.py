@@ -109,6 +109,14 @@ def decrypt_share(private_key, blob: bytes, ceremony: str, account: str, dealer:
     return share if len(share) == 32 else None
 
 
+def key_id(pem: str) -> str:
+    """A share server's DKG identity: "sha256:" + hex SHA-256 of its RSA public key (DER),
+    what operators pin as peers (``otpfast share-server peer add``)."""
+    key = serialization.load_pem_public_key(pem.encode())
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
 def public_pem(private_key) -> str:
     return private_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -179,7 +187,8 @@ def read_dealings(setup: dict, body: dict):
                   and dealing["ceremony"] == setup["ceremony"] and dealing["dealer"] == j
                   and dealing["setup"] == digest(canonical(setup))
                   and len(commitments) == setup["threshold"] and all(tprf.is_element(c) for c in commitments)
-                  and set(dealing["shares"]) == {str(s["index"]) for s in setup["servers"]})
+                  and set(dealing["shares"]) == {str(s["index"]) for s in setup["servers"]}
+                  and all(isinstance(v, str) for v in dealing["shares"].values()))
         except (ValueError, TypeError, KeyError, Refused):
             ok = False
         out.append((j, commitments, dealing) if ok else (j, None, None))
@@ -236,6 +245,8 @@ def qualify(setup: dict, signed_complaints, dealings: bytes):
     accused dealers ({dealer: [evidence]}) and the qualified ones; Refused if a reply is not
     signed by its server or speaks of other dealings."""
     accused = {}
+    if len(signed_complaints) != len(setup["servers"]):
+        raise Refused("not one complaints reply per share server")
     for server, (raw, signature) in zip(setup["servers"], signed_complaints):
         body = parse(raw)
         if (not signed_by(server["key"], DEALINGS, raw, signature) or body.get("from") != server["index"]

@@ -4,7 +4,7 @@ Per account: this server's share k_j (AES-GCM under the data directory's at-rest
 the account, serial and index), the public result of the DKG (g^k and every g^{k_m}), the
 transcript and every share server's signature on it; per (account, counter): whether this
 server evaluated it for issuing and whether it consumed it for a verification. Per principal
-(device, verifier, admin): the hash of its credential.
+(device, verifier, admin): the hash of its credential. The pinned peers' DKG key ids.
 
 Exactly-once rests on this file: ``evaluate`` marks a counter in the same ``BEGIN IMMEDIATE``
 transaction that reads it, and the commit (``synchronous=FULL``: the WAL is fsynced) returns
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS counters (
     account TEXT NOT NULL, counter INTEGER NOT NULL, issued INTEGER NOT NULL, consumed INTEGER NOT NULL,
     PRIMARY KEY (account, counter)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watermarks (account TEXT PRIMARY KEY, watermark INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS peers (key_id TEXT PRIMARY KEY, created_at REAL NOT NULL);
 """
 
 
@@ -133,14 +134,23 @@ class ShareStore:
             return [(r[0], r[1], r[2]) for r in self._db.execute(
                 "SELECT name, role, account FROM principals ORDER BY name")]
 
+    # -- peers ----------------------------------------------------------------------------
+    def add_peer(self, key_id, now):
+        self._write(lambda db: db.execute("INSERT OR IGNORE INTO peers VALUES (?, ?)", (key_id, now)))
+
+    def peers(self):
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT key_id FROM peers")}
+
     # -- shares ---------------------------------------------------------------------------
     def add_share(self, account, serial, index, threshold, share, public, transcript, now):
-        """Store a share from a finished DKG (not active until ``confirm``); False if the
-        account has one."""
+        """Store a share from a finished DKG (not active until ``confirm``; it replaces a
+        share a ceremony left unconfirmed); False if the account has an active one."""
         blob = self._keys.encrypt(share, _associated(account, serial, index))
         text = json.dumps(public, sort_keys=True, separators=(",", ":"))
 
         def add(db):
+            db.execute("DELETE FROM shares WHERE account = ? AND signatures IS NULL", (account,))
             try:
                 db.execute("INSERT INTO shares VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                            (account, serial, index, threshold, blob, text, transcript, now))
