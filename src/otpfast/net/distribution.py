@@ -1,7 +1,9 @@
 """Distribution server over the network: AuthStart -> Challenge, AuthProof -> AuthOk, then
-Request -> Issued, Verify -> Accept/Reject."""
+Request -> Issued, Verify -> Accept/Reject (TryAgain when the store could not decide)."""
 from ..protocol import distribution as distribution_protocol
-from ..protocol.messages import Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request, Verify
+from ..errors import StoreError
+from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request,
+                                 TryAgain, Verify)
 from ..services import credentials
 from . import tls
 from ._auth import Authentication, peer_host
@@ -9,10 +11,22 @@ from ._stream import Reply, ServerLimits, start_server
 
 _ACCEPT = Accept()
 _REJECT = Reject()
+_TRY_AGAIN = TryAgain()
 
 
 def _verdict(ok):
     return _ACCEPT if ok else _REJECT
+
+
+def _deciding(reply):
+    """The verifier's callback for one Verify: a store failure (unreachable, timed out:
+    nothing accepted) is TryAgain, not the generic Error a refusal gets."""
+    def decided(ok, exc):
+        if isinstance(exc, StoreError):
+            reply.convert = lambda _: _TRY_AGAIN
+            return reply(None, None)
+        return reply(ok, exc)
+    return decided
 
 
 def _issued(issued):
@@ -46,8 +60,8 @@ class DistributionHandler:
         client = self.client
         if kind is Verify and client is not None:
             reply = Reply.waiting(_verdict)
-            self._verifier.verify_callback(event.account, event.otp, reply, source=self.source,
-                                           client=client)
+            self._verifier.verify_callback(event.account, event.otp, _deciding(reply),
+                                           source=self.source, client=client)
             return reply
         if kind is Request and client is not None:
             return Reply(future=self._verifier.call_future(

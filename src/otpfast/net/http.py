@@ -206,7 +206,7 @@ class HttpHandler:
 
         def decided(ok, exc):
             if exc is not None:
-                log.error("verification batch failed: %s", type(exc).__name__)
+                log.error("verification batch failed (503): %s", exc)
                 return reply(_FAILED, None)
             return reply(ok, None)
 
@@ -240,7 +240,7 @@ class HttpHandler:
         try:
             self._distribution.store.schema_version()
         except Exception as exc:  # noqa: BLE001 - any store failure is "unhealthy"
-            log.warning("health check: store unreachable: %s", type(exc).__name__)
+            log.warning("health check: store unreachable: %s", exc)
             return Reply(HttpResponse.json(503, {"status": "unavailable"}))
         return Reply(HttpResponse.json(200, {"status": "ok"}))
 

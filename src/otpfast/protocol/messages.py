@@ -172,6 +172,15 @@ class Error:
     FIELDS = ()
 
 
+@dataclass(frozen=True, slots=True)
+class TryAgain:
+    """Distribution server -> client, the reply to a Verify: the server's store could not
+    decide it now (unreachable, timed out); nothing was accepted. Ask again, here or at
+    another server. Not a refusal: the connection stays open."""
+    TYPE = 18
+    FIELDS = ()
+
+
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
     Hello, PublicKey, Contribute, Receipt, AuthOk, Request, Issued, Verify, Accept, Reject, Error,
-    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript)}
+    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript, TryAgain)}
