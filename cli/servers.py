@@ -228,7 +228,7 @@ def keyserver(listen, data_dir, limits, verbose):
     datadir = open_datadir(data_dir)
 
     async def main():
-        service = datadir.keyserver(upgrade=True)
+        service = datadir.keyserver(upgrade=True, retry_for=datadir.STARTUP_RETRY)
         server = await _binding("listen", serve_keyserver(service, tls.server_context(datadir), host, port,
                                                           limits=limits))
         try:
@@ -372,7 +372,8 @@ def distserver(listen, data_dir, limits, verbose, radius, ttl, workers, require_
             return await serve_distribution(verifier, tls.server_context(datadir), host, port, limits=limits,
                                             sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True,
+                                                        retry_for=datadir.STARTUP_RETRY),
                                start, radius, worker, http=http, limits=limits)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main, http)
@@ -396,13 +397,14 @@ def serve(listen, data_dir, limits, verbose, radius, ttl, workers, require_pin, 
     datadir = open_datadir(data_dir)
 
     async def worker_main(*worker):
-        keyserver_service = datadir.keyserver(upgrade=True)
+        keyserver_service = datadir.keyserver(upgrade=True, retry_for=datadir.STARTUP_RETRY)
 
         async def start(verifier, sock):
             return await serve_combined(keyserver_service, verifier, tls.server_context(datadir), host, port,
                                         limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True,
+                                                        retry_for=datadir.STARTUP_RETRY),
                                start, radius, worker, keyserver=keyserver_service, http=http, limits=limits)
 
     _serve(datadir, host, port, limits, radius, workers, worker_main, http)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .errors import InvalidParameter, NotInitialised
+from .errors import InvalidParameter, NotInitialised, StoreUnavailable
 from .store import PostgresStore, SQLiteStore, Store, atrest, describe_url
 
 STORE_FILE = "store.db"
@@ -44,6 +44,7 @@ CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
 HEAD_FILE = "audit.head"
 NODE_FILE = "node.id"
+STARTUP_RETRY = 120.0       # seconds a server's start waits for an unreachable store
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
 ENV_STORE_URL = "OTPFAST_STORE_URL"
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -103,6 +104,8 @@ def _self_signed(key) -> x509.Certificate:
 
 
 class DataDir:
+    STARTUP_RETRY = STARTUP_RETRY
+
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
 
@@ -221,19 +224,33 @@ class DataDir:
         context.load_cert_chain(self.file(CERT_FILE), self.file(TLS_KEY_FILE))
         return context
 
-    def open_store(self, *, synchronous: str = "FULL", upgrade: bool = False) -> Store:
+    def open_store(self, *, synchronous: str = "FULL", upgrade: bool = False,
+                   retry_for: float = 0.0) -> Store:
         """The PostgreSQL store recorded in ``store.url``, else the SQLite file
         (``synchronous`` applies to SQLite; PostgreSQL commits are always durable).
         Tightens a loose data directory first (see ``tighten``). A store with an older
         schema raises StoreOutdated unless ``upgrade`` (``otpfast init --upgrade``, the
-        servers' start): then it is migrated, and a warning names both versions."""
+        servers' start): then it is migrated, and a warning names both versions.
+        ``retry_for`` (the servers' start): a PostgreSQL store that cannot be reached is
+        tried again with back-off (0.5 s doubling to 8 s, each failure logged with its
+        cause) for up to that many seconds."""
         self._require()
         self.tighten()
         key = atrest.load_key(self.file(KEY_FILE))
         url = self.store_url()
         if url is not None:
-            store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
-                                  upgrade=upgrade, node=self.node_id())
+            give_up, pause = time.monotonic() + retry_for, 0.5
+            while True:
+                try:
+                    store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
+                                          upgrade=upgrade, node=self.node_id())
+                    break
+                except StoreUnavailable as exc:
+                    if time.monotonic() + pause > give_up:
+                        raise
+                    log.warning("%s; trying again in %.1f s", exc, pause)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 8.0)
         else:
             store = SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
                                 synchronous=synchronous, upgrade=upgrade)
@@ -263,18 +280,21 @@ class DataDir:
         with open(self.file(RSA_FILE), "rb") as fh:
             return serialization.load_pem_private_key(fh.read(), password=None)
 
-    def keyserver(self, clock=time.time, *, iterations: int | None = None, upgrade: bool = False):
+    def keyserver(self, clock=time.time, *, iterations: int | None = None, upgrade: bool = False,
+                  retry_for: float = 0.0):
         from .services.keyserver import KeyServer
         from .services.derivation import DEFAULT_ITERATIONS
 
-        return KeyServer(self.open_store(upgrade=upgrade), self.rsa_private_key(), clock=clock,
+        return KeyServer(self.open_store(upgrade=upgrade, retry_for=retry_for),
+                         self.rsa_private_key(), clock=clock,
                          iterations=DEFAULT_ITERATIONS if iterations is None else iterations)
 
     def distribution(self, clock=time.time, *, ttl: float | None = None,
-                     require_pin: bool = False, upgrade: bool = False):
+                     require_pin: bool = False, upgrade: bool = False, retry_for: float = 0.0):
         from .services.distribution import Distribution
 
-        return Distribution(self.open_store(upgrade=upgrade), clock=clock, ttl=ttl,
+        return Distribution(self.open_store(upgrade=upgrade, retry_for=retry_for), clock=clock,
+                            ttl=ttl,
                             require_pin=require_pin)
 
     def admin(self, clock=time.time):

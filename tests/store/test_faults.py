@@ -131,3 +131,26 @@ def test_fault_stopped_backend_is_cut_off_within_the_deadline(backend, store):
     assert store.account("alice").counter == 0
     with node.transaction(wait=False) as tx:        # a new session
         assert tx.advance_counter("alice", 0, 1)
+
+
+def test_fault_server_start_waits_for_the_store_with_back_off(backend, tmp_path, caplog):
+    """A node started while PostgreSQL is down tries again (logging the cause) instead of
+    exiting at once; it gives up with StoreUnavailable after retry_for seconds."""
+    import logging
+
+    from otpfast.datadir import DataDir
+    from otpfast.store import atrest
+
+    datadir = DataDir(str(tmp_path / "node"))
+    os.makedirs(datadir.path, mode=0o700)
+    for name, text in (("store.url", "postgresql://otpfast@127.0.0.1:1/otpfast\n"),
+                       ("at-rest.key", atrest.encode_key(backend.key) + "\n")):
+        fd = os.open(datadir.file(name), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, text.encode())
+        os.close(fd)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="otpfast.datadir"):
+        with pytest.raises(StoreUnavailable, match="Connection refused"):
+            datadir.open_store(retry_for=1.2)
+    assert 0.4 < time.monotonic() - started < 5
+    assert "trying again in 0.5 s" in caplog.text and "127.0.0.1:1" in caplog.text
