@@ -15,6 +15,8 @@ opening the store tightens a directory left looser, with a warning per fix):
                     one per chain of this node
     node.id         this node's name on a shared (PostgreSQL) store: its processes append
                     to audit chains of their own (never shared with another data dir)
+    store.primary   the newest primary (system identifier, timeline) this node wrote
+                    through: an older one (an old primary back after a failover) is refused
 """
 import datetime
 import hashlib
@@ -44,6 +46,7 @@ CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
 HEAD_FILE = "audit.head"
 NODE_FILE = "node.id"
+FENCE_FILE = "store.primary"
 STARTUP_RETRY = 120.0       # seconds a server's start waits for an unreachable store
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
 ENV_STORE_URL = "OTPFAST_STORE_URL"
@@ -189,7 +192,8 @@ class DataDir:
         if store_url is not None:
             # first: a database that is unreachable or holds another key's store leaves the
             # directory uninitialised
-            PostgresStore(store_url, key, head_path=self.file(HEAD_FILE), create=True).close()
+            PostgresStore(store_url, key, head_path=self.file(HEAD_FILE), create=True,
+                          fence_path=self.file(FENCE_FILE)).close()
             _write_private(self.file(STORE_URL_FILE), store_url.encode("utf-8") + b"\n")
         if not os.environ.get(atrest.ENV_VAR):
             _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
@@ -243,7 +247,8 @@ class DataDir:
             while True:
                 try:
                     store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
-                                          upgrade=upgrade, node=self.node_id())
+                                          upgrade=upgrade, node=self.node_id(),
+                                          fence_path=self.file(FENCE_FILE))
                     break
                 except StoreUnavailable as exc:
                     if time.monotonic() + pause > give_up:
