@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .errors import InvalidParameter, NotInitialised, StoreUnavailable
+from .errors import InvalidParameter, NotInitialised, StoreError, StoreUnavailable
 from .store import PostgresStore, SQLiteStore, Store, atrest, describe_url
 
 STORE_FILE = "store.db"
@@ -151,14 +151,25 @@ class DataDir:
         return f"sqlite file {self.file(STORE_FILE)}"
 
     def init(self, *, tls_cert: str | None = None, tls_key: str | None = None,
-             rsa_bits: int = 3072, store_url: str | None = None) -> str:
+             rsa_bits: int = 3072, store_url: str | None = None, join: bool = False,
+             key_file: str | None = None) -> str:
         """Create everything; returns the TLS fingerprint. Refuses an initialised dir.
         ``store_url`` (else $OTPFAST_STORE_URL) selects a PostgreSQL store instead of the
-        SQLite file; it is recorded in ``store.url`` (0600)."""
+        SQLite file; it is recorded in ``store.url`` (0600). ``join``: the store exists
+        already (another node created it) - this data dir becomes a new node of it, with
+        the store's at-rest key from ``key_file`` (a copy of the first node's at-rest.key)
+        or $OTPFAST_AT_REST_KEY, its own node id, and its own RSA and TLS keys (or the
+        --tls-cert/--tls-key given: one TLS identity for every node)."""
         if store_url is None:
             store_url = os.environ.get(ENV_STORE_URL) or None
         if store_url is not None and not store_url.startswith(URL_SCHEMES):
             raise InvalidParameter("store-url", "must be a postgresql://... URL")
+        if join and store_url is None:
+            raise InvalidParameter("join", "needs --store-url (the shared PostgreSQL store)")
+        if join and key_file is None and not os.environ.get(atrest.ENV_VAR):
+            raise InvalidParameter("join", "needs the store's at-rest key: --at-rest-key-file "
+                                   "(a copy of the first node's at-rest.key) or "
+                                   f"${atrest.ENV_VAR}")
         if rsa_bits < 2048:
             raise InvalidParameter("rsa-bits", "must be at least 2048")
         if (tls_cert is None) != (tls_key is None):
@@ -187,15 +198,41 @@ class DataDir:
                                                 serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption())
         rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
-        key = (atrest.decode_key(os.environ[atrest.ENV_VAR]) if os.environ.get(atrest.ENV_VAR)
-               else atrest.new_key())
+        if key_file is not None:
+            try:
+                key = atrest.load_key(key_file)
+            except (OSError, StoreError) as exc:
+                raise InvalidParameter("at-rest-key-file", str(exc)) from None
+        else:
+            key = (atrest.decode_key(os.environ[atrest.ENV_VAR])
+                   if os.environ.get(atrest.ENV_VAR) else atrest.new_key())
         if store_url is not None:
             # first: a database that is unreachable or holds another key's store leaves the
             # directory uninitialised
-            PostgresStore(store_url, key, head_path=self.file(HEAD_FILE), create=True,
-                          fence_path=self.file(FENCE_FILE)).close()
+            try:
+                store = PostgresStore(store_url, key, head_path=self.file(HEAD_FILE),
+                                      create=not join, node=self.node_id() if join else None,
+                                      fence_path=self.file(FENCE_FILE))
+                try:
+                    if join:
+                        store.adopt_head()
+                finally:
+                    store.close()
+            except StoreError as exc:
+                self._forget_node()
+                if not join and "does not match" in str(exc):
+                    raise StoreError(
+                        "this database holds an otpfast store already: to add a node, run "
+                        "`otpfast init --join --store-url URL --at-rest-key-file FILE` with "
+                        "a copy of the first node's at-rest.key") from None
+                if join and "no otpfast store" in str(exc):
+                    raise StoreError("no otpfast store in this database to join: run "
+                                     "`otpfast init --store-url URL` on the first node") from None
+                raise
+            if key_file is not None:
+                _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
             _write_private(self.file(STORE_URL_FILE), store_url.encode("utf-8") + b"\n")
-        if not os.environ.get(atrest.ENV_VAR):
+        if not os.environ.get(atrest.ENV_VAR) and not os.path.exists(self.file(KEY_FILE)):
             _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
         _write_private(self.file(RSA_FILE), rsa_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -264,6 +301,14 @@ class DataDir:
                         "versions cannot open it now", store.upgraded_from, store.schema_version(),
                         self.describe_store())
         return store
+
+    def _forget_node(self) -> None:
+        """A failed init leaves no node id, fence or head file behind."""
+        for name in (NODE_FILE, FENCE_FILE, HEAD_FILE):
+            try:
+                os.remove(self.file(name))
+            except FileNotFoundError:
+                pass
 
     def node_id(self) -> str:
         """This data dir's node name (created on first use: the host name and 8 random

@@ -441,6 +441,12 @@ class PostgresStore(SqlReads, Store):
             self._connections = alive
         return conn
 
+    def adopt_head(self) -> None:
+        """A node joining the store: its head file of chain 1 starts at chain 1's head as
+        the store has it now (the new node's first look; it checks from there on)."""
+        seq, digest = self._conn().execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        self._head_file.rewrite(int(seq), bytes(digest))
+
     def _connect_primary(self):
         """A session on the current primary: a standby (read-only) and a server the fence
         refuses are closed; a multi-host URL then tries each of its hosts in turn."""
