@@ -114,6 +114,9 @@ def test_failover_drill_no_double_accept_no_lost_accept_old_primary_fenced(repli
     for name in ACCOUNTS:
         admin.add_account(name, "hotp", secret=bytes.fromhex(KEY_HEX), lockout=100, window=50)
     setup.close()
+    # the standby alone: a clear "read-only standby" error, not a traceback
+    with pytest.raises(StoreUnavailable, match="read-only standby"):
+        PostgresStore(f"host=127.0.0.1 port={p2} dbname=otpfast_test user=otpfast", key)
     nodes = [PostgresStore(both, key, node=f"n{k}", statement_timeout_ms=2000,
                            head_path=str(tmp_path / f"n{k}.head"),
                            fence_path=str(tmp_path / f"n{k}.primary")) for k in range(2)]
@@ -178,4 +181,5 @@ def test_failover_drill_no_double_accept_no_lost_accept_old_primary_fenced(repli
         dist = Distribution(node, clock=time.time)
         assert dist.verify_many([VerifyItem(ACCOUNTS[0], _code(10_000), "drill")]) == [False]
         assert node._conn().info.port == p2
+        node.close()
     check.close()
