@@ -154,3 +154,32 @@ def test_fault_server_start_waits_for_the_store_with_back_off(backend, tmp_path,
             datadir.open_store(retry_for=1.2)
     assert 0.4 < time.monotonic() - started < 5
     assert "trying again in 0.5 s" in caplog.text and "127.0.0.1:1" in caplog.text
+
+
+def test_fault_read_only_standby_is_a_clear_error(backend, store, monkeypatch):
+    from otpfast.store import postgres
+
+    monkeypatch.setattr(postgres, "server_identity", lambda conn: (1, None))
+    with pytest.raises(StoreUnavailable, match="read-only standby.*target_session_attrs"):
+        backend.open()
+
+
+def test_fault_fence_refuses_an_older_timeline_and_another_cluster(backend, store, tmp_path):
+    """The node's record of the newest primary it wrote through (store.primary): a server
+    on an older timeline (an old primary back after a failover) or of another cluster is
+    refused before anything is written; the current one moves the record forward."""
+    from otpfast.store.postgres import server_identity
+
+    sysid, timeline = server_identity(store._conn())
+    fence = tmp_path / "store.primary"
+    backend.open(fence_path=str(fence)).close()
+    assert fence.read_text().split() == [str(sysid), str(timeline)]
+    fence.write_text(f"{sysid} {timeline + 1}\n")
+    with pytest.raises(StoreUnavailable, match="not the current primary"):
+        backend.open(fence_path=str(fence))
+    fence.write_text(f"{sysid + 1} {timeline}\n")
+    with pytest.raises(StoreUnavailable, match="another database cluster"):
+        backend.open(fence_path=str(fence))
+    fence.write_text(f"{sysid} {timeline - 1}\n")      # a promotion since: moves forward
+    backend.open(fence_path=str(fence)).close()
+    assert fence.read_text().split() == [str(sysid), str(timeline)]
