@@ -73,7 +73,15 @@ def _show_credential(kind: str, name, credential: str, data_dir) -> None:
               help="Do not create: upgrade the store schema of an existing data directory to "
                    "this otpfast's (other commands refuse an older store; the servers upgrade "
                    "it when they start).")
-def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade):
+@click.option("--join", is_flag=True,
+              help="Add a node to the existing PostgreSQL store of --store-url: this data dir "
+                   "gets the store's at-rest key (--at-rest-key-file), its own node id and its "
+                   "own RSA and TLS keys (or --tls-cert/--tls-key: one identity for all nodes).")
+@click.option("--at-rest-key-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --join: a copy of the first node's at-rest.key (bring it over a "
+                   "secure channel; keep it mode 0600), or set $OTPFAST_AT_REST_KEY.")
+def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade, join,
+                 at_rest_key_file):
     """Create the data directory: store, at-rest key, RSA key pair, TLS certificate.
     Prints the TLS fingerprint that clients pin."""
     dd = DataDir.resolve(data_dir)
@@ -83,14 +91,16 @@ def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade):
         _upgrade(dd)
         return
     try:
+        if at_rest_key_file is not None and not join:
+            raise InvalidParameter("at-rest-key-file", "goes with --join")
         fingerprint = dd.init(tls_cert=tls_cert, tls_key=tls_key, rsa_bits=rsa_bits,
-                              store_url=store_url or None)
+                              store_url=store_url or None, join=join, key_file=at_rest_key_file)
     except InvalidParameter as exc:
         raise bad_parameter(exc) from None
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(fingerprint)
-    click.echo(f"initialised {dd.path}", err=True)
+    click.echo(f"initialised {dd.path}" + (f" (node {dd.node_id()})" if join else ""), err=True)
     click.echo(f"store: {dd.describe_store()}", err=True)
 
 

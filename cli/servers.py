@@ -257,7 +257,7 @@ def keyserver(listen, data_dir, limits, verbose, log_format, failures_per_source
     datadir = open_datadir(data_dir)
 
     async def main():
-        service = datadir.keyserver(upgrade=True)
+        service = datadir.keyserver(upgrade=True, retry_for=datadir.STARTUP_RETRY)
         service.set_failure_limits(failures_per_source)
         identity = tls.ServerIdentity(datadir)
         server = await _binding("listen", serve_keyserver(service, identity.context, host, port, limits=limits))
@@ -423,7 +423,8 @@ def distserver(listen, data_dir, limits, verbose, log_format, radius, ttl, worke
         async def start(verifier, identity, sock):
             return await serve_distribution(verifier, identity.context, host, port, limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True,
+                                                        retry_for=datadir.STARTUP_RETRY),
                                start, radius, worker, http=http, limits=limits,
                                failures=(failures_per_source, failures_per_client))
 
@@ -450,13 +451,14 @@ def serve(listen, data_dir, limits, verbose, log_format, radius, ttl, workers, r
     datadir = open_datadir(data_dir)
 
     async def worker_main(*worker):
-        keyserver_service = datadir.keyserver(upgrade=True)
+        keyserver_service = datadir.keyserver(upgrade=True, retry_for=datadir.STARTUP_RETRY)
 
         async def start(verifier, identity, sock):
             return await serve_combined(keyserver_service, verifier, identity.context, host, port,
                                         limits=limits, sock=sock)
 
-        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True),
+        await _serve_verifying(datadir, datadir.distribution(ttl=ttl, require_pin=require_pin, upgrade=True,
+                                                        retry_for=datadir.STARTUP_RETRY),
                                start, radius, worker, keyserver=keyserver_service, http=http, limits=limits,
                                failures=(failures_per_source, failures_per_client))
 

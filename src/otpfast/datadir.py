@@ -15,6 +15,8 @@ opening the store tightens a directory left looser, with a warning per fix):
                     one per chain of this node
     node.id         this node's name on a shared (PostgreSQL) store: its processes append
                     to audit chains of their own (never shared with another data dir)
+    store.primary   the newest primary (system identifier, timeline) this node wrote
+                    through: an older one (an old primary back after a failover) is refused
     shares.db       a share server's shares and counters (tprf tokens; otpfast.store.shares)
 """
 import datetime
@@ -34,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .errors import InvalidParameter, NotInitialised
+from .errors import InvalidParameter, NotInitialised, StoreError, StoreUnavailable
 from .store import PostgresStore, SQLiteStore, Store, atrest, describe_url
 
 STORE_FILE = "store.db"
@@ -45,6 +47,8 @@ CERT_FILE = "tls.crt"
 TLS_KEY_FILE = "tls.key"
 HEAD_FILE = "audit.head"
 NODE_FILE = "node.id"
+FENCE_FILE = "store.primary"
+STARTUP_RETRY = 120.0       # seconds a server's start waits for an unreachable store
 ENV_DATA_DIR = "OTPFAST_DATA_DIR"
 ENV_STORE_URL = "OTPFAST_STORE_URL"
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -104,6 +108,8 @@ def _self_signed(key) -> x509.Certificate:
 
 
 class DataDir:
+    STARTUP_RETRY = STARTUP_RETRY
+
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
 
@@ -146,14 +152,25 @@ class DataDir:
         return f"sqlite file {self.file(STORE_FILE)}"
 
     def init(self, *, tls_cert: str | None = None, tls_key: str | None = None,
-             rsa_bits: int = 3072, store_url: str | None = None) -> str:
+             rsa_bits: int = 3072, store_url: str | None = None, join: bool = False,
+             key_file: str | None = None) -> str:
         """Create everything; returns the TLS fingerprint. Refuses an initialised dir.
         ``store_url`` (else $OTPFAST_STORE_URL) selects a PostgreSQL store instead of the
-        SQLite file; it is recorded in ``store.url`` (0600)."""
+        SQLite file; it is recorded in ``store.url`` (0600). ``join``: the store exists
+        already (another node created it) - this data dir becomes a new node of it, with
+        the store's at-rest key from ``key_file`` (a copy of the first node's at-rest.key)
+        or $OTPFAST_AT_REST_KEY, its own node id, and its own RSA and TLS keys (or the
+        --tls-cert/--tls-key given: one TLS identity for every node)."""
         if store_url is None:
             store_url = os.environ.get(ENV_STORE_URL) or None
         if store_url is not None and not store_url.startswith(URL_SCHEMES):
             raise InvalidParameter("store-url", "must be a postgresql://... URL")
+        if join and store_url is None:
+            raise InvalidParameter("join", "needs --store-url (the shared PostgreSQL store)")
+        if join and key_file is None and not os.environ.get(atrest.ENV_VAR):
+            raise InvalidParameter("join", "needs the store's at-rest key: --at-rest-key-file "
+                                   "(a copy of the first node's at-rest.key) or "
+                                   f"${atrest.ENV_VAR}")
         if rsa_bits < 2048:
             raise InvalidParameter("rsa-bits", "must be at least 2048")
         if (tls_cert is None) != (tls_key is None):
@@ -182,14 +199,41 @@ class DataDir:
                                                 serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption())
         rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
-        key = (atrest.decode_key(os.environ[atrest.ENV_VAR]) if os.environ.get(atrest.ENV_VAR)
-               else atrest.new_key())
+        if key_file is not None:
+            try:
+                key = atrest.load_key(key_file)
+            except (OSError, StoreError) as exc:
+                raise InvalidParameter("at-rest-key-file", str(exc)) from None
+        else:
+            key = (atrest.decode_key(os.environ[atrest.ENV_VAR])
+                   if os.environ.get(atrest.ENV_VAR) else atrest.new_key())
         if store_url is not None:
             # first: a database that is unreachable or holds another key's store leaves the
             # directory uninitialised
-            PostgresStore(store_url, key, head_path=self.file(HEAD_FILE), create=True).close()
+            try:
+                store = PostgresStore(store_url, key, head_path=self.file(HEAD_FILE),
+                                      create=not join, node=self.node_id() if join else None,
+                                      fence_path=self.file(FENCE_FILE))
+                try:
+                    if join:
+                        store.adopt_head()
+                finally:
+                    store.close()
+            except StoreError as exc:
+                self._forget_node()
+                if not join and "does not match" in str(exc):
+                    raise StoreError(
+                        "this database holds an otpfast store already: to add a node, run "
+                        "`otpfast init --join --store-url URL --at-rest-key-file FILE` with "
+                        "a copy of the first node's at-rest.key") from None
+                if join and "no otpfast store" in str(exc):
+                    raise StoreError("no otpfast store in this database to join: run "
+                                     "`otpfast init --store-url URL` on the first node") from None
+                raise
+            if key_file is not None:
+                _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
             _write_private(self.file(STORE_URL_FILE), store_url.encode("utf-8") + b"\n")
-        if not os.environ.get(atrest.ENV_VAR):
+        if not os.environ.get(atrest.ENV_VAR) and not os.path.exists(self.file(KEY_FILE)):
             _write_private(self.file(KEY_FILE), atrest.encode_key(key).encode() + b"\n")
         _write_private(self.file(RSA_FILE), rsa_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -230,12 +274,16 @@ class DataDir:
         context.load_cert_chain(self.file(CERT_FILE), self.file(TLS_KEY_FILE))
         return context
 
-    def open_store(self, *, synchronous: str = "FULL", upgrade: bool = False) -> Store:
+    def open_store(self, *, synchronous: str = "FULL", upgrade: bool = False,
+                   retry_for: float = 0.0) -> Store:
         """The PostgreSQL store recorded in ``store.url``, else the SQLite file
         (``synchronous`` applies to SQLite; PostgreSQL commits are always durable).
         Tightens a loose data directory first (see ``tighten``). A store with an older
         schema raises StoreOutdated unless ``upgrade`` (``otpfast init --upgrade``, the
-        servers' start): then it is migrated, and a warning names both versions."""
+        servers' start): then it is migrated, and a warning names both versions.
+        ``retry_for`` (the servers' start): a PostgreSQL store that cannot be reached is
+        tried again with back-off (0.5 s doubling to 8 s, each failure logged with its
+        cause) for up to that many seconds."""
         self._require()
         self.tighten()
         if os.path.exists(self.file(KEY_FILE) + ".new"):     # an interrupted `rotate at-rest`
@@ -244,8 +292,19 @@ class DataDir:
         key = atrest.load_key(self.file(KEY_FILE))
         url = self.store_url()
         if url is not None:
-            store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
-                                  upgrade=upgrade, node=self.node_id())
+            give_up, pause = time.monotonic() + retry_for, 0.5
+            while True:
+                try:
+                    store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
+                                          upgrade=upgrade, node=self.node_id(),
+                                          fence_path=self.file(FENCE_FILE))
+                    break
+                except StoreUnavailable as exc:
+                    if time.monotonic() + pause > give_up:
+                        raise
+                    log.warning("%s; trying again in %.1f s", exc, pause)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 8.0)
         else:
             store = SQLiteStore(self.file(STORE_FILE), key, head_path=self.file(HEAD_FILE),
                                 synchronous=synchronous, upgrade=upgrade)
@@ -254,6 +313,14 @@ class DataDir:
                         "versions cannot open it now", store.upgraded_from, store.schema_version(),
                         self.describe_store())
         return store
+
+    def _forget_node(self) -> None:
+        """A failed init leaves no node id, fence or head file behind."""
+        for name in (NODE_FILE, FENCE_FILE, HEAD_FILE):
+            try:
+                os.remove(self.file(name))
+            except FileNotFoundError:
+                pass
 
     def node_id(self) -> str:
         """This data dir's node name (created on first use: the host name and 8 random
@@ -275,18 +342,21 @@ class DataDir:
         with open(self.file(RSA_FILE), "rb") as fh:
             return serialization.load_pem_private_key(fh.read(), password=None)
 
-    def keyserver(self, clock=time.time, *, iterations: int | None = None, upgrade: bool = False):
+    def keyserver(self, clock=time.time, *, iterations: int | None = None, upgrade: bool = False,
+                  retry_for: float = 0.0):
         from .services.keyserver import KeyServer
         from .services.derivation import DEFAULT_ITERATIONS
 
-        return KeyServer(self.open_store(upgrade=upgrade), self.rsa_private_key(), clock=clock,
+        return KeyServer(self.open_store(upgrade=upgrade, retry_for=retry_for),
+                         self.rsa_private_key(), clock=clock,
                          iterations=DEFAULT_ITERATIONS if iterations is None else iterations)
 
     def distribution(self, clock=time.time, *, ttl: float | None = None,
-                     require_pin: bool = False, upgrade: bool = False):
+                     require_pin: bool = False, upgrade: bool = False, retry_for: float = 0.0):
         from .services.distribution import Distribution
 
-        return Distribution(self.open_store(upgrade=upgrade), clock=clock, ttl=ttl,
+        return Distribution(self.open_store(upgrade=upgrade, retry_for=retry_for), clock=clock,
+                            ttl=ttl,
                             require_pin=require_pin)
 
     def share_server(self, clock=time.time, *, synchronous: str = "FULL"):

@@ -91,3 +91,8 @@ class StoreUnavailable(StoreError):
     def __init__(self, message, committed=False):
         super().__init__(message)
         self.committed = committed
+
+
+class TryAgain(OtpfastError):
+    """The server could not decide now (its store is unavailable); nothing was accepted:
+    ask again, here or at another server."""

@@ -96,6 +96,7 @@ class FakeDistribution:
         self.threads = set()
         self.lock = threading.Lock()
         self.fail_next_batch = False
+        self.unavailable = []           # StoreUnavailable.committed of the next batches' failures
         self.sources = set()
 
     def authenticate(self, exchange, proof, *, source="-"):
@@ -133,6 +134,9 @@ class FakeDistribution:
         if self.fail_next_batch:
             self.fail_next_batch = False
             raise RuntimeError("disk full")
+        if self.unavailable:
+            from otpfast.errors import StoreUnavailable
+            raise StoreUnavailable("the store is unreachable", committed=self.unavailable.pop(0))
         self.batches.append(len(items))
         self.sources.update(item.source for item in items)
         out = []

@@ -73,6 +73,29 @@ def test_distribution_request_verify_replay(start, run):
     run(main)
 
 
+def test_store_unavailable_is_try_again_not_a_refusal(start, run):
+    """Issue 12: a batch the store could not decide is TryAgain on the wire (the client
+    raises errors.TryAgain, the connection stays open), distinct from Reject and Error; a
+    batch the store says it did not commit is retried once on the server first."""
+    from otpfast.errors import TryAgain
+
+    async def main():
+        async with start(kind="distribution") as running:
+            async with running.connect() as phone:
+                await phone.authenticate(*PHONE)
+                first = (await phone.request("alice")).otp
+                second = (await phone.request("alice")).otp
+            async with running.connect() as verifier:
+                await verifier.authenticate(*VERIFIER)
+                running.distribution.unavailable = [None]       # outcome unknown: no retry
+                with pytest.raises(TryAgain):
+                    await verifier.verify("alice", first)
+                assert await verifier.verify("alice", first) is True    # same connection
+                running.distribution.unavailable = [False]      # not committed: retried
+                assert await verifier.verify("alice", second) is True
+    run(main)
+
+
 @pytest.mark.parametrize("kind", ["combined", "distribution"])
 def test_verifications_name_the_peer_address_as_source(start, run, kind):
     """The source is what throttling counts failures against (services.policy)."""

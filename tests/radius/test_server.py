@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from otpfast.errors import InvalidParameter
+from otpfast.errors import InvalidParameter, StoreUnavailable
 from otpfast.radius.config import RadiusClients, RadiusConfig, parse_host_port, read_secret_file
 
 SECRET = b"radius-test-secret"
@@ -218,16 +218,30 @@ def test_unknown_client_dropped(start_front_end, radius_client, fake_verify, tmp
     assert verify.calls == []
 
 
-def test_verify_error_is_a_reject(start_front_end, radius_client, udp, caplog):
-    async def broken(account, otp, source):
-        raise RuntimeError("store unavailable")
+def test_verify_error_sends_no_reply_and_a_retransmission_is_verified(start_front_end,
+                                                                     radius_client, udp, caplog):
+    """Issue 12: a store failure is no Reject (that says "wrong OTP"): no reply at all, so
+    the client retries (here or at another server); its retransmission is verified afresh."""
+    calls = []
 
-    fe = start_front_end(broken)
+    async def flaky(account, otp, source):
+        calls.append(account)
+        if len(calls) == 1:
+            raise StoreUnavailable("store unavailable")
+        return True
+
+    fe = start_front_end(flaky)
     pkt, raw = radius_client.request("kim", OTP)
-    with caplog.at_level(logging.ERROR, logger="otpfast.radius"):
-        assert radius_client.check_reply(pkt, udp(fe.udp_address, raw)) == 3
-    assert fe.counters["verify_errors"] == 1
-    assert OTP not in caplog.text
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with caplog.at_level(logging.ERROR, logger="otpfast.radius"):
+            assert udp(fe.udp_address, raw, timeout=0.5, sock=sock) is None
+        assert fe.counters["verify_errors"] == 1
+        assert "store unavailable" in caplog.text and OTP not in caplog.text
+        assert radius_client.check_reply(pkt, udp(fe.udp_address, raw, sock=sock)) == 2
+    finally:
+        sock.close()
+    assert calls == ["kim", "kim"]
 
 
 def _bad_udp_packets(radius_client, password):

@@ -131,3 +131,55 @@ def test_fault_stopped_backend_is_cut_off_within_the_deadline(backend, store):
     assert store.account("alice").counter == 0
     with node.transaction(wait=False) as tx:        # a new session
         assert tx.advance_counter("alice", 0, 1)
+
+
+def test_fault_server_start_waits_for_the_store_with_back_off(backend, tmp_path, caplog):
+    """A node started while PostgreSQL is down tries again (logging the cause) instead of
+    exiting at once; it gives up with StoreUnavailable after retry_for seconds."""
+    import logging
+
+    from otpfast.datadir import DataDir
+    from otpfast.store import atrest
+
+    datadir = DataDir(str(tmp_path / "node"))
+    os.makedirs(datadir.path, mode=0o700)
+    for name, text in (("store.url", "postgresql://otpfast@127.0.0.1:1/otpfast\n"),
+                       ("at-rest.key", atrest.encode_key(backend.key) + "\n")):
+        fd = os.open(datadir.file(name), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, text.encode())
+        os.close(fd)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="otpfast.datadir"):
+        with pytest.raises(StoreUnavailable, match="Connection refused"):
+            datadir.open_store(retry_for=1.2)
+    assert 0.4 < time.monotonic() - started < 5
+    assert "trying again in 0.5 s" in caplog.text and "127.0.0.1:1" in caplog.text
+
+
+def test_fault_read_only_standby_is_a_clear_error(backend, store, monkeypatch):
+    from otpfast.store import postgres
+
+    monkeypatch.setattr(postgres, "server_identity", lambda conn: (1, None))
+    with pytest.raises(StoreUnavailable, match="read-only standby.*target_session_attrs"):
+        backend.open()
+
+
+def test_fault_fence_refuses_an_older_timeline_and_another_cluster(backend, store, tmp_path):
+    """The node's record of the newest primary it wrote through (store.primary): a server
+    on an older timeline (an old primary back after a failover) or of another cluster is
+    refused before anything is written; the current one moves the record forward."""
+    from otpfast.store.postgres import server_identity
+
+    sysid, timeline = server_identity(store._conn())
+    fence = tmp_path / "store.primary"
+    backend.open(fence_path=str(fence)).close()
+    assert fence.read_text().split() == [str(sysid), str(timeline)]
+    fence.write_text(f"{sysid} {timeline + 1}\n")
+    with pytest.raises(StoreUnavailable, match="not the current primary"):
+        backend.open(fence_path=str(fence))
+    fence.write_text(f"{sysid + 1} {timeline}\n")
+    with pytest.raises(StoreUnavailable, match="another database cluster"):
+        backend.open(fence_path=str(fence))
+    fence.write_text(f"{sysid} {timeline - 1}\n")      # a promotion since: moves forward
+    backend.open(fence_path=str(fence)).close()
+    assert fence.read_text().split() == [str(sysid), str(timeline)]

@@ -25,7 +25,7 @@ import os
 import socket
 from collections import deque
 
-from ..errors import ProtocolError, Refused
+from ..errors import OtpfastError, ProtocolError, Refused
 from ..protocol._connection import CONNECTION_CLOSED, NEED_DATA, SERVER
 from ..protocol.messages import Error
 from .address import format_address
@@ -105,8 +105,9 @@ class Reply:
 
 
 def _error_for(exc):
-    if not isinstance(exc, Refused):
-        log.error("service call failed: %s", type(exc).__name__)
+    if not isinstance(exc, Refused):     # otpfast's own messages name the cause, no secret
+        log.error("service call failed: %s", f"{type(exc).__name__}: {exc}"
+                  if isinstance(exc, OtpfastError) else type(exc).__name__)
     return Error()
 
 

@@ -9,11 +9,12 @@ import contextlib
 import dataclasses
 import hmac
 
+from .. import errors
 from ..errors import InvalidParameter, LocalProtocolError, ProtocolError, Refused, RemoteProtocolError
 from ..protocol import combined
 from ..protocol._connection import CLIENT, CONNECTION_CLOSED, IDLE, NEED_DATA
 from ..protocol.messages import (Accept, AuthProof, AuthStart, Contribute, Error, Hello, Request,
-                                 TranscriptRequest, Verify)
+                                 TranscriptRequest, TryAgain, Verify)
 from ..services import credentials, masking
 from . import tls
 from .address import format_address
@@ -122,12 +123,14 @@ class Client:
     async def verify(self, account, otp):
         """True if the server accepted the OTP (it is used up then), False if rejected."""
         await self._send(Verify(account, otp))
-        return type(await self._receive()) is Accept
+        return _verdict(await self._receive())
 
     async def verify_many(self, items):
-        """Pipeline ``[(account, otp), ...]``; return the verdicts in order."""
+        """Pipeline ``[(account, otp), ...]``; return the verdicts in order (TryAgain if
+        the server could not decide one: after reading every reply)."""
         await self._send(*(Verify(account, otp) for account, otp in items))
-        return [type(await self._receive()) is Accept for _ in items]
+        replies = [await self._receive() for _ in items]
+        return [_verdict(reply) for reply in replies]
 
     async def aclose(self):
         self._writer.close()
@@ -170,3 +173,10 @@ async def connect(host, port, *, pin=None, known_servers=None, on_first_use=None
         yield client
     finally:
         await client.aclose()
+
+
+def _verdict(reply) -> bool:
+    if type(reply) is TryAgain:
+        raise errors.TryAgain("the server could not decide now (its store is unavailable): "
+                              "try again")
+    return type(reply) is Accept

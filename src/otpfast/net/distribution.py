@@ -1,8 +1,11 @@
 """Distribution server over the network: AuthStart -> Challenge, AuthProof -> AuthOk, then
-Request -> Issued, Verify -> Accept/Reject."""
+Request -> Issued, Verify -> Accept/Reject (TryAgain when the store could not decide)."""
 import time
+
 from ..protocol import distribution as distribution_protocol
-from ..protocol.messages import Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request, Verify
+from ..errors import StoreError
+from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request,
+                                 TryAgain, Verify)
 from ..services import credentials
 from . import tls
 from ._auth import Authentication, peer_host
@@ -10,6 +13,7 @@ from ._stream import Reply, ServerLimits, start_server
 
 _ACCEPT = Accept()
 _REJECT = Reject()
+_TRY_AGAIN = TryAgain()
 
 
 def _issued(issued):
@@ -53,6 +57,9 @@ class DistributionHandler:
             def done(ok, exc):
                 if exc is not None:
                     decided(None, started)
+                if isinstance(exc, StoreError):   # unreachable, timed out: nothing accepted
+                    reply.convert = lambda _: _TRY_AGAIN
+                    return reply(None, None)
                 return reply(ok, exc)
 
             reply = Reply.waiting(verdict)

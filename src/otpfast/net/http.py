@@ -228,7 +228,7 @@ class HttpHandler:
 
         def decided(ok, exc):
             if exc is not None:
-                log.error("verification batch failed: %s", type(exc).__name__)
+                log.error("verification batch failed (503): %s", exc)
                 return reply(_FAILED, None)
             return reply(ok, None)
 

@@ -30,7 +30,7 @@ import concurrent.futures
 import logging
 import time
 
-from ..errors import StoreBusy
+from ..errors import StoreBusy, StoreUnavailable
 from ..services.distribution import VerifyItem
 from .metrics import Metrics
 
@@ -136,7 +136,7 @@ class AsyncVerifier:
             try:
                 self.distribution.flush_refusals(everything=True)
             except Exception as exc:  # the server stops anyway; say what was not written
-                log.error("writing queued refusal entries failed: %s", type(exc).__name__)
+                log.error("writing queued refusal entries failed: %s", _cause(exc))
             if self._handoff is not None and self._loop is not None:
                 self._loop.remove_reader(self._handoff.fileno())
             if self._syncing is not None or self._unsynced:
@@ -174,8 +174,7 @@ class AsyncVerifier:
         False and another writer holds the store."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         try:
-            results = self.distribution.verify_many([item for item, _target in batch], wait=wait,
-                                                    durable=self._sync is None)
+            results = self._verify_many([item for item, _target in batch], wait)
             if len(results) != len(batch):
                 raise RuntimeError("verify_many returned a wrong number of results")
             outcome = [(target, bool(ok), None) for (_item, target), ok in zip(batch, results)]
@@ -183,7 +182,7 @@ class AsyncVerifier:
             self.busy += 1
             return False
         except Exception as exc:  # the batch failed as a whole: nothing was accepted
-            log.error("verification batch failed: %s", type(exc).__name__)
+            log.error("verification batch of %d failed: %s", len(batch), _cause(exc))
             self.metrics.store_errors["verify"].inc()
             outcome = [(target, None, exc) for _item, target in batch]
         if self._handoff is not None:
@@ -201,6 +200,19 @@ class AsyncVerifier:
                 self._start_sync()
         return True
 
+    def _verify_many(self, items, wait):
+        """verify_many, tried once more on a fresh session if the store failed and nothing
+        was committed (StoreUnavailable.committed is False); an unknown outcome is never
+        retried (the front ends answer "try again")."""
+        try:
+            return self.distribution.verify_many(items, wait=wait, durable=self._sync is None)
+        except StoreUnavailable as exc:
+            if exc.committed is not False:
+                raise
+            log.warning("verification batch of %d not committed, retrying once: %s",
+                        len(items), exc)
+        return self.distribution.verify_many(items, wait=wait, durable=self._sync is None)
+
     # -- refusal entries not taken by a batch ------------------------------------------------
     def _schedule_refusal_flush(self):
         if (self._refusal_timer is None and self._loop is not None and not self._closed
@@ -214,7 +226,7 @@ class AsyncVerifier:
         except StoreBusy:       # another writer: the next timer tries again
             written = 0
         except Exception as exc:  # kept queued; the next timer tries again
-            log.error("writing queued refusal entries failed: %s", type(exc).__name__)
+            log.error("writing queued refusal entries failed: %s", _cause(exc))
             self.metrics.store_errors["audit_flush"].inc()
             written = 0
         if written and self._sync is not None and self._syncing is None:
@@ -246,7 +258,7 @@ class AsyncVerifier:
         """Resolve ``outcome`` once its sync ended: as decided, or every target failed if the
         sync failed (nothing may be answered that the disk might not hold)."""
         if failure is not None:
-            log.error("making verifications durable failed: %s", type(failure).__name__)
+            log.error("making verifications durable failed: %s", _cause(failure))
             outcome = [(target, None, failure) for target, _ok, _exc in outcome]
         _resolve_all(outcome)
 
@@ -271,6 +283,13 @@ class AsyncVerifier:
         return (f"verifier: {s['verified']} verifications in {s['batches']} batches "
                 f"(mean {s['mean_batch']:.1f}, {s['busy']} waits for the write lock); batch time p50 {wall['p50']:.2f} ms p99 {wall['p99']:.2f} ms "
                 f"max {wall['max']:.2f} ms; CPU per batch p50 {cpu['p50']:.2f} ms p99 {cpu['p99']:.2f} ms")
+
+
+def _cause(exc):
+    """An exception for the log: its class and what it says (the store's messages name
+    the server and the reason)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def percentile(values, q):

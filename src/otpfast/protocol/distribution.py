@@ -1,9 +1,10 @@
 """Distribution-server conversation: AuthStart -> Challenge, AuthProof -> AuthOk, then
-Request -> Issued and Verify -> Accept | Reject, pipelined, replies in request order."""
+Request -> Issued and Verify -> Accept | Reject | TryAgain, pipelined, replies in request order."""
 from ._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA, SERVER, Connection as _Connection
-from .messages import Accept, AuthOk, AuthProof, AuthStart, Challenge, Issued, Reject, Request, Verify
+from .messages import (Accept, AuthOk, AuthProof, AuthStart, Challenge, Issued, Reject, Request,
+                       TryAgain, Verify)
 
-REQUESTS = {AuthProof: (AuthOk,), Request: (Issued,), Verify: (Accept, Reject)}
+REQUESTS = {AuthProof: (AuthOk,), Request: (Issued,), Verify: (Accept, Reject, TryAgain)}
 CONVERSATION = {AuthStart: ((Challenge,), REQUESTS)}
 
 __all__ = ["CLIENT", "SERVER", "NEED_DATA", "CONNECTION_CLOSED", "CONVERSATION", "Connection"]

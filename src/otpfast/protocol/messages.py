@@ -249,7 +249,16 @@ class CeremonyReply:
     FIELDS = (("body", "bytes", CEREMONY_LIMIT), ("signature", "bytes", SIGNATURE_LIMIT))
 
 
+@dataclass(frozen=True, slots=True)
+class TryAgain:
+    """Distribution server -> client, the reply to a Verify: the server's store could not
+    decide it now (unreachable, timed out); nothing was accepted. Ask again, here or at
+    another server. Not a refusal: the connection stays open."""
+    TYPE = 25
+    FIELDS = ()
+
+
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
     Hello, PublicKey, Contribute, Receipt, AuthOk, Request, Issued, Verify, Accept, Reject, Error,
     AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript, ShareStatus, ShareState,
-    Evaluate, Partial, Outcome, CeremonyStep, CeremonyReply)}
+    Evaluate, Partial, Outcome, CeremonyStep, CeremonyReply, TryAgain)}

@@ -278,9 +278,17 @@ class RadiusFrontEnd:
         if future.cancelled():
             self.counters["verify_errors"] += 1
         elif future.exception() is not None:
+            # the store failed (unreachable, timed out): no reply at all, so the client
+            # retries, here or at another server - a Reject would say "wrong OTP"
             self.counters["verify_errors"] += 1
-            logger.error("RADIUS verify failed for account %r: %s", account,
-                         type(future.exception()).__name__)
+            logger.error("RADIUS verify failed for account %r (no reply sent): %s", account,
+                         future.exception())
+            self._cache.pop(key, None)          # a retransmission is verified afresh
+            waiters, entry.waiters = entry.waiters, []
+            if key[0] != "udp":
+                for send in waiters:            # frees the stream's slot, writes nothing
+                    send(b"")
+            return
         else:
             accepted = future.result() is True
             refused = not accepted

@@ -34,6 +34,7 @@ the URL must exist; the schema lives in the first schema of the connection's
 import contextlib
 import functools
 import hmac
+import logging
 import os
 import re
 import threading
@@ -146,6 +147,7 @@ NO_WAIT_LOCK_TIMEOUT_MS = 50    # transaction(wait=False): how long a table lock
 MIGRATION_LOCK = 0x6F7470666173
 SYNCHRONOUS_COMMIT = ("on", "remote_apply", "remote_write", "local")
 AUDIT_PAGE = 5000
+_log = logging.getLogger("otpfast.store")
 
 # The driver, imported on first use: it is an optional extra, and importing it loads asyncio,
 # which the store layer must not pull in at import time (tests/test_imports.py).
@@ -224,6 +226,85 @@ def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 
     return conn
 
 
+def server_identity(conn) -> tuple[int, int | None]:
+    """(system identifier, timeline) of the server: the identifier of its cluster (a
+    physical standby shares it) and its current timeline (each promotion starts a new one);
+    the timeline is None on a standby (read-only, in recovery)."""
+    row = conn.execute("SELECT (SELECT system_identifier FROM pg_control_system()),"
+                       " CASE WHEN pg_is_in_recovery() THEN NULL"
+                       " ELSE pg_walfile_name(pg_current_wal_lsn()) END").fetchone()
+    return int(row[0]), None if row[1] is None else int(row[1][:8], 16)
+
+
+class Fence:
+    """The newest primary (system identifier, timeline) this node has written through,
+    kept in a file of its data dir (``store.primary``) and in memory: a server of another
+    cluster, or of an older timeline (an old primary that came back after a failover,
+    not rewound), is refused before anything is written through it; a newer timeline (a
+    promotion) moves the fence forward."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._known = self._read()
+
+    def _read(self):
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, encoding="ascii") as fh:
+                sysid, timeline = fh.read().split()
+            return int(sysid), int(timeline)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            raise StoreError(f"{self.path} is damaged (expected '<system id> <timeline>'): "
+                             "remove it if the store's current primary is right") from None
+
+    def check(self, sysid: int, timeline: int, where: str) -> None:
+        with self._lock:
+            known = self._known
+            if known is not None and sysid != known[0]:
+                raise StoreUnavailable(
+                    f"{where} belongs to another database cluster (system identifier {sysid},"
+                    f" this node wrote through {known[0]}): refused; if the store was restored"
+                    f" there on purpose, remove {self.path or 'the fence'} and start again")
+            if known is not None and timeline < known[1]:
+                raise StoreUnavailable(
+                    f"{where} is not the current primary: it is on timeline {timeline}, this "
+                    f"node already wrote through timeline {known[1]} (an old primary back "
+                    "after a failover?): refused")
+            if known != (sysid, timeline):
+                self._known = (sysid, timeline)
+                if self.path is not None:
+                    temporary = f"{self.path}.tmp"
+                    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w", encoding="ascii") as fh:
+                        fh.write(f"{sysid} {timeline}\n")
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(temporary, self.path)
+
+
+def _single_host_urls(url: str) -> list[str]:
+    """The URL once per host of a multi-host URL (``host=a,b port=1,2``), in order."""
+    driver = _driver()
+    info = driver.conninfo.conninfo_to_dict(url)
+    hosts = str(info.get("host") or "").split(",")
+    if len(hosts) < 2:
+        return []
+    ports = str(info.get("port") or "").split(",")
+    ports = ports if len(ports) == len(hosts) else ports[:1] * len(hosts)
+    out = []
+    for host, port in zip(hosts, ports):
+        single = {**info, "host": host}
+        single.pop("hostaddr", None)
+        if port:
+            single["port"] = port
+        out.append(driver.conninfo.make_conninfo(**single))
+    return out
+
+
 def _current_version(conn) -> int:
     if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
         return 0
@@ -291,7 +372,11 @@ class PostgresStore(SqlReads, Store):
     at-rest key; ``head_path`` (optional) a file outside the database mirroring the audit
     head this process wrote (a chain point; several machines may each keep their own). An
     older schema is migrated unless ``upgrade=False`` (then StoreOutdated); ``upgraded_from``:
-    the version it was, or None."""
+    the version it was, or None. ``node``: this node's name (its processes append to audit
+    chains of their own; None: chain 1, shared). ``fence_path``: the node's record of the
+    newest primary it wrote through (Fence). Every session's waits are bounded:
+    ``lock_timeout_ms``, ``statement_timeout_ms``, ``idle_timeout_ms`` (idle in a
+    transaction), TCP keepalives, and a watchdog for a server that stops answering."""
 
     _sql = staticmethod(_pyformat)
     _FOR_UPDATE = " FOR UPDATE"
@@ -299,7 +384,8 @@ class PostgresStore(SqlReads, Store):
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
                  statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
-                 create: bool = False, upgrade: bool = True, node: str | None = None):
+                 create: bool = False, upgrade: bool = True, node: str | None = None,
+                 fence_path: str | None = None):
         self._url = url
         self.node = node
         # a server batch (wait=False) still running this long is cut off (a stopped server
@@ -322,6 +408,8 @@ class PostgresStore(SqlReads, Store):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._head_file = HeadFile(head_path, self.keys.head_mac)
+        self._fence = Fence(fence_path)
+        self._replication_checked = False
         self._decoder = AccountDecoder(self.keys)
         self._used_issued: set = set()      # issued rows this process marked used
         conn = self._conn()
@@ -352,7 +440,7 @@ class PostgresStore(SqlReads, Store):
         conn = getattr(self._local, "conn", None)
         if conn is not None and not conn.closed and not conn.broken:
             return conn
-        conn = connect(self._url, **self._settings)
+        conn = self._connect_primary()
         self._local.conn = conn
         with self._lock:
             alive = []
@@ -363,6 +451,45 @@ class PostgresStore(SqlReads, Store):
                     old.close()
             alive.append((threading.current_thread(), conn))
             self._connections = alive
+        return conn
+
+    def adopt_head(self) -> None:
+        """A node joining the store: its head file of chain 1 starts at chain 1's head as
+        the store has it now (the new node's first look; it checks from there on)."""
+        seq, digest = self._conn().execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        self._head_file.rewrite(int(seq), bytes(digest))
+
+    def _connect_primary(self):
+        """A session on the current primary: a standby (read-only) and a server the fence
+        refuses are closed; a multi-host URL then tries each of its hosts in turn."""
+        try:
+            return self._checked(connect(self._url, **self._settings))
+        except StoreUnavailable as refused:
+            for single in _single_host_urls(self._url):
+                try:
+                    return self._checked(connect(single, **self._settings))
+                except StoreUnavailable:
+                    continue
+            raise refused from None
+
+    def _checked(self, conn):
+        try:
+            sysid, timeline = server_identity(conn)
+            if timeline is None:
+                raise StoreUnavailable(
+                    f"{self.location}: the server is a read-only standby, not the primary "
+                    "(list every server in the URL with target_session_attrs=read-write)")
+            self._fence.check(sysid, timeline, self.location)
+            if not self._replication_checked:
+                self._replication_checked = True
+                names = conn.execute("SHOW synchronous_standby_names").fetchone()[0]
+                if not names.strip():
+                    _log.warning("%s has no synchronous standby (synchronous_standby_names is "
+                                 "empty): after a failover to an asynchronous standby, OTPs "
+                                 "accepted here can be lost or accepted again", self.location)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def sync(self) -> None:
