@@ -197,7 +197,8 @@ class ServerProtocol(asyncio.Protocol):
                                                      ssl_handshake_timeout=self._limits.handshake_timeout)
         except BaseException as exc:  # noqa: BLE001 - a failed handshake drops this connection only
             if not self._closing and not isinstance(exc, asyncio.CancelledError):
-                log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__)
+                log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__,
+                         extra={"peer": self._peer, "event": "handshake_failed"})
             self._closing = True
             self._tracker.discard(self)        # the loop closes the socket it took over
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -208,7 +209,7 @@ class ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         """TLS is up (called by the TLS layer once the handshake is done)."""
         self._transport = transport
-        log.info("connection from %s opened", self._peer)
+        log.info("connection from %s opened", self._peer, extra={"peer": self._peer, "event": "opened"})
         opened = getattr(self._handler, "connection_made", None)   # the handler learns its peer
         if opened is not None:
             opened(transport)
@@ -217,7 +218,7 @@ class ServerProtocol(asyncio.Protocol):
                             self._accepted_at + self._limits.auth_timeout - self._last_activity))
 
     def connection_lost(self, exc):
-        log.info("connection from %s closed", self._peer)
+        log.info("connection from %s closed", self._peer, extra={"peer": self._peer, "event": "closed"})
         self._closing = True
         self._tracker.discard(self)
         if self._timer is not None:
@@ -424,7 +425,8 @@ class ServerProtocol(asyncio.Protocol):
         """The peer broke the protocol: one generic Error frame, then close."""
         if self._closing:
             return
-        log.info("protocol violation from %s; closing", self._peer)
+        log.info("protocol violation from %s; closing", self._peer,
+                 extra={"peer": self._peer, "event": "protocol_violation"})
         self._drop_replies()
         try:
             self._transport.write(self._conn.send(Error()))
