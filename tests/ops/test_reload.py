@@ -67,7 +67,8 @@ class Https:
         while b"\r\n\r\n" not in data:
             data += self.sock.recv(65536)
         head, _, rest = data.partition(b"\r\n\r\n")
-        length = int([line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0])
+        length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")][0])
         while len(rest) < length:
             rest += self.sock.recv(65536)
         return b'"value": true' in rest or b'"value":true' in rest
