@@ -73,7 +73,7 @@ class Reloader:
         for service in self._services:
             service.set_failure_limits(effective["failures_per_source"], effective.get("failures_per_client"))
         pin = self._identity.pin()
-        log.warning("SIGHUP: reloaded the TLS certificate (key pin %s)%s and the failure throttles", pin,
+        log.info("SIGHUP: reloaded the TLS certificate (key pin %s)%s and the failure throttles", pin,
                  ", the RADIUS clients" if radius is not None else "",
                  extra={"event": "reload", "ok": True, "pin": pin})
         return True

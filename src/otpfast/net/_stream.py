@@ -197,8 +197,7 @@ class ServerProtocol(asyncio.Protocol):
                                                      ssl_handshake_timeout=self._limits.handshake_timeout)
         except BaseException as exc:  # noqa: BLE001 - a failed handshake drops this connection only
             if not self._closing and not isinstance(exc, asyncio.CancelledError):
-                log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__,
-                         extra={"peer": self._peer, "event": "handshake_failed"})
+                log.info("TLS handshake with %s failed: %s", self._peer, type(exc).__name__)
             self._closing = True
             self._tracker.discard(self)        # the loop closes the socket it took over
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -425,8 +424,7 @@ class ServerProtocol(asyncio.Protocol):
         """The peer broke the protocol: one generic Error frame, then close."""
         if self._closing:
             return
-        log.info("protocol violation from %s; closing", self._peer,
-                 extra={"peer": self._peer, "event": "protocol_violation"})
+        log.info("protocol violation from %s; closing", self._peer)
         self._drop_replies()
         try:
             self._transport.write(self._conn.send(Error()))
