@@ -106,3 +106,13 @@ def test_log_format_json_has_structured_fields_and_no_secret(tmp_path):
 def test_log_format_bad_value_exits_2():
     result = CliRunner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--log-format", "xml"])
     assert result.exit_code == 2 and "--log-format" in result.output
+
+
+def test_failure_throttle_defaults_are_the_policy_constants():
+    from otpfast.services import policy
+    from otpfast_cli.servers import _DEFAULT_FAILURES, FailureRate
+
+    rate = FailureRate().convert(_DEFAULT_FAILURES, None, None)
+    assert rate == policy.FAILED_PER_SOURCE == policy.FAILED_PER_CLIENT
+    result = CliRunner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--failures-per-client", "5"])
+    assert result.exit_code == 2 and "--failures-per-client" in result.output
