@@ -83,7 +83,7 @@ def _show_credential(kind: str, name, credential: str, data_dir) -> None:
 def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade, join,
                  at_rest_key_file):
     """Create the data directory: store, at-rest key, RSA key pair, TLS certificate.
-    Prints the TLS fingerprint that clients pin."""
+    Prints the pin of the TLS key that clients pin."""
     dd = DataDir.resolve(data_dir)
     if upgrade:
         if tls_cert is not None or tls_key is not None:
@@ -125,7 +125,8 @@ def _upgrade(dd):
 @click.command("fingerprint")
 @data_dir_option
 def fingerprint_command(data_dir):
-    """Print the TLS certificate fingerprint (sha256:<hex>) for clients to pin."""
+    """Print the pin clients keep: sha256:<hex> of the TLS certificate's public key (a
+    certificate renewed with the same key keeps it: `otpfast rotate tls --keep-key`)."""
     try:
         click.echo(DataDir.resolve(data_dir).fingerprint())
     except DATA_DIR_ERRORS as exc:

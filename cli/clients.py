@@ -99,7 +99,8 @@ def _authority_id(ctx, param, value):
 
 server_option = click.option("--server", required=True, metavar="HOST:PORT", help="Server address.")
 pin_option = click.option("--pin", default=None, metavar="sha256:HEX",
-                          help="Expected server certificate fingerprint (else trust on first use).")
+                          help="Expected server key pin, sha256:HEX of its public key as `otpfast fingerprint` "
+                               "prints it (else trust on first use).")
 credential_option = click.option("--credential-file", type=click.Path(dir_okay=False), default=None,
                                  help=f"File holding the credential (else ${CREDENTIAL_ENV}).")
 account_option = click.option("--account", required=True, callback=_wire_name, help="Account name.")

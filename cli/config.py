@@ -27,8 +27,8 @@ def _options(command):
 
 
 def read_config(ctx, command, path):
-    """Parameter name -> converted value of every key in ``path``; BadParameter('--config')
-    names the file and the key."""
+    """Parameter name -> value of every key in ``path`` (for ``default_map``), each checked
+    by the option's type; BadParameter('--config') names the file and the key."""
     def bad(message):
         return click.BadParameter(f"{path}: {message}", ctx=ctx, param_hint="'--config'")
 

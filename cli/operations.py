@@ -131,9 +131,10 @@ def backup_restore_command(file, data_dir, passphrase_file, store_url, force):
 @rotate_group.command("at-rest")
 @data_dir_option
 def rotate_at_rest_command(data_dir):
-    """A new at-rest key: every secret re-encrypted, every row and the audit chain MACed
-    again, in one transaction (refused if `audit verify` fails). Stop the servers first;
-    with PostgreSQL, copy the new at-rest.key to every node's data dir before starting them."""
+    """A new at-rest key: every secret re-encrypted, every row and the audit chain(s) MACed
+    again, in one transaction (refused if `audit verify` fails). Stop the servers first.
+    With PostgreSQL and several nodes, give every other node this data dir's new at-rest.key
+    and audit.head, and delete its audit.head.<N> files, before starting it."""
     from otpfast.rotate import rotate_at_rest
 
     with _errors():

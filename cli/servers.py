@@ -179,7 +179,8 @@ ttl_option = click.option(
 
 
 def _ignore_hangup(*_args):
-    """The supervisor of --workers: SIGHUP is the workers' to act on (supervise passes it on)."""
+    """SIGHUP while starting (nothing to reload yet: the files were just read) must not kill
+    the server; in the supervisor of --workers it is the workers' (supervise passes it on)."""
 
 
 async def _run_until_signalled(servers, announce, reload):
@@ -209,6 +210,7 @@ def _announce(address, fingerprint, radius_address=None, radius_socket=None):
 
 
 def _run(main):
+    signal.signal(signal.SIGHUP, _ignore_hangup)    # until the loop's reload handler is in place
     try:
         loop_name = eventloop.chosen()
     except (ValueError, RuntimeError) as exc:

@@ -156,7 +156,6 @@ def test_encrypted_backup_needs_its_passphrase(tmp_path):
 
 
 def test_a_tampered_or_foreign_backup_is_refused_before_anything_is_written(tmp_path):
-    import io
     import tarfile
 
     data_dir = DataDir(str(tmp_path / "d"))

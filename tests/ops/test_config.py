@@ -1,8 +1,11 @@
 """`--config FILE` (TOML) and `--log-format json` of the server commands."""
 import json
 import pathlib
+import socket
+import ssl
 import subprocess
 import sys
+import time
 import tomllib
 
 import pytest
@@ -62,14 +65,23 @@ def test_config_values_are_used_and_the_command_line_overrides_them(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "otpfast_cli", "serve", "--config", str(config),
                              "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().startswith("listening 127.0.0.1:")
+        listening = proc.stdout.readline()
+        assert listening.startswith("listening 127.0.0.1:")
         assert proc.stdout.readline().strip() == f"fingerprint {data_dir.fingerprint()}"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        port = int(listening.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw):
+            pass
+        time.sleep(0.3)
     finally:
         stop_process(proc)
         out, err = proc.communicate()
     lines = [json.loads(line) for line in err.splitlines()]        # every line is one JSON object
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any(line["logger"] == "otpfast.net.verifier" for line in lines)     # verbose = true
+    opened = [line for line in lines if line.get("event") == "opened"]         # a structured field
+    assert opened and opened[0]["peer"].startswith("127.0.0.1:")
 
 
 def test_log_format_json_has_structured_fields_and_no_secret(tmp_path):
@@ -94,3 +106,13 @@ def test_log_format_json_has_structured_fields_and_no_secret(tmp_path):
 def test_log_format_bad_value_exits_2():
     result = CliRunner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--log-format", "xml"])
     assert result.exit_code == 2 and "--log-format" in result.output
+
+
+def test_failure_throttle_defaults_are_the_policy_constants():
+    from otpfast.services import policy
+    from otpfast_cli.servers import _DEFAULT_FAILURES, FailureRate
+
+    rate = FailureRate().convert(_DEFAULT_FAILURES, None, None)
+    assert rate == policy.FAILED_PER_SOURCE == policy.FAILED_PER_CLIENT
+    result = CliRunner().invoke(cli, ["serve", "--listen", "127.0.0.1:0", "--failures-per-client", "5"])
+    assert result.exit_code == 2 and "--failures-per-client" in result.output

@@ -67,7 +67,8 @@ class Https:
         while b"\r\n\r\n" not in data:
             data += self.sock.recv(65536)
         head, _, rest = data.partition(b"\r\n\r\n")
-        length = int([line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0])
+        length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")][0])
         while len(rest) < length:
             rest += self.sock.recv(65536)
         return b'"value": true' in rest or b'"value":true' in rest
@@ -250,3 +251,25 @@ def test_pin_is_the_key_renewed_certificate_keeps_clients_new_key_refused(server
     for kwargs in ({"pin": pin}, {"pin": None, "known_servers": known}, {"pin": old_style}):
         asyncio.run(refused(**kwargs))
     assert asyncio.run(login(pin=new_pin))
+
+
+def test_sighup_reaches_every_worker(tmp_path):
+    """serve --workers 2: the supervisor passes SIGHUP on; each worker reloads once."""
+    data_dir = DataDir(str(tmp_path / "data"))
+    data_dir.init(rsa_bits=2048)
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "otpfast_cli", "serve", "--listen", "127.0.0.1:0",
+                                 "--data-dir", data_dir.path, "--workers", "2", "-v"],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            proc.stdout.readline()
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while stderr_path.read_text().count("SIGHUP: reloaded") < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proc.poll() is None
+        finally:
+            stop_process(proc)
+            proc.stdout.close()
+    assert stderr_path.read_text().count("SIGHUP: reloaded") == 2

@@ -211,7 +211,7 @@ class ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         """TLS is up (called by the TLS layer once the handshake is done)."""
         self._transport = transport
-        log.info("connection from %s opened", self._peer)
+        log.info("connection from %s opened", self._peer, extra={"peer": self._peer, "event": "opened"})
         opened = getattr(self._handler, "connection_made", None)   # the handler learns its peer
         if opened is not None:
             opened(transport)
@@ -220,7 +220,7 @@ class ServerProtocol(asyncio.Protocol):
                             self._accepted_at + self._limits.auth_timeout - self._last_activity))
 
     def connection_lost(self, exc):
-        log.info("connection from %s closed", self._peer)
+        log.info("connection from %s closed", self._peer, extra={"peer": self._peer, "event": "closed"})
         self._closing = True
         self._tracker.discard(self)
         if self._timer is not None:

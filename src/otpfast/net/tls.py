@@ -4,7 +4,7 @@ first use and remembered in a known-servers file (as ssh's known_hosts).
 
 Pins: ``sha256:HEX`` of the certificate's SubjectPublicKeyInfo (DER), as HPKP and curl's
 ``--pinnedpubkey`` do, so a certificate renewed with the same key keeps every client working.
-A pin written before 0.3 is the SHA-256 of the whole certificate: it still matches the
+A pin of earlier versions is the SHA-256 of the whole certificate: it still matches the
 certificate it was taken from (with a warning naming the key pin to use instead), and a
 known-servers line holding one is rewritten to the key pin on its next match.
 
@@ -131,7 +131,7 @@ def pin_of_key(public_key):
 
 
 def certificate_fingerprint(der_certificate):
-    """``sha256:HEX`` of the whole certificate: the pin format before 0.3."""
+    """``sha256:HEX`` of the whole certificate: the pin format of earlier versions."""
     return "sha256:" + hashlib.sha256(der_certificate).hexdigest()
 
 
@@ -214,8 +214,8 @@ def check_server(address, der_certificate, *, pin=None, known_servers=None, on_f
         if fingerprints_equal(pin, actual):
             return actual
         if fingerprints_equal(pin, certificate_fingerprint(der_certificate)):
-            log.warning("--pin %s is the fingerprint of the certificate (the pin format before "
-                        "0.3), which a renewed certificate breaks: pin its key with --pin %s",
+            log.warning("--pin %s is the fingerprint of the certificate (the pin format of "
+                        "earlier versions), which a renewed certificate breaks: pin its key with --pin %s",
                         pin, actual)
             return actual
         raise FingerprintMismatch(f"server {address} does not match the pinned key")

@@ -5,7 +5,8 @@ lock on every table): every secret is decrypted with the old key and encrypted w
 (account and token material, contribution digests, the key check; the unused client mask
 keys of protocol v1 are cleared); every authenticated row is MACed again with its version
 unchanged; the audit chain from the archive anchor is MACed again under the new audit key
-(the anchor's MAC too); and one ``at-rest-key-rotated`` entry is appended. Each old MAC is
+(the anchor's MAC too; on a PostgreSQL store with node chains, every chain from its
+genesis); and one ``at-rest-key-rotated`` entry is appended. Each old MAC is
 checked on the way: a store that fails ``audit verify`` is refused, never sealed anew.
 
 The PIN pepper and the OTP-digest key cannot change (what they hashed is gone): the new key
@@ -41,10 +42,11 @@ def _refused(what: str) -> StoreError:
     return StoreError(f"{what}: refused, nothing changed (run `otpfast audit verify`)")
 
 
-def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | None = None) -> tuple[int, bytes]:
+def rekey(store, new_key: bytes, before_commit=lambda heads: None, now: float | None = None) -> dict:
     """Re-encrypt and re-MAC ``store`` under ``new_key`` (32 bytes; the carried keys are
-    appended here); ``before_commit(head)`` runs last inside the transaction with the new
-    audit head (seq, hash). Returns that head. The store object keeps the old keys: close it."""
+    appended here); ``before_commit(heads)`` runs last inside the transaction with the new
+    audit heads (chain -> (seq, hash); chain 1 holds the rotation entry). Returns them. The
+    store object keeps the old keys: close it."""
     report = store.verify_audit()
     if not report.ok:
         raise _refused(f"the store fails audit verify ({report.reason})")
@@ -64,13 +66,13 @@ def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | N
             aad = contribution_aad(account, authority)
             conn.execute(sql("UPDATE contributions SET digest_enc = :d WHERE account = :a AND authority_id = :u"),
                          {"d": new.encrypt(old.decrypt(bytes(digest), aad), aad), "a": account, "u": authority})
-        head = _rechain(conn, sql, store, old, new, time.time() if now is None else now)
-        before_commit(head)
+        heads = _rechain(conn, sql, store, old, new, time.time() if now is None else now)
+        before_commit(heads)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return head
+    return heads
 
 
 def _reseal_rows(conn, sql, old, new) -> None:
@@ -95,30 +97,54 @@ def _reseal_rows(conn, sql, old, new) -> None:
                          {**changes, "row_key": values[key_index]})
 
 
-def _rechain(conn, sql, store, old, new, now) -> tuple[int, bytes]:
-    """MAC the chain again from the anchor under the new audit key; append the rotation
-    entry; move the database head and re-MAC the anchor. Returns the new head."""
+def _chains(conn, store) -> list[int]:
+    """The audit chains: one per node process on a PostgreSQL store that has node chains
+    (``store._chain_start``), else chain 1."""
+    if not hasattr(store, "_chain_start"):
+        return [1]
+    return [int(row[0]) for row in conn.execute("SELECT id FROM audit_head ORDER BY id").fetchall()]
+
+
+def _rechain(conn, sql, store, old, new, now) -> dict:
+    """MAC every chain again under the new audit key (chain 1 from the archive anchor, whose
+    hash stays: the archive files end there; a node chain from its genesis, which the audit
+    key derives); append the rotation entry to chain 1; move the database heads and re-MAC
+    the anchor. Returns chain -> its new head (seq, hash)."""
+    from . import chain as chain_module
+
+    chains = _chains(conn, store)
+    where = " AND chain = :c" if chains != [1] else ""
+    heads = {}
+    for chain in chains:
+        start = store._chain_start(conn, chain) if chain != 1 else read_anchor(store, conn)
+        if isinstance(start, str):
+            raise _refused(start)
+        seq, old_prev = int(start[0]), bytes(start[1])
+        new_prev = old_prev if chain == 1 else chain_module.chain_genesis(new.audit_mac, chain)
+        for entry in conn.execute(sql("SELECT seq, time, event, account, client, source, outcome, hash, rows"
+                                      " FROM audit WHERE seq > :s" + where + " ORDER BY seq"),
+                                  {"s": seq, "c": chain}).fetchall():
+            entry_seq, fields, stored = int(entry[0]), entry[1:7], bytes(entry[7])
+            if entry_seq != seq + 1 or audit_mac(old.audit_key, old_prev, entry_seq, *fields, entry[8]) != stored:
+                raise _refused(f"audit entry {seq + 1}" + (f" of chain {chain}" if where else "")
+                               + " is missing or altered")
+            new_prev = audit_mac(new.audit_key, new_prev, entry_seq, *fields, entry[8])
+            conn.execute(sql("UPDATE audit SET hash = :h WHERE seq = :s" + where),
+                         {"h": new_prev, "s": entry_seq, "c": chain})
+            seq, old_prev = entry_seq, stored
+        heads[chain] = (seq, new_prev)
+        if chain != 1:
+            conn.execute(sql("UPDATE audit_head SET hash = :hash WHERE id = :c"), {"hash": new_prev, "c": chain})
     anchor = read_anchor(store, conn)
-    if isinstance(anchor, str):
-        raise _refused(anchor)
-    seq, old_prev = int(anchor[0]), bytes(anchor[1])
-    new_prev = old_prev             # the anchor's hash stays: the archive files end there
-    for entry in conn.execute(sql("SELECT seq, time, event, account, client, source, outcome, hash, rows"
-                                  " FROM audit WHERE seq > :s ORDER BY seq"), {"s": seq}).fetchall():
-        entry_seq, fields, stored = int(entry[0]), entry[1:7], bytes(entry[7])
-        if entry_seq != seq + 1 or audit_mac(old.audit_key, old_prev, entry_seq, *fields, entry[8]) != stored:
-            raise _refused(f"audit entry {seq + 1} is missing or altered")
-        new_prev = audit_mac(new.audit_key, new_prev, entry_seq, *fields, entry[8])
-        conn.execute(sql("UPDATE audit SET hash = :h WHERE seq = :s"), {"h": new_prev, "s": entry_seq})
-        seq, old_prev = entry_seq, stored
     if anchor[0]:
         conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = 1"),
                      {"m": anchor_mac(new, int(anchor[0]), bytes(anchor[1]))})
-    rows = chain_entries(new.audit_mac, (seq, new_prev), [(now, "store", "-", "-", "-", ROTATED)])
+    rows = chain_entries(new.audit_mac, heads[1], [(now, "store", "-", "-", "-", ROTATED)])
     insert_audit(conn, sql, rows)
     conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
                  {"seq": rows[-1][0], "hash": rows[-1][7]})
-    return rows[-1][0], rows[-1][7]
+    heads[1] = (rows[-1][0], rows[-1][7])
+    return heads
 
 
 def key_matches(key: bytes, *, path: str | None = None, url: str | None = None) -> bool:
