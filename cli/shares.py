@@ -1,5 +1,5 @@
-"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, accounts,
-transcript, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+"""``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, peer
+id/add, accounts, transcript, events, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
 
 A share server is an initialised data directory (``otpfast init``); its shares and counters
 live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
@@ -165,6 +165,26 @@ def accounts(data_dir):
                        f"\toutstanding {len(outstanding)}")
     finally:
         service.close()
+
+
+@share_server_group.command("events")
+@data_dir_option
+@click.argument("account")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many, newest first.")
+def events(data_dir, account, limit):
+    """ACCOUNT's latest evaluations on this share server: which counter was issued to or
+    consumed by whom, and when."""
+    import datetime
+
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server()
+    try:
+        rows = service.store.events(account, limit)
+    finally:
+        service.close()
+    for at, counter, purpose, principal in rows:
+        when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(f"{when}\tcounter {counter}\t{'issued to' if purpose == 1 else 'consumed by'} {principal}")
 
 
 @share_server_group.command("cluster-add")

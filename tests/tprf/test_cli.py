@@ -130,6 +130,8 @@ def test_cli_tprf_flow_through_share_server_processes(tmp_path):
         assert "alice\tshare 1\tt=2\tactive" in listing
         shown = _otpfast(env, "share-server", "transcript", "alice", "--data-dir", dirs[0], check=0).stdout
         assert shown.count(": signed") == 3 and "qualified dealers: 1,2,3" in shown
+        history = _otpfast(env, "share-server", "events", "alice", "--data-dir", dirs[0], check=0).stdout
+        assert "counter 0\tissued to phone" in history and "counter 0\tconsumed by login" in history
     finally:
         for server in servers:
             if server.process.poll() is None:

@@ -179,3 +179,15 @@ def test_dkg_unconfirmed_ceremony_can_be_run_again(harness, monkeypatch):
         with pytest.raises(Refused):
             await h.dkg()
     harness(scenario)
+
+
+def test_dkg_round_too_large_for_a_frame_fails_cleanly(harness, monkeypatch):
+    from otpfast.protocol import messages
+
+    monkeypatch.setattr(messages.CeremonyStep, "FIELDS", (("account", "str", 128), ("round", "u32", 1),
+                                                          ("body", "bytes", 2000)))
+
+    async def scenario(h):
+        with pytest.raises(tprf.CeremonyFailed, match="does not fit one frame"):
+            await h.dkg()
+    harness(scenario)

@@ -16,7 +16,7 @@ import contextlib
 import hmac
 import logging
 
-from ..errors import ProtocolError, Refused, RemoteProtocolError
+from ..errors import LocalProtocolError, ProtocolError, Refused, RemoteProtocolError
 from ..protocol import shares as shares_protocol
 from ..protocol._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA
 from ..protocol.messages import (AuthProof, AuthStart, CeremonyStep, Error, Evaluate, Hello, Outcome, Partial,
@@ -321,6 +321,9 @@ async def run_dkg(cluster, server_names, account_name, threshold, principal, cre
                 return await asyncio.gather(*(c.ceremony(account_name, round_, body) for c in clients))
             except Refused:
                 raise CeremonyFailed(f"a share server refused round {round_} (see its log)") from None
+            except LocalProtocolError:
+                raise CeremonyFailed(f"round {round_} does not fit one frame: use fewer share servers or "
+                                     "smaller RSA keys (otpfast init --rsa-bits 3072)") from None
 
         dealings = tprfdkg.dealings_body(setup, await step(tprfdkg.SETUP, setup_body))
         complaints = await step(tprfdkg.DEALINGS, dealings)

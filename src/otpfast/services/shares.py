@@ -148,7 +148,7 @@ class ShareServer:
                 raise CounterRefused()
         else:
             raise Refused()
-        if not self.store.mark(account, counter, purpose):
+        if not self.store.mark(account, counter, purpose, principal.name, self.clock()):
             log.info("%s of %r at counter %d refused: %s", "issue" if purpose == ISSUE else "verification",
                      account[:128], counter, "below the watermark" if purpose == ISSUE else "consumed")
             raise CounterRefused()

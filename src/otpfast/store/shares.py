@@ -4,7 +4,9 @@ Per account: this server's share k_j (AES-GCM under the data directory's at-rest
 the account, serial and index), the public result of the DKG (g^k and every g^{k_m}), the
 transcript and every share server's signature on it; per (account, counter): whether this
 server evaluated it for issuing and whether it consumed it for a verification. Per principal
-(device, verifier, admin): the hash of its credential. The pinned peers' DKG key ids.
+(device, verifier, admin): the hash of its credential. The pinned peers' DKG key ids. Every
+evaluation (time, account, counter, issue or verify, principal), written in the transaction
+that marks it: who consumed which counter (a plain table, not hash-chained).
 
 Exactly-once rests on this file: ``evaluate`` marks a counter in the same ``BEGIN IMMEDIATE``
 transaction that reads it, and the commit (``synchronous=FULL``: the WAL is fsynced) returns
@@ -42,6 +44,9 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (account, counter)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watermarks (account TEXT PRIMARY KEY, watermark INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peers (key_id TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, account TEXT NOT NULL, counter INTEGER NOT NULL,
+    purpose INTEGER NOT NULL, principal TEXT NOT NULL);
 """
 
 
@@ -201,10 +206,11 @@ class ShareStore:
                 (account, watermark - VERIFY_WINDOW, OUTSTANDING_LIMIT))]
         return watermark, outstanding
 
-    def mark(self, account, counter, purpose):
-        """Record an evaluation of ``counter`` for ``purpose`` (ISSUE or VERIFY) and commit it;
-        False (nothing changed) if the rules forbid it: issuing only at or above the
-        watermark, each counter consumed once, nothing below the verification window."""
+    def mark(self, account, counter, purpose, principal="-", now=0.0):
+        """Record an evaluation of ``counter`` for ``purpose`` (ISSUE or VERIFY) by
+        ``principal`` and commit it (with its event); False (nothing changed) if the rules
+        forbid it: issuing only at or above the watermark, each counter consumed once,
+        nothing below the verification window."""
         if not 0 <= counter < MAX_COUNTER:
             return False
 
@@ -233,8 +239,17 @@ class ShareStore:
                 db.execute("UPDATE watermarks SET watermark = ? WHERE account = ?", (counter + 1, account))
                 db.execute("DELETE FROM counters WHERE account = ? AND counter < ?",
                            (account, counter + 1 - VERIFY_WINDOW))
+            db.execute("INSERT INTO events (at, account, counter, purpose, principal) VALUES (?, ?, ?, ?, ?)",
+                       (now, account, counter, purpose, principal))
             return True
         return self._write(mark)
+
+    def events(self, account, limit=50):
+        """The account's latest evaluations, newest first: (time, counter, purpose, principal)."""
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(
+                "SELECT at, counter, purpose, principal FROM events WHERE account = ? ORDER BY seq DESC LIMIT ?",
+                (account, limit))]
 
     def consumed(self, account, counter):
         """True if this server consumed ``counter`` for a verification (or forgot it)."""
