@@ -136,14 +136,20 @@ def rotate_at_rest(datadir: DataDir) -> int:
     store = datadir.open_store()        # settles an earlier interrupted rotation first
     root = atrest.new_key()
 
+    heads: dict = {}
+
     def before_commit(head):
         key = root + store.keys.carried
         _write_new(key_path + PENDING, atrest.encode_key(key).encode() + b"\n")
-        HeadFile(head_path + PENDING, atrest.AtRestKeys(key).head_mac).rewrite(*head)
+        head_mac = atrest.AtRestKeys(key).head_mac
+        HeadFile(head_path + PENDING, head_mac).rewrite(*head)
+        for chain in _node_chains(datadir):         # this node's chains (PostgreSQL)
+            if chain in heads:
+                HeadFile(f"{head_path}.{chain}{PENDING}", head_mac).rewrite(*heads[chain])
         sync_directory(datadir.path)
 
     try:
-        seq, _ = rekey(store, root, before_commit)
+        seq, _ = rekey(store, root, before_commit, heads=heads)
     except BaseException:
         store.close()
         if not os.path.exists(key_path + PENDING):
@@ -155,8 +161,20 @@ def rotate_at_rest(datadir: DataDir) -> int:
     return seq
 
 
+def _node_chains(datadir: DataDir) -> list[int]:
+    """The chains whose head files (``audit.head.<chain>``) this data dir keeps."""
+    prefix = HEAD_FILE + "."
+    return sorted(int(name[len(prefix):]) for name in os.listdir(datadir.path)
+                  if name.startswith(prefix) and name[len(prefix):].isdigit())
+
+
+def _pending_names(datadir: DataDir) -> list[str]:
+    """The files a rotation replaces, the key last: it says the rotation is complete."""
+    return [HEAD_FILE, *(f"{HEAD_FILE}.{chain}" for chain in _node_chains(datadir)), KEY_FILE]
+
+
 def _install_pending(datadir: DataDir) -> None:
-    for name in (HEAD_FILE, KEY_FILE):      # the key last: it says the rotation is complete
+    for name in _pending_names(datadir):
         if os.path.exists(datadir.file(name) + PENDING):
             os.replace(datadir.file(name) + PENDING, datadir.file(name))
     sync_directory(datadir.path)
@@ -175,7 +193,7 @@ def finish_at_rest(datadir: DataDir) -> None:
         _install_pending(datadir)
         log.warning("finished an interrupted at-rest key rotation (the store holds the new key)")
     else:
-        for name in (KEY_FILE, HEAD_FILE):
+        for name in _pending_names(datadir):
             if os.path.exists(datadir.file(name) + PENDING):
                 os.unlink(datadir.file(name) + PENDING)
         sync_directory(datadir.path)

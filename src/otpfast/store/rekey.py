@@ -21,7 +21,7 @@ import time
 
 from .archive import anchor_mac, read_anchor
 from .atrest import AtRestKeys
-from .chain import audit_mac, chain_entries
+from .chain import audit_mac, chain_entries, chain_genesis
 from .common import (ACCOUNT_NAMES, KEY_CHECK_LABEL, TABLES, TOKEN_NAMES, account_aad, check_key,
                      contribution_aad, insert_audit, token_aad)
 from .postgres import PostgresStore
@@ -41,10 +41,12 @@ def _refused(what: str) -> StoreError:
     return StoreError(f"{what}: refused, nothing changed (run `otpfast audit verify`)")
 
 
-def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | None = None) -> tuple[int, bytes]:
+def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | None = None,
+          heads: dict | None = None) -> tuple[int, bytes]:
     """Re-encrypt and re-MAC ``store`` under ``new_key`` (32 bytes; the carried keys are
     appended here); ``before_commit(head)`` runs last inside the transaction with the new
-    audit head (seq, hash). Returns that head. The store object keeps the old keys: close it."""
+    audit head (seq, hash) of chain 1 (``heads``, if given, receives every chain's first:
+    chain -> (seq, hash)). Returns that head. The store object keeps the old keys: close it."""
     report = store.verify_audit()
     if not report.ok:
         raise _refused(f"the store fails audit verify ({report.reason})")
@@ -64,7 +66,10 @@ def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | N
             aad = contribution_aad(account, authority)
             conn.execute(sql("UPDATE contributions SET digest_enc = :d WHERE account = :a AND authority_id = :u"),
                          {"d": new.encrypt(old.decrypt(bytes(digest), aad), aad), "a": account, "u": authority})
-        head = _rechain(conn, sql, store, old, new, time.time() if now is None else now)
+        new_heads = _rechain(conn, sql, store, old, new, time.time() if now is None else now)
+        if heads is not None:
+            heads.update(new_heads)
+        head = new_heads[1]
         before_commit(head)
         conn.execute("COMMIT")
     except BaseException:
@@ -95,30 +100,49 @@ def _reseal_rows(conn, sql, old, new) -> None:
                          {**changes, "row_key": values[key_index]})
 
 
-def _rechain(conn, sql, store, old, new, now) -> tuple[int, bytes]:
-    """MAC the chain again from the anchor under the new audit key; append the rotation
-    entry; move the database head and re-MAC the anchor. Returns the new head."""
-    anchor = read_anchor(store, conn)
+def _rechain(conn, sql, store, old, new, now) -> dict:
+    """MAC every chain again from its anchor (or genesis) under the new audit key; append
+    the rotation entry to chain 1; move the database heads and re-MAC the anchors. Returns
+    the new heads: chain -> (seq, hash)."""
+    postgres = isinstance(store, PostgresStore)
+    chains = ([int(row[0]) for row in conn.execute("SELECT id FROM audit_head ORDER BY id")]
+              if postgres else [1])
+    heads = {}
+    for chain in chains:
+        heads[chain] = _rechain_one(conn, sql, store, old, new, chain, postgres)
+    seq, prev = heads[1]
+    rows = chain_entries(new.audit_mac, (seq, prev), [(now, "store", "-", "-", "-", ROTATED)])
+    insert_audit(conn, sql, rows)
+    heads[1] = rows[-1][0], rows[-1][7]
+    for chain, (seq, digest) in heads.items():
+        conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = :id"),
+                     {"seq": seq, "hash": digest, "id": chain})
+    return heads
+
+
+def _rechain_one(conn, sql, store, old, new, chain: int, postgres: bool) -> tuple[int, bytes]:
+    """One chain MACed again under the new key; returns its new (seq, hash)."""
+    anchor = read_anchor(store, conn, chain)
     if isinstance(anchor, str):
         raise _refused(anchor)
     seq, old_prev = int(anchor[0]), bytes(anchor[1])
-    new_prev = old_prev             # the anchor's hash stays: the archive files end there
+    # the anchor's hash stays (the archive files end there); a genesis is the key's
+    new_prev = old_prev if seq else chain_genesis(new.audit_mac, chain)
+    where = " AND chain = :chain" if postgres else ""
     for entry in conn.execute(sql("SELECT seq, time, event, account, client, source, outcome, hash, rows"
-                                  " FROM audit WHERE seq > :s ORDER BY seq"), {"s": seq}).fetchall():
+                                  f" FROM audit WHERE seq > :s{where} ORDER BY seq"),
+                              {"s": seq, "chain": chain}).fetchall():
         entry_seq, fields, stored = int(entry[0]), entry[1:7], bytes(entry[7])
         if entry_seq != seq + 1 or audit_mac(old.audit_key, old_prev, entry_seq, *fields, entry[8]) != stored:
-            raise _refused(f"audit entry {seq + 1} is missing or altered")
+            raise _refused(f"audit entry {seq + 1} of chain {chain} is missing or altered")
         new_prev = audit_mac(new.audit_key, new_prev, entry_seq, *fields, entry[8])
-        conn.execute(sql("UPDATE audit SET hash = :h WHERE seq = :s"), {"h": new_prev, "s": entry_seq})
+        conn.execute(sql(f"UPDATE audit SET hash = :h WHERE seq = :s{where}"),
+                     {"h": new_prev, "s": entry_seq, "chain": chain})
         seq, old_prev = entry_seq, stored
     if anchor[0]:
-        conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = 1"),
-                     {"m": anchor_mac(new, int(anchor[0]), bytes(anchor[1]))})
-    rows = chain_entries(new.audit_mac, (seq, new_prev), [(now, "store", "-", "-", "-", ROTATED)])
-    insert_audit(conn, sql, rows)
-    conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
-                 {"seq": rows[-1][0], "hash": rows[-1][7]})
-    return rows[-1][0], rows[-1][7]
+        conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = :id"),
+                     {"m": anchor_mac(new, int(anchor[0]), bytes(anchor[1]), chain), "id": chain})
+    return seq, new_prev
 
 
 def key_matches(key: bytes, *, path: str | None = None, url: str | None = None) -> bool:
