@@ -156,3 +156,48 @@ def test_sqlite_archive_file_format_is_unchanged(tmp_path):
     header = json.loads(path.read_text().splitlines()[0])
     assert header["format"] == "otpfast-audit-archive-1" and "chain" not in path.read_text().splitlines()[1]
     _intact(data_dir, path)
+
+
+def test_backup_of_several_chains_restores_every_head(tmp_path, pg_url, postgres_url):
+    import psycopg
+
+    from ..services.test_datadir import _as_url
+
+    a, b = _two_nodes(tmp_path, pg_url)
+    _enrol(a, ["alice", "bob"])
+    for counter in range(3):
+        assert _verify(a, "alice", counter) and _verify(b, "bob", counter)
+    backup = str(tmp_path / "b.otpb")
+    code, out = _run("backup", "create", backup, "--data-dir", b.path)
+    assert code == 0, out
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        chains = [row[0] for row in conn.execute("SELECT id FROM audit_head WHERE id <> 1 ORDER BY id")]
+    assert len(chains) >= 2
+
+    schema = f"otpfast_r_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        target_conninfo = psycopg.conninfo.make_conninfo(postgres_url, options=f"-c search_path={schema}")
+        target = DataDir(str(tmp_path / "restored"))
+        code, out = _run("backup", "restore", backup, "--data-dir", target.path, "--store-url",
+                         _as_url(target_conninfo))
+        assert code == 0, out
+        installed = sorted(int(name.rsplit(".", 1)[1]) for name in os.listdir(target.path)
+                           if name.startswith("audit.head.") and name.rsplit(".", 1)[1].isdigit())
+        assert installed == chains                  # every chain's head, not only chain 1's
+        _intact(target)
+        assert _verify(target, "alice", 3) and not _verify(target, "bob", 2)
+        _intact(target)
+        # a chain cut back in the database (its head row too) is caught by its head file
+        with psycopg.connect(target_conninfo, autocommit=True) as conn:
+            chain = chains[-1]
+            seq = conn.execute("SELECT max(seq) FROM audit WHERE chain = %s", (chain,)).fetchone()[0]
+            conn.execute("DELETE FROM audit WHERE chain = %s AND seq = %s", (chain, seq))
+            conn.execute("UPDATE audit_head SET seq = a.seq, hash = a.hash FROM audit a"
+                         " WHERE audit_head.id = %s AND a.chain = %s AND a.seq = %s", (chain, chain, seq - 1))
+        code, out = _run("audit", "verify", "--data-dir", target.path)
+        assert code == 1 and f"chain {chain}" in out and "removed from the end" in out, out
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
