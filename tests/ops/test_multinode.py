@@ -201,3 +201,126 @@ def test_backup_of_several_chains_restores_every_head(tmp_path, pg_url, postgres
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _serve(data_dir):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "otpfast_cli", "serve", "--listen", "127.0.0.1:0",
+                             "--data-dir", data_dir.path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    host, port = proc.stdout.readline().split()[1].rsplit(":", 1)
+    return proc, host, int(port)
+
+
+def test_init_join_makes_a_node_that_serves_the_shared_store(tmp_path, pg_url):
+    import asyncio
+
+    from otpfast.net.client import connect
+    from ..conftest import stop_process
+    from ..services.test_datadir import _as_url
+
+    a = DataDir(str(tmp_path / "a"))
+    a.init(rsa_bits=2048, store_url=_as_url(pg_url))
+    _enrol(a, ["alice"])
+    admin = a.admin()
+    relay = admin.add_client("relay", verifier=True)
+    admin.store.close()
+    assert _verify(a, "alice", 0)
+
+    (tmp_path / "pw").write_text("a long join passphrase\n")
+    join_file = tmp_path / "node.join"
+    code, out = _run("node", "export", str(join_file), "--data-dir", a.path, "--passphrase-file",
+                     str(tmp_path / "pw"))
+    assert code == 0 and "encrypted" in out, out
+    assert os.stat(join_file).st_mode & 0o777 == 0o600
+    secret = (tmp_path / "a" / "at-rest.key").read_bytes().strip()
+    assert secret not in join_file.read_bytes() and b"PRIVATE KEY" not in join_file.read_bytes()
+
+    b = DataDir(str(tmp_path / "b"))
+    code, out = _run("init", "--data-dir", b.path, "--join", str(join_file))
+    assert code == 2 and "--passphrase-file" in out and not os.path.exists(b.path), out
+    code, out = _run("init", "--data-dir", b.path, "--join", str(join_file), "--passphrase-file",
+                     str(tmp_path / "pw"))
+    assert code == 0 and out.splitlines()[0] == a.fingerprint(), out       # one pin fits both
+    assert b.node_id() != a.node_id() and b.store_url() == a.store_url()
+    assert {name for name in os.listdir(b.path)} >= {"store.url", "at-rest.key", "keyserver.pem", "tls.crt",
+                                                     "tls.key", "audit.head", "node.id"}
+    assert all(os.stat(b.file(name)).st_mode & 0o077 == 0 for name in os.listdir(b.path))
+    _intact(b)
+    code, out = _run("init", "--data-dir", b.path, "--join", str(join_file), "--passphrase-file",
+                     str(tmp_path / "pw"))
+    assert code == 2 and "--data-dir" in out, out
+
+    servers = [_serve(a), _serve(b)]
+    try:
+        async def check():
+            outcomes = []
+            for counter, order in ((1, (0, 1)), (2, (1, 0))):
+                for index in order:         # the same OTP on both nodes: one accept
+                    _, host, port = servers[index]
+                    async with connect(host, port, pin=a.fingerprint()) as client:
+                        await client.authenticate("relay", relay)
+                        outcomes.append(await client.verify("alice", _code(counter)))
+            return outcomes
+        assert asyncio.run(check()) == [True, False, True, False]
+    finally:
+        for proc, _, _ in servers:
+            stop_process(proc)
+            proc.communicate()
+    # each node proves every chain (both nodes wrote)
+    counts = {_intact(node).split("intact: ")[1].split(" entries")[0] for node in (a, b)}
+    assert len(counts) == 1, counts
+    import psycopg
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        nodes = {row[0] for row in conn.execute("SELECT node FROM audit_head a WHERE node IS NOT NULL"
+                                                " AND EXISTS (SELECT 1 FROM audit WHERE chain = a.id)")}
+    assert nodes == {a.node_id(), b.node_id()}
+
+
+def test_join_refusals(tmp_path, pg_url):
+    import psycopg
+
+    from ..services.test_datadir import _as_url
+
+    a = DataDir(str(tmp_path / "a"))
+    a.init(rsa_bits=2048, store_url=_as_url(pg_url))
+    join_file = tmp_path / "node.join"
+    code, out = _run("node", "export", str(join_file), "--data-dir", a.path)
+    assert code == 0 and "not encrypted: mode 0600" in out, out
+    code, out = _run("node", "export", str(join_file), "--data-dir", a.path)
+    assert code == 2 and "FILE" in out and "exists" in out
+    # the database must exist
+    info = psycopg.conninfo.conninfo_to_dict(pg_url)
+    missing = _as_url(psycopg.conninfo.make_conninfo(pg_url, dbname=f"otpfast_none_{uuid.uuid4().hex[:8]}"))
+    assert info["dbname"] not in missing
+    code, out = _run("init", "--data-dir", str(tmp_path / "b"), "--join", str(join_file), "--store-url", missing)
+    assert code == 1 and "does not exist" in out and "the database must exist" in out, out
+    assert not os.path.exists(tmp_path / "b" / "store.url")
+    # an empty database (no store in it)
+    schema = f"otpfast_e_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        empty = _as_url(psycopg.conninfo.make_conninfo(pg_url, options=f"-c search_path={schema}"))
+        code, out = _run("init", "--data-dir", str(tmp_path / "c"), "--join", str(join_file), "--store-url", empty)
+        assert code == 1 and "no otpfast store" in out, out
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    # not a join file; a SQLite data dir has nothing to export
+    (tmp_path / "junk").write_text("{}")
+    code, out = _run("init", "--data-dir", str(tmp_path / "d"), "--join", str(tmp_path / "junk"))
+    assert code == 2 and "--join" in out and "not an otpfast join file" in out, out
+    s = DataDir(str(tmp_path / "s"))
+    s.init(rsa_bits=2048)
+    code, out = _run("node", "export", str(tmp_path / "s.join"), "--data-dir", s.path)
+    assert code == 2 and "--data-dir" in out and "SQLite" in out, out
+    # a TLS identity of its own: another pin
+    other = DataDir(str(tmp_path / "other"))
+    other.init(rsa_bits=2048)
+    code, out = _run("init", "--data-dir", str(tmp_path / "e"), "--join", str(join_file),
+                     "--tls-cert", other.file("tls.crt"), "--tls-key", other.file("tls.key"))
+    assert code == 0 and out.splitlines()[0] == other.fingerprint() != a.fingerprint(), out
+    assert "one pin per server" in out
