@@ -73,28 +73,15 @@ def _show_credential(kind: str, name, credential: str, data_dir) -> None:
               help="Do not create: upgrade the store schema of an existing data directory to "
                    "this otpfast's (other commands refuse an older store; the servers upgrade "
                    "it when they start).")
-@click.option("--join", "join_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              metavar="FILE",
-              help="Do not create a store: make this data dir another node of the PostgreSQL "
-                   "store FILE (from `otpfast node export`) names, sharing its keys and TLS "
-                   "identity (--tls-cert/--tls-key: one of its own); --store-url: this node's URL "
-                   "of that database.")
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="With --join: file whose first line is the join file's passphrase.")
-def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade, join_file, passphrase_file):
+def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade):
     """Create the data directory: store, at-rest key, RSA key pair, TLS certificate.
     Prints the TLS fingerprint that clients pin."""
     dd = DataDir.resolve(data_dir)
     if upgrade:
-        if tls_cert is not None or tls_key is not None or join_file is not None:
-            raise click.UsageError("--upgrade takes no --tls-cert/--tls-key/--join: it changes only the store")
+        if tls_cert is not None or tls_key is not None:
+            raise click.UsageError("--upgrade takes no --tls-cert/--tls-key: it changes only the store")
         _upgrade(dd)
         return
-    if join_file is not None:
-        _join(dd, join_file, passphrase_file, store_url, tls_cert, tls_key)
-        return
-    if passphrase_file is not None:
-        raise click.UsageError("--passphrase-file goes with --join")
     try:
         fingerprint = dd.init(tls_cert=tls_cert, tls_key=tls_key, rsa_bits=rsa_bits,
                               store_url=store_url or None)
@@ -105,23 +92,6 @@ def init_command(data_dir, tls_cert, tls_key, rsa_bits, store_url, upgrade, join
     click.echo(fingerprint)
     click.echo(f"initialised {dd.path}", err=True)
     click.echo(f"store: {dd.describe_store()}", err=True)
-
-
-def _join(dd, join_file, passphrase_file, store_url, tls_cert, tls_key):
-    from otpfast import join
-    from otpfast_cli.operations import read_passphrase
-
-    try:
-        done = join.join(dd, join_file, passphrase=read_passphrase(passphrase_file),
-                         store_url=store_url or None, tls_cert=tls_cert, tls_key=tls_key)
-    except InvalidParameter as exc:
-        raise bad_parameter(exc) from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(done["pin"])
-    click.echo(f"initialised {dd.path}: node {done['node']} of {done['store']}", err=True)
-    click.echo("TLS identity shared with the other nodes: clients keep the one pin" if done["shared_pin"]
-               else "TLS identity of its own: clients pin this node's key (one pin per server)", err=True)
 
 
 def _upgrade(dd):

@@ -56,7 +56,6 @@ _COMMANDS = {
     "lfsr": "otpfast_cli.lfsr:lfsr_group",
     "rotate": "otpfast_cli.operations:rotate_group",
     "backup": "otpfast_cli.operations:backup_group",
-    "node": "otpfast_cli.operations:node_group",
 }
 
 

@@ -1,6 +1,5 @@
-"""Operations on a data directory: ``otpfast rotate tls|rsa|at-rest``, ``otpfast backup
-create|restore`` and ``otpfast node export``. Thin: the logic lives in otpfast.rotate,
-otpfast.store.rekey, otpfast.backup and otpfast.join."""
+"""Operations on a data directory: ``otpfast rotate tls|rsa|at-rest`` and ``otpfast backup
+create|restore``. Thin: the logic lives in otpfast.rotate, otpfast.store.rekey and otpfast.backup."""
 import contextlib
 
 import click
@@ -70,7 +69,7 @@ def rotate_rsa_command(data_dir, rsa_bits):
     click.echo(f"new key server RSA key; the old one is kept in {kept}; restart the servers to use it", err=True)
 
 
-def read_passphrase(path):
+def _passphrase(path):
     """The first line of --passphrase-file (never a command-line argument)."""
     if path is None:
         return None
@@ -101,7 +100,7 @@ def backup_create_command(file, data_dir, passphrase_file):
     holds the at-rest key: keep it like the data directory, or encrypt it (--passphrase-file)."""
     from otpfast import backup
 
-    passphrase = read_passphrase(passphrase_file)
+    passphrase = _passphrase(passphrase_file)
     with _errors():
         manifest = backup.create(DataDir.resolve(data_dir), file, passphrase=passphrase)
     click.echo(f"backup of a {manifest['store']} store written to {file} (audit head {manifest['audit_head']}, "
@@ -121,7 +120,7 @@ def backup_restore_command(file, data_dir, passphrase_file, store_url, force):
     `audit verify` before anything is written."""
     from otpfast import backup
 
-    passphrase = read_passphrase(passphrase_file)
+    passphrase = _passphrase(passphrase_file)
     datadir = DataDir.resolve(data_dir)
     with _errors():
         manifest = backup.restore(file, datadir, passphrase=passphrase, force=force, store_url=store_url)
@@ -140,27 +139,3 @@ def rotate_at_rest_command(data_dir):
     with _errors():
         seq = rotate_at_rest(DataDir.resolve(data_dir))
     click.echo(f"new at-rest key in place; the store is re-encrypted (audit entry {seq})", err=True)
-
-
-@click.group("node")
-def node_group():
-    """The nodes (data dirs on several machines) of one PostgreSQL store."""
-
-
-@node_group.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
-@data_dir_option
-@click.option("--passphrase-file", type=_pem_file, default=None,
-              help="File whose first line is the passphrase FILE is encrypted with (scrypt + AES-256-GCM).")
-def node_export_command(file, data_dir, passphrase_file):
-    """Write FILE (new, mode 0600): what another node of this store needs - the store URL,
-    the at-rest key, the key server's RSA key and the TLS identity - for `otpfast init --join
-    FILE` on the new machine. It holds the at-rest key: encrypt it (--passphrase-file), move
-    it over a private channel, delete it once joined."""
-    from otpfast import join
-
-    passphrase = read_passphrase(passphrase_file)
-    with _errors():
-        done = join.export(DataDir.resolve(data_dir), file, passphrase=passphrase)
-    click.echo(f"join file for {done['store']} written to {file} (pin {done['pin']}, at-rest key "
-               f"{done['at_rest_key']}, {'encrypted' if done['encrypted'] else 'not encrypted: mode 0600'})")

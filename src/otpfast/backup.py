@@ -52,20 +52,19 @@ def _key_from(passphrase: bytes, salt: bytes) -> bytes:
     return Scrypt(salt=salt, length=32, n=SCRYPT_N, r=8, p=1).derive(passphrase)
 
 
-def encrypt(data: bytes, passphrase: bytes, *, magic: bytes = MAGIC) -> bytes:
+def encrypt(data: bytes, passphrase: bytes) -> bytes:
     salt, nonce = secrets.token_bytes(SALT_BYTES), secrets.token_bytes(NONCE_BYTES)
-    return magic + salt + nonce + AESGCM(_key_from(passphrase, salt)).encrypt(nonce, data, magic + salt)
+    return MAGIC + salt + nonce + AESGCM(_key_from(passphrase, salt)).encrypt(nonce, data, MAGIC + salt)
 
 
-def decrypt(blob: bytes, passphrase: bytes, *, magic: bytes = MAGIC) -> bytes:
-    """``encrypt``'s inverse (``magic``: the file kind it was written with)."""
-    salt = blob[len(magic):len(magic) + SALT_BYTES]
-    nonce = blob[len(magic) + SALT_BYTES:len(magic) + SALT_BYTES + NONCE_BYTES]
+def decrypt(blob: bytes, passphrase: bytes) -> bytes:
+    salt = blob[len(MAGIC):len(MAGIC) + SALT_BYTES]
+    nonce = blob[len(MAGIC) + SALT_BYTES:len(MAGIC) + SALT_BYTES + NONCE_BYTES]
     try:
         return AESGCM(_key_from(passphrase, salt)).decrypt(
-            nonce, blob[len(magic) + SALT_BYTES + NONCE_BYTES:], magic + salt)
+            nonce, blob[len(MAGIC) + SALT_BYTES + NONCE_BYTES:], MAGIC + salt)
     except (InvalidTag, ValueError):
-        raise InvalidParameter("passphrase-file", "wrong passphrase, or the file is damaged") from None
+        raise InvalidParameter("passphrase-file", "wrong passphrase, or the backup is damaged") from None
 
 
 def _write_head(path: str, key: bytes, head: tuple[int, bytes]) -> None:

@@ -596,11 +596,6 @@ class PostgresStore(SqlReads, Store):
                         heads[chain] = self._head_file_of(chain).read()
         return heads
 
-    def audit_heads(self) -> dict:
-        """chain -> (seq, hash) of every chain's database head."""
-        return {int(chain): (int(seq), bytes(digest)) for chain, seq, digest in self._conn().execute(
-            "SELECT id, seq, hash FROM audit_head ORDER BY id").fetchall()}
-
     def archive_audit(self, before: float, path: str, now: float) -> archive.Archived:
         """Move the entries dated before ``before`` of every chain to the new file ``path``
         (otpfast.store.archive.archive_chains), in one snapshot: nodes go on writing."""
