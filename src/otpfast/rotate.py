@@ -11,8 +11,10 @@
   ``audit.head.new`` are written (fsynced) inside the transaction, before COMMIT, and renamed
   over the old files after it; a crash in between is settled by the next process that opens
   the data dir (``finish_at_rest``: the store says which key it holds). Servers must be
-  stopped (they hold the old key); with PostgreSQL, copy the new ``at-rest.key`` to every
-  node's data dir before starting them.
+  stopped (they hold the old key). PostgreSQL with node chains: every chain is MACed again
+  and this data dir's head files rewritten; every other node needs the new ``at-rest.key``
+  and ``audit.head`` and must drop its ``audit.head.<N>`` files (MACed under the old key;
+  rewritten at its next commit).
 
 Files are replaced whole: written to a temporary name, fsynced, renamed, then the directory
 fsynced, so a crash leaves either the old file or the new one.
@@ -136,20 +138,18 @@ def rotate_at_rest(datadir: DataDir) -> int:
     store = datadir.open_store()        # settles an earlier interrupted rotation first
     root = atrest.new_key()
 
-    heads: dict = {}
-
-    def before_commit(head):
+    def before_commit(heads):
         key = root + store.keys.carried
         _write_new(key_path + PENDING, atrest.encode_key(key).encode() + b"\n")
         head_mac = atrest.AtRestKeys(key).head_mac
-        HeadFile(head_path + PENDING, head_mac).rewrite(*head)
-        for chain in _node_chains(datadir):         # this node's chains (PostgreSQL)
-            if chain in heads:
-                HeadFile(f"{head_path}.{chain}{PENDING}", head_mac).rewrite(*heads[chain])
+        for chain, head in heads.items():       # chain 1's file, and this node's chains'
+            path = _head_path(head_path, chain)
+            if chain == 1 or os.path.exists(path):
+                HeadFile(path + PENDING, head_mac).rewrite(*head)
         sync_directory(datadir.path)
 
     try:
-        seq, _ = rekey(store, root, before_commit, heads=heads)
+        seq = rekey(store, root, before_commit)[1][0]
     except BaseException:
         store.close()
         if not os.path.exists(key_path + PENDING):
@@ -161,20 +161,21 @@ def rotate_at_rest(datadir: DataDir) -> int:
     return seq
 
 
-def _node_chains(datadir: DataDir) -> list[int]:
-    """The chains whose head files (``audit.head.<chain>``) this data dir keeps."""
-    prefix = HEAD_FILE + "."
-    return sorted(int(name[len(prefix):]) for name in os.listdir(datadir.path)
-                  if name.startswith(prefix) and name[len(prefix):].isdigit())
+def _head_path(head_path: str, chain: int) -> str:
+    """The head file of an audit chain: audit.head for chain 1, audit.head.<chain> for a
+    node chain (PostgreSQL)."""
+    return head_path if chain == 1 else f"{head_path}.{chain}"
 
 
-def _pending_names(datadir: DataDir) -> list[str]:
-    """The files a rotation replaces, the key last: it says the rotation is complete."""
-    return [HEAD_FILE, *(f"{HEAD_FILE}.{chain}" for chain in _node_chains(datadir)), KEY_FILE]
+def _pending(datadir: DataDir) -> list[str]:
+    """The files a rotation wrote under their temporary names, the key last."""
+    names = sorted(name[:-len(PENDING)] for name in os.listdir(datadir.path)
+                   if name.startswith(HEAD_FILE) and name.endswith(PENDING))
+    return names + [KEY_FILE]
 
 
 def _install_pending(datadir: DataDir) -> None:
-    for name in _pending_names(datadir):
+    for name in _pending(datadir):          # the key last: it says the rotation is complete
         if os.path.exists(datadir.file(name) + PENDING):
             os.replace(datadir.file(name) + PENDING, datadir.file(name))
     sync_directory(datadir.path)
@@ -193,7 +194,7 @@ def finish_at_rest(datadir: DataDir) -> None:
         _install_pending(datadir)
         log.warning("finished an interrupted at-rest key rotation (the store holds the new key)")
     else:
-        for name in _pending_names(datadir):
+        for name in _pending(datadir):
             if os.path.exists(datadir.file(name) + PENDING):
                 os.unlink(datadir.file(name) + PENDING)
         sync_directory(datadir.path)

@@ -1,7 +1,8 @@
 """Several nodes (data dirs) on one PostgreSQL store: `audit archive` moves the old part of
 every node's chain (each with its own MACed anchor) while the nodes keep writing, and
 `audit verify [--archive]` proves the rest on every node; a backup carries every chain's
-head and restores to a store that verifies."""
+head and restores to a store that verifies; the README's PostgreSQL roles for several nodes
+work."""
 import datetime
 import hmac
 import os
@@ -201,3 +202,55 @@ def test_backup_of_several_chains_restores_every_head(tmp_path, pg_url, postgres
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_node_roles_recipe_one_owner_group_and_a_login_role_per_node(tmp_path, postgres_url, require_service):
+    """The README's roles: a NOLOGIN group role owns the schema; each node logs in with a
+    role of its own (pg_hba: one line per node) that acts as the group (ALTER ROLE ... SET
+    role), so whichever node migrates, the tables stay the group's; revoking a node's LOGIN
+    shuts it out and leaves the others serving."""
+    import psycopg
+
+    from ..services.test_datadir import _as_url
+
+    suffix = uuid.uuid4().hex[:8]
+    group, node_a, node_b, schema = (f"otpfast_{suffix}", f"otpfast_{suffix}_a", f"otpfast_{suffix}_b",
+                                     f"otpfast_s_{suffix}")
+    # the throwaway cluster trusts loopback: its superuser makes the roles
+    admin_url = psycopg.conninfo.make_conninfo(postgres_url, user="postgres")
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            allowed = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    except psycopg.OperationalError:
+        allowed = False
+    require_service(allowed, "the test cluster's superuser (to create roles)")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {group} NOLOGIN")
+        for role in (node_a, node_b):
+            conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE {group}")
+            conn.execute(f"ALTER ROLE {role} SET role = '{group}'")
+        conn.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {group}")
+    try:
+        def url(role):
+            return _as_url(psycopg.conninfo.make_conninfo(postgres_url, user=role,
+                                                          options=f"-c search_path={schema}"))
+        a = DataDir(str(tmp_path / "a"))
+        a.init(rsa_bits=2048, store_url=url(node_a))
+        _enrol(a, ["alice"])
+        b = _copy_node(a, str(tmp_path / "b"))     # its own login role
+        with open(b.file("store.url"), "w") as fh:
+            fh.write(url(node_b) + "\n")
+        assert _verify(a, "alice", 0) and _verify(b, "alice", 1) and not _verify(a, "alice", 1)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            owners = {row[0] for row in conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = %s",
+                                                     (schema,))}
+            assert owners == {group}
+            conn.execute(f"ALTER ROLE {node_b} NOLOGIN")
+        code, out = _run("audit", "verify", "--data-dir", b.path)
+        assert code == 1 and "cannot open the store" in out, out
+        _intact(a)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            for role in (node_a, node_b, group):
+                conn.execute(f"DROP ROLE {role}")

@@ -5,7 +5,8 @@ lock on every table): every secret is decrypted with the old key and encrypted w
 (account and token material, contribution digests, the key check; the unused client mask
 keys of protocol v1 are cleared); every authenticated row is MACed again with its version
 unchanged; the audit chain from the archive anchor is MACed again under the new audit key
-(the anchor's MAC too); and one ``at-rest-key-rotated`` entry is appended. Each old MAC is
+(the anchor's MAC too; on a PostgreSQL store with node chains, every chain from its
+genesis); and one ``at-rest-key-rotated`` entry is appended. Each old MAC is
 checked on the way: a store that fails ``audit verify`` is refused, never sealed anew.
 
 The PIN pepper and the OTP-digest key cannot change (what they hashed is gone): the new key
@@ -21,7 +22,7 @@ import time
 
 from .archive import anchor_mac, read_anchor
 from .atrest import AtRestKeys
-from .chain import audit_mac, chain_entries, chain_genesis
+from .chain import audit_mac, chain_entries
 from .common import (ACCOUNT_NAMES, KEY_CHECK_LABEL, TABLES, TOKEN_NAMES, account_aad, check_key,
                      contribution_aad, insert_audit, token_aad)
 from .postgres import PostgresStore
@@ -41,12 +42,11 @@ def _refused(what: str) -> StoreError:
     return StoreError(f"{what}: refused, nothing changed (run `otpfast audit verify`)")
 
 
-def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | None = None,
-          heads: dict | None = None) -> tuple[int, bytes]:
+def rekey(store, new_key: bytes, before_commit=lambda heads: None, now: float | None = None) -> dict:
     """Re-encrypt and re-MAC ``store`` under ``new_key`` (32 bytes; the carried keys are
-    appended here); ``before_commit(head)`` runs last inside the transaction with the new
-    audit head (seq, hash) of chain 1 (``heads``, if given, receives every chain's first:
-    chain -> (seq, hash)). Returns that head. The store object keeps the old keys: close it."""
+    appended here); ``before_commit(heads)`` runs last inside the transaction with the new
+    audit heads (chain -> (seq, hash); chain 1 holds the rotation entry). Returns them. The
+    store object keeps the old keys: close it."""
     report = store.verify_audit()
     if not report.ok:
         raise _refused(f"the store fails audit verify ({report.reason})")
@@ -66,16 +66,13 @@ def rekey(store, new_key: bytes, before_commit=lambda head: None, now: float | N
             aad = contribution_aad(account, authority)
             conn.execute(sql("UPDATE contributions SET digest_enc = :d WHERE account = :a AND authority_id = :u"),
                          {"d": new.encrypt(old.decrypt(bytes(digest), aad), aad), "a": account, "u": authority})
-        new_heads = _rechain(conn, sql, store, old, new, time.time() if now is None else now)
-        if heads is not None:
-            heads.update(new_heads)
-        head = new_heads[1]
-        before_commit(head)
+        heads = _rechain(conn, sql, store, old, new, time.time() if now is None else now)
+        before_commit(heads)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return head
+    return heads
 
 
 def _reseal_rows(conn, sql, old, new) -> None:
@@ -100,49 +97,58 @@ def _reseal_rows(conn, sql, old, new) -> None:
                          {**changes, "row_key": values[key_index]})
 
 
+def _chains(conn, store) -> list[int]:
+    """The audit chains: one per node process on a PostgreSQL store that has node chains
+    (``store._chain_start``), else chain 1."""
+    if not hasattr(store, "_chain_start"):
+        return [1]
+    return [int(row[0]) for row in conn.execute("SELECT id FROM audit_head ORDER BY id").fetchall()]
+
+
 def _rechain(conn, sql, store, old, new, now) -> dict:
-    """MAC every chain again from its anchor (or genesis) under the new audit key; append
-    the rotation entry to chain 1; move the database heads and re-MAC the anchors. Returns
-    the new heads: chain -> (seq, hash)."""
-    postgres = isinstance(store, PostgresStore)
-    chains = ([int(row[0]) for row in conn.execute("SELECT id FROM audit_head ORDER BY id")]
-              if postgres else [1])
+    """MAC every chain again under the new audit key (from its archive anchor, whose hash
+    stays: the archive files end there; a node chain without one from its genesis, which the
+    audit key derives); append the rotation entry to chain 1; move the database heads and
+    re-MAC the anchors. Returns chain -> its new head (seq, hash)."""
+    from . import chain as chain_module
+
+    chains = _chains(conn, store)
+    where = " AND chain = :c" if chains != [1] else ""
     heads = {}
     for chain in chains:
-        heads[chain] = _rechain_one(conn, sql, store, old, new, chain, postgres)
-    seq, prev = heads[1]
-    rows = chain_entries(new.audit_mac, (seq, prev), [(now, "store", "-", "-", "-", ROTATED)])
-    insert_audit(conn, sql, rows)
-    heads[1] = rows[-1][0], rows[-1][7]
-    for chain, (seq, digest) in heads.items():
-        conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = :id"),
-                     {"seq": seq, "hash": digest, "id": chain})
-    return heads
-
-
-def _rechain_one(conn, sql, store, old, new, chain: int, postgres: bool) -> tuple[int, bytes]:
-    """One chain MACed again under the new key; returns its new (seq, hash)."""
-    anchor = read_anchor(store, conn, chain)
-    if isinstance(anchor, str):
-        raise _refused(anchor)
-    seq, old_prev = int(anchor[0]), bytes(anchor[1])
-    # the anchor's hash stays (the archive files end there); a genesis is the key's
-    new_prev = old_prev if seq else chain_genesis(new.audit_mac, chain)
-    where = " AND chain = :chain" if postgres else ""
-    for entry in conn.execute(sql("SELECT seq, time, event, account, client, source, outcome, hash, rows"
-                                  f" FROM audit WHERE seq > :s{where} ORDER BY seq"),
-                              {"s": seq, "chain": chain}).fetchall():
-        entry_seq, fields, stored = int(entry[0]), entry[1:7], bytes(entry[7])
-        if entry_seq != seq + 1 or audit_mac(old.audit_key, old_prev, entry_seq, *fields, entry[8]) != stored:
-            raise _refused(f"audit entry {seq + 1} of chain {chain} is missing or altered")
-        new_prev = audit_mac(new.audit_key, new_prev, entry_seq, *fields, entry[8])
-        conn.execute(sql(f"UPDATE audit SET hash = :h WHERE seq = :s{where}"),
-                     {"h": new_prev, "s": entry_seq, "chain": chain})
-        seq, old_prev = entry_seq, stored
+        start = store._chain_start(conn, chain) if chain != 1 else read_anchor(store, conn)
+        if isinstance(start, str):
+            raise _refused(start)
+        seq, old_prev = int(start[0]), bytes(start[1])
+        # an archive anchor's hash stays (the archive files end there); a genesis is the key's
+        new_prev = old_prev if chain == 1 or seq else chain_module.chain_genesis(new.audit_mac, chain)
+        for entry in conn.execute(sql("SELECT seq, time, event, account, client, source, outcome, hash, rows"
+                                      " FROM audit WHERE seq > :s" + where + " ORDER BY seq"),
+                                  {"s": seq, "c": chain}).fetchall():
+            entry_seq, fields, stored = int(entry[0]), entry[1:7], bytes(entry[7])
+            if entry_seq != seq + 1 or audit_mac(old.audit_key, old_prev, entry_seq, *fields, entry[8]) != stored:
+                raise _refused(f"audit entry {seq + 1}" + (f" of chain {chain}" if where else "")
+                               + " is missing or altered")
+            new_prev = audit_mac(new.audit_key, new_prev, entry_seq, *fields, entry[8])
+            conn.execute(sql("UPDATE audit SET hash = :h WHERE seq = :s" + where),
+                         {"h": new_prev, "s": entry_seq, "c": chain})
+            seq, old_prev = entry_seq, stored
+        heads[chain] = (seq, new_prev)
+        if chain != 1:
+            conn.execute(sql("UPDATE audit_head SET hash = :hash WHERE id = :c"), {"hash": new_prev, "c": chain})
+            if start[0]:        # the chain's own archive anchor (otpfast.store.archive)
+                conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = :c"),
+                             {"m": anchor_mac(new, int(start[0]), bytes(start[1]), chain), "c": chain})
+    anchor = read_anchor(store, conn)
     if anchor[0]:
-        conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = :id"),
-                     {"m": anchor_mac(new, int(anchor[0]), bytes(anchor[1]), chain), "id": chain})
-    return seq, new_prev
+        conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = 1"),
+                     {"m": anchor_mac(new, int(anchor[0]), bytes(anchor[1]))})
+    rows = chain_entries(new.audit_mac, heads[1], [(now, "store", "-", "-", "-", ROTATED)])
+    insert_audit(conn, sql, rows)
+    conn.execute(sql("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
+                 {"seq": rows[-1][0], "hash": rows[-1][7]})
+    heads[1] = (rows[-1][0], rows[-1][7])
+    return heads
 
 
 def key_matches(key: bytes, *, path: str | None = None, url: str | None = None) -> bool:
