@@ -512,7 +512,10 @@ def audit_archive(data_dir, before, file):
         raise click.BadParameter(f"{file} exists already", param_hint="'FILE'")
     with _admin(data_dir) as admin:
         done = audit.archive(admin.store, cutoff, file, clock=admin.clock)
-    if done.entries:
+    if done.chains:
+        spans = ", ".join(f"chain {chain} entries {first}..{last}" for chain, first, last in done.chains)
+        click.echo(f"archived {spans} ({done.entries}) to {file}")
+    elif done.entries:
         click.echo(f"archived entries {done.first}..{done.last} ({done.entries}) to {file}")
     else:
         click.echo("no entries before that date: nothing archived")

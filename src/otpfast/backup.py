@@ -4,8 +4,11 @@ A backup is one file: a gzip'ed tar of ``manifest.json``, the data directory's k
 certificate (``at-rest.key`` unless the key comes from $OTPFAST_AT_REST_KEY, ``keyserver.pem``,
 ``tls.crt``, ``tls.key``), a consistent copy of the store (SQLite: ``store.db`` by the online
 backup API; PostgreSQL: ``postgres/<table>.copy`` of every table from one snapshot, and
-``store.url``) with the audit anchor inside it, and ``audit.head``: the head file written
-for the copy's own audit head (MACed under the head key, as the servers write it).
+``store.url``) with the audit anchors inside it, and ``audit.head``: the head file written
+for the copy's own audit head (MACed under the head key, as the servers write it); on
+PostgreSQL also ``audit.head.<chain>`` for every node's chain in the copy, all checked by
+``audit verify`` at create and at restore and installed in the restored data dir (which
+keeps no other store's chain head files; a fresh data dir names a new node on first use).
 
 It holds the at-rest key, so it is as secret as the data directory: it is created 0600
 (never over an existing file) and, with a passphrase, encrypted: scrypt (n=2^15, r=8, p=1)
@@ -114,10 +117,16 @@ def create(datadir: DataDir, path: str, *, passphrase: bytes | None = None) -> d
             manifest["store"] = "sqlite"
         else:
             os.mkdir(os.path.join(work, _PG_DIR), 0o700)
-            tables, head = snapshot.dump_postgres(url, os.path.join(work, _PG_DIR))
+            tables, heads = snapshot.dump_postgres(url, os.path.join(work, _PG_DIR))
+            for chain, chain_head in heads.items():     # every node's chain
+                if chain != 1:
+                    _write_head(f"{head_path}.{chain}", key, chain_head)
+                    names.append(f"{HEAD_FILE}.{chain}")
+            head = heads[1]
             _write_head(head_path, key, head)
             names.append(_PG_DIR)
-            manifest.update(store="postgresql", source=describe_url(url), tables=tables)
+            manifest.update(store="postgresql", source=describe_url(url), tables=tables,
+                            audit_heads={str(chain): seq for chain, (seq, _) in heads.items()})
         names.append(HEAD_FILE)
         manifest["audit_head"] = head[0]
         buffer = io.BytesIO()
@@ -213,7 +222,11 @@ def restore(path: str, datadir: DataDir, *, passphrase: bytes | None = None, for
         for suffix in ("-wal", "-shm"):          # a stale WAL must not be replayed into the copy
             if os.path.exists(datadir.file(STORE_FILE + suffix)):
                 os.unlink(datadir.file(STORE_FILE + suffix))
-        for name in KEY_FILES + (HEAD_FILE, STORE_FILE if url is None else STORE_URL_FILE):
+        for name in os.listdir(datadir.path):      # another store's chains: not this one's
+            if _chain_head_file(name):
+                os.unlink(datadir.file(name))
+        chain_heads = tuple(name for name in os.listdir(work) if _chain_head_file(name))
+        for name in KEY_FILES + (HEAD_FILE, STORE_FILE if url is None else STORE_URL_FILE) + chain_heads:
             if os.path.exists(os.path.join(work, name)):
                 _install(os.path.join(work, name), datadir.file(name))
         if url is not None:
@@ -225,6 +238,11 @@ def restore(path: str, datadir: DataDir, *, passphrase: bytes | None = None, for
             os.unlink(datadir.file(STORE_URL_FILE))
         sync_directory(datadir.path)
     return manifest
+
+
+def _chain_head_file(name: str) -> bool:
+    """``audit.head.<chain>``: the head file of a node's chain (PostgreSQL)."""
+    return name.startswith(HEAD_FILE + ".") and name[len(HEAD_FILE) + 1:].isdigit()
 
 
 def _install_text(target: str, text: str) -> None:

@@ -185,7 +185,7 @@ def test_rotate_at_rest_on_postgres(tmp_path, pg_url):
 
     data_dir = DataDir(str(tmp_path / "d"))
     data_dir.init(rsa_bits=2048, store_url=_as_url(pg_url))
-    state = _setup(data_dir, tmp_path, archive=False)      # node chains do not archive (yet)
+    state = _setup(data_dir, tmp_path)      # every node chain archived: an anchor of its own
     code, out = _run("rotate", "at-rest", "--data-dir", data_dir.path)
     assert code == 0, out
     _check_everything_works(data_dir, state)

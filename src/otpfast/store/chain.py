@@ -78,13 +78,24 @@ def fold_records(records) -> dict:
     """The ``latest`` row records (otpfast.store.rows.note_records) of several chains:
     ``records`` = [(seq, rows text)] of every chain; an entry's rows take the version its
     text names ("v", drawn from one sequence, so it orders the writes of one row across
-    chains), else its seq (a single chain)."""
-    versioned = [(record_version(seq, text), text) for seq, text in records if text]
-    versioned.sort(key=lambda item: item[0])
-    latest: dict = {}
-    for version, text in versioned:
-        row_auth.note_records(latest, version, text)
-    return latest
+    chains), else its seq (a single chain). A version an archive carried over ("=") counts
+    at that version, not at the archive's entry: a write of the row made on another chain
+    while the archive ran is newer, and stays the latest."""
+    writes = []
+    for seq, text in records:
+        if not text:
+            continue
+        fields = json.loads(text)
+        version = fields.pop("v", seq)
+        for tag, key, ver in fields.pop("=", ()):
+            writes.append((ver, tag, key, ver))
+        for tag, keys in fields.items():
+            deleted = tag.startswith("-")
+            for key in keys:
+                writes.append((version, tag[1:] if deleted else tag, key,
+                               "-" if deleted else version))
+    writes.sort(key=lambda write: write[0])
+    return {(tag, key): what for _, tag, key, what in writes}
 
 
 def record_version(seq: int, text: str) -> int:

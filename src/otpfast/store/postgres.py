@@ -135,6 +135,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE SEQUENCE row_versions",
         "SELECT setval('row_versions', GREATEST(1, (SELECT seq FROM audit_head WHERE id = 1)))",
     ),
+    (   # v8: an archive anchor per chain (otpfast.store.archive.archive_chains)
+        "ALTER TABLE audit_anchor DROP CONSTRAINT audit_anchor_id_check",
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
@@ -517,15 +520,18 @@ class PostgresStore(SqlReads, Store):
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self, *, wait: bool = True, durable: bool = True) -> Iterator[Transaction]:
-        # every COMMIT is durable here (synchronous_commit = on): ``durable`` changes nothing
+    def transaction(self, *, wait: bool = True, durable: bool = True,
+                    snapshot: bool = False) -> Iterator[Transaction]:
+        # every COMMIT is durable here (synchronous_commit = on): ``durable`` changes nothing;
+        # ``snapshot``: every statement sees the database as of the first (the archive)
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
         watched = None if wait else self._watchdog.watch(conn, self._deadline)
         try:
             try:
-                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                conn.execute("BEGIN ISOLATION LEVEL "
+                             + ("REPEATABLE READ" if snapshot else "READ COMMITTED"))
                 if not wait:    # a table lock (an operator's LOCK TABLE) is "busy" too
                     conn.execute(f"SET LOCAL lock_timeout = {NO_WAIT_LOCK_TIMEOUT_MS}")
                 head = self._claim_chain(conn, wait)
@@ -670,11 +676,9 @@ class PostgresStore(SqlReads, Store):
         return self._audit_pages(self._conn())
 
     def _chain_start(self, conn, chain: int):
-        """(seq, hash) where ``chain`` starts: chain 1 at the archive anchor, the others at
-        their genesis; or a str saying why the anchor is refused."""
-        if chain == 1:
-            return archive.read_anchor(self, conn)
-        return (0, chain_genesis(self.keys.audit_mac, chain))
+        """(seq, hash) where ``chain`` starts: its archive anchor, else its genesis; or a
+        str saying why the anchor is refused."""
+        return archive.read_anchor(self, conn, chain)
 
     def checked_audit_entries(self):
         conn = self._conn()
@@ -720,17 +724,15 @@ class PostgresStore(SqlReads, Store):
         return heads
 
     def archive_audit(self, before: float, path: str, now: float) -> archive.Archived:
-        """Move the entries dated before ``before`` to the new file ``path``
-        (otpfast.store.archive). Only a store with one chain (no node chains) archives."""
-        if self._conn().execute("SELECT 1 FROM audit_head WHERE id <> 1 LIMIT 1").fetchone():
-            raise StoreError("archiving is not supported yet for a store with several node "
-                             "chains (otpfast.store.archive)")
-        head_file = self._head_file.read()
+        """Move the entries dated before ``before`` of every chain to the new file ``path``
+        (otpfast.store.archive.archive_chains), in one snapshot: nodes go on writing."""
+        head_files = self._read_head_files()
 
         def in_transaction():
-            with self.transaction() as tx:
-                return archive.archive(self, tx, before, path, head_file,
-                                       lambda upto: self._audit_pages(tx._conn, upto, 1), now)
+            with self.transaction(snapshot=True) as tx:
+                return archive.archive_chains(
+                    self, tx, before, path, head_files,
+                    lambda chain: self._audit_pages(tx._conn, chain=chain), now)
         return archive.run(self, path, in_transaction)
 
 

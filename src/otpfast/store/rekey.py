@@ -106,10 +106,10 @@ def _chains(conn, store) -> list[int]:
 
 
 def _rechain(conn, sql, store, old, new, now) -> dict:
-    """MAC every chain again under the new audit key (chain 1 from the archive anchor, whose
-    hash stays: the archive files end there; a node chain from its genesis, which the audit
-    key derives); append the rotation entry to chain 1; move the database heads and re-MAC
-    the anchor. Returns chain -> its new head (seq, hash)."""
+    """MAC every chain again under the new audit key (from its archive anchor, whose hash
+    stays: the archive files end there; a node chain without one from its genesis, which the
+    audit key derives); append the rotation entry to chain 1; move the database heads and
+    re-MAC the anchors. Returns chain -> its new head (seq, hash)."""
     from . import chain as chain_module
 
     chains = _chains(conn, store)
@@ -120,7 +120,8 @@ def _rechain(conn, sql, store, old, new, now) -> dict:
         if isinstance(start, str):
             raise _refused(start)
         seq, old_prev = int(start[0]), bytes(start[1])
-        new_prev = old_prev if chain == 1 else chain_module.chain_genesis(new.audit_mac, chain)
+        # an archive anchor's hash stays (the archive files end there); a genesis is the key's
+        new_prev = old_prev if chain == 1 or seq else chain_module.chain_genesis(new.audit_mac, chain)
         for entry in conn.execute(sql("SELECT seq, time, event, account, client, source, outcome, hash, rows"
                                       " FROM audit WHERE seq > :s" + where + " ORDER BY seq"),
                                   {"s": seq, "c": chain}).fetchall():
@@ -135,6 +136,9 @@ def _rechain(conn, sql, store, old, new, now) -> dict:
         heads[chain] = (seq, new_prev)
         if chain != 1:
             conn.execute(sql("UPDATE audit_head SET hash = :hash WHERE id = :c"), {"hash": new_prev, "c": chain})
+            if start[0]:        # the chain's own archive anchor (otpfast.store.archive)
+                conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = :c"),
+                             {"m": anchor_mac(new, int(start[0]), bytes(start[1]), chain), "c": chain})
     anchor = read_anchor(store, conn)
     if anchor[0]:
         conn.execute(sql("UPDATE audit_anchor SET mac = :m WHERE id = 1"),

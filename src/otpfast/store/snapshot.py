@@ -8,8 +8,8 @@
   identity sequence past the rows loaded and every other sequence to its value in the
   snapshot (audit chain ids, row versions), all in one transaction.
 
-``head_of`` reads the database's audit head in the copy, so the head file written beside it
-matches the copy (not the live store, which may have moved on).
+The database's audit heads are read in the copy (every chain's, on PostgreSQL), so the head
+files written beside it match the copy (not the live store, which may have moved on).
 """
 import json
 import os
@@ -78,9 +78,10 @@ def _sequence_value(conn, name: str) -> tuple[int, bool]:
     return int(value), bool(called)
 
 
-def dump_postgres(url: str, directory: str) -> tuple[list[str], tuple[int, bytes]]:
+def dump_postgres(url: str, directory: str) -> tuple[list[str], dict]:
     """Write ``<table>.copy`` (binary COPY) for every table of the store at ``url`` into
-    ``directory``, all from one snapshot; returns the tables and the audit head in it."""
+    ``directory``, all from one snapshot; returns the tables and the audit heads in it
+    (chain -> (seq, hash): one chain per node process)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -96,9 +97,10 @@ def dump_postgres(url: str, directory: str) -> tuple[list[str], tuple[int, bytes
         with open(os.open(os.path.join(directory, SEQUENCES_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
                   "w") as out:
             json.dump(sequences, out)
-        seq, digest = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        heads = {int(chain): (int(seq), bytes(digest)) for chain, seq, digest in conn.execute(
+            "SELECT id, seq, hash FROM audit_head ORDER BY id")}
         conn.execute("COMMIT")
-    return tables, (int(seq), bytes(digest))
+    return tables, heads
 
 
 def load_postgres(url: str, directory: str, tables: list[str]) -> None:

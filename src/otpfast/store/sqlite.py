@@ -106,6 +106,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # chain (the head row names no node)
         "ALTER TABLE audit_head ADD COLUMN node TEXT",
     ),
+    (   # v8: PostgreSQL keeps an archive anchor per chain; one SQLite file has one chain
+    ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
 TOKENS_VERSION = 5      # ... and the one that gives every account its main token
