@@ -186,7 +186,7 @@ def test_datadir_postgres_url_from_environment_and_refusals(tmp_path, pg_url, mo
     # another data dir with another at-rest key cannot take over the database's store
     monkeypatch.delenv("OTPFAST_STORE_URL")
     other = DataDir(str(tmp_path / "f"))
-    with pytest.raises(StoreError, match="at-rest key"):
+    with pytest.raises(StoreError, match="holds an otpfast store already.*--join"):
         other.init(rsa_bits=2048, store_url=url)
     assert not other.initialised and not os.path.exists(other.file("at-rest.key"))
 
