@@ -222,7 +222,8 @@ class DataDir:
                 self._forget_node()
                 if not join and "does not match" in str(exc):
                     raise StoreError(
-                        "this database holds an otpfast store already: to add a node, run "
+                        "this database holds an otpfast store already (another at-rest key): "
+                        "to add a node, run "
                         "`otpfast init --join --store-url URL --at-rest-key-file FILE` with "
                         "a copy of the first node's at-rest.key") from None
                 if join and "no otpfast store" in str(exc):

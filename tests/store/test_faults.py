@@ -22,7 +22,7 @@ def test_fault_session_settings_bound_every_wait(backend, store):
         "lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout",
         "tcp_keepalives_idle", "application_name")}
     assert show["lock_timeout"] == "2s" and show["statement_timeout"] == "10s"
-    assert show["idle_in_transaction_session_timeout"] == "10s"
+    assert show["idle_in_transaction_session_timeout"] == "1min"
     assert show["tcp_keepalives_idle"] in ("5", "5s", "0")    # 0: a UNIX socket
     named = backend.open(node="node-a")
     assert named._conn().execute("SHOW application_name").fetchone()[0] == "otpfast node-a"

@@ -22,7 +22,13 @@ waits for another process's write lock: a batch asks for it without waiting
 (``verify_many(wait=False)``) and, while it is taken, stays pending and keeps growing, and
 the loop serves its connections meanwhile. It is tried again as soon as a sibling worker
 says it committed (``handoff``: otpfast.net.workers.Handoff), else ``BUSY_RETRY`` seconds
-later (a writer that is not a worker, e.g. an admin command).
+later (a writer that is not a worker, e.g. an admin command). That is SQLite's case: on
+PostgreSQL each process appends to an audit chain of its own and locks only the accounts
+it changes (otpfast.store.postgres), so a batch is never busy there.
+
+A batch the store failed without committing anything (StoreUnavailable.committed is False:
+a lost session, a timeout) is tried once more on a fresh session; one whose outcome is
+unknown is not, and its requests get "try again" from their front end.
 """
 import asyncio
 import collections

@@ -186,7 +186,7 @@ CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_in
 
 
 def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
-            statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+            statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 60_000,
             application_name: str = "otpfast", connect_timeout: int = 5):
     """An autocommit connection (transactions are explicit) with otpfast's session
     settings: every wait bounded (lock, statement, idle in transaction; the server's
@@ -314,6 +314,9 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True,
     The ROWS_VERSION step also seals the existing rows and needs ``keys``."""
     while True:
         with conn.transaction():
+            # a migration of a big store may take long (v6 rebuilds the audit key)
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             version = _current_version(conn)
             if version == 0 and not create:
@@ -371,7 +374,7 @@ class PostgresStore(SqlReads, Store):
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
-                 statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+                 statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 60_000,
                  create: bool = False, upgrade: bool = True, node: str | None = None,
                  fence_path: str | None = None):
         self._url = url
