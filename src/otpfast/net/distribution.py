@@ -3,7 +3,7 @@ Request -> Issued, Verify -> Accept/Reject (TryAgain when the store could not de
 from ..protocol import distribution as distribution_protocol
 from ..errors import StoreError
 from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request,
-                                 TryAgain, Verify)
+                                 TryAgain, Verify, VerifyOnce)
 from ..services import credentials
 from . import tls
 from ._auth import Authentication, peer_host
@@ -58,10 +58,11 @@ class DistributionHandler:
     def handle(self, event):
         kind = type(event)
         client = self.client
-        if kind is Verify and client is not None:
+        if (kind is Verify or kind is VerifyOnce) and client is not None:
             reply = Reply.waiting(_verdict)
             self._verifier.verify_callback(event.account, event.otp, _deciding(reply),
-                                           source=self.source, client=client)
+                                           source=self.source, client=client,
+                                           request_id=getattr(event, "request_id", None))
             return reply
         if kind is Request and client is not None:
             return Reply(future=self._verifier.call_future(

@@ -99,12 +99,12 @@ class AsyncVerifier:
         self._submit((VerifyItem(account, otp, source, client), future))
         return future
 
-    def verify_callback(self, account, otp, callback, *, source, client=None):
+    def verify_callback(self, account, otp, callback, *, source, client=None, request_id=None):
         """Submit one verification without a future: ``callback(ok, exc)`` runs when its batch
         is decided (``ok`` True/False, or ``exc`` if the batch failed). If it returns an
         object, that object's ``replies_ready()`` is called once after every callback of the
         batch ran (a connection writes all its replies in one go)."""
-        self._submit((VerifyItem(account, otp, source, client), callback))
+        self._submit((VerifyItem(account, otp, source, client, request_id), callback))
 
     async def verify(self, account, otp, *, source, client=None):
         return await self.verify_future(account, otp, source=source, client=client)

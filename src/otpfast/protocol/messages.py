@@ -18,6 +18,7 @@ NONCE_LIMIT = 64
 MASKED_LIMIT = 1024
 SIGNATURE_LIMIT = 1024    # RSA-PSS under keys up to 8192 bits
 DIGEST_LIMIT = 64
+REQUEST_ID_LIMIT = 64     # a client's request id (VerifyOnce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,22 @@ class TryAgain:
     FIELDS = ()
 
 
+@dataclass(frozen=True, slots=True)
+class VerifyOnce:
+    """Verifier -> distribution server: Verify with the client's id of this request; a
+    retry with the same id (after a lost reply or TryAgain) gets the outcome the first one
+    got (Accept/Reject), never a second decision."""
+    account: str
+    otp: str
+    request_id: str
+    TYPE = 19
+    FIELDS = (("account", "str", NAME_LIMIT), ("otp", "str", OTP_LIMIT),
+              ("request_id", "str", REQUEST_ID_LIMIT))
+
+    def __repr__(self):
+        return f"VerifyOnce(account={self.account!r}, otp=<hidden>, request_id={self.request_id!r})"
+
+
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
     Hello, PublicKey, Contribute, Receipt, AuthOk, Request, Issued, Verify, Accept, Reject, Error,
-    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript, TryAgain)}
+    AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript, TryAgain, VerifyOnce)}

@@ -130,6 +130,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE SEQUENCE audit_chain_ids START 2",
         "CREATE SEQUENCE row_versions",
         "SELECT setval('row_versions', GREATEST(1, (SELECT seq FROM audit_head WHERE id = 1)))",
+        # idempotent verification: a client's request id -> the outcome it got (MACed)
+        "CREATE TABLE verify_requests (client TEXT NOT NULL, request_id TEXT NOT NULL,"
+        " accepted BOOLEAN NOT NULL, at DOUBLE PRECISION NOT NULL, mac BYTEA NOT NULL,"
+        " PRIMARY KEY (client, request_id))",
+        "CREATE INDEX verify_requests_at ON verify_requests (at)",
     ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)

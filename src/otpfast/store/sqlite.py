@@ -100,6 +100,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (   # v6: PostgreSQL keeps one audit chain per node process; one SQLite file has one
         # chain (the head row names no node)
         "ALTER TABLE audit_head ADD COLUMN node TEXT",
+        # idempotent verification: a client's request id -> the outcome it got (MACed)
+        "CREATE TABLE verify_requests (client TEXT NOT NULL, request_id TEXT NOT NULL,"
+        " accepted INTEGER NOT NULL, at REAL NOT NULL, mac BLOB NOT NULL,"
+        " PRIMARY KEY (client, request_id))",
+        "CREATE INDEX verify_requests_at ON verify_requests (at)",
     ),
 ]
 ROWS_VERSION = 4        # the migration that needs the at-rest key (seals existing rows)
