@@ -275,7 +275,8 @@ class DataDir:
         servers' start): then it is migrated, and a warning names both versions.
         ``retry_for`` (the servers' start): a PostgreSQL store that cannot be reached is
         tried again with back-off (0.5 s doubling to 8 s, each failure logged with its
-        cause) for up to that many seconds."""
+        cause) for up to that many seconds, and every transaction of the server is cut off
+        if the store stops answering (PostgresStore ``server``)."""
         self._require()
         self.tighten()
         key = atrest.load_key(self.file(KEY_FILE))
@@ -286,7 +287,8 @@ class DataDir:
                 try:
                     store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
                                           upgrade=upgrade, node=self.node_id(),
-                                          fence_path=self.file(FENCE_FILE))
+                                          fence_path=self.file(FENCE_FILE),
+                                          server=retry_for > 0)
                     break
                 except StoreUnavailable as exc:
                     if time.monotonic() + pause > give_up:

@@ -370,7 +370,8 @@ class PostgresStore(SqlReads, Store):
     older schema is migrated unless ``upgrade=False`` (then StoreOutdated); ``upgraded_from``:
     the version it was, or None. ``node``: this node's name (its processes append to audit
     chains of their own; None: chain 1, shared). ``fence_path``: the node's record of the
-    newest primary it wrote through (Fence). Every session's waits are bounded:
+    newest primary it wrote through (Fence). ``server``: every transaction (not only the
+    batches, ``wait=False``) is cut off by the watchdog. Every session's waits are bounded:
     ``lock_timeout_ms``, ``statement_timeout_ms``, ``idle_timeout_ms`` (idle in a
     transaction), TCP keepalives, and a watchdog for a server that stops answering."""
 
@@ -381,13 +382,14 @@ class PostgresStore(SqlReads, Store):
                  synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
                  statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 60_000,
                  create: bool = False, upgrade: bool = True, node: str | None = None,
-                 fence_path: str | None = None):
+                 fence_path: str | None = None, server: bool = False):
         self._url = url
         self.node = node
         # a server batch (wait=False) still running this long is cut off (a stopped server
         # answers nothing, and no server-side timeout fires): see _Watchdog
         self._deadline = statement_timeout_ms / 1000 + 1.0
         self._watchdog = _Watchdog()
+        self._watch_all = server     # a server's event loop must never hang on the store
         self._last_chain = 0
         self._head_files: dict = {}
         self.location = describe_url(url)
@@ -518,7 +520,8 @@ class PostgresStore(SqlReads, Store):
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
-        watched = None if wait else self._watchdog.watch(conn, self._deadline)
+        watched = (self._watchdog.watch(conn, self._deadline) if self._watch_all or not wait
+                   else None)
         try:
             try:
                 conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
