@@ -215,6 +215,9 @@ def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 
                                ("idle_in_transaction_session_timeout", int(idle_timeout_ms)),
                                ("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2),
                                ("tcp_keepalives_count", 3),
+                               # data the server sent and a cut-off node never acknowledged
+                               # (keepalives do not run then): given up after 10 s
+                               ("tcp_user_timeout", 10_000),
                                ("default_transaction_isolation", "'read committed'")):
             conn.execute(f"SET {setting} = {value}")
     except driver.OperationalError as exc:
