@@ -223,7 +223,8 @@ class DataDir:
                 self._forget_node()
                 if not join and "does not match" in str(exc):
                     raise StoreError(
-                        "this database holds an otpfast store already: to add a node, run "
+                        "this database holds an otpfast store already (another at-rest key): "
+                        "to add a node, run "
                         "`otpfast init --join --store-url URL --at-rest-key-file FILE` with "
                         "a copy of the first node's at-rest.key") from None
                 if join and "no otpfast store" in str(exc):
@@ -283,7 +284,8 @@ class DataDir:
         servers' start): then it is migrated, and a warning names both versions.
         ``retry_for`` (the servers' start): a PostgreSQL store that cannot be reached is
         tried again with back-off (0.5 s doubling to 8 s, each failure logged with its
-        cause) for up to that many seconds."""
+        cause) for up to that many seconds, and every transaction of the server is cut off
+        if the store stops answering (PostgresStore ``server``)."""
         self._require()
         self.tighten()
         if os.path.exists(self.file(KEY_FILE) + ".new"):     # an interrupted `rotate at-rest`
@@ -297,7 +299,8 @@ class DataDir:
                 try:
                     store = PostgresStore(url, key, head_path=self.file(HEAD_FILE), create=False,
                                           upgrade=upgrade, node=self.node_id(),
-                                          fence_path=self.file(FENCE_FILE))
+                                          fence_path=self.file(FENCE_FILE),
+                                          server=retry_for > 0)
                     break
                 except StoreUnavailable as exc:
                     if time.monotonic() + pause > give_up:

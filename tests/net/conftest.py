@@ -97,6 +97,7 @@ class FakeDistribution:
         self.lock = threading.Lock()
         self.fail_next_batch = False
         self.unavailable = []           # StoreUnavailable.committed of the next batches' failures
+        self.request_ids = []           # VerifyItem.request_id of every verified item
         self.sources = set()
 
     def authenticate(self, exchange, proof, *, source="-"):
@@ -139,6 +140,7 @@ class FakeDistribution:
             raise StoreUnavailable("the store is unreachable", committed=self.unavailable.pop(0))
         self.batches.append(len(items))
         self.sources.update(item.source for item in items)
+        self.request_ids.extend(item.request_id for item in items)
         out = []
         for item in items:
             allowed = item.client is None or item.client.verifier

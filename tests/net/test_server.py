@@ -96,6 +96,21 @@ def test_store_unavailable_is_try_again_not_a_refusal(start, run):
     run(main)
 
 
+def test_verify_once_carries_the_request_id(start, run):
+    """VerifyOnce (type 26) reaches the service with the client's request id."""
+    async def main():
+        async with start(kind="distribution") as running:
+            async with running.connect() as phone:
+                await phone.authenticate(*PHONE)
+                otp = (await phone.request("alice")).otp
+            async with running.connect() as verifier:
+                await verifier.authenticate(*VERIFIER)
+                assert await verifier.verify("alice", otp, request_id="req-1") is True
+                assert await verifier.verify("alice", "000000") is False
+            assert running.distribution.request_ids[-2:] == ["req-1", None]
+    run(main)
+
+
 @pytest.mark.parametrize("kind", ["combined", "distribution"])
 def test_verifications_name_the_peer_address_as_source(start, run, kind):
     """The source is what throttling counts failures against (services.policy)."""

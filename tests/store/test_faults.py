@@ -22,7 +22,7 @@ def test_fault_session_settings_bound_every_wait(backend, store):
         "lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout",
         "tcp_keepalives_idle", "application_name")}
     assert show["lock_timeout"] == "2s" and show["statement_timeout"] == "10s"
-    assert show["idle_in_transaction_session_timeout"] == "10s"
+    assert show["idle_in_transaction_session_timeout"] == "1min"
     assert show["tcp_keepalives_idle"] in ("5", "5s", "0")    # 0: a UNIX socket
     named = backend.open(node="node-a")
     assert named._conn().execute("SHOW application_name").fetchone()[0] == "otpfast node-a"
@@ -107,20 +107,22 @@ def test_fault_operator_row_lock_stalls_only_that_account_for_lock_timeout(backe
         operator.close()
 
 
-def test_fault_stopped_backend_is_cut_off_within_the_deadline(backend, store):
+@pytest.mark.parametrize("server", [False, True], ids=["batch", "server-transaction"])
+def test_fault_stopped_backend_is_cut_off_within_the_deadline(backend, store, server):
     """kill -STOP of the server process of a node's session: no server-side timeout can
-    fire, and libpq would wait forever; the watchdog cuts a server batch (wait=False) off
-    after statement_timeout + 1 s, and nothing was committed."""
+    fire, and libpq would wait forever; the watchdog cuts a server batch (wait=False), and
+    any transaction of a server's store, off after statement_timeout + 1 s, and nothing
+    was committed."""
     if os.geteuid() != 0 and os.environ.get("CI"):
         pytest.skip("signalling the server's processes needs root (or the same user)")
     with store.transaction() as tx:
         tx.add_account("alice", "hotp", {"lockout": 3}, {"key": "00"}, None, 1.0)
-    node = backend.open(node="a", statement_timeout_ms=500)
+    node = backend.open(node="a", statement_timeout_ms=500, server=server)
     pid = _pid(node)
     try:
         started = time.monotonic()
         with pytest.raises(StoreUnavailable) as caught:
-            with node.transaction(wait=False) as tx:
+            with node.transaction(wait=server) as tx:
                 assert tx.advance_counter("alice", 0, 1)
                 os.kill(pid, signal.SIGSTOP)
         took = time.monotonic() - started

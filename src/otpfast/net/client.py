@@ -14,7 +14,7 @@ from ..errors import InvalidParameter, LocalProtocolError, ProtocolError, Refuse
 from ..protocol import combined
 from ..protocol._connection import CLIENT, CONNECTION_CLOSED, IDLE, NEED_DATA
 from ..protocol.messages import (Accept, AuthProof, AuthStart, Contribute, Error, Hello, Request,
-                                 TranscriptRequest, TryAgain, Verify)
+                                 TranscriptRequest, TryAgain, Verify, VerifyOnce)
 from ..services import credentials, masking
 from . import tls
 from .address import format_address
@@ -120,9 +120,13 @@ class Client:
         otp = masking.unmask(self._session_key, account, issued.nonce, issued.masked, issued.expires_at_ms)
         return IssuedOtp(otp, issued.expires_at_ms / 1000.0)
 
-    async def verify(self, account, otp):
-        """True if the server accepted the OTP (it is used up then), False if rejected."""
-        await self._send(Verify(account, otp))
+    async def verify(self, account, otp, *, request_id=None):
+        """True if the server accepted the OTP (it is used up then), False if rejected;
+        TryAgain if it could not decide now. With ``request_id`` (unique per request of
+        this client, e.g. a UUID), asking again with the same id - after a lost reply, a
+        timeout or TryAgain, at any server of the store - gets the first outcome."""
+        await self._send(Verify(account, otp) if request_id is None
+                         else VerifyOnce(account, otp, request_id))
         return _verdict(await self._receive())
 
     async def verify_many(self, items):

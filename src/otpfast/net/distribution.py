@@ -5,7 +5,7 @@ import time
 from ..protocol import distribution as distribution_protocol
 from ..errors import StoreError
 from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, Error, Issued, Reject, Request,
-                                 TryAgain, Verify)
+                                 TryAgain, Verify, VerifyOnce)
 from ..services import credentials
 from . import tls
 from ._auth import Authentication, peer_host
@@ -47,7 +47,7 @@ class DistributionHandler:
     def handle(self, event):
         kind = type(event)
         client = self.client
-        if kind is Verify and client is not None:
+        if (kind is Verify or kind is VerifyOnce) and client is not None:
             started, decided = time.perf_counter(), self.metrics.decided
 
             def verdict(ok):
@@ -64,7 +64,7 @@ class DistributionHandler:
 
             reply = Reply.waiting(verdict)
             self._verifier.verify_callback(event.account, event.otp, done, source=self.source,
-                                           client=client)
+                                           client=client, request_id=getattr(event, "request_id", None))
             return reply
         if kind is Request and client is not None:
             return Reply(future=self._verifier.call_future(

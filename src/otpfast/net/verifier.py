@@ -22,7 +22,13 @@ waits for another process's write lock: a batch asks for it without waiting
 (``verify_many(wait=False)``) and, while it is taken, stays pending and keeps growing, and
 the loop serves its connections meanwhile. It is tried again as soon as a sibling worker
 says it committed (``handoff``: otpfast.net.workers.Handoff), else ``BUSY_RETRY`` seconds
-later (a writer that is not a worker, e.g. an admin command).
+later (a writer that is not a worker, e.g. an admin command). That is SQLite's case: on
+PostgreSQL each process appends to an audit chain of its own and locks only the accounts
+it changes (otpfast.store.postgres), so a batch is never busy there.
+
+A batch the store failed without committing anything (StoreUnavailable.committed is False:
+a lost session, a timeout) is tried once more on a fresh session; one whose outcome is
+unknown is not, and its requests get "try again" from their front end.
 """
 import asyncio
 import collections
@@ -97,12 +103,12 @@ class AsyncVerifier:
         self._submit((VerifyItem(account, otp, source, client), future))
         return future
 
-    def verify_callback(self, account, otp, callback, *, source, client=None):
+    def verify_callback(self, account, otp, callback, *, source, client=None, request_id=None):
         """Submit one verification without a future: ``callback(ok, exc)`` runs when its batch
         is decided (``ok`` True/False, or ``exc`` if the batch failed). If it returns an
         object, that object's ``replies_ready()`` is called once after every callback of the
         batch ran (a connection writes all its replies in one go)."""
-        self._submit((VerifyItem(account, otp, source, client), callback))
+        self._submit((VerifyItem(account, otp, source, client, request_id), callback))
 
     async def verify(self, account, otp, *, source, client=None):
         return await self.verify_future(account, otp, source=source, client=client)

@@ -22,6 +22,7 @@ ELEMENT_LIMIT = 32        # a ristretto255 element or scalar
 DLEQ_LIMIT = 64           # a DLEQ proof: two scalars
 COUNTERS_LIMIT = 8 * 16   # up to 16 u64 counters, packed big-endian
 CEREMONY_LIMIT = 60000    # a DKG round's canonical JSON (services.tprfdkg; n <= 7 share servers)
+REQUEST_ID_LIMIT = 64     # a client's request id (VerifyOnce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +259,23 @@ class TryAgain:
     FIELDS = ()
 
 
+@dataclass(frozen=True, slots=True)
+class VerifyOnce:
+    """Verifier -> distribution server: Verify with the client's id of this request; a
+    retry with the same id (after a lost reply or TryAgain) gets the outcome the first one
+    got (Accept/Reject), never a second decision."""
+    account: str
+    otp: str
+    request_id: str
+    TYPE = 26
+    FIELDS = (("account", "str", NAME_LIMIT), ("otp", "str", OTP_LIMIT),
+              ("request_id", "str", REQUEST_ID_LIMIT))
+
+    def __repr__(self):
+        return f"VerifyOnce(account={self.account!r}, otp=<hidden>, request_id={self.request_id!r})"
+
+
 MESSAGE_TYPES = {cls.TYPE: cls for cls in (
     Hello, PublicKey, Contribute, Receipt, AuthOk, Request, Issued, Verify, Accept, Reject, Error,
     AuthStart, Challenge, AuthProof, TranscriptRequest, Transcript, ShareStatus, ShareState,
-    Evaluate, Partial, Outcome, CeremonyStep, CeremonyReply, TryAgain)}
+    Evaluate, Partial, Outcome, CeremonyStep, CeremonyReply, TryAgain, VerifyOnce)}

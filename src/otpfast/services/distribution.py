@@ -69,9 +69,13 @@ class VerifyItem:
     otp: str
     source: str
     client: ClientInfo | None = None
+    # the client's id of this request: a retry of the same id (after a timeout or "try
+    # again") gets the outcome the first one got, never a second decision
+    request_id: str | None = None
 
 
 TOKEN_CACHE_SIZE = 4096
+REQUEST_ID_TTL = 86400          # seconds a request id's outcome is kept for its retries
 MIN_TTL, MAX_TTL = 1, 86400     # seconds; the paper uses 120..900
 # The decoy verified in place of an unknown account: HOTP with the default settings (the
 # widest look-ahead of the default settings, so the most HMACs), as any new account has.
@@ -245,10 +249,14 @@ class Distribution:
         refusals = self._refusals.take(now)
         try:
             with self.store.transaction(wait=wait, durable=durable) as tx:
+                repeated, items = _repeated_requests(tx, items)
                 batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy,
                                      self.require_pin)
                 decided = batch.run(self, refusals)
                 batch.finish()
+                if repeated is not None:
+                    decided = _record_requests(tx, items, decided, repeated, now)
+                    items = repeated[0]
         except BaseException:
             self._refusals.put_back(refusals)
             raise
@@ -344,6 +352,51 @@ class Distribution:
         self.refusal_counts[event, outcome] += 1
         self._count_failure(source, client)
         self._refusals.add(now, event, str(account)[:128], client, source, outcome)
+
+
+def _request_key(item: VerifyItem):
+    if item.request_id is None or item.client is None:
+        return None
+    return (item.client.name, str(item.request_id)[:128])
+
+
+def _repeated_requests(tx, items):
+    """(None, items) when no item carries a request id. Else ((every item, outcomes
+    recorded before, index of each item's first copy in the batch), the items to decide):
+    an item whose (client, request id) has an outcome, or repeats an earlier item of the
+    batch, is not decided again."""
+    if not any(item.request_id is not None for item in items):
+        return None, items
+    keys = [_request_key(item) for item in items]
+    known = tx.request_outcomes([key for key in keys if key is not None])
+    first: dict = {}
+    to_decide = []
+    for index, (item, key) in enumerate(zip(items, keys)):
+        if key is None or (key not in known and key not in first):
+            if key is not None:
+                first[key] = index
+            to_decide.append(item)
+    return (items, known, first), to_decide
+
+
+def _record_requests(tx, decided_items, decided, repeated, now) -> list[bool]:
+    """The results of every item (the repeated ones from their first decision); the new
+    outcomes recorded in the same transaction."""
+    items, known, first = repeated
+    result_of = {id(item): ok for item, ok in zip(decided_items, decided)}
+    tx.purge_requests(now - REQUEST_ID_TTL)
+    tx.record_outcomes([(_request_key(items[index]), result_of[id(items[index])])
+                        for index in first.values()], now)
+    out = []
+    for item in items:
+        key = _request_key(item)
+        if key is not None and key in known:
+            out.append(known[key])
+        elif key is not None:
+            out.append(result_of[id(items[first[key]])])
+        else:
+            out.append(result_of[id(item)])
+    return out
 
 
 def _request_refusal(acct: AccountRecord | None) -> str | None:

@@ -307,6 +307,20 @@ class Transaction(abc.ABC):
     def purge_issued(self, before: float) -> int:
         """Delete issued rows that expired before ``before``; returns how many."""
 
+    # -- idempotent verification (a client's request ids)
+    @abc.abstractmethod
+    def request_outcomes(self, keys) -> dict[tuple[str, str], bool]:
+        """For (client, request id) pairs: the outcome recorded for each that has one (rows
+        that fail their MAC are left out, logged)."""
+
+    @abc.abstractmethod
+    def record_outcomes(self, outcomes, now: float) -> None:
+        """Record ((client, request id), accepted) pairs (a pair recorded already is kept)."""
+
+    @abc.abstractmethod
+    def purge_requests(self, before: float) -> int:
+        """Forget the request ids recorded before ``before``; returns how many."""
+
     # -- audit
     @abc.abstractmethod
     def audit(self, now: float, event: str, account: str, client: str, source: str,

@@ -614,6 +614,39 @@ class SqlTransaction(Transaction):
         macs = row_macs(self._store.keys, "a", rows)
         return ver, [(values[:-1], mac) for values, mac in zip(rows, macs)]
 
+    def _request_mac(self, client: str, request_id: str, accepted: bool, at: float) -> bytes:
+        # keyed like a row (no version: a row copied under another pair fails; a deleted
+        # one only makes a retry be decided afresh)
+        return row_mac(self._store.keys.row_mac, "r", (client, request_id, int(accepted), at), 0)
+
+    def request_outcomes(self, keys):
+        found = {}
+        for client, request_id in dict.fromkeys(keys):
+            row = self._conn.execute(self._sql(
+                "SELECT accepted, at, mac FROM verify_requests WHERE client = :client"
+                " AND request_id = :id"), {"client": client, "id": request_id}).fetchone()
+            if row is None:
+                continue
+            accepted, at = bool(row[0]), row[1]
+            if hmac.compare_digest(self._request_mac(client, request_id, accepted, at),
+                                   bytes(row[2])):
+                found[client, request_id] = accepted
+            else:
+                refuse("verify_requests", (client, request_id))
+        return found
+
+    def record_outcomes(self, outcomes, now):
+        rows = [{"client": client, "id": request_id, "ok": bool(accepted), "at": now,
+                 "mac": self._request_mac(client, request_id, bool(accepted), now)}
+                for (client, request_id), accepted in outcomes]
+        if rows:
+            self._executemany("INSERT INTO verify_requests (client, request_id, accepted, at,"
+                              " mac) VALUES (:client, :id, :ok, :at, :mac)"
+                              " ON CONFLICT DO NOTHING", rows)
+
+    def purge_requests(self, before):
+        return self._run("DELETE FROM verify_requests WHERE at < :before", {"before": before})
+
     def purge_issued(self, before):
         return self._run("DELETE FROM issued WHERE expires_at < :before", {"before": before})
 

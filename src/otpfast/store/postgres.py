@@ -134,6 +134,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE SEQUENCE audit_chain_ids START 2",
         "CREATE SEQUENCE row_versions",
         "SELECT setval('row_versions', GREATEST(1, (SELECT seq FROM audit_head WHERE id = 1)))",
+        # idempotent verification: a client's request id -> the outcome it got (MACed)
+        "CREATE TABLE verify_requests (client TEXT NOT NULL, request_id TEXT NOT NULL,"
+        " accepted BOOLEAN NOT NULL, at DOUBLE PRECISION NOT NULL, mac BYTEA NOT NULL,"
+        " PRIMARY KEY (client, request_id))",
+        "CREATE INDEX verify_requests_at ON verify_requests (at)",
     ),
     (   # v8: an archive anchor per chain (otpfast.store.archive.archive_chains)
         "ALTER TABLE audit_anchor DROP CONSTRAINT audit_anchor_id_check",
@@ -196,7 +201,7 @@ CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_in
 
 
 def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
-            statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+            statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 60_000,
             application_name: str = "otpfast", connect_timeout: int = 5):
     """An autocommit connection (transactions are explicit) with otpfast's session
     settings: every wait bounded (lock, statement, idle in transaction; the server's
@@ -220,6 +225,9 @@ def connect(url: str, *, synchronous_commit: str = "on", lock_timeout_ms: int = 
                                ("idle_in_transaction_session_timeout", int(idle_timeout_ms)),
                                ("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2),
                                ("tcp_keepalives_count", 3),
+                               # data the server sent and a cut-off node never acknowledged
+                               # (keepalives do not run then): given up after 10 s
+                               ("tcp_user_timeout", 10_000),
                                ("default_transaction_isolation", "'read committed'")):
             conn.execute(f"SET {setting} = {value}")
     except driver.OperationalError as exc:
@@ -324,6 +332,9 @@ def migrate(conn, target: int = SCHEMA_VERSION, *, create: bool = True,
     The ROWS_VERSION step also seals the existing rows and needs ``keys``."""
     while True:
         with conn.transaction():
+            # a migration of a big store may take long (v6 rebuilds the audit key)
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             version = _current_version(conn)
             if version == 0 and not create:
@@ -377,7 +388,8 @@ class PostgresStore(SqlReads, Store):
     older schema is migrated unless ``upgrade=False`` (then StoreOutdated); ``upgraded_from``:
     the version it was, or None. ``node``: this node's name (its processes append to audit
     chains of their own; None: chain 1, shared). ``fence_path``: the node's record of the
-    newest primary it wrote through (Fence). Every session's waits are bounded:
+    newest primary it wrote through (Fence). ``server``: every transaction (not only the
+    batches, ``wait=False``) is cut off by the watchdog. Every session's waits are bounded:
     ``lock_timeout_ms``, ``statement_timeout_ms``, ``idle_timeout_ms`` (idle in a
     transaction), TCP keepalives, and a watchdog for a server that stops answering."""
 
@@ -386,15 +398,16 @@ class PostgresStore(SqlReads, Store):
 
     def __init__(self, url: str, key: bytes, *, head_path: str | None = None,
                  synchronous_commit: str = "on", lock_timeout_ms: int = 2_000,
-                 statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 10_000,
+                 statement_timeout_ms: int = 10_000, idle_timeout_ms: int = 60_000,
                  create: bool = False, upgrade: bool = True, node: str | None = None,
-                 fence_path: str | None = None):
+                 fence_path: str | None = None, server: bool = False):
         self._url = url
         self.node = node
         # a server batch (wait=False) still running this long is cut off (a stopped server
         # answers nothing, and no server-side timeout fires): see _Watchdog
         self._deadline = statement_timeout_ms / 1000 + 1.0
         self._watchdog = _Watchdog()
+        self._watch_all = server     # a server's event loop must never hang on the store
         self._last_chain = 0
         self._head_files: dict = {}
         self.location = describe_url(url)
@@ -527,7 +540,8 @@ class PostgresStore(SqlReads, Store):
         conn = self._conn()
         if not _idle(conn):
             raise StoreError("transactions do not nest")
-        watched = None if wait else self._watchdog.watch(conn, self._deadline)
+        watched = (self._watchdog.watch(conn, self._deadline) if self._watch_all or not wait
+                   else None)
         try:
             try:
                 conn.execute("BEGIN ISOLATION LEVEL "

@@ -18,6 +18,8 @@ Every row whose fields decide access or replay carries two columns: ``ver`` and 
   entry that transaction appended, whose ``rows`` field lists the rows it wrote, a JSON
   object ``{tag: [key, ...], "-" + tag: [deleted key, ...], "=": [[tag, key, ver], ...]}``
   (``=``: versions an archive carries over). The field is inside the entry's chained MAC.
+  On PostgreSQL, where each node process has its own chain, versions come from one
+  sequence instead and the entry names its version (``"v"``; otpfast.store.postgres).
 
 What is caught, and where:
 

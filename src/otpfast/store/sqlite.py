@@ -105,6 +105,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (   # v7: PostgreSQL keeps one audit chain per node process; one SQLite file has one
         # chain (the head row names no node)
         "ALTER TABLE audit_head ADD COLUMN node TEXT",
+        # idempotent verification: a client's request id -> the outcome it got (MACed)
+        "CREATE TABLE verify_requests (client TEXT NOT NULL, request_id TEXT NOT NULL,"
+        " accepted INTEGER NOT NULL, at REAL NOT NULL, mac BLOB NOT NULL,"
+        " PRIMARY KEY (client, request_id))",
+        "CREATE INDEX verify_requests_at ON verify_requests (at)",
     ),
     (   # v8: PostgreSQL keeps an archive anchor per chain; one SQLite file has one chain
     ),
