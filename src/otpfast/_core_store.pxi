@@ -351,7 +351,8 @@ cdef int _rb_field(_RowBuffer *b, const char *data, Py_ssize_t n) except -1:
     cdef uint8_t head[4]
     if n > 0xFFFFFFFF:
         raise OverflowError("audit field too long")
-    head[0], head[1], head[2], head[3] = (n >> 24) & 0xFF, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF
+    head[0], head[1] = (n >> 24) & 0xFF, (n >> 16) & 0xFF
+    head[2], head[3] = (n >> 8) & 0xFF, n & 0xFF
     _rb_put(b, <const char *>head, 4)
     return _rb_put(b, data, n)
 

@@ -381,8 +381,12 @@ def _decoy_values(record: AccountRecord) -> list:
 
 MOVED_COLUMNS = ("counter", "last_step", "chain_last", "failures", "failed_at", "locked_until",
                  "locks")
-_MOVED_INDEX = tuple(ACCOUNT_NAMES.index(column) for column in MOVED_COLUMNS)
 _moved_values = operator.attrgetter(*MOVED_COLUMNS)
+# a moved row's MAC input from (covered values as read) + moved values + (version,): each
+# ACCOUNT_NAMES column from the first part unless it moves, then the version
+_moved_row = operator.itemgetter(*(
+    len(ACCOUNT_NAMES) + MOVED_COLUMNS.index(column) if column in MOVED_COLUMNS else index
+    for index, column in enumerate(ACCOUNT_NAMES)), len(ACCOUNT_NAMES) + len(MOVED_COLUMNS))
 
 
 def moved_record(old: AccountRecord, new, row: tuple) -> AccountRecord:
@@ -601,18 +605,15 @@ class SqlTransaction(Transaction):
         for old, new in changes:
             # a record without a row is a verification decoy (an unknown account): its MAC
             # is computed all the same (equal cost), but its UPDATE matches no row
-            values = list(old.row[:-1]) if old.row else _decoy_values(old)
-            for index, value in zip(_MOVED_INDEX, _moved_values(new)):
-                values[index] = value
-            values.append(ver)
-            rows.append(values)
+            read = old.row[:-1] if old.row else tuple(_decoy_values(old))
+            rows.append(_moved_row(read + _moved_values(new) + (ver,)))
             if old.row:
                 written["a", old.name] = None
                 moved.append(old.name)
             else:
                 written["decoy", old.name] = None     # a tag no table has
         macs = row_macs(self._store.keys, "a", rows)
-        return ver, [(values[:-1], mac) for values, mac in zip(rows, macs)]
+        return ver, [(row[:-1], mac) for row, mac in zip(rows, macs)]
 
     def _request_mac(self, client: str, request_id: str, accepted: bool, at: float) -> bytes:
         # keyed like a row (no version: a row copied under another pair fails; a deleted

@@ -6,8 +6,9 @@ Every row whose fields decide access or replay carries two columns: ``ver`` and 
 * ``mac`` = keyed BLAKE2b-256 under the row key (AtRestKeys.row_key) of the table's tag,
   the covered columns in a fixed order (each type-tagged and length-prefixed: the spec is
   otpfast._core_py_store), then ``ver``. The hot paths MAC a whole batch in one core call
-  (row_macs); row_mac does one row with the keyed state AtRestKeys.row_mac. Covered: clients: name, account,
-  verifier flag, admin flag, credential hash, masking key, creation time; authorities: id, credential
+  (row_macs); row_mac does one row with the keyed state AtRestKeys.row_mac.
+  Covered: clients: name, account, verifier flag, admin flag, credential hash, masking key,
+  creation time; authorities: id, credential
   hash, creation time; tokens: every column (serial, user, type, params, description,
   enabled flag, main flag, material, counter, last step, chain value, creation time); accounts: every column of ACCOUNT_COLUMNS (type, params with the
   lockout policy, state, material, counter, last step, chain value, failures, transcript,

@@ -551,12 +551,16 @@ class _SQLiteTransaction(SqlTransaction):
     def __init__(self, store, conn):
         super().__init__(store, conn)
         self.updated_accounts: dict = {}     # name -> its record as update_accounts left it
+        self._head = None                    # (seq, hash) of the audit head, once read
 
     def accounts(self, names):
         return self._store._batch_accounts(self._conn, names)
 
     def _head_seq(self) -> int:
-        return int(self._conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()[0])
+        # the whole head, for _flush_audit: nobody else moves it while this transaction
+        # holds the write lock (and its UPDATE checks the seq all the same)
+        self._head = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        return int(self._head[0])
 
     def update_accounts(self, changes):
         changes = list(changes)
@@ -652,7 +656,8 @@ class _SQLiteTransaction(SqlTransaction):
         records = self._audit_rows()
         if not self._pending_audit:
             return None
-        row = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        row = self._head or self._conn.execute("SELECT seq, hash FROM audit_head"
+                                               " WHERE id = 1").fetchone()
         old = int(row[0])
         rows = chain_entries(self._store.keys.audit_mac, (old, bytes(row[1])),
                              self._pending_audit, records)
