@@ -427,7 +427,6 @@ class PostgresStore(SqlReads, Store):
         self._fence = Fence(fence_path)
         self._replication_checked = False
         self._decoder = AccountDecoder(self.keys)
-        self._used_issued: set = set()      # issued rows this process marked used
         conn = self._conn()
         try:
             unkeyed_head, steps = self._head_file.read_unkeyed(), []
