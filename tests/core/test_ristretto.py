@@ -206,3 +206,12 @@ def test_ristretto_twins_group_ops_alike(twins, k, seeds, junk, weights):
     n = min(len(weights), len(points))
     _same(twins, "r255_msm", weights[:n], points[:n])
     _same(twins, "r255_msm", weights, [junk] * len(weights))
+
+
+@needs_c
+def test_ristretto_twins_same_public_api(twins):
+    c, py = twins
+    for name in py.__all__:
+        assert hasattr(c, name), name
+    assert c.OPENMP_ENABLED in (True, False) and py.OPENMP_ENABLED is False
+    assert c.R255_ORDER == py.R255_ORDER == ORDER
