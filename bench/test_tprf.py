@@ -7,6 +7,7 @@ Partials per second = extra_info["partials"] / mean. Run:
     python -m pytest bench/test_tprf.py --benchmark-enable --benchmark-group-by=group
 """
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from otpfast import tprf
-from otpfast._compat import NO_EXTENSIONS, load_impl
+from otpfast._compat import NO_EXTENSIONS, load_ristretto
 
 VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "rfc9497_ristretto255.json"
 N_FAST = 20_000
@@ -46,10 +47,11 @@ def _check(rfc, inputs, partials):
     assert partials[-1] == tprf.evaluate(sk, tprf.hash_to_group(inputs[-1]))
 
 
-@pytest.mark.skipif(NO_EXTENSIONS, reason="needs the compiled core")
+@pytest.mark.skipif(NO_EXTENSIONS or importlib.util.find_spec("otpfast._ristretto") is None,
+                    reason="needs the compiled otpfast._ristretto")
 @pytest.mark.parametrize("threads", [1, CORES], ids=["1-thread", "all-threads"])
 def test_tprf_partials_core_batch(benchmark, rfc, threads):
-    c = load_impl("c")
+    c = load_ristretto("c")
     inputs = _inputs(rfc, N_FAST)
     benchmark.extra_info.update(partials=N_FAST, threads=threads, openmp=c.OPENMP_ENABLED)
     partials = benchmark(c.r255_hash_mul_many, rfc[0], inputs, DST, threads)
@@ -76,7 +78,7 @@ def test_tprf_partials_pysodium(benchmark, rfc):
 
 
 def test_tprf_partials_ctypes_twin(benchmark, rfc):
-    py = load_impl("py")
+    py = load_ristretto("py")
     inputs = _inputs(rfc, N_SLOW)
     benchmark.extra_info.update(partials=N_SLOW)
     _check(rfc, inputs, benchmark(py.r255_hash_mul_many, rfc[0], inputs, DST))

@@ -105,7 +105,10 @@ def demo(scheme, keep, threshold):
 
     steps = Steps()
     if threshold:
+        from otpfast import tprf
         from otpfast_cli.demo_threshold import run
+
+        tprf.require()
 
         run(steps, keep)
         _finish(steps)

@@ -5,6 +5,7 @@ import importlib
 import click
 
 from otpfast import __version__
+from otpfast.errors import ThresholdUnavailable
 
 
 class LazyGroup(click.Group):
@@ -22,6 +23,16 @@ class LazyGroup(click.Group):
             module, attribute = self.lazy_commands[name].split(":")
             self.add_command(getattr(importlib.import_module(module), attribute), name)
         return super().get_command(ctx, name)
+
+
+class RootGroup(LazyGroup):
+    """The ``otpfast`` group: a missing optional libsodium is an error message, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ThresholdUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 _BATCH = {
@@ -59,7 +70,7 @@ _COMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy_commands=_COMMANDS,
+@click.group(cls=RootGroup, lazy_commands=_COMMANDS,
              context_settings={"auto_envvar_prefix": "OTPFAST", "help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="otpfast")
 def cli():

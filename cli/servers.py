@@ -346,7 +346,10 @@ def _tprf_gateway(settings):
     """The HTTPS API's verifier of tprf tokens (--http-tprf-cluster), or None."""
     if settings is None:
         return None
+    from otpfast import tprf
     from otpfast.net.tprf import TprfGateway
+
+    tprf.require()
     from otpfast.services.tprfcluster import Cluster
 
     cluster_path, verifier, credential = settings

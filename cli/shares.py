@@ -19,6 +19,9 @@ from otpfast_cli.servers import (_announce, _binding, _run, _run_until_signalled
 @click.group("share-server")
 def share_server_group():
     """A share server of threshold (tprf) tokens: one share of each token's key."""
+    from otpfast import tprf
+
+    tprf.require()
 
 
 @share_server_group.command("serve")

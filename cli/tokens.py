@@ -84,12 +84,14 @@ def token_add(data_dir, user, type_, description, digits, algorithm, window, per
     tprf_only = (("--cluster", cluster_path), ("--share-servers", share_servers), ("--threshold", threshold),
                  ("--credential-file", credential_file))
     if type_ == "tprf":
+        from otpfast import tprf
         from otpfast_cli.tprf import add_tprf_token
 
         for name, value in (("--algorithm", algorithm), ("--window", window), ("--period", period),
                             ("--count", count)):
             if value is not None:
                 raise click.UsageError(f"{name} is not used with --type tprf")
+        tprf.require()
         add_tprf_token(user, cluster_path, share_servers, threshold, digits, admin, credential_file, timeout)
         return
     for name, value in tprf_only:

@@ -19,13 +19,15 @@ def _modules():
 
 
 # the package itself: no side effects
-PACKAGE_FORBIDDEN = ["click", "asyncio", "otpfast_cli", "otpfast._core", "otpfast._core_py"]
+PACKAGE_FORBIDDEN = ["click", "asyncio", "otpfast_cli", "otpfast._core", "otpfast._core_py",
+                     "otpfast._ristretto", "otpfast._core_py_ristretto"]
 # module prefix -> modules it (and its submodules) must never load
 FORBIDDEN = {
     "otpfast": ["click", "otpfast_cli"],
     "otpfast.protocol": ["asyncio", "otpfast._core", "otpfast.core", "otpfast.net", "otpfast.store"],
     "otpfast.radius.codec": ["asyncio", "otpfast.net", "otpfast.store"],
     "otpfast._core_py": ["otpfast.core", "otpfast.net", "otpfast.store"],
+    "otpfast._ristretto": ["otpfast.core", "otpfast.net", "otpfast.store"],
     "otpfast.errors": ["otpfast.core"],
     "otpfast.store": ["otpfast.net", "otpfast.radius", "asyncio"],
     "otpfast.services": ["otpfast.net", "otpfast.radius", "asyncio"],

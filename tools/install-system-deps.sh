@@ -2,7 +2,8 @@
 # System packages the full test suite talks to: oathtool (HOTP/TOTP peer), pskctool
 # (oath-toolkit's PSKC schema check), radclient and pam_radius_auth through pamtester (RADIUS peers), curl (HTTPS peer), an MIT Kerberos KDC with the OTP
 # preauth plugin, PostgreSQL 15 (the tests start their own throwaway cluster; no system
-# cluster is created), libsodium (ristretto255 for the threshold PRF), privacyIDEA's own PAM and
+# cluster is created), libsodium (ristretto255 for the threshold PRF: optional for users, but CI
+# builds and tests the fast path otpfast._ristretto, which needs libsodium-dev), privacyIDEA's own PAM and
 # FreeRADIUS modules (run against `serve --http` as third-party clients of the privacyIDEA API)
 # with what they run in (pam_python, FreeRADIUS with rlm_perl and the Perl libraries), and the
 # build headers.

@@ -13,3 +13,13 @@ def load_impl(name):
     if name == "py":
         return importlib.import_module("otpfast._core_py")
     raise ValueError(f"unknown implementation {name!r}")
+
+
+def load_ristretto(name):
+    """Return the ristretto255 module: ``"c"`` -> otpfast._ristretto (optional, built only
+    with libsodium-dev), ``"py"`` -> otpfast._core_py_ristretto (ctypes, needs libsodium23)."""
+    if name == "c":
+        return importlib.import_module("otpfast._ristretto")
+    if name == "py":
+        return importlib.import_module("otpfast._core_py_ristretto")
+    raise ValueError(f"unknown implementation {name!r}")

@@ -701,5 +701,4 @@ def format_decimal(values, digits):
 
 
 include "_core_hash.pxi"
-include "_core_ristretto.pxi"
 include "_core_store.pxi"

@@ -536,5 +536,4 @@ def format_decimal(values, digits):
 
 
 from ._core_py_hash import *  # noqa: E402,F401,F403
-from ._core_py_ristretto import *  # noqa: E402,F401,F403
 from ._core_py_store import *  # noqa: E402,F401,F403

@@ -1,10 +1,11 @@
-"""Pure-Python twin of _core_ristretto.pxi: ristretto255 and its scalars through libsodium.
+"""Pure-Python twin of _ristretto.pyx: ristretto255 and its scalars through libsodium.
 
 The group and the scalar arithmetic mod the group order are libsodium's, reached with
 ctypes (no home-made arithmetic); expand_message_xmd (RFC 9380 §5.3.1) is written out
 with hashlib. Elements are 32-byte encodings, never the identity; scalars are 32 bytes
 little-endian below the order. Bad values raise InvalidElement / InvalidScalar naming the
-argument; the compiled core agrees on every result and error.
+argument; the compiled core agrees on every result and error. Without libsodium's shared
+library every function raises ThresholdUnavailable (importing this module never fails).
 """
 import ctypes
 import ctypes.util
@@ -12,16 +13,17 @@ import functools
 import hashlib
 import operator
 
-from otpfast.errors import InvalidElement, InvalidParameter, InvalidScalar
+from otpfast.errors import InvalidElement, InvalidParameter, InvalidScalar, ThresholdUnavailable
 
 __all__ = [
-    "R255_BYTES", "R255_SCALAR_BYTES", "R255_HASH_BYTES", "R255_ORDER",
+    "OPENMP_ENABLED", "require", "R255_BYTES", "R255_SCALAR_BYTES", "R255_HASH_BYTES", "R255_ORDER",
     "r255_hash_to_group", "r255_hash_to_scalar", "r255_is_valid", "r255_add", "r255_sub",
     "r255_mul", "r255_mul_base", "r255_mul_many", "r255_hash_mul_many", "r255_msm",
     "r255_scalar_reduce", "r255_scalar_add", "r255_scalar_sub", "r255_scalar_mul",
     "r255_scalar_negate", "r255_scalar_invert", "r255_scalar_random",
 ]
 
+OPENMP_ENABLED = False
 R255_BYTES = 32
 R255_SCALAR_BYTES = 32
 R255_HASH_BYTES = 64
@@ -33,12 +35,18 @@ _IDENTITY = bytes(R255_BYTES)
 @functools.cache
 def _lib():
     name = ctypes.util.find_library("sodium")
-    if name is None:
-        raise ImportError("libsodium is not installed (Debian: apt install libsodium23)")
-    lib = ctypes.CDLL(name)
-    if lib.sodium_init() < 0:
-        raise ImportError("libsodium failed to initialise")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+    except OSError:
+        lib = None
+    if lib is None or lib.sodium_init() < 0:
+        raise ThresholdUnavailable()
     return lib
+
+
+def require():
+    """Raise ThresholdUnavailable unless libsodium's shared library loads."""
+    _lib()
 
 
 # ------------------------------------------------------------------ validation

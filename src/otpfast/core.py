@@ -1,5 +1,11 @@
 """Public facade over the native core: picks otpfast._core, or _core_py when
-OTPFAST_NO_EXTENSIONS=1. A missing or broken build raises; it never falls back silently."""
+OTPFAST_NO_EXTENSIONS=1. A missing or broken build raises; it never falls back silently.
+
+ristretto255 (threshold tokens only) needs libsodium, an optional system dependency: it
+comes from otpfast._ristretto when that was built (libsodium-dev present at install), else
+from the ctypes twin _core_py_ristretto, whose every function raises ThresholdUnavailable
+when libsodium's shared library is missing. RISTRETTO_IMPLEMENTATION says which."""
+import functools
 from typing import TYPE_CHECKING
 
 from ._compat import NO_EXTENSIONS
@@ -41,30 +47,59 @@ hotp_batch = _impl.hotp_batch
 hashchain_batch = _impl.hashchain_batch
 rfc2289_batch = _impl.rfc2289_batch
 rfc2289_fold = _impl.rfc2289_fold
-R255_ORDER = _impl.R255_ORDER
-
-r255_hash_to_group = _impl.r255_hash_to_group
-r255_hash_to_scalar = _impl.r255_hash_to_scalar
-r255_is_valid = _impl.r255_is_valid
-r255_add = _impl.r255_add
-r255_sub = _impl.r255_sub
-r255_mul = _impl.r255_mul
-r255_mul_base = _impl.r255_mul_base
-r255_mul_many = _impl.r255_mul_many
-r255_hash_mul_many = _impl.r255_hash_mul_many
-r255_msm = _impl.r255_msm
-r255_scalar_reduce = _impl.r255_scalar_reduce
-r255_scalar_add = _impl.r255_scalar_add
-r255_scalar_sub = _impl.r255_scalar_sub
-r255_scalar_mul = _impl.r255_scalar_mul
-r255_scalar_negate = _impl.r255_scalar_negate
-r255_scalar_invert = _impl.r255_scalar_invert
-r255_scalar_random = _impl.r255_scalar_random
 row_encode = _impl.row_encode
 row_macs = _impl.row_macs
 audit_chain_macs = _impl.audit_chain_macs
 HmacSha256 = _impl.HmacSha256
 HmacMd5 = _impl.HmacMd5
+
+
+def _pick_ristretto():
+    if not (TYPE_CHECKING or NO_EXTENSIONS):
+        try:
+            from . import _ristretto
+        except ImportError:  # not built: no libsodium-dev at install time
+            pass
+        else:
+            return _ristretto, "c"
+    from . import _core_py_ristretto
+
+    return _core_py_ristretto, "py"
+
+
+_r255, RISTRETTO_IMPLEMENTATION = _pick_ristretto()
+require_ristretto = _r255.require
+
+
+def _needs_sodium(function):
+    if RISTRETTO_IMPLEMENTATION == "c":
+        return function
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        require_ristretto()  # the missing library, before any complaint about the arguments
+        return function(*args, **kwargs)
+    return call
+
+
+R255_ORDER = _r255.R255_ORDER
+r255_hash_to_group = _needs_sodium(_r255.r255_hash_to_group)
+r255_hash_to_scalar = _needs_sodium(_r255.r255_hash_to_scalar)
+r255_is_valid = _needs_sodium(_r255.r255_is_valid)
+r255_add = _needs_sodium(_r255.r255_add)
+r255_sub = _needs_sodium(_r255.r255_sub)
+r255_mul = _needs_sodium(_r255.r255_mul)
+r255_mul_base = _needs_sodium(_r255.r255_mul_base)
+r255_mul_many = _needs_sodium(_r255.r255_mul_many)
+r255_hash_mul_many = _needs_sodium(_r255.r255_hash_mul_many)
+r255_msm = _needs_sodium(_r255.r255_msm)
+r255_scalar_reduce = _needs_sodium(_r255.r255_scalar_reduce)
+r255_scalar_add = _needs_sodium(_r255.r255_scalar_add)
+r255_scalar_sub = _needs_sodium(_r255.r255_scalar_sub)
+r255_scalar_mul = _needs_sodium(_r255.r255_scalar_mul)
+r255_scalar_negate = _needs_sodium(_r255.r255_scalar_negate)
+r255_scalar_invert = _needs_sodium(_r255.r255_scalar_invert)
+r255_scalar_random = _needs_sodium(_r255.r255_scalar_random)
 
 _WORD_MOD = 1 << 63
 _WORD_EXP = 1 << 64

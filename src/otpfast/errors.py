@@ -26,6 +26,14 @@ class InvalidScalar(TprfError):
     """Not a canonical non-zero ristretto255 scalar (little-endian, below the group order)."""
 
 
+class ThresholdUnavailable(OtpfastError, RuntimeError):
+    """libsodium, which threshold (tprf) tokens need, is not installed."""
+
+    def __init__(self):
+        super().__init__("threshold (tprf) tokens need libsodium: apt-get install libsodium23 "
+                         "(libsodium-dev to build the fast path)")
+
+
 class NotFound(InvalidParameter):
     """The user, token or client a parameter names does not exist."""
 

@@ -23,7 +23,7 @@ from .errors import InvalidElement, InvalidParameter, InvalidScalar, TprfError
 __all__ = [
     "ELEMENT_BYTES", "SCALAR_BYTES", "OUTPUT_BYTES", "PROOF_BYTES", "MODE_OPRF", "MODE_VOPRF",
     "MAX_INDEX", "MIN_DIGITS", "MAX_DIGITS",
-    "context_string", "hash_to_group", "hash_to_scalar", "derive_key_pair",
+    "require", "context_string", "hash_to_group", "hash_to_scalar", "derive_key_pair",
     "random_scalar", "scalar_from_int", "scalar_add", "scalar_sub", "scalar_mul",
     "scalar_negate", "scalar_invert", "is_element", "element_add",
     "public_key", "evaluate", "evaluate_many", "evaluate_inputs", "finalize", "prf",
@@ -88,6 +88,12 @@ def _list(values, field):
 
 def _framed(value):
     return len(value).to_bytes(2, "big") + value
+
+
+def require():
+    """Raise ThresholdUnavailable (exit early, with the install hint) unless libsodium is
+    installed; without it every function below that touches the group raises it too."""
+    core.require_ristretto()
 
 
 def context_string(mode):

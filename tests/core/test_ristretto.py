@@ -1,11 +1,17 @@
-"""The ristretto255 primitives of both core twins: RFC 9496 known answers, errors, and
-the compiled core == the ctypes twin on random inputs (hypothesis)."""
+"""The ristretto255 primitives of both twins (otpfast._ristretto, otpfast._core_py_ristretto):
+RFC 9496 known answers, errors, and the compiled module == the ctypes twin on random inputs
+(hypothesis). _ristretto is optional (built only with libsodium-dev): in CI it must be built."""
+import importlib.util
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otpfast._compat import NO_EXTENSIONS, load_impl
-from otpfast.errors import InvalidElement, InvalidParameter, InvalidScalar
+from otpfast import core
+from otpfast._compat import NO_EXTENSIONS, load_ristretto
+from otpfast.errors import InvalidElement, InvalidParameter, InvalidScalar, ThresholdUnavailable
+
+from ..conftest import IN_CI
 
 ORDER = (1 << 252) + 27742317777372353535851937790883648493
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -18,8 +24,47 @@ MULTIPLES = [
 ]
 
 
+BUILT = importlib.util.find_spec("otpfast._ristretto") is not None
+
+
 def _one(n):
     return n.to_bytes(32, "little")
+
+
+def _params():
+    params = [pytest.param("py", id="py")]
+    if not NO_EXTENSIONS:
+        params.insert(0, pytest.param("c", id="c", marks=pytest.mark.c_extension))
+    return params
+
+
+def _load(name):
+    if name == "c" and not BUILT and not IN_CI:
+        pytest.skip("otpfast._ristretto not built (no libsodium-dev)")
+    module = load_ristretto(name)
+    try:
+        module.require()
+    except ThresholdUnavailable:
+        if IN_CI:
+            raise
+        pytest.skip("libsodium is not installed")
+    return module
+
+
+@pytest.fixture(scope="module", params=_params())
+def impl(request):
+    """Each ristretto255 twin in turn: otpfast._ristretto ([c]) and the ctypes twin ([py])."""
+    if request.param == "c" and request.config.getoption("--no-c-extensions"):
+        pytest.skip("--no-c-extensions")
+    return _load(request.param)
+
+
+@pytest.mark.skipif(not IN_CI or NO_EXTENSIONS, reason="CI builds the fast path")
+def test_ristretto_extension_is_built_in_ci():
+    """tools/install-system-deps.sh installs libsodium-dev, so setup.py must have built it."""
+    assert BUILT, "otpfast._ristretto was not built: is libsodium-dev installed?"
+    assert core.RISTRETTO_IMPLEMENTATION == "c"
+    assert load_ristretto("c").r255_mul_base(_one(1)).hex() == MULTIPLES[0]
 
 
 def test_ristretto_multiples_of_the_generator(impl):
@@ -104,7 +149,7 @@ def needs_c(test):
 
 @pytest.fixture(scope="module")
 def twins():
-    return load_impl("c"), load_impl("py")
+    return _load("c"), _load("py")
 
 
 def _same(twins, name, *args):
@@ -161,3 +206,12 @@ def test_ristretto_twins_group_ops_alike(twins, k, seeds, junk, weights):
     n = min(len(weights), len(points))
     _same(twins, "r255_msm", weights[:n], points[:n])
     _same(twins, "r255_msm", weights, [junk] * len(weights))
+
+
+@needs_c
+def test_ristretto_twins_same_public_api(twins):
+    c, py = twins
+    for name in py.__all__:
+        assert hasattr(c, name), name
+    assert c.OPENMP_ENABLED in (True, False) and py.OPENMP_ENABLED is False
+    assert c.R255_ORDER == py.R255_ORDER == ORDER

@@ -1,14 +1,32 @@
-# ristretto255 through libsodium (included at the end of _core.pyx); _core_py_ristretto.py is
-# the spec. Arguments are validated with the GIL held; hashing and scalar multiplication run
+# otpfast._ristretto: ristretto255 through libsodium, an optional extension (setup.py builds it
+# only where libsodium-dev is installed); _core_py_ristretto.py is the spec (ctypes twin).
+# Arguments are validated with the GIL held; hashing and scalar multiplication run
 # under `with nogil`, batches split across OpenMP threads (libsodium is thread-safe).
 # expand_message_xmd (RFC 9380 §5.3.1) for 64 output bytes is two SHA-512 calls (libsodium's).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cython.parallel cimport prange
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from otpfast.errors import InvalidElement, InvalidScalar
+import operator
+import os as _os
+
+from otpfast.errors import InvalidElement, InvalidParameter, InvalidScalar
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define OTPR_OPENMP 1
+    static int otpr_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    #define OTPR_OPENMP 0
+    static int otpr_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int OTPR_OPENMP
+    int otpr_omp_max_threads() nogil
 
 cdef extern from "sodium.h" nogil:
     int sodium_init()
@@ -89,9 +107,38 @@ R255_BYTES = 32
 R255_SCALAR_BYTES = 32
 R255_HASH_BYTES = 64
 R255_ORDER = (1 << 252) + 27742317777372353535851937790883648493
+OPENMP_ENABLED = bool(OTPR_OPENMP)
 cdef bytes _R255_ZERO = bytes(32)
 # a scalar multiplication weighs like this many word operations when deciding on threads
 cdef uint64_t _R255_WEIGHT = 1024
+# the thread rules of otpfast._core: work below PARALLEL_MIN stays on one thread
+cdef enum:
+    MAX_THREADS = 64
+cdef uint64_t PARALLEL_MIN = 1 << 15
+cdef int _CPUS = _os.cpu_count() or 1
+
+
+cdef int _threads(object num_threads, uint64_t work) except -1:
+    """sklearn's rules: None = OpenMP's default capped by the CPU count; -k = cpus + 1 - k."""
+    cdef int t
+    if num_threads is None:
+        t = min(otpr_omp_max_threads(), _CPUS)
+    else:
+        try:
+            num_threads = operator.index(num_threads)
+        except TypeError:
+            raise InvalidParameter(
+                "num_threads", f"must be an integer, got {type(num_threads).__name__}") from None
+        if num_threads == 0:
+            raise InvalidParameter("num_threads", "must not be 0")
+        t = min(num_threads, MAX_THREADS) if num_threads > 0 else max(_CPUS + num_threads + 1, 1)
+    if not OTPR_OPENMP or work < PARALLEL_MIN:
+        return 1
+    return max(1, min(t, MAX_THREADS))
+
+
+def require():
+    """Nothing to check: this module loaded, so libsodium did (the twin's may raise)."""
 
 
 # ------------------------------------------------------------------ validation
