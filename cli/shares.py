@@ -1,5 +1,5 @@
 """``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, peer
-id/add, accounts, transcript, events, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+id/add, accounts, transcript, events, verify, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
 
 A share server is an initialised data directory (``otpfast init``); its shares and counters
 live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
@@ -7,13 +7,23 @@ runs DKGs) has one credential for the whole cluster: register it on every share 
 the same ``--credential-file`` (each server stores only the hash of a credential derived from
 it and its own certificate fingerprint).
 """
+import sys
+
 import click
 
-from otpfast.errors import InvalidParameter, Refused
+from otpfast.errors import InvalidParameter, Refused, StoreError
 from otpfast_cli.logs import configure_logging
 from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.servers import (_announce, _binding, _run, _run_until_signalled,
                                  listen_address, open_datadir, server_options)
+
+
+def _share_server(datadir, check=True):
+    """The data dir's share server; a store that fails its check is a clear error (exit 1)."""
+    try:
+        return datadir.share_server(check=check)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group("share-server")
@@ -84,7 +94,7 @@ def principal_add(data_dir, name, role, account, credential_file):
         raise click.BadParameter("a device needs --account; other roles take none", param_hint="'--account'")
     credential, fresh = _read_or_new(credential_file)
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         service.add_principal(name, role, account=account,
                               credential=server_credential(credential, datadir.fingerprint()))
@@ -104,7 +114,7 @@ def principal_add(data_dir, name, role, account, credential_file):
 def principal_list(data_dir):
     """List the principals (no credentials)."""
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         rows = service.store.principals()
     finally:
@@ -123,7 +133,7 @@ def peer_group():
 def peer_id(data_dir):
     """Print this share server's DKG key id (give it to the other share servers' operators)."""
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         click.echo(service.key_id)
     finally:
@@ -142,7 +152,7 @@ def peer_add(data_dir, key_id):
         raise click.BadParameter("must look like sha256:<64 hex digits> (otpfast share-server peer id)",
                                  param_hint="'KEY_ID'")
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         service.add_peer(text)
     finally:
@@ -155,7 +165,7 @@ def peer_add(data_dir, key_id):
 def accounts(data_dir):
     """The accounts this share server holds a share of (index, threshold, watermark)."""
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         for account in service.store.accounts():
             record = service.store.share(account)
@@ -177,7 +187,7 @@ def events(data_dir, account, limit):
     import datetime
 
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         rows = service.store.events(account, limit)
     finally:
@@ -185,6 +195,30 @@ def events(data_dir, account, limit):
     for at, counter, purpose, principal in rows:
         when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(f"{when}\tcounter {counter}\t{'issued to' if purpose == 1 else 'consumed by'} {principal}")
+
+
+@share_server_group.command("verify")
+@data_dir_option
+def verify(data_dir):
+    """Check shares.db: its event chain against shares.head (a rollback to an older copy, a
+    missing head file), every row against its MAC and the last event that wrote it (a row
+    edited, rolled back or deleted without the at-rest key); exit 1 naming what is wrong."""
+    datadir = open_datadir(data_dir)
+    service = _share_server(datadir, check=False)
+    try:
+        report = service.store.verify()
+    finally:
+        service.close()
+    if report.first_bad is not None:
+        click.echo(f"share store event log BROKEN at event {report.first_bad}: {report.reason}", err=True)
+        sys.exit(1)
+    if report.bad_rows:
+        click.echo(f"share store rows REFUSED ({len(report.bad_rows)}):", err=True)
+        for problem in report.bad_rows:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"share store intact: {report.entries} events, head {report.head_seq} "
+               f"{report.head_hash.hex()}; rows intact")
 
 
 @share_server_group.command("cluster-add")
@@ -224,7 +258,7 @@ def transcript(data_dir, account, as_json):
     from otpfast.services import tprfdkg
 
     datadir = open_datadir(data_dir)
-    service = datadir.share_server()
+    service = _share_server(datadir)
     try:
         record = service.store.share(account)
     finally:
