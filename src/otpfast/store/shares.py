@@ -91,6 +91,16 @@ TABLES = {
     "peers": ("e", ("key_id", "created_at"), "key_id"),
 }
 
+_SELECT = {table: f"SELECT {', '.join(columns)}, ver, mac FROM {table} WHERE {key} = ?"
+           for table, (_, columns, key) in TABLES.items()}
+_REPLACE = {table: f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}, ver, mac) VALUES "
+                   f"({', '.join('?' * (len(columns) + 2))})"
+            for table, (_, columns, _) in TABLES.items()}
+_RECORDS_CACHE = 4096       # the records text of one written row, per (tag, key): the hot path's
+# Verified share rows kept per account with their record (the row is large - the transcript - and
+# read by every evaluation): a row equal to the kept one needs no MAC, decryption or parsing.
+_SHARE_CACHE = 4096
+
 _SCHEMA = """
 CREATE TABLE principals (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, account TEXT, credential_hash BLOB NOT NULL,
@@ -171,6 +181,8 @@ class ShareStore:
         # (tag, key) -> the newest version of the row this process knows (negative: deleted
         # by the event of that seq): a row read older than that was rolled back
         self._seen = {}
+        self._records = {}
+        self._share_cache = {}
         if not os.path.exists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
@@ -231,17 +243,24 @@ class ShareStore:
         return values
 
     def _row(self, db, table, key):
-        tag, columns, key_column = TABLES[table]
-        row = db.execute(f"SELECT {', '.join(columns)}, ver, mac FROM {table} WHERE {key_column} = ?",
-                         (key,)).fetchone()
-        return self._checked(table, key, row)
+        return self._checked(table, key, db.execute(_SELECT[table], (key,)).fetchone())
 
     def _put(self, db, table, values, ver, written):
         tag, columns, key_column = TABLES[table]
-        mac = row_auth.row_mac(self._keys.row_mac, tag, values, ver)
-        db.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}, ver, mac) VALUES "
-                   f"({', '.join('?' * (len(columns) + 2))})", (*values, ver, mac))
+        db.execute(_REPLACE[table], (*values, ver, row_auth.row_mac(self._keys.row_mac, tag, values, ver)))
         written[tag, values[columns.index(key_column)]] = None
+
+    def _records_text(self, written):
+        if len(written) != 1:
+            return row_auth.records_text(written)
+        item = next(iter(written.items()))      # ((tag, key), what)
+        text = self._records.get(item)
+        if text is None:
+            text = row_auth.records_text(written)
+            if len(self._records) >= _RECORDS_CACHE:
+                self._records.clear()
+            self._records[item] = text
+        return text
 
     def _delete(self, db, table, key, written):
         tag, _, key_column = TABLES[table]
@@ -263,7 +282,7 @@ class ShareStore:
                 if written:
                     (event,) = chain_entries(self._keys.audit_mac, head,
                                              [(now, kind, account, principal, "-", _outcome(counter))],
-                                             row_auth.records_text(written))
+                                             self._records_text(written))
                     seq, at, _, _, _, _, _, digest, rows = event
                     db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                (seq, at, kind, account, principal, counter, rows, digest))
@@ -397,13 +416,24 @@ class ShareStore:
         """The account's ShareRecord (pending or active), or None; IntegrityError if its row
         fails."""
         with self._lock:
-            values = self._row(self._db, "shares", account)
+            row = self._db.execute(_SELECT["shares"], (account,)).fetchone()
+            kept = self._share_cache.get(account)
+            if kept is not None and kept[0] == row:
+                seen = self._seen.get(("s", account), 0)
+                if row[-2] >= seen > 0:
+                    return kept[1]
+            values = self._checked("shares", account, row)
         if values is None:
             return None
         _, serial, index, threshold, blob, public, transcript, signatures, _ = values
         share = self._keys.decrypt(bytes(blob), _associated(account, serial, index))
-        return ShareRecord(account, serial, index, threshold, share, json.loads(public), bytes(transcript),
-                           None if signatures is None else json.loads(signatures))
+        record = ShareRecord(account, serial, index, threshold, share, json.loads(public), bytes(transcript),
+                             None if signatures is None else json.loads(signatures))
+        with self._lock:
+            if len(self._share_cache) >= _SHARE_CACHE:
+                self._share_cache.clear()
+            self._share_cache[account] = (row, record)
+        return record
 
     def accounts(self):
         with self._lock:
