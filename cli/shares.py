@@ -18,15 +18,17 @@ from otpfast_cli.servers import (_announce, _binding, _run, _run_until_signalled
                                  listen_address, open_datadir, server_options)
 
 
-def _share_server(datadir, check=True):
-    """The data dir's share server; a store that fails its check is a clear error (exit 1)."""
-    try:
-        return datadir.share_server(check=check)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+class _ShareServerGroup(click.Group):
+    """A share store that fails its check (or a row of it that does) is a clear error, exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-@click.group("share-server")
+@click.group("share-server", cls=_ShareServerGroup)
 def share_server_group():
     """A share server of threshold (tprf) tokens: one share of each token's key."""
 
@@ -94,7 +96,7 @@ def principal_add(data_dir, name, role, account, credential_file):
         raise click.BadParameter("a device needs --account; other roles take none", param_hint="'--account'")
     credential, fresh = _read_or_new(credential_file)
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         service.add_principal(name, role, account=account,
                               credential=server_credential(credential, datadir.fingerprint()))
@@ -112,15 +114,18 @@ def principal_add(data_dir, name, role, account, credential_file):
 @principal_group.command("list")
 @data_dir_option
 def principal_list(data_dir):
-    """List the principals (no credentials)."""
+    """List the principals (no credentials); a row edited without the at-rest key is marked
+    REFUSED (exit 1)."""
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         rows = service.store.principals()
     finally:
         service.close()
-    for name, role, account in rows:
-        click.echo(f"{name}\t{role}\t{account or '-'}")
+    for name, role, account, intact in rows:
+        click.echo(f"{name}\t{role}\t{account or '-'}" + ("" if intact else "\tREFUSED (fails its integrity check)"))
+    if not all(row[3] for row in rows):
+        sys.exit(1)
 
 
 @share_server_group.group("peer")
@@ -133,7 +138,7 @@ def peer_group():
 def peer_id(data_dir):
     """Print this share server's DKG key id (give it to the other share servers' operators)."""
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         click.echo(service.key_id)
     finally:
@@ -152,7 +157,7 @@ def peer_add(data_dir, key_id):
         raise click.BadParameter("must look like sha256:<64 hex digits> (otpfast share-server peer id)",
                                  param_hint="'KEY_ID'")
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         service.add_peer(text)
     finally:
@@ -165,7 +170,7 @@ def peer_add(data_dir, key_id):
 def accounts(data_dir):
     """The accounts this share server holds a share of (index, threshold, watermark)."""
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         for account in service.store.accounts():
             record = service.store.share(account)
@@ -187,7 +192,7 @@ def events(data_dir, account, limit):
     import datetime
 
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         rows = service.store.events(account, limit)
     finally:
@@ -204,7 +209,7 @@ def verify(data_dir):
     missing head file), every row against its MAC and the last event that wrote it (a row
     edited, rolled back or deleted without the at-rest key); exit 1 naming what is wrong."""
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir, check=False)
+    service = datadir.share_server(check=False)
     try:
         report = service.store.verify()
     finally:
@@ -258,7 +263,7 @@ def transcript(data_dir, account, as_json):
     from otpfast.services import tprfdkg
 
     datadir = open_datadir(data_dir)
-    service = _share_server(datadir)
+    service = datadir.share_server()
     try:
         record = service.store.share(account)
     finally:

@@ -219,6 +219,8 @@ def test_share_server_verify_command(tmp_path):
     _sql(path, "UPDATE principals SET role = 'admin'")
     result = runner.invoke(cli, ["share-server", "verify", "--data-dir", data_dir])
     assert result.exit_code == 1 and "principals row 'login' fails its integrity check" in result.output
+    result = runner.invoke(cli, ["share-server", "principal", "list", "--data-dir", data_dir])
+    assert result.exit_code == 1 and "login\tadmin\t-\tREFUSED" in result.output
     os.remove(DataDir(data_dir).file(HEAD_FILE))
     result = runner.invoke(cli, ["share-server", "verify", "--data-dir", data_dir])
     assert result.exit_code == 1 and "head file is missing" in result.output

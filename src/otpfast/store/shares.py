@@ -359,9 +359,18 @@ class ShareStore:
         return None if values is None else (values[1], values[2], bytes(values[3]))
 
     def principals(self):
+        """(name, role, account, intact) of every principal; a row failing its check is
+        listed as stored with ``intact`` False (and refused by ``principal``)."""
+        out = []
         with self._lock:
-            return [(r[0], r[1], r[2]) for r in self._db.execute(
-                "SELECT name, role, account FROM principals ORDER BY name")]
+            for name, role, account in self._db.execute("SELECT name, role, account FROM principals ORDER BY name"):
+                try:
+                    self._row(self._db, "principals", name)
+                except IntegrityError:
+                    out.append((name, role, account, False))
+                else:
+                    out.append((name, role, account, True))
+        return out
 
     # -- peers ----------------------------------------------------------------------------
     def add_peer(self, key_id, now):
