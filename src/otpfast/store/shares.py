@@ -189,9 +189,16 @@ class ShareStore:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._create()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the share store {path}: {exc}") from None
+        try:
+            self._create()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot open the share store {path}: {exc}") from None
+        except StoreError:
+            self._db.close()
+            raise
         if check:
             report = self.verify()
             if report.first_bad is not None:
