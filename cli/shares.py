@@ -1,5 +1,6 @@
 """``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, peer
-id/add, accounts, transcript, events, verify, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+id/add, accounts, transcript, events, verify, cluster-add). Thin: the logic lives in
+otpfast.services.shares and otpfast.net.shares.
 
 A share server is an initialised data directory (``otpfast init``); its shares and counters
 live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
