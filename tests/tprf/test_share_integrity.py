@@ -261,3 +261,39 @@ def test_three_of_five_double_accept_fails(harness, tmp_path, attack):
         otp2, _, _, _ = await h.issue(["s1", "s2", "s4"])
         assert (await h.verify(otp2, ["s1", "s2", "s4"], verifier="login-a"))[0] is True
     harness(scenario)
+
+
+def test_checkpoint_bounds_the_check_and_still_catches_rollbacks(tmp_path, path, monkeypatch):
+    """A check at open that walked many events appends a checkpoint; the next check starts
+    there, and a row restored from before the checkpoint, an older file, an altered anchor
+    are still refused."""
+    from otpfast.store import shares
+
+    monkeypatch.setattr(shares, "CHECKPOINT_EVENTS", 5)
+    key = new_key()
+    store = _store(path, key)
+    assert store.mark("alice", 1, ISSUE)
+    (old,) = _sql(path, "SELECT account, watermark, issued, consumed, ver, mac FROM state")
+    for counter in range(1, 8):
+        assert store.mark("alice", counter, VERIFY)
+    store.close()
+    ShareStore(path, key).close()                     # walks 11 events, then checkpoints
+    _copy(path, str(tmp_path / "old.db"))
+    store = ShareStore(path, key)
+    assert store.verify().entries == 1                # from the checkpoint on
+    assert store.mark("alice", 9, ISSUE) and store.mark("alice", 9, VERIFY)
+    store.close()
+    assert _sql(path, "SELECT count(*) FROM events WHERE event = 'checkpoint'") == [(1,)]
+    _sql(path, "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)", *old)
+    report = _reopened_refuses(path, key, lambda s: s.mark("alice", 7, VERIFY))
+    assert "rolled back to an older copy" in report.reason
+    _restore(str(tmp_path / "old.db"), path)          # the whole file, from before the last marks
+    with pytest.raises(StoreError, match="removed from the end"):
+        ShareStore(path, key)
+    _sql(path, "UPDATE anchor SET seq = seq + 1")
+    with pytest.raises(StoreError, match="anchor was altered"):
+        ShareStore(path, key)
+    _sql(path, "DELETE FROM anchor")                   # gone: the check walks the whole log again
+    store = ShareStore(path, key, check=False)
+    assert store.verify().entries == 13
+    store.close()

@@ -57,9 +57,11 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 
 from ..errors import StoreError
 from . import rows as row_auth
+from .archive import anchor_mac
 from .atrest import AtRestKeys
 from .base import AuditEntry, AuditReport
 from .chain import ZERO_HASH, HeadFile, chain_entries, check_chain
@@ -100,6 +102,11 @@ _RECORDS_CACHE = 4096       # the records text of one written row, per (tag, key
 # Verified share rows kept per account with their record (the row is large - the transcript - and
 # read by every evaluation): a row equal to the kept one needs no MAC, decryption or parsing.
 _SHARE_CACHE = 4096
+# A check at open that walked more events than this appends a checkpoint (see ShareStore.verify):
+# the next check walks the log from there.
+CHECKPOINT_EVENTS = 10_000
+_ANCHOR = "CREATE TABLE IF NOT EXISTS anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, " \
+          "hash BLOB NOT NULL, mac BLOB NOT NULL)"
 
 _SCHEMA = """
 CREATE TABLE principals (
@@ -205,6 +212,8 @@ class ShareStore:
                 self._db.close()
                 raise StoreError(f"the share store {path} fails its check: {report.reason} "
                                  "(otpfast share-server verify); it is not used")
+            if report.ok and report.entries > CHECKPOINT_EVENTS:
+                self._checkpoint(time.time())
 
     def _create(self):
         db = self._db
@@ -216,6 +225,7 @@ class ShareStore:
         if not tables:
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA.replace('CREATE TABLE', 'CREATE TABLE IF NOT EXISTS')} "
                              f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        db.execute(_ANCHOR)
         if self._head.read() == "missing" and db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
             self._head.rewrite(0, ZERO_HASH)        # a new store (or one created by a crash midway)
 
@@ -300,8 +310,33 @@ class ShareStore:
             if written:
                 self._head.write(seq, digest)
                 for (tag, key), what in written.items():
-                    self._seen[tag, key] = seq if what is None else -seq
+                    if what is None or what == "-":
+                        self._seen[tag, key] = seq if what is None else -seq
             return result
+
+    def _checkpoint(self, now):
+        """After a clean check: one event carrying every row's version over (rows.records_text
+        "=" records) and the anchor (MACed with the head key, archive.anchor_mac) moved to the
+        chain point just before it, so the next check starts there. A version carried is never
+        older than the one this process learnt. An anchor rolled back to an older one only makes
+        the walk longer; a newer one copied into an older file leaves every row unaccounted for."""
+        def carry(db, ver, written):
+            for table, (tag, _, key_column) in TABLES.items():
+                for key, row_ver in db.execute(f"SELECT {key_column}, ver FROM {table}"):
+                    written[tag, key] = max(row_ver, self._seen.get((tag, key), 0))
+            if written:
+                seq, digest = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+                db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
+                           (seq, digest, anchor_mac(self._keys, seq, bytes(digest))))
+        self._write(carry, now, "checkpoint")
+
+    def _anchor(self, db):
+        """(seq, hash) where the check starts, or None if the anchor row was altered."""
+        row = db.execute("SELECT seq, hash, mac FROM anchor WHERE id = 1").fetchone()
+        if row is None:
+            return (0, ZERO_HASH)
+        seq, digest = int(row[0]), bytes(row[1])
+        return (seq, digest) if hmac.compare_digest(anchor_mac(self._keys, seq, digest), bytes(row[2])) else None
 
     # -- the whole check ------------------------------------------------------------------
     def verify(self) -> AuditReport:
@@ -314,19 +349,23 @@ class ShareStore:
             db.execute("BEGIN")
             try:
                 latest = {}
+                anchor = self._anchor(db)
+                if anchor is None:
+                    return AuditReport(0, 1, "the checkpoint anchor was altered (its MAC fails)", 0, ZERO_HASH)
                 entries = (AuditEntry(seq, at, event, account, principal, "-", _outcome(counter), bytes(digest),
                                       rows)
                            for seq, at, event, account, principal, counter, rows, digest in db.execute(
                                "SELECT seq, at, event, account, principal, counter, rows, hash FROM events "
-                               "ORDER BY seq"))
-                report = check_chain(self._keys.audit_key, entries, [("head file", head)], latest=latest)
+                               "WHERE seq > ? ORDER BY seq", (anchor[0],)))
+                report = check_chain(self._keys.audit_key, entries, [("head file", head)], anchor=anchor,
+                                     latest=latest)
                 if report.first_bad is not None:
                     return report
 
                 def rows_of(table, columns):
                     return db.execute(f"SELECT {', '.join(columns)}, ver, mac FROM {table}")
 
-                problems = row_auth.check_rows(self._keys, TABLES, latest, rows_of)
+                problems = row_auth.check_rows(self._keys, TABLES, latest, rows_of, anchor[0])
                 present = {(tag, r[0]) for table, (tag, _, key) in TABLES.items()
                            for r in db.execute(f"SELECT {key} FROM {table}")}
                 problems += [f"{table} row {key!r} was deleted outside otpfast (the log wrote it in event {ver})"
