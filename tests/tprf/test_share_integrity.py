@@ -297,3 +297,21 @@ def test_checkpoint_bounds_the_check_and_still_catches_rollbacks(tmp_path, path,
     store = ShareStore(path, key, check=False)
     assert store.verify().entries == 13
     store.close()
+
+
+def test_a_serving_store_checks_itself_and_checkpoints(path, monkeypatch, caplog):
+    from otpfast.store import shares
+
+    monkeypatch.setattr(shares, "CHECKPOINT_EVENTS", 10)
+    key = new_key()
+    store = _store(path, key)
+    for counter in range(30):
+        assert store.mark("alice", counter, ISSUE)
+    assert _sql(path, "SELECT count(*) > 1 FROM events WHERE event = 'checkpoint'") == [(1,)]
+    assert store.verify().ok and store.verify().entries <= 11
+    _sql(path, "UPDATE principals SET role = 'admin' WHERE name = 'login'")
+    for counter in range(30, 60):
+        assert store.mark("alice", counter, ISSUE)
+    assert "the periodic check failed" in caplog.text       # found while serving, no checkpoint over it
+    store.close()
+    _reopened_refuses(path, key, lambda s: s.principal("login"))

@@ -102,9 +102,10 @@ _RECORDS_CACHE = 4096       # the records text of one written row, per (tag, key
 # Verified share rows kept per account with their record (the row is large - the transcript - and
 # read by every evaluation): a row equal to the kept one needs no MAC, decryption or parsing.
 _SHARE_CACHE = 4096
-# A check at open that walked more events than this appends a checkpoint (see ShareStore.verify):
-# the next check walks the log from there.
-CHECKPOINT_EVENTS = 10_000
+# A check that walked more events than this (at open, or while serving once this process has
+# written that many events, or 4 per row if more) appends a checkpoint (ShareStore._checkpoint):
+# the next check walks the log from there. ~10 us per event walked.
+CHECKPOINT_EVENTS = 20_000
 _ANCHOR = "CREATE TABLE IF NOT EXISTS anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, " \
           "hash BLOB NOT NULL, mac BLOB NOT NULL)"
 
@@ -190,6 +191,7 @@ class ShareStore:
         self._seen = {}
         self._records = {}
         self._share_cache = {}
+        self._since_check = 0       # events this process wrote since the last whole check
         if not os.path.exists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
@@ -212,6 +214,7 @@ class ShareStore:
                 self._db.close()
                 raise StoreError(f"the share store {path} fails its check: {report.reason} "
                                  "(otpfast share-server verify); it is not used")
+            self._since_check = report.entries
             if report.ok and report.entries > CHECKPOINT_EVENTS:
                 self._checkpoint(time.time())
 
@@ -312,7 +315,16 @@ class ShareStore:
                 for (tag, key), what in written.items():
                     if what is None or what == "-":
                         self._seen[tag, key] = seq if what is None else -seq
-            return result
+                self._since_check += 1
+            due = kind != "checkpoint" and self._since_check > max(CHECKPOINT_EVENTS, 4 * len(self._seen))
+        if due:
+            self._since_check = 0
+            report = self.verify()
+            if report.ok:
+                self._checkpoint(now)
+            else:
+                _log.warning("share store %s: the periodic check failed: %s", self.path, report.reason)
+        return result
 
     def _checkpoint(self, now):
         """After a clean check: one event carrying every row's version over (rows.records_text
@@ -329,6 +341,7 @@ class ShareStore:
                 db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
                            (seq, digest, anchor_mac(self._keys, seq, bytes(digest))))
         self._write(carry, now, "checkpoint")
+        self._since_check = 0
 
     def _anchor(self, db):
         """(seq, hash) where the check starts, or None if the anchor row was altered."""
