@@ -44,7 +44,17 @@ What is caught, and where:
   process has seen or written (a row rolled back to an older valid copy: the versions of all
   rows are learnt from the chain at open), a row gone that the log wrote -> IntegrityError
   (logged); the share server refuses that account (or principal) and never answers.
+* While serving: the same whole check every CHECKPOINT_EVENTS events this process writes
+  (or 4 per row, if more); a failure is logged (the bad rows are refused already).
 * ``otpfast share-server verify``: the same whole check, reported.
+
+Checkpoints keep the whole check bounded: after a clean check that walked more than
+CHECKPOINT_EVENTS events, one ``checkpoint`` event carries every row's version over (``=``
+records, as the main store's archive does) and the ``anchor`` row - (seq, hash) of the chain
+point just before it, MACed with the head key (archive.anchor_mac) - moves there; the check
+then starts at the anchor. An anchor deleted or rolled back to an older one only makes the walk
+longer; an altered one fails its MAC; a newer one copied into an older file leaves every row
+unaccounted for (refused). The events themselves stay (``share-server events``).
 
 Not caught: a rollback of shares.db *and* shares.head together to an older copy of both (keep
 a copy of the head elsewhere, or back shares.db up only with its head); deleting rows or the
