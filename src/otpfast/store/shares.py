@@ -299,8 +299,9 @@ class ShareStore:
 
     def _write(self, fn, now, kind, account="-", principal="-", counter=None):
         """Run ``fn(db, ver, written)`` in one BEGIN IMMEDIATE transaction; if it wrote rows
-        (``written``: (tag, key) -> None or "-"), append the event of seq ``ver`` recording
-        them, commit (durably) and move the head file. Returns fn's result."""
+        (``written``: (tag, key) -> None written, "-" deleted, or a version carried over),
+        append the event of seq ``ver`` recording them, commit (durably) and move the head
+        file; then, when due, the whole check and a checkpoint. Returns fn's result."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
