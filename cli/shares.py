@@ -1,5 +1,6 @@
 """``otpfast share-server ...``: a share server of tprf tokens (serve, principal add/list, peer
-id/add, accounts, transcript, events, cluster-add). Thin: the logic lives in otpfast.services.shares and otpfast.net.shares.
+id/add, accounts, transcript, events, verify, cluster-add). Thin: the logic lives in
+otpfast.services.shares and otpfast.net.shares.
 
 A share server is an initialised data directory (``otpfast init``); its shares and counters
 live in ``shares.db`` there. A principal (a device of one account, a verifier, an admin who
@@ -7,16 +8,28 @@ runs DKGs) has one credential for the whole cluster: register it on every share 
 the same ``--credential-file`` (each server stores only the hash of a credential derived from
 it and its own certificate fingerprint).
 """
+import sys
+
 import click
 
-from otpfast.errors import InvalidParameter, Refused
+from otpfast.errors import InvalidParameter, Refused, StoreError
 from otpfast_cli.logs import configure_logging
 from otpfast_cli.options import bad_parameter, data_dir_option
 from otpfast_cli.servers import (_announce, _binding, _run, _run_until_signalled,
                                  listen_address, open_datadir, server_options)
 
 
-@click.group("share-server")
+class _ShareServerGroup(click.Group):
+    """A share store that fails its check (or a row of it that does) is a clear error, exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group("share-server", cls=_ShareServerGroup)
 def share_server_group():
     """A share server of threshold (tprf) tokens: one share of each token's key."""
     from otpfast import tprf
@@ -105,15 +118,18 @@ def principal_add(data_dir, name, role, account, credential_file):
 @principal_group.command("list")
 @data_dir_option
 def principal_list(data_dir):
-    """List the principals (no credentials)."""
+    """List the principals (no credentials); a row edited without the at-rest key is marked
+    REFUSED (exit 1)."""
     datadir = open_datadir(data_dir)
     service = datadir.share_server()
     try:
         rows = service.store.principals()
     finally:
         service.close()
-    for name, role, account in rows:
-        click.echo(f"{name}\t{role}\t{account or '-'}")
+    for name, role, account, intact in rows:
+        click.echo(f"{name}\t{role}\t{account or '-'}" + ("" if intact else "\tREFUSED (fails its integrity check)"))
+    if not all(row[3] for row in rows):
+        sys.exit(1)
 
 
 @share_server_group.group("peer")
@@ -188,6 +204,30 @@ def events(data_dir, account, limit):
     for at, counter, purpose, principal in rows:
         when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(f"{when}\tcounter {counter}\t{'issued to' if purpose == 1 else 'consumed by'} {principal}")
+
+
+@share_server_group.command("verify")
+@data_dir_option
+def verify(data_dir):
+    """Check shares.db: its event chain against shares.head (a rollback to an older copy, a
+    missing head file), every row against its MAC and the last event that wrote it (a row
+    edited, rolled back or deleted without the at-rest key); exit 1 naming what is wrong."""
+    datadir = open_datadir(data_dir)
+    service = datadir.share_server(check=False)
+    try:
+        report = service.store.verify()
+    finally:
+        service.close()
+    if report.first_bad is not None:
+        click.echo(f"share store event log BROKEN at event {report.first_bad}: {report.reason}", err=True)
+        sys.exit(1)
+    if report.bad_rows:
+        click.echo(f"share store rows REFUSED ({len(report.bad_rows)}):", err=True)
+        for problem in report.bad_rows:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"share store intact: {report.entries} events, head {report.head_seq} "
+               f"{report.head_hash.hex()}; rows intact")
 
 
 @share_server_group.command("cluster-add")

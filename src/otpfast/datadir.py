@@ -18,6 +18,7 @@ opening the store tightens a directory left looser, with a warning per fix):
     store.primary   the newest primary (system identifier, timeline) this node wrote
                     through: an older one (an old primary back after a failover) is refused
     shares.db       a share server's shares and counters (tprf tokens; otpfast.store.shares)
+    shares.head     the head of the share store's event chain (rollback check)
 """
 import datetime
 import hashlib
@@ -362,15 +363,17 @@ class DataDir:
                             ttl=ttl,
                             require_pin=require_pin)
 
-    def share_server(self, clock=time.time, *, synchronous: str = "FULL"):
+    def share_server(self, clock=time.time, *, synchronous: str = "FULL", check: bool = True):
         """The share-server role (tprf tokens) over this data dir: its own ``shares.db``
-        (created on first use), the at-rest key, its RSA key (DKG signatures and shares)."""
+        (created on first use) and ``shares.head``, the at-rest key, its RSA key (DKG
+        signatures and shares). ``check``: refuse a store whose event chain fails."""
         from .services.shares import ShareServer
         from .store.shares import SHARES_FILE, ShareStore
 
         fingerprint = self.fingerprint()
         self.tighten()
-        store = ShareStore(self.file(SHARES_FILE), atrest.load_key(self.file(KEY_FILE)), synchronous=synchronous)
+        store = ShareStore(self.file(SHARES_FILE), atrest.load_key(self.file(KEY_FILE)), synchronous=synchronous,
+                           check=check)
         return ShareServer(store, self.rsa_private_key(), fingerprint, clock=clock)
 
     def admin(self, clock=time.time):

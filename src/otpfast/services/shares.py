@@ -12,6 +12,10 @@ Refusals: a wrong credential, a principal asking outside its role, an unknown ac
 Refused (the connection gets one Error and closes); a counter the rules forbid or an
 account out of verification attempts -> CounterRefused (the connection goes on: a verifier
 tries the next counter). Refusals are logged with their reason, never with a secret.
+
+A row of the store that fails its integrity check (store.shares: edited, rolled back or deleted
+without the at-rest key) -> the store logs it, this server counts it (``integrity_refusals``)
+and refuses that principal or account like an unknown one (Refused: no partial, ever).
 """
 import dataclasses
 import logging
@@ -20,7 +24,7 @@ import time
 
 from otpfast import tprf
 from otpfast.errors import Refused
-from otpfast.store.shares import ADMIN, DEVICE, ISSUE, ROLES, VERIFIER, VERIFY
+from otpfast.store.shares import ADMIN, DEVICE, ISSUE, ROLES, VERIFIER, VERIFY, IntegrityError
 
 from . import credentials, policy, tprfdkg
 from .throttle import Rate, RateLimiter
@@ -73,6 +77,15 @@ class ShareServer:
         self._failed_accounts = RateLimiter(FAILED_PER_ACCOUNT, clock=clock)
         self._pending = {}
         self._lock = threading.Lock()
+        self.integrity_refusals = 0     # requests refused because a store row failed its check
+
+    def _checked(self, fn, *args):
+        """``fn(*args)`` of the store; a row failing its check -> counted, Refused."""
+        try:
+            return fn(*args)
+        except IntegrityError:
+            self.integrity_refusals += 1
+            raise Refused() from None
 
     def set_failure_limits(self, per_source, per_client=None) -> None:
         """A new per-source failure throttle while serving (SIGHUP); ``per_client`` is the
@@ -111,7 +124,8 @@ class ShareServer:
         if self._failed_sources.blocked(source):
             log.info("authentication from %s refused: throttled", source)
             raise Refused()
-        record = self.store.principal(exchange.principal) if exchange.kind == credentials.CLIENT else None
+        record = self._checked(self.store.principal, exchange.principal) \
+            if exchange.kind == credentials.CLIENT else None
         session_key = credentials.check_proof(proof, None if record is None else record[2], exchange)
         if session_key is None:
             self._failed_sources.charge(source)
@@ -125,7 +139,7 @@ class ShareServer:
         if principal.role not in roles or (principal.role == DEVICE and principal.account != account):
             log.info("%s (%s) refused for %r: not authorised", principal.name, principal.role, account[:128])
             raise Refused()
-        record = self.store.share(account)
+        record = self._checked(self.store.share, account)
         if record is None or not record.active:
             log.info("%s refused for %r: no active share", principal.name, account[:128])
             raise Refused()
@@ -134,7 +148,7 @@ class ShareServer:
     def status(self, principal: Principal, account: str):
         """(watermark, outstanding counters) for a device of the account or a verifier."""
         self._share(principal, account, (DEVICE, VERIFIER))
-        return self.store.status(account)
+        return self._checked(self.store.status, account)
 
     def evaluate(self, principal: Principal, account: str, counter: int, purpose: int):
         """(index, H1(x)^{k_j}, DLEQ proof) for ``counter``; the counter is marked (issued or
@@ -148,7 +162,7 @@ class ShareServer:
                 raise CounterRefused()
         else:
             raise Refused()
-        if not self.store.mark(account, counter, purpose, principal.name, self.clock()):
+        if not self._checked(self.store.mark, account, counter, purpose, principal.name, self.clock()):
             log.info("%s of %r at counter %d refused: %s", "issue" if purpose == ISSUE else "verification",
                      account[:128], counter, "below the watermark" if purpose == ISSUE else "consumed")
             raise CounterRefused()
@@ -161,7 +175,7 @@ class ShareServer:
         """A verifier's verdict on a counter this server consumed: a wrong OTP counts toward
         the account's throttle."""
         self._share(principal, account, (VERIFIER,))
-        if not accepted and self.store.consumed(account, counter):
+        if not accepted and self._checked(self.store.consumed, account, counter):
             self._failed_accounts.charge(account)
             log.info("wrong OTP for %r at counter %d (reported by %s)", account[:128], counter, principal.name)
 
@@ -209,8 +223,8 @@ class ShareServer:
             share = tprfdkg.combined_share(pending.good, qualified)
             if tprf.public_key(share) != bytes.fromhex(public["shares"][str(pending.me)]):
                 raise Refused("the combined share does not match the public result")
-            if not self.store.add_share(account, pending.setup["serial"], pending.me, pending.setup["threshold"],
-                                        share, public, body, self.clock()):
+            if not self._checked(self.store.add_share, account, pending.setup["serial"], pending.me,
+                                 pending.setup["threshold"], share, public, body, self.clock()):
                 raise Refused("the account has a share already")
             pending.transcript = body
             return tprfdkg.canonical({"index": pending.me, "transcript": tprfdkg.digest(body)})
@@ -223,7 +237,7 @@ class ShareServer:
                 if not tprfdkg.signed_by(server["key"], tprfdkg.FINISH, pending.transcript,
                                          bytes.fromhex(signatures[str(server["index"])])):
                     raise Refused(f"share server {server['index']}'s transcript signature is wrong")
-            if not self.store.confirm(account, pending.transcript, signatures):
+            if not self._checked(self.store.confirm, account, pending.transcript, signatures, self.clock()):
                 raise Refused("nothing to confirm")
             del self._pending[account]
             log.info("DKG of %r complete: this server holds share %d", account[:128], pending.me)
@@ -232,13 +246,13 @@ class ShareServer:
 
     def _deal(self, account, setup):
         tprfdkg.check_setup(setup, account)
-        existing = self.store.share(account)
+        existing = self._checked(self.store.share, account)
         if existing is not None and existing.active:      # an unconfirmed one may be redone
             raise Refused("the account has a share already")
         mine = [s for s in setup["servers"] if s["fingerprint"] == self.fingerprint]
         if len(mine) != 1 or mine[0]["key"] != self.pem:
             raise Refused("this server is not in the roster as itself")
-        peers = self.store.peers()
+        peers = self._checked(self.store.peers)
         if peers:
             strangers = [s["index"] for s in setup["servers"]
                          if s["key"] != self.pem and tprfdkg.key_id(s["key"]) not in peers]
