@@ -35,7 +35,9 @@ def _as_url(pg_url):
     return f"postgresql://{info['user']}@{info['host']}:{info['port']}/{info['dbname']}?{query}"
 
 
-def test_three_nodes_race_every_code_accepted_once(pg_url, tmp_path):
+def _three_nodes(pg_url, tmp_path):
+    """Environments of three data dirs on one PostgreSQL store: the first `init`, two more
+    `init --join`; and a file holding the HOTP key."""
     url = _as_url(pg_url)
     envs = []
     for k in range(3):
@@ -51,6 +53,11 @@ def test_three_nodes_race_every_code_accepted_once(pg_url, tmp_path):
     secret = tmp_path / "secret"
     secret.write_text(KEY_HEX + "\n")
     secret.chmod(0o600)
+    return envs, secret
+
+
+def test_three_nodes_race_every_code_accepted_once(pg_url, tmp_path):
+    envs, secret = _three_nodes(pg_url, tmp_path)
     for name in ("alice", "bob"):
         otpfast(envs[1], "account", "add", name, "--type", "hotp", "--secret-file", str(secret),
                 "--window", "50", "--lockout", "100", check=0)
@@ -115,21 +122,7 @@ def test_three_nodes_one_code_raced_over_every_front_end_accepted_once(pg_url, t
     from ..radius.conftest import RadiusClient
 
     radius_secret = "nodes-radius-secret-0123456789"
-    url = _as_url(pg_url)
-    envs = []
-    for k in range(3):
-        env = dict(os.environ, OTPFAST_DATA_DIR=str(tmp_path / f"node{k}"),
-                   OTPFAST_KNOWN_SERVERS=str(tmp_path / "known"), OTPFAST_STORE_URL=url)
-        for name in ("OTPFAST_CREDENTIAL", "OTPFAST_AT_REST_KEY"):
-            env.pop(name, None)
-        envs.append(env)
-    otpfast(envs[0], "init", "--rsa-bits", "2048", check=0)
-    for env in envs[1:]:
-        otpfast(env, "init", "--join", "--rsa-bits", "2048", "--at-rest-key-file",
-                str(tmp_path / "node0" / "at-rest.key"), check=0)
-    secret = tmp_path / "secret"
-    secret.write_text(KEY_HEX + "\n")
-    secret.chmod(0o600)
+    envs, secret = _three_nodes(pg_url, tmp_path)
     otpfast(envs[0], "account", "add", "carol", "--type", "hotp", "--secret-file", str(secret),
             "--window", "50", "--lockout", "100", check=0)
     credential = otpfast(envs[0], "client", "add", "relay", "--verifier",
