@@ -34,22 +34,17 @@ class ContributionReceipt:
     remaining: int          # authorities still to contribute; 0: the ceremony is complete
 
 
-class Client:
-    """One TLS connection to a key server, distribution server or combined server.
+class FramedClient:
+    """One TLS connection speaking a sans-IO ``connection`` (protocol._connection's events):
+    send frames, receive the next event; Error from the server is Refused."""
 
-    Methods are not meant to be called concurrently on one Client, except that
-    ``verify_many`` pipelines many verifications in one round trip.
-    """
-
-    def __init__(self, reader, writer, fingerprint, *, timeout, binding):
+    def __init__(self, reader, writer, connection, fingerprint, *, timeout, binding):
         self._reader = reader
         self._writer = writer
-        self._conn = combined.Connection(CLIENT)
+        self._conn = connection
         self.fingerprint = fingerprint
         self.timeout = timeout
         self._binding = binding          # tls.end_point of the certificate this connection saw
-        self._session_key = None
-        self._public_key = None
 
     async def _send(self, *messages):
         self._writer.write(b"".join(self._conn.send(m) for m in messages))
@@ -68,6 +63,20 @@ class Client:
             if type(event) is Error:
                 raise Refused("refused by the server")
             return event
+
+
+class Client(FramedClient):
+    """One TLS connection to a key server, distribution server or combined server.
+
+    Methods are not meant to be called concurrently on one Client, except that
+    ``verify_many`` pipelines many verifications in one round trip.
+    """
+
+    def __init__(self, reader, writer, fingerprint, *, timeout, binding):
+        super().__init__(reader, writer, combined.Connection(CLIENT), fingerprint, timeout=timeout,
+                         binding=binding)
+        self._session_key = None
+        self._public_key = None
 
     async def public_key(self):
         """The key server's RSA public key (PEM bytes)."""

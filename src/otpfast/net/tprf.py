@@ -16,16 +16,16 @@ import contextlib
 import hmac
 import logging
 
-from ..errors import LocalProtocolError, ProtocolError, Refused, RemoteProtocolError
+from ..errors import LocalProtocolError, ProtocolError, Refused
 from ..protocol import shares as shares_protocol
-from ..protocol._connection import CLIENT, CONNECTION_CLOSED, NEED_DATA
-from ..protocol.messages import (AuthProof, AuthStart, CeremonyStep, Error, Evaluate, Hello, Outcome, Partial,
+from ..protocol._connection import CLIENT
+from ..protocol.messages import (AuthProof, AuthStart, CeremonyStep, Evaluate, Hello, Outcome, Partial,
                                  ShareStatus)
 from ..services import credentials, tprfdkg
 from ..services.tprfcluster import server_credential
 from ..store.shares import ISSUE, VERIFY
 from . import tls
-from .client import parse_address
+from .client import FramedClient, parse_address
 from .shares import unpack_counters
 
 log = logging.getLogger("otpfast.net.tprf")
@@ -34,37 +34,15 @@ log = logging.getLogger("otpfast.net.tprf")
 VERIFY_CANDIDATES = 4
 
 
-class ShareClient:
+class ShareClient(FramedClient):
     """One TLS connection to a share server; concurrent callers take turns (one request in
     flight at a time)."""
 
     def __init__(self, name, reader, writer, fingerprint, *, timeout, binding):
+        super().__init__(reader, writer, shares_protocol.Connection(CLIENT), fingerprint, timeout=timeout,
+                         binding=binding)
         self.name = name
-        self._reader = reader
-        self._writer = writer
-        self._conn = shares_protocol.Connection(CLIENT)
-        self.fingerprint = fingerprint
-        self.timeout = timeout
-        self._binding = binding
         self._turn = asyncio.Lock()
-
-    async def _send(self, *messages):
-        self._writer.write(b"".join(self._conn.send(m) for m in messages))
-        await self._writer.drain()
-
-    async def _receive(self):
-        while True:
-            event = self._conn.next_event()
-            if event is NEED_DATA:
-                async with asyncio.timeout(self.timeout):
-                    data = await self._reader.read(65536)
-                self._conn.receive_data(data)
-                continue
-            if event is CONNECTION_CLOSED:
-                raise RemoteProtocolError("the server closed the connection")
-            if type(event) is Error:
-                raise Refused("refused by the server")
-            return event
 
     async def _ask(self, message):
         async with self._turn:
