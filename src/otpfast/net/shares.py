@@ -55,6 +55,7 @@ class ShareServerHandler:
 
     def connection_made(self, transport):
         self.source = peer_host(transport)
+        self._auth.connection_made(transport)
 
     def _call(self, convert, fn, *args, barrier=False):
         future = asyncio.wrap_future(self._executor.submit(functools.partial(fn, *args)))
