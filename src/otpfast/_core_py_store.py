@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import struct
 
-__all__ = ["ROW_MAC_BYTES", "row_encode", "row_macs", "audit_chain_macs", "HmacSha256",
+__all__ = ["ROW_MAC_BYTES", "row_encode", "row_macs", "audit_chain_macs", "issued_used_macs", "HmacSha256",
            "HmacMd5"]
 
 ROW_MAC_BYTES = 32
@@ -61,6 +61,22 @@ def row_macs(key, tag, rows):
         mac = state.copy()
         mac.update(head + b"".join(map(row_encode, row)))
         out.append(mac.digest())
+    return out
+
+
+def issued_used_macs(key, rows, now, ver):
+    """For issued rows read as unused, ``rows`` of (id, account, otp_digest, expires_at,
+    row version, stored MAC): per row the MAC of (id, account, otp_digest, expires_at, now)
+    with version ``ver`` under tag "i" (the row marked used), or None if the stored MAC is
+    not row_macs' of (id, account, otp_digest, expires_at, None) with the row's version."""
+    out = []
+    for id_, account, otp_digest, expires_at, row_ver, stored in rows:
+        if row_ver is None or stored is None:
+            out.append(None)
+            continue
+        prefix = (id_, account, otp_digest, expires_at)
+        check, used = row_macs(key, "i", [(*prefix, None, row_ver), (*prefix, now, ver)])
+        out.append(used if hmac.compare_digest(check, bytes(stored)) else None)
     return out
 
 

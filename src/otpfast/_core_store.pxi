@@ -192,6 +192,7 @@ cdef extern from *:
     int otpfr_decimal(long long v, char *out) noexcept nogil
     void otpfr_double_be(double d, uint8_t *out) noexcept nogil
     int otpfr_integral(double d) noexcept nogil
+    int CRYPTO_memcmp(const void *a, const void *b, size_t n) noexcept nogil
     ctypedef struct otpfr_hmac:
         pass
     void otpfr_hmac_init(otpfr_hmac *k, const uint8_t *key, size_t keylen) noexcept nogil
@@ -336,6 +337,52 @@ def row_macs(key, tag, rows):
             else:
                 for value in tuple(row):
                     _rb_value(&b, value)
+            otpfr_mac(&state, <const uint8_t *>b.data, b.length, digest, 32)
+            out.append(PyBytes_FromStringAndSize(<char *>digest, 32))
+    finally:
+        if b.data != NULL:
+            OPENSSL_cleanse(b.data, b.capacity)
+            free(b.data)
+        OPENSSL_cleanse(&state, sizeof(otpfr_key))
+    return out
+
+
+def issued_used_macs(key, rows, now, ver):
+    """For issued rows read as unused (see _core_py_store.issued_used_macs): per row the MAC
+    it gets once marked used at ``now`` with version ``ver``, or None if its stored MAC is
+    not that of the row as read."""
+    cdef bytes kb = bytes(key)
+    cdef otpfr_key state
+    cdef _RowBuffer b
+    cdef uint8_t digest[32]
+    cdef size_t prefix
+    cdef list out = []
+    cdef object stored
+    if len(kb) > 64:
+        raise ValueError("maximum key length is 64 bytes")
+    otpfr_init(&state, <const uint8_t *>PyBytes_AS_STRING(kb), len(kb), 32)
+    b.data, b.length, b.capacity = NULL, 0, 0
+    try:
+        for id_, account, otp_digest, expires_at, row_ver, stored in rows:
+            b.length = 0
+            _rb_put(&b, b"i\0", 2)
+            for value in (id_, account, otp_digest, expires_at):
+                _rb_value(&b, value)
+            prefix = b.length
+            if row_ver is None or stored is None:
+                out.append(None)
+                continue
+            if type(stored) is not bytes:
+                stored = bytes(stored)
+            _rb_put(&b, b"N", 1)
+            _rb_value(&b, row_ver)
+            otpfr_mac(&state, <const uint8_t *>b.data, b.length, digest, 32)
+            if len(<bytes>stored) != 32 or CRYPTO_memcmp(digest, PyBytes_AS_STRING(<bytes>stored), 32) != 0:
+                out.append(None)
+                continue
+            b.length = prefix
+            _rb_value(&b, now)
+            _rb_value(&b, ver)
             otpfr_mac(&state, <const uint8_t *>b.data, b.length, digest, 32)
             out.append(PyBytes_FromStringAndSize(<char *>digest, 32))
     finally:

@@ -50,6 +50,7 @@ rfc2289_fold = _impl.rfc2289_fold
 row_encode = _impl.row_encode
 row_macs = _impl.row_macs
 audit_chain_macs = _impl.audit_chain_macs
+issued_used_macs = _impl.issued_used_macs
 HmacSha256 = _impl.HmacSha256
 HmacMd5 = _impl.HmacMd5
 

@@ -137,3 +137,45 @@ def test_hmac_md5_states_equal_stdlib(impl, key, message):
 
     mac = impl.HmacMd5(key)
     assert mac(message) == mac(bytearray(message)) == hmac.digest(key, message, "md5")
+
+
+issued_rows = st.lists(st.tuples(
+    st.integers(min_value=-2**63, max_value=2**63 - 1), st.text(max_size=40), st.binary(max_size=40),
+    st.floats(allow_nan=False), st.one_of(st.none(), st.integers(min_value=0, max_value=2**62)),
+    st.sampled_from(["right", "wrong", "short", "none"])), max_size=8)
+
+
+def _issued_case(key, spec):
+    """Rows (id, account, digest, expires_at, ver, stored MAC) whose stored MAC is right,
+    flipped, short or missing, and the expected used MACs, from hashlib directly."""
+    def mac(values):
+        return hashlib.blake2b(b"i\0" + b"".join(map(_encode, values)), key=key, digest_size=32).digest()
+    rows, expected = [], []
+    for id_, account, digest, expires_at, ver, how in spec:
+        right = mac((id_, account, digest, expires_at, None, ver))
+        stored = {"right": right, "wrong": bytes([right[0] ^ 1]) + right[1:], "short": right[:31],
+                  "none": None}[how]
+        rows.append((id_, account, digest, expires_at, ver, stored))
+        ok = how == "right" and ver is not None
+        expected.append(mac((id_, account, digest, expires_at, 1_700_000_000.25, 77)) if ok else None)
+    return rows, expected
+
+
+@pytest.mark.parametrize("impl", _impls(), ids=lambda impl: impl.__name__)
+@SETTINGS
+@given(key=keys, spec=issued_rows)
+def test_issued_used_macs_check_then_reseal(impl, key, spec):
+    """An issued row read as unused passes only with the MAC of (its values, used_at None,
+    its version); it then gets the MAC of the row marked used (the verify path's one call)."""
+    rows, expected = _issued_case(key, spec)
+    assert impl.issued_used_macs(key, rows, 1_700_000_000.25, 77) == expected
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="OTPFAST_NO_EXTENSIONS=1: no compiled core")
+@SETTINGS
+@given(key=keys, spec=issued_rows)
+def test_issued_used_macs_twins_equal(key, spec):
+    rows, _ = _issued_case(key, spec)
+    rows = [(*row[:5], None if row[5] is None else memoryview(row[5])) for row in rows]
+    c, py = load_impl("c"), load_impl("py")
+    assert c.issued_used_macs(key, rows, 1_700_000_000.25, 77) == py.issued_used_macs(key, rows, 1_700_000_000.25, 77)

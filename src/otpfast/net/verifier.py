@@ -288,7 +288,7 @@ class AsyncVerifier:
         wall, cpu = s["batch_ms"], s["batch_cpu_ms"]
         return (f"verifier: {s['verified']} verifications in {s['batches']} batches "
                 f"(mean {s['mean_batch']:.1f}, {s['busy']} waits for the write lock); batch time p50 {wall['p50']:.2f} ms p99 {wall['p99']:.2f} ms "
-                f"max {wall['max']:.2f} ms; CPU per batch p50 {cpu['p50']:.2f} ms p99 {cpu['p99']:.2f} ms")
+                f"max {wall['max']:.2f} ms; CPU per batch p50 {cpu['p50']:.2f} ms p99 {cpu['p99']:.2f} ms SUMCPU {sum(e[2] for e in self.batch_log)*1000:.1f} ms")
 
 
 def _cause(exc):

@@ -23,7 +23,7 @@ from .base import (ACCOUNT_ACTIVE, ACCOUNT_PENDING, LOCKED_FOR_GOOD, AccountReco
                    AuthorityRecord, ClientRecord, ContributionRecord, TokenRecord, Transaction)
 # the audit chain lives in .chain; its names stay importable from here
 from .chain import ZERO_HASH, HeadFile, audit_mac, chain_entries, check_chain  # noqa: F401
-from .rows import ROW_COLUMNS, TOKEN_NAMES, refuse, row_mac, row_macs, row_ok
+from .rows import ROW_COLUMNS, TOKEN_NAMES, issued_used_macs, refuse, row_mac, row_macs, row_ok
 
 KEY_CHECK_LABEL = b"otpfast key check"
 SECRET_CACHE_SIZE = 4096
@@ -771,28 +771,24 @@ class SqlTransaction(Transaction):
         return bool(ids) and self.use_issued_ids(ids[:1], now) == 1
 
     def _authentic_issued(self, rows, now) -> list:
-        """Of issued rows (id, account, otp_digest, expires_at, used_at = None, ver, mac)
-        read as unused: those that pass their MAC and that this process has not marked used
-        before (a rolled-back copy); the others are refused (logged). For the kept ones the
-        MAC they get when use_issued_ids marks them used at ``now`` is computed here too
-        (both in one core call each for the whole batch)."""
-        keys, compare = self._store.keys, hmac.compare_digest
+        """Of issued rows (id, account, otp_digest, expires_at, ver, mac) read as unused:
+        those that pass their MAC and that this process has not marked used before (a
+        rolled-back copy); the others are refused (logged). For the kept ones the MAC they
+        get when use_issued_ids marks them used at ``now`` is computed here too (one core
+        call for the whole batch)."""
         marked = self._store._issued_marked().get
-        ver = self.version
-        checks = row_macs(keys, "i", [row[:-1] for row in rows])
-        used_macs = row_macs(keys, "i", [(*row[:4], now, ver) for row in rows])
+        used_macs = issued_used_macs(self._store.keys, rows, now, self.version)
         kept, new_macs = [], self._issued_macs
-        for row, check, used_mac in zip(rows, checks, used_macs):
-            id_, stored = row[0], row[-1]
-            if stored is None or row[-2] is None or row[4] is not None \
-                    or not compare(check, bytes(stored)):
+        for row, used_mac in zip(rows, used_macs):
+            id_ = row[0]
+            if used_mac is None:
                 refuse("issued", id_)
-            elif (marked(id_) or 0) > row[-2]:
+            elif (marked(id_) or 0) > row[4]:
                 refuse("issued", id_, "is an older copy (unused) of an OTP this process "
                        "marked used")
             else:
                 new_macs[id_] = (now, used_mac)
-                kept.append(row[:3])
+                kept.append(row)
         return kept
 
     def _used_rows(self, ids, now):
@@ -807,8 +803,9 @@ class SqlTransaction(Transaction):
                     continue
                 known = (now, row_mac(self._store.keys.row_mac, "i", (*row[:-3], now), ver))
             out.append((id_, known[1]))
-            self.written["i", id_] = None
-            self.used_ids.append(id_)
+        used = [id_ for id_, _ in out]
+        self.written.update(dict.fromkeys([("i", id_) for id_ in used]))
+        self.used_ids.extend(used)
         return ver, out
 
     def add_client(self, name, account, verifier, credential_hash, now, *, admin=False):

@@ -891,7 +891,7 @@ class _PostgresTransaction(SqlTransaction):
         if not wanted:
             return {}
         rows = self._conn.execute(
-            "SELECT i.id, i.account, i.otp_digest, i.expires_at, i.used_at, i.ver, i.mac"
+            "SELECT i.id, i.account, i.otp_digest, i.expires_at, i.ver, i.mac"
             " FROM unnest(%(accounts)s::text[],"
             " %(digests)s::bytea[]) AS wanted (account, otp_digest) JOIN issued AS i"
             " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"

@@ -47,9 +47,10 @@ import hmac
 import json
 import logging
 
-from otpfast.core import row_encode, row_macs as core_row_macs
+from otpfast.core import issued_used_macs as core_issued_used_macs, row_encode, row_macs as core_row_macs
 
 _log = logging.getLogger("otpfast.store")
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 ROW_COLUMNS = "ver, mac"
 CLIENT_NAMES_V5 = ("name", "account", "verifier", "credential_hash", "mask_key_enc", "created_at")
@@ -92,6 +93,13 @@ def row_macs(keys, tag: str, rows) -> list:
     return core_row_macs(keys.row_key, tag, rows)
 
 
+def issued_used_macs(keys, rows, now, ver) -> list:
+    """Of issued rows read as unused, (id, account, otp_digest, expires_at, ver, mac): per
+    row its MAC once marked used at ``now`` with version ``ver``, or None if it fails its
+    MAC as read (one core call for a batch; the spec is otpfast._core_py_store)."""
+    return core_issued_used_macs(keys.row_key, rows, now, ver)
+
+
 def row_ok(mac, tag: str, values, ver, stored) -> bool:
     if stored is None or ver is None:
         return False
@@ -117,7 +125,7 @@ def records_text(written: dict, version: int | None = None) -> str | None:
             out.setdefault("-" + tag, []).append(key)
         else:
             out.setdefault("=", []).append([tag, key, what])
-    return json.dumps(out, separators=(",", ":"))
+    return _compact_json(out)
 
 
 def note_records(latest: dict, seq: int, text: str | None) -> None:

@@ -17,6 +17,7 @@ process meanwhile is never mistaken for tampering. Statements use named paramete
 """
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Iterator
 from otpfast.errors import StoreBusy, StoreError, StoreOutdated
 
 from .atrest import AtRestKeys
-from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
+from .base import AccountRecord, AuditEntry, AuditReport, ClientRecord, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
                      SqlReads, SqlTransaction, add_main_tokens, chain_entries, cover_client_admin,
@@ -348,6 +349,7 @@ class SQLiteStore(SqlReads, Store):
                 conn.execute("ROLLBACK")
             raise
         self._committed_accounts(tx)
+        self._committed_clients(tx, conn)
         self._after_commit(tx)
         if head is not None:
             if durable:
@@ -408,6 +410,35 @@ class SQLiteStore(SqlReads, Store):
             # only rows that exist (a verification decoy updates a name that has none)
             if name not in tx.touched_accounts and cache.get(name) is not None:
                 cache[name] = record
+
+    def client(self, name: str) -> ClientRecord | None:
+        """The client row, from a cache of this connection's reads that holds while no other
+        connection committed (``PRAGMA data_version``) and this one changed nothing but in
+        transactions that wrote no client row (``total_changes``, see _committed_clients):
+        every verification batch asks for its clients (Distribution._revoked)."""
+        conn = self._conn()
+        if conn.in_transaction:
+            return super().client(name)
+        local = self._local
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        cache = getattr(local, "clients", None)
+        if cache is None or local.clients_valid != (version, conn.total_changes) \
+                or len(cache) > SECRET_CACHE_SIZE:
+            cache = local.clients = {}
+            local.clients_valid = (version, conn.total_changes)
+        if name in cache:
+            return cache[name]
+        record = cache[name] = super().client(name)
+        return record
+
+    def _committed_clients(self, tx, conn) -> None:
+        """After COMMIT: the client cache survives a transaction that wrote no client row."""
+        if getattr(self._local, "clients", None) is None:
+            return
+        if any(tag == "c" for tag, _key in tx.written):
+            self._local.clients = None
+        else:
+            self._local.clients_valid = (self._local.clients_valid[0], conn.total_changes)
 
     def _batch_accounts(self, conn, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
@@ -619,21 +650,18 @@ class _SQLiteTransaction(SqlTransaction):
         wanted = list(dict.fromkeys(wanted))
         for start in range(0, len(wanted), 300):    # SQLite < 3.32 allows 999 parameters
             chunk = wanted[start:start + 300]
-            params = [value for k, pair in enumerate(chunk) for value in (k, *pair)]
-            params.append(now)
-            # rows as stored (k indexes chunk): the store runs on the event loop's thread
-            # (net.verifier), so no writer thread waits for the GIL a fetched row releases;
-            # cheaper than one JSON array whose text must be parsed (exact REALs, hex MACs)
-            found_rows = self._conn.execute(
-                "WITH wanted (k, account, otp_digest) AS (VALUES "
-                + ", ".join(["(?, ?, ?)"] * len(chunk)) + ") SELECT wanted.k, i.id,"
-                " i.expires_at, i.ver, i.mac FROM wanted CROSS JOIN issued AS i"
+            params = [*itertools.chain.from_iterable(chunk), now]
+            # rows as stored: the store runs on the event loop's thread (net.verifier), so
+            # no writer thread waits for the GIL a fetched row releases; cheaper than one
+            # JSON array whose text must be parsed (exact REALs, hex MACs)
+            rows = self._conn.execute(
+                "WITH wanted (account, otp_digest) AS (VALUES "
+                + ", ".join(["(?, ?)"] * len(chunk)) + ") SELECT i.id, i.account,"
+                " i.otp_digest, i.expires_at, i.ver, i.mac FROM wanted CROSS JOIN issued AS i"
                 " ON i.account = wanted.account AND i.otp_digest = wanted.otp_digest"
                 " WHERE i.used_at IS NULL AND i.expires_at > ?", params).fetchall()
-            rows = [(id_, *chunk[k], expires_at, None, ver, mac)
-                    for k, id_, expires_at, ver, mac in found_rows]
-            for values in self._authentic_issued(rows, now):
-                found.setdefault((values[1], values[2]), []).append(values[0])
+            for id_, account, otp_digest, *_ in self._authentic_issued(rows, now):
+                found.setdefault((account, otp_digest), []).append(id_)
         for ids in found.values():
             ids.sort()
         return found
@@ -666,7 +694,7 @@ class _SQLiteTransaction(SqlTransaction):
             self._conn.execute("INSERT INTO audit (seq, time, event, account, client, source,"
                                " outcome, hash, rows) VALUES "
                                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-                               [value for row in chunk for value in row])
+                               list(itertools.chain.from_iterable(chunk)))
         head = (rows[-1][0], rows[-1][7])
         if self._run("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
                      " AND seq = :old", {"seq": head[0], "hash": head[1], "old": old}) != 1:
