@@ -12,6 +12,10 @@ from otpfast.services import audit, credentials, masking
 from otpfast.services.admin import describe
 from otpfast.services.keyserver import encrypt_phrase
 
+from otpfast.services.admin import Admin
+from otpfast.services.distribution import Distribution
+from otpfast.store import SQLiteStore, new_key
+
 from .conftest import FakeClock
 
 BINDING = hashlib.sha256(b"the server certificate").digest()
@@ -254,3 +258,32 @@ def test_admin_tools_deleted_authority_session_contributes_nothing(admin, keyser
     with pytest.raises(Refused):
         keyserver.contribute(info, "carol", b"x")
     assert _audit(admin, result="refused")[-1]["outcome"] == audit.REVOKED
+
+
+
+def test_admin_tools_rotation_by_another_process_ends_the_session(tmp_path):
+    """The verify path keeps the clients it read (SQLite: until another connection commits):
+    a rotation or deletion written by another process (another store on the same database)
+    still ends the old session at its next batch."""
+    path, head, key = str(tmp_path / "store.db"), str(tmp_path / "audit.head"), new_key()
+    store = SQLiteStore(path, key, head_path=head, create=True)
+    admin, distribution = Admin(store, clock=FakeClock()), Distribution(store, clock=FakeClock())
+    admin.add_account("alice", "hotp")
+    secret = bytes.fromhex(admin.account("alice").material["key"])
+    rp = distribution.login("rp", admin.add_client("rp", verifier=True))
+    distribution.verify("alice", HOTP(secret).generate(0), source="192.0.2.1", client=rp)
+    for counter, change in ((1, "rotate_client"), (2, "delete_client")):
+        other = SQLiteStore(path, key, head_path=head)
+        try:
+            getattr(Admin(other, clock=FakeClock()), change)("rp")
+        finally:
+            other.close()
+        with pytest.raises(InvalidToken):       # the right OTP, from a revoked session
+            distribution.verify("alice", HOTP(secret).generate(counter), source="192.0.2.1", client=rp)
+        if change == "rotate_client":           # the new credential's session verifies
+            rp = distribution.login("rp", admin.rotate_client("rp"))
+            distribution.verify("alice", HOTP(secret).generate(counter), source="192.0.2.1", client=rp)
+    distribution.flush_refusals(everything=True)
+    assert [e["outcome"] for e in _audit(admin, account="alice") if e["event"] == "verify"] == [
+        "accepted", audit.REVOKED, "accepted", audit.REVOKED]
+    store.close()
