@@ -227,13 +227,13 @@ def test_verifier_call_decides_a_busy_batch_first_by_waiting(event_loop_name):
 
 def test_verifier_answers_only_after_sync_made_the_batch_durable(event_loop_name):
     """With ``sync``, batches commit without waiting for the disk; their waiters are resolved
-    only once sync() (in a helper thread) returned, and batches committed meanwhile wait for
-    the next sync."""
-    release = threading.Event()
+    only once sync() (in a helper thread) returned. What arrives while a sync runs waits for
+    it to end before it is committed (one larger batch), then for the next sync."""
+    releases = [threading.Event(), threading.Event()]
     synced = []
 
     def sync():
-        release.wait(10)
+        releases[len(synced)].wait(10)
         synced.append(threading.get_ident())
 
     async def main():
@@ -241,15 +241,39 @@ def test_verifier_answers_only_after_sync_made_the_batch_durable(event_loop_name
         verifier = AsyncVerifier(recorder, sync=sync)
         first = verifier.verify_future("a", "ok1", source="t")
         await asyncio.sleep(0.05)
-        second = verifier.verify_future("a", "no2", source="t")   # committed while the sync runs
+        second = verifier.verify_future("a", "no2", source="t")   # arrives while the sync runs
+        third = verifier.verify_future("a", "ok3", source="t")
         await asyncio.sleep(0.05)
-        assert len(recorder.batches) == 2 and not first.done() and not second.done()
-        release.set()
-        assert await first is True and await second is False
+        assert len(recorder.batches) == 1 and not first.done() and not second.done()
+        releases[0].set()
+        assert await first is True
+        await asyncio.sleep(0.05)
+        assert len(recorder.batches) == 2 and len(recorder.batches[1]) == 2   # one batch
+        assert not second.done() and not third.done()       # committed, not yet durable
+        releases[1].set()
+        assert await second is False and await third is True
         await verifier.aclose()
         return recorder
-    recorder = run_on(event_loop_name, main())
+    run_on(event_loop_name, main())
     assert len(synced) == 2 and threading.get_ident() not in synced
+
+
+def test_verifier_full_batch_does_not_wait_for_the_running_sync(event_loop_name):
+    """A batch that reached max_batch is committed at once even while a sync runs."""
+    release = threading.Event()
+
+    async def main():
+        recorder = Recorder()
+        verifier = AsyncVerifier(recorder, sync=lambda: release.wait(10), max_batch=3)
+        first = verifier.verify_future("a", "ok0", source="t")
+        await asyncio.sleep(0.05)
+        waiting = [verifier.verify_future("a", f"ok{i}", source="t") for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        assert [len(batch) for batch in recorder.batches] == [1, 3]
+        release.set()
+        assert await first is True and await asyncio.gather(*waiting) == [True] * 3
+        await verifier.aclose()
+    run_on(event_loop_name, main())
 
 
 def test_verifier_failed_sync_fails_the_waiters(event_loop_name):

@@ -82,7 +82,7 @@ class Reply:
         """Fill a waiting reply (in the loop thread); returns the owner to flush."""
         self.waiting_result = False
         if exc is not None:
-            self.message = _error_for(exc)
+            self.message = error_reply(exc)
         else:
             self.message = self.convert(result)
         return self.owner
@@ -100,11 +100,13 @@ class Reply:
             return Error()
         exc = self.future.exception()
         if exc is not None:
-            return _error_for(exc)
+            return error_reply(exc)
         return self.convert(self.future.result())
 
 
-def _error_for(exc):
+def error_reply(exc):
+    """The Error frame answering a failed service call (the failure logged unless the
+    service refused on purpose)."""
     if not isinstance(exc, Refused):     # otpfast's own messages name the cause, no secret
         log.error("service call failed: %s", f"{type(exc).__name__}: {exc}"
                   if isinstance(exc, OtpfastError) else type(exc).__name__)

@@ -9,7 +9,7 @@ from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, Error, Is
 from ..services import credentials
 from . import tls
 from ._auth import Authentication, peer_host
-from ._stream import Reply, ServerLimits, start_server
+from ._stream import Reply, ServerLimits, error_reply, start_server
 
 _ACCEPT = Accept()
 _REJECT = Reject()
@@ -18,6 +18,29 @@ _TRY_AGAIN = TryAgain()
 
 def _issued(issued):
     return Issued(issued.nonce, issued.masked, issued.expires_at_ms)
+
+
+class _VerifyReply(Reply):
+    """The reply to Verify/VerifyOnce, filled by the AsyncVerifier's callback: Accept or
+    Reject, TryAgain when the store could not decide (unreachable, timed out: nothing
+    accepted); each decision counted in the front end's metrics."""
+
+    __slots__ = ("decided", "started")
+
+    def __init__(self, decided):
+        super().__init__()
+        self.waiting_result = True
+        self.decided, self.started = decided, time.perf_counter()
+
+    def __call__(self, ok, exc):
+        self.waiting_result = False
+        if exc is None:
+            self.decided(ok, self.started)
+            self.message = _ACCEPT if ok else _REJECT
+        else:
+            self.decided(None, self.started)
+            self.message = _TRY_AGAIN if isinstance(exc, StoreError) else error_reply(exc)
+        return self.owner
 
 
 class DistributionHandler:
@@ -48,23 +71,9 @@ class DistributionHandler:
         kind = type(event)
         client = self.client
         if (kind is Verify or kind is VerifyOnce) and client is not None:
-            started, decided = time.perf_counter(), self.metrics.decided
-
-            def verdict(ok):
-                decided(ok, started)
-                return _ACCEPT if ok else _REJECT
-
-            def done(ok, exc):
-                if exc is not None:
-                    decided(None, started)
-                if isinstance(exc, StoreError):   # unreachable, timed out: nothing accepted
-                    reply.convert = lambda _: _TRY_AGAIN
-                    return reply(None, None)
-                return reply(ok, exc)
-
-            reply = Reply.waiting(verdict)
-            self._verifier.verify_callback(event.account, event.otp, done, source=self.source,
-                                           client=client, request_id=getattr(event, "request_id", None))
+            reply = _VerifyReply(self.metrics.decided)
+            self._verifier.verify_callback(event.account, event.otp, reply, source=self.source, client=client,
+                                           request_id=event.request_id if kind is VerifyOnce else None)
             return reply
         if kind is Request and client is not None:
             return Reply(future=self._verifier.call_future(

@@ -224,31 +224,32 @@ class Distribution:
         now = self.clock()
         # a source or client out of failures: refused before its accounts are even read
         # (asked once per distinct pair: a relay's batch comes from one source and client)
-        # and a session whose client credential was rotated or deleted since: refused too
         throttled, known = self.throttled, {}
-        revoked = self._revoked(items)
-        blocked = []
+        blocked_ids = set()
         for item in items:
             pair = (item.source, None if item.client is None else item.client.name)
             out = known.get(pair)
             if out is None:
                 out = known[pair] = throttled(*pair)
-            if revoked and (pair[1], item.client.credential_hash) in revoked:
-                blocked.append((item, audit.REVOKED))
-            elif out:
-                blocked.append((item, audit.THROTTLED))
+            if out:
+                self._refuse_throttled(now, item)
+                blocked_ids.add(id(item))
         asked = items
-        if blocked:
-            for item, outcome in blocked:
-                self._refuse_throttled(now, item, outcome)
-            blocked = [item for item, _ in blocked]
-            blocked_ids = {id(item) for item in blocked}
+        if blocked_ids:
             items = [item for item in items if id(item) not in blocked_ids]
             if not items:       # no transaction at all: the refusals wait for the next one
                 return [False] * len(asked)
         refusals = self._refusals.take(now)
         try:
             with self.store.transaction(wait=wait, durable=durable) as tx:
+                # a session whose client credential was rotated or deleted since: refused
+                # (its refusal entry queued, written with the next transaction)
+                revoked = _revoked(tx, items)
+                if revoked:
+                    for item in revoked:
+                        self._refuse_throttled(now, item, audit.REVOKED)
+                        blocked_ids.add(id(item))
+                    items = [item for item in items if id(item) not in blocked_ids]
                 repeated, items = _repeated_requests(tx, items)
                 batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy,
                                      self.require_pin)
@@ -260,7 +261,7 @@ class Distribution:
         except BaseException:
             self._refusals.put_back(refusals)
             raise
-        if not blocked:
+        if not blocked_ids:
             return decided
         decided_iter = iter(decided)
         return [False if id(item) in blocked_ids else next(decided_iter) for item in asked]
@@ -304,20 +305,6 @@ class Distribution:
                            "-" if item.client is None else item.client.name,
                            str(item.source)[:64], outcome)
 
-    def _revoked(self, items) -> set:
-        """(name, credential hash) of the batch's clients whose credential was rotated or
-        deleted after they authenticated (one client read per distinct client): their
-        sessions verify nothing more."""
-        seen: dict = {}
-        for item in items:
-            client = item.client
-            if client is not None and client.credential_hash is not None:
-                key = (client.name, client.credential_hash)
-                if key not in seen:
-                    record = self.store.client(client.name)
-                    seen[key] = record is None or record.credential_hash != client.credential_hash
-        return {key for key, out in seen.items() if out}
-
     def _count_failure(self, source, client_name: str | None) -> None:
         self._failed_sources.charge(source)
         if client_name is not None and client_name != "-":
@@ -352,6 +339,23 @@ class Distribution:
         self.refusal_counts[event, outcome] += 1
         self._count_failure(source, client)
         self._refusals.add(now, event, str(account)[:128], client, source, outcome)
+
+
+def _revoked(tx, items) -> list:
+    """The items of sessions whose client credential was rotated or deleted after they
+    authenticated (the batch's clients read in ``tx``, once each)."""
+    sessions = [item.client for item in items
+                if item.client is not None and item.client.credential_hash is not None]
+    if not sessions:
+        return []
+    current = tx.clients(client.name for client in sessions)
+    gone = {(client.name, client.credential_hash) for client in sessions
+            if (record := current.get(client.name)) is None
+            or record.credential_hash != client.credential_hash}
+    if not gone:
+        return []
+    return [item for item in items if item.client is not None
+            and (item.client.name, item.client.credential_hash) in gone]
 
 
 def _request_key(item: VerifyItem):

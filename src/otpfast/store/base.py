@@ -161,6 +161,10 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def contributions(self, account: str) -> list[ContributionRecord]: ...
 
+    @abc.abstractmethod
+    def clients(self, names) -> dict[str, ClientRecord]:
+        """The existing clients among ``names`` whose rows pass their MAC, keyed by name."""
+
     # -- principals
     @abc.abstractmethod
     def add_authority(self, authority_id: int, credential_hash: bytes, now: float) -> bool: ...

@@ -275,7 +275,10 @@ class SqlReads:
         return self._select_tokens(self._conn(), "WHERE user_name = :user", {"user": user})
 
     def client(self, name: str) -> ClientRecord | None:
-        row = self._authentic_row(self._conn(), "clients", name)
+        return self._select_client(self._conn(), name)
+
+    def _select_client(self, conn, name: str) -> ClientRecord | None:
+        row = self._authentic_row(conn, "clients", name)
         if row is None:
             return None
         return ClientRecord(name=row[0], account=row[1], verifier=bool(row[2]),
@@ -482,6 +485,10 @@ class SqlTransaction(Transaction):
 
     def contributions(self, account):
         return self._store._select_contributions(self._conn, account)
+
+    def clients(self, names):
+        found = {name: self._store._select_client(self._conn, name) for name in dict.fromkeys(names)}
+        return {name: record for name, record in found.items() if record is not None}
 
     def add_authority(self, authority_id, credential_hash, now):
         added = self._run("INSERT INTO authorities (id, credential_hash, created_at)"

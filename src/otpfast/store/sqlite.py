@@ -29,7 +29,7 @@ from typing import Iterator
 from otpfast.errors import StoreBusy, StoreError, StoreOutdated
 
 from .atrest import AtRestKeys
-from .base import AccountRecord, AuditEntry, AuditReport, ClientRecord, Store, Transaction
+from .base import AccountRecord, AuditEntry, AuditReport, Store, Transaction
 from . import archive
 from .common import (ACCOUNT_SELECT, check_key, KEY_CHECK_LABEL, SECRET_CACHE_SIZE, ZERO_HASH, AccountDecoder, HeadFile,
                      SqlReads, SqlTransaction, add_main_tokens, chain_entries, cover_client_admin,
@@ -344,7 +344,7 @@ class SQLiteStore(SqlReads, Store):
             head = tx._flush_audit()
             conn.execute("COMMIT")     # durable=False: WAL frames written, fsynced by sync()
         except BaseException:
-            self._local.batch_accounts = None
+            self._local.batch_accounts = self._local.clients = None
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
@@ -411,25 +411,26 @@ class SQLiteStore(SqlReads, Store):
             if name not in tx.touched_accounts and cache.get(name) is not None:
                 cache[name] = record
 
-    def client(self, name: str) -> ClientRecord | None:
-        """The client row, from a cache of this connection's reads that holds while no other
-        connection committed (``PRAGMA data_version``) and this one changed nothing but in
-        transactions that wrote no client row (``total_changes``, see _committed_clients):
-        every verification batch asks for its clients (Distribution._revoked)."""
-        conn = self._conn()
-        if conn.in_transaction:
-            return super().client(name)
-        local = self._local
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+    def _batch_clients(self, tx, names) -> dict:
+        """``tx.clients(names)``: from a cache of this connection's client reads that holds
+        while no other connection committed (``PRAGMA data_version``) and this one changed
+        nothing but in committed transactions that wrote no client row (``total_changes``,
+        see _committed_clients). Every verification batch asks for its clients (a session
+        whose credential was rotated or deleted is refused)."""
+        local, conn = self._local, tx._conn
+        valid = (tx.data_version(), conn.total_changes)
         cache = getattr(local, "clients", None)
-        if cache is None or local.clients_valid != (version, conn.total_changes) \
-                or len(cache) > SECRET_CACHE_SIZE:
+        if cache is None or local.clients_valid != valid or len(cache) > SECRET_CACHE_SIZE:
             cache = local.clients = {}
-            local.clients_valid = (version, conn.total_changes)
-        if name in cache:
-            return cache[name]
-        record = cache[name] = super().client(name)
-        return record
+            local.clients_valid = valid
+        out = {}
+        for name in dict.fromkeys(names):
+            record = cache.get(name, cache)
+            if record is cache:
+                record = cache[name] = self._select_client(conn, name)
+            if record is not None:
+                out[name] = record
+        return out
 
     def _committed_clients(self, tx, conn) -> None:
         """After COMMIT: the client cache survives a transaction that wrote no client row."""
@@ -440,7 +441,7 @@ class SQLiteStore(SqlReads, Store):
         else:
             self._local.clients_valid = (self._local.clients_valid[0], conn.total_changes)
 
-    def _batch_accounts(self, conn, names) -> dict:
+    def _batch_accounts(self, tx, names) -> dict:
         """``tx.accounts(names)``: from a cache of this connection's account records, read
         anew when ``PRAGMA data_version`` says another connection committed since (it does
         not move for this connection's own commits: at COMMIT the accounts a batch moved
@@ -449,7 +450,7 @@ class SQLiteStore(SqlReads, Store):
         else can commit, so what the cache returns is current. Saves the batch's account
         read while this process is the only writer."""
         local = self._local
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        version = tx.data_version()
         cache = getattr(local, "batch_accounts", None)
         if cache is None or local.batch_accounts_version != version or len(cache) > SECRET_CACHE_SIZE:
             cache = local.batch_accounts = {}
@@ -457,7 +458,7 @@ class SQLiteStore(SqlReads, Store):
         wanted = [name for name in dict.fromkeys(names) if isinstance(name, str)]
         missing = [name for name in wanted if name not in cache]
         if missing:
-            found = self._select_accounts(conn, missing)
+            found = self._select_accounts(tx._conn, missing)
             for name in missing:
                 cache[name] = found.get(name)       # None: no such account (cached too)
         return {name: cache[name] for name in wanted if cache[name] is not None}
@@ -583,9 +584,20 @@ class _SQLiteTransaction(SqlTransaction):
         super().__init__(store, conn)
         self.updated_accounts: dict = {}     # name -> its record as update_accounts left it
         self._head = None                    # (seq, hash) of the audit head, once read
+        self._data_version = None
 
     def accounts(self, names):
-        return self._store._batch_accounts(self._conn, names)
+        return self._store._batch_accounts(self, names)
+
+    def clients(self, names):
+        return self._store._batch_clients(self, names)
+
+    def data_version(self) -> int:
+        """``PRAGMA data_version`` at this transaction's start (read once): it moves when
+        another connection commits."""
+        if self._data_version is None:
+            (self._data_version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        return self._data_version
 
     def _head_seq(self) -> int:
         # the whole head, for _flush_audit: nobody else moves it while this transaction
