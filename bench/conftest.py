@@ -1,3 +1,6 @@
+import os
+import sys
+
 import pytest
 
 from otpfast._compat import NO_EXTENSIONS, load_impl
@@ -13,3 +16,8 @@ def _impl_params():
 @pytest.fixture(scope="session", params=_impl_params())
 def impl(request):
     return load_impl(request.param)
+
+
+# bench/ is not a package (pytest imports its files by path): its helper modules
+# (_measure) are imported from here
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,6 @@ The core runs 10^6 OTPs per call; the Python `pow` loop and gmpy2.powmod_base_li
 10^5 and the pure-Python twin 10^4 (each benchmark's extra_info["count"] gives the size,
 so compare per-OTP times: mean / count).
 """
-import array
 import math
 
 import gmpy2

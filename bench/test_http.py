@@ -28,9 +28,7 @@ in-process, no sockets.
 import asyncio
 import hashlib
 import hmac
-import math
 import os
-import resource
 import signal
 import struct
 import subprocess
@@ -48,6 +46,8 @@ from otpfast.protocol._connection import NEED_DATA
 from otpfast.protocol.http import HttpConnection
 from otpfast.services import credentials
 from otpfast.services.usertokens import TokenAdmin
+
+from _measure import own_cpu_seconds, percentile_ms, process_cpu_seconds
 
 CONNECTIONS = 64
 CODES = int(os.environ.get("OTPFAST_BENCH_HTTP_CODES", "100"))
@@ -226,36 +226,6 @@ class NativeLoad(_Load):
                 return
 
 
-def nearest_rank_ms(sorted_seconds, fraction):
-    return sorted_seconds[max(0, math.ceil(len(sorted_seconds) * fraction) - 1)] * 1000
-
-
-def process_cpu_seconds(pid):
-    """utime + stime of a process and its children (the server's workers; Linux /proc)."""
-    def fields(entry):
-        with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-            return f.read().rpartition(")")[2].split()
-    try:
-        own = fields(pid)
-        ticks = int(own[11]) + int(own[12])
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    child = fields(entry)
-                except OSError:
-                    continue
-                if child[1] == str(pid):
-                    ticks += int(child[11]) + int(child[12])
-    except OSError:
-        return None
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def drive(address, make_load, queues, pid):
     """Open one connection per queue, then time them all; a dict of the figures."""
     loop = asyncio.get_running_loop()
@@ -280,7 +250,7 @@ async def drive(address, make_load, queues, pid):
     assert len(latencies) == total
     server_cpu = None if server_before is None or server_after is None else server_after - server_before
     return {"total": total, "accepted": sum(load.accepted for load in loads), "rate": total / seconds,
-            "p50": nearest_rank_ms(latencies, 0.5), "p99": nearest_rank_ms(latencies, 0.99),
+            "p50": percentile_ms(latencies, 0.5), "p99": percentile_ms(latencies, 0.99),
             "server_us": None if server_cpu is None else server_cpu / total * 1e6,
             "client_us": client_cpu / total * 1e6}
 

@@ -29,7 +29,6 @@ default as OTPFAST_BENCH_NET_OTPS; 640 with --benchmark-disable), OTPFAST_BENCH_
 """
 import asyncio
 import os
-import resource
 import signal
 import sqlite3
 import subprocess
@@ -45,6 +44,8 @@ from otpfast.protocol import codec, messages as m
 from otpfast.services import credentials
 from otpfast.services.distribution import ClientInfo, Distribution
 from otpfast.services.masking import unmask
+
+from _measure import own_cpu_seconds, percentile_ms, process_cpu_seconds
 
 CONNECTIONS = 64
 WINDOW = int(os.environ.get("OTPFAST_BENCH_NET_WINDOW", "1"))
@@ -171,39 +172,6 @@ def commit_latencies(directory, count=300):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)
     return sorted(latencies)
-
-
-def percentile_ms(sorted_seconds, fraction):
-    return sorted_seconds[max(0, int(len(sorted_seconds) * fraction) - 1)] * 1000
-
-
-def _stat_fields(pid):
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        return f.read().rpartition(")")[2].split()
-
-
-def process_cpu_seconds(pid):
-    """utime + stime of a process and its child processes (the server's workers; Linux
-    /proc), or None elsewhere."""
-    try:
-        fields = _stat_fields(pid)
-        ticks = int(fields[11]) + int(fields[12])
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    child = _stat_fields(entry)
-                except OSError:
-                    continue
-                if child[1] == str(pid):      # its parent
-                    ticks += int(child[11]) + int(child[12])
-    except OSError:
-        return None
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _flood_otps(config):
