@@ -112,3 +112,12 @@ def test_openapi_is_3_1_and_every_operation_has_security_and_responses():
             assert op["responses"] and "security" in op
             if op["tags"] == ["admin"]:
                 assert op["security"] == [{"bearerAuth": []}]      # no anonymous admin
+
+
+def test_admin_api_405_names_the_methods_of_the_path():
+    with pytest.raises(AdminError) as info:
+        parse(request(b"PATCH", b"/admin/users"))
+    assert info.value.status == 405 and info.value.allow == b"GET, POST"
+    with pytest.raises(AdminError) as info:
+        parse(request(b"GET", b"/admin/nope"))
+    assert info.value.status == 404 and info.value.allow is None

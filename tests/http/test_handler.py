@@ -4,7 +4,7 @@ import types
 
 from otpfast.net.http import HttpHandler, parse_allow
 from otpfast.net.metrics import Metrics
-from otpfast.protocol.http import HttpRequest
+from otpfast.protocol.http import HttpRequest, render
 
 
 class FakeStore:
@@ -57,7 +57,11 @@ def test_routes_and_methods():
     h = handler(FakeVerifier())
     assert h.handle(get(b"/nope")).message.status == 404
     post = HttpRequest(b"DELETE", b"/healthz", {}, b"")
-    assert h.handle(post).message.status == 405
+    refused = h.handle(post).message
+    assert refused.status == 405 and refused.allow == b"GET"      # RFC 9110: 405 names them
+    assert b"\r\nAllow: GET\r\n" in render(refused)
+    check = h.handle(HttpRequest(b"PUT", b"/validate/check", {}, b"")).message
+    assert check.status == 405 and check.allow == b"GET, POST"
     assert h.handle(get(b"/metrics")).message.status == 200
 
 

@@ -178,8 +178,8 @@ def test_curl_every_endpoint(served, require_service):
     assert "otpfast_verify_seconds_bucket" in body and "otpfast_verifier_batches_total" in body
     code, body = curl(served, f"{url}/nothing")
     assert code == 404
-    code, body = curl(served, "-X", "DELETE", f"{url}/validate/check")
-    assert code == 405
+    code, body = curl(served, "-X", "DELETE", "-D", "-", f"{url}/validate/check")
+    assert code == 405 and "Allow: GET, POST" in body.splitlines()
     code, _ = curl(served, "--http1.0", f"{url}/healthz")
     assert code == 200
 

@@ -63,6 +63,14 @@ def parse_allow(text):
     return tuple(networks)
 
 
+def allowed_methods(routes) -> dict:
+    """path -> its methods as an Allow header value, from (method, path) route keys."""
+    methods: dict = {}
+    for method, path in routes:
+        methods.setdefault(path, set()).add(method)
+    return {path: b", ".join(sorted(found)) for path, found in methods.items()}
+
+
 class HttpHandler:
     """One connection's requests: a route table of (method, path) -> method name."""
 
@@ -77,7 +85,7 @@ class HttpHandler:
         (b"GET", b"/metrics"): "_exposition",
         (b"GET", b"/openapi.json"): "_openapi",
     }
-    PATHS = {path for _, path in ROUTES}
+    ALLOWED = allowed_methods(ROUTES)      # a path's methods (a 405's Allow header)
     VERIFYING = frozenset({"_check", "_radiuscheck", "_simplecheck"})
 
     def __init__(self, verifier, allow, tprf=None):
@@ -120,8 +128,10 @@ class HttpHandler:
         if name is None:
             if path.startswith(admin_api.PREFIX):
                 return self._admin(request)
-            status = 405 if path in self.PATHS else 404
-            return Reply(validate.error_response(VERSION, status, status, "no such endpoint"))
+            allow = self.ALLOWED.get(path)
+            if allow is not None:
+                return Reply(validate.error_response(VERSION, 405, 405, "method not allowed", allow))
+            return Reply(validate.error_response(VERSION, 404, 404, "no such endpoint"))
         authorization = request.headers.get(b"authorization")
         if authorization is not None or not self.authenticated:
             refusal = self._check_bearer(authorization)
@@ -185,7 +195,7 @@ class HttpHandler:
         try:
             call = admin_api.parse(request)
         except admin_api.AdminError as exc:
-            return Reply(admin_api.error_response(exc.status, exc.message, exc.field))
+            return Reply(admin_api.error_response(exc.status, exc.message, exc.field, exc.allow))
         return Reply(future=self._admin_api.future(call, self._client, self.source),
                      convert=_same)
 

@@ -70,11 +70,12 @@ _QUERY = frozenset({b"GET", b"DELETE"})     # these read the query string, never
 class AdminError(Exception):
     """A request the admin API refuses: ``status`` (4xx), the parameter (or None)."""
 
-    def __init__(self, status, message, field=None):
+    def __init__(self, status, message, field=None, allow=None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.allow = allow              # 405: the path's methods (the Allow header)
 
 
 class AdminCall:
@@ -104,7 +105,7 @@ def match(method, path):
     """(operation, path parameters) for ``method`` on ``path`` (bytes, no query string);
     AdminError 404 (no such path) or 405 (not with this method)."""
     segments = path.strip(b"/").split(b"/")
-    path_found = False
+    allowed = set()
     for parts, route_method, operation in _TABLE.get(len(segments), ()):
         found = {}
         for part, segment in zip(parts, segments):
@@ -114,11 +115,11 @@ def match(method, path):
                 break
         else:
             if route_method != method:
-                path_found = True
+                allowed.add(route_method)
                 continue
             return operation, {name: _text(name, raw) for name, raw in found.items()}
-    if path_found:
-        raise AdminError(405, "method not allowed")
+    if allowed:
+        raise AdminError(405, "method not allowed", allow=b", ".join(sorted(allowed)))
     raise AdminError(404, "no such endpoint")
 
 
@@ -206,8 +207,8 @@ def respond(status, obj):
     return HttpResponse.json(status, obj)
 
 
-def error_response(status, message, field=None):
+def error_response(status, message, field=None, allow=None):
     error = {"status": status, "message": message}
     if field is not None:
         error["field"] = field
-    return HttpResponse.json(status, {"error": error})
+    return HttpResponse.json(status, {"error": error}, allow=allow)

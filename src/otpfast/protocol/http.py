@@ -67,22 +67,25 @@ class HttpRequest:
 
 
 class HttpResponse:
-    __slots__ = ("status", "content_type", "body", "close")
+    """``allow``: the methods a 405 names in its Allow header (RFC 9110 15.5.6), e.g. b"GET, POST"."""
 
-    def __init__(self, status, body=b"", content_type=JSON, close=False):
+    __slots__ = ("status", "content_type", "body", "close", "allow")
+
+    def __init__(self, status, body=b"", content_type=JSON, close=False, allow=None):
         self.status = status
         self.body = body
         self.content_type = content_type
         self.close = close
+        self.allow = allow
 
     @classmethod
-    def json(cls, status, obj, close=False):
-        return cls(status, json.dumps(obj, separators=(",", ":")).encode(), JSON, close)
+    def json(cls, status, obj, close=False, allow=None):
+        return cls(status, json.dumps(obj, separators=(",", ":")).encode(), JSON, close, allow)
 
 
 CONTINUE = HttpResponse(100)    # the event of a request waiting for 100 Continue, and its answer
 _INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n"
-_HEADS = {}                     # (status, content type) -> status line + Content-Type + "Content-Length: "
+_HEADS = {}                     # (status, content type, allow) -> the head up to "Content-Length: "
 
 
 def render(response, keep_alive=True, with_body=True):
@@ -92,11 +95,12 @@ def render(response, keep_alive=True, with_body=True):
         if response.close or not keep_alive:
             return b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
         return b"HTTP/1.1 204 No Content\r\n\r\n"
-    key = (status, response.content_type)
+    key = (status, response.content_type, response.allow)
     head = _HEADS.get(key)
     if head is None:
-        head = _HEADS.setdefault(key, b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: " % (
-            status, _REASONS.get(status, b"Unknown"), response.content_type))
+        allow = b"" if response.allow is None else b"Allow: %s\r\n" % response.allow
+        head = _HEADS.setdefault(key, b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sContent-Length: " % (
+            status, _REASONS.get(status, b"Unknown"), response.content_type, allow))
     body = response.body if with_body else b""
     if response.close or not keep_alive:
         return b"%s%d\r\nConnection: close\r\n\r\n%s" % (head, len(response.body), body)

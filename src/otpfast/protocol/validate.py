@@ -139,10 +139,10 @@ def _check_template(version, ok):
     return f'{head},"time":%r,"result":{result},"detail":{{"message":{message},"threadid":%d%s}}}}'.encode()
 
 
-def error_response(version, status, code, message):
-    """privacyIDEA's error envelope (``send_error``)."""
+def error_response(version, status, code, message, allow=None):
+    """privacyIDEA's error envelope (``send_error``); ``allow``: a 405's Allow header."""
     return HttpResponse.json(status, envelope(version, {
-        "status": False, "error": {"code": code, "message": message}}, None))
+        "status": False, "error": {"code": code, "message": message}}, None), allow=allow)
 
 
 def radius_response(ok):
