@@ -12,7 +12,7 @@ from otpfast.hotp import ALGORITHMS as HOTP_ALGORITHMS
 from otpfast.hotp import HOTP, parse_key
 from otpfast_cli import batch_io
 from otpfast_cli.batch_io import call
-from otpfast_cli.options import INT, POSITIVE_INT
+from otpfast_cli.options import INT, POSITIVE_INT, warn_secret_in_argv
 
 _SECRET_HELP = "(also from the environment: OTPFAST_BATCH_{CMD}_SECRET / _SECRET_BASE32, which keeps it off argv)"
 _LAST_COUNTER = 2**64 - 1
@@ -40,6 +40,9 @@ def _common_output(f):
 
 
 def _generator(secret_hex, secret_base32, digits, algorithm):
+    ctx = click.get_current_context()
+    warn_secret_in_argv(ctx, "secret_hex", "secret_base32",
+                        env_hint=f"OTPFAST_BATCH_{ctx.command.name.upper()}_SECRET (or _SECRET_BASE32)")
     if secret_hex is None and secret_base32 is None:
         raise click.UsageError("give the key with --secret HEX or --secret-base32 B32")
     if secret_hex is not None and secret_base32 is not None:

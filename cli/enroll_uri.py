@@ -6,7 +6,7 @@ import click
 from otpfast import keyuri
 from otpfast.errors import InvalidParameter
 from otpfast.hotp import ALGORITHMS, generate_key, parse_key
-from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter
+from otpfast_cli.options import INT, POSITIVE_INT, bad_parameter, warn_secret_in_argv
 
 
 def write_qr_file(uri, path, option, *, note=True):
@@ -38,7 +38,9 @@ def _qr_outputs(uri, show_qr, qr_file):
 @click.option("--issuer", default=None, help="Service name shown in the app.")
 @click.option("--secret", "secret_hex", metavar="HEX", default=None, envvar="OTPFAST_ENROLL_URI_SECRET",
               help="Key in hex (default: 160 fresh random bits). Also OTPFAST_ENROLL_URI_SECRET.")
-@click.option("--secret-base32", "secret_base32", metavar="B32", default=None, help="Key in base32.")
+@click.option("--secret-base32", "secret_base32", metavar="B32", default=None,
+              envvar="OTPFAST_ENROLL_URI_SECRET_BASE32",
+              help="Key in base32. Also OTPFAST_ENROLL_URI_SECRET_BASE32.")
 @click.option("--algorithm", type=click.Choice(ALGORITHMS), default="sha1", show_default=True)
 @click.option("--digits", type=INT, default=6, show_default=True, help="6 to 8.")
 @click.option("--period", type=POSITIVE_INT, default=30, show_default=True, help="TOTP step in seconds.")
@@ -54,6 +56,8 @@ def enroll_uri_command(kind, account, issuer, secret_hex, secret_base32, algorit
     """
     if qr_file is not None and not qr_file.lower().endswith(keyuri.QR_SUFFIXES):
         raise click.BadParameter("the QR file must end in .png or .svg", param_hint="'--qr-file'")
+    warn_secret_in_argv(click.get_current_context(), "secret_hex", "secret_base32",
+                        env_hint="OTPFAST_ENROLL_URI_SECRET or OTPFAST_ENROLL_URI_SECRET_BASE32")
     try:
         if secret_hex is not None or secret_base32 is not None:
             if secret_hex is not None and secret_base32 is not None:

@@ -53,3 +53,14 @@ data_dir_option = click.option(
     default=None,
     help="Data directory (default: $OTPFAST_DATA_DIR or the XDG data dir).",
 )
+
+
+def warn_secret_in_argv(ctx, *names, env_hint):
+    """A secret given on the command line is readable by every local user (the process
+    list, shell history): say so on stderr and name the environment variable that keeps it
+    off argv. The option still works (scripts keep running)."""
+    for name in names:
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            click.echo(f"warning: a secret on the command line is visible to other local users "
+                       f"(process list, shell history); prefer {env_hint}", err=True)
+            return

@@ -129,3 +129,18 @@ def test_admin_enroll_qr_files_are_private(tmp_path, monkeypatch):
     result = _run("enroll", "--data-dir", data, "alice", "--svg", str(tmp_path / "b.svg"))
     assert result.exit_code == 2 and "'--svg'" in result.stderr
     assert not (tmp_path / "victim").exists()
+
+
+@pytest.mark.parametrize("command, env", [
+    (["enroll-uri", "--account", "alice"], "OTPFAST_ENROLL_URI_SECRET"),
+    (["batch", "hotp", "--count", "1"], "OTPFAST_BATCH_HOTP_SECRET"),
+])
+def test_secret_in_argv_is_warned_about_and_the_environment_is_not(command, env):
+    """A key on the command line still works but is visible to other users: a warning on
+    stderr names the environment variable; given through it, no warning."""
+    key = "3132333435363738393031323334353637383930"
+    on_argv = CliRunner().invoke(cli, [*command, "--secret", key], catch_exceptions=False)
+    assert on_argv.exit_code == 0 and env in on_argv.stderr and "visible" in on_argv.stderr
+    from_env = CliRunner().invoke(cli, command, env={env: key}, catch_exceptions=False)
+    assert from_env.exit_code == 0 and from_env.stderr == ""
+    assert on_argv.stdout == from_env.stdout
