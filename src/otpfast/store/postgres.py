@@ -160,6 +160,7 @@ _log = logging.getLogger("otpfast.store")
 # The driver, imported on first use: it is an optional extra, and importing it loads asyncio,
 # which the store layer must not pull in at import time (tests/test_imports.py).
 psycopg = None
+_WARNED_ASYNCHRONOUS: set = set()      # servers already warned about (no synchronous standby)
 
 
 def _driver():
@@ -498,7 +499,8 @@ class PostgresStore(SqlReads, Store):
             if not self._replication_checked:
                 self._replication_checked = True
                 names = conn.execute("SHOW synchronous_standby_names").fetchone()[0]
-                if not names.strip():
+                if not names.strip() and self.location not in _WARNED_ASYNCHRONOUS:
+                    _WARNED_ASYNCHRONOUS.add(self.location)     # once per process and server
                     _log.warning("%s has no synchronous standby (synchronous_standby_names is "
                                  "empty): after a failover to an asynchronous standby, OTPs "
                                  "accepted here can be lost or accepted again", self.location)
