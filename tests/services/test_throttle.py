@@ -1,5 +1,9 @@
+import contextlib
+
 import pytest
 
+from otpfast.errors import StoreUnavailable
+from otpfast.services.distribution import Distribution, VerifyItem
 from otpfast.services.throttle import Rate, RateLimiter
 
 
@@ -56,3 +60,47 @@ def test_throttle_memory_bounded_oldest_out():
 def test_throttle_rejects_bad_rate():
     with pytest.raises(ValueError):
         Rate(rate=0, burst=1)
+
+
+def test_throttle_refund_gives_back_one_token_up_to_the_burst():
+    limiter = RateLimiter(Rate(rate=1.0, burst=2), clock=Clock())
+    limiter.charge("a")
+    limiter.charge("a")
+    assert limiter.blocked("a")
+    limiter.refund("a")
+    assert limiter.tokens("a") == 1 and not limiter.blocked("a")
+    limiter.refund("a")
+    limiter.refund("a")
+    assert limiter.tokens("a") == 2          # never above the burst
+    limiter.refund("never-charged")
+    assert len(limiter) == 1
+
+
+def test_rolled_back_batch_gives_its_failures_back(store, admin, clock):
+    """A batch whose transaction failed before COMMIT is decided again (the verifier
+    retries it): its wrong OTPs count against the source once, not twice."""
+    admin.add_account("alice", "hotp")
+
+    class CommitLost:
+        def __init__(self, inner):
+            self._inner, self.failures = inner, 1
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        @contextlib.contextmanager
+        def transaction(self, **kwargs):
+            with self._inner.transaction(**kwargs) as tx:
+                yield tx
+                if self.failures:
+                    self.failures -= 1
+                    raise StoreUnavailable("connection lost", committed=False)
+
+    distribution = Distribution(CommitLost(store), clock=clock)
+    burst = distribution._failed_sources.limit.burst
+    wrong = [VerifyItem("alice", "000000", "192.0.2.9"), VerifyItem("alice", "111111", "192.0.2.9")]
+    with pytest.raises(StoreUnavailable):
+        distribution.verify_many(wrong)
+    assert distribution._failed_sources.tokens("192.0.2.9") == burst      # given back
+    assert distribution.verify_many(wrong) == [False, False]
+    assert distribution._failed_sources.tokens("192.0.2.9") == burst - 2  # counted once

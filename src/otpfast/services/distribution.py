@@ -240,6 +240,7 @@ class Distribution:
             if not items:       # no transaction at all: the refusals wait for the next one
                 return [False] * len(asked)
         refusals = self._refusals.take(now)
+        charged: list = []      # the failures this batch counted: given back if it rolls back
         try:
             with self.store.transaction(wait=wait, durable=durable) as tx:
                 # a session whose client credential was rotated or deleted since: refused
@@ -253,13 +254,15 @@ class Distribution:
                 repeated, items = _repeated_requests(tx, items)
                 batch = _VerifyBatch(tx, self.store.keys, self._tokens, items, now, self._decoy,
                                      self.require_pin)
-                decided = batch.run(self, refusals)
+                decided = batch.run(self, refusals, charged)
                 batch.finish()
                 if repeated is not None:
                     decided = _record_requests(tx, items, decided, repeated, now)
                     items = repeated[0]
         except BaseException:
             self._refusals.put_back(refusals)
+            for source, client_name in charged:     # decided again if retried: counted once
+                self._refund_failure(source, client_name)
             raise
         if not blocked_ids:
             return decided
@@ -309,6 +312,12 @@ class Distribution:
         self._failed_sources.charge(source)
         if client_name is not None and client_name != "-":
             self._failed_clients.charge(client_name)
+
+    def _refund_failure(self, source, client_name: str | None) -> None:
+        """Undo _count_failure for a decision its transaction rolled back."""
+        self._failed_sources.refund(source)
+        if client_name is not None and client_name != "-":
+            self._failed_clients.refund(client_name)
 
     def refusals_pending(self) -> bool:
         return self._refusals.pending()
@@ -604,11 +613,12 @@ class _VerifyBatch:
         self._decoy = decoy
         self._decoy_material = decoy.material
 
-    def run(self, distribution: Distribution, refusals=()) -> list[bool]:
+    def run(self, distribution: Distribution, refusals=(), charged=None) -> list[bool]:
         """Decide every item in order; queue one audit entry each (after ``refusals``,
         entries queued earlier); True = accepted. Each failure counts against its source
         and client at once, so a later item of the batch from a source that has run out is
-        refused without a decision (its entry goes to the refusal log)."""
+        refused without a decision (its entry goes to the refusal log); ``charged`` gets
+        (source, client) of each."""
         now, accepted = self.now, audit.ACCEPTED
         count_failure = distribution._count_failure
         source_blocked = distribution._failed_sources.blocked
@@ -632,6 +642,8 @@ class _VerifyBatch:
                             outcome))
             if not ok:
                 count_failure(item.source, client_name)
+                if charged is not None:
+                    charged.append((item.source, client_name))
                 if source_blocked(item.source):
                     out_sources.add(item.source)
                 if client_name is not None and client_blocked(client_name):

@@ -2,7 +2,8 @@
 
 One ``RateLimiter`` holds one bucket per key: ``burst`` tokens, refilled at ``rate`` tokens
 per second. ``allow(key)`` takes one token and says whether there was one; ``charge(key)``
-takes one without asking (a failure to count against the key), ``blocked(key)`` asks
+takes one without asking (a failure to count against the key; ``refund(key)`` gives it back
+when that failure was rolled back), ``blocked(key)`` asks
 without taking, ``tokens(key)`` says how many are left (for callers with events still
 undecided: a RADIUS source may have no more verifications in flight than failures left). Memory is bounded: at most ``max_keys`` buckets; when full, the bucket that
 was touched least recently goes (a full bucket forgets nothing that matters, and an
@@ -61,6 +62,13 @@ class RateLimiter:
         """Take one token (down to zero): an event that counts against ``key``."""
         bucket = self._bucket(key, self._clock())
         bucket[0] = max(0.0, bucket[0] - 1)
+
+    def refund(self, key) -> None:
+        """Give back one token charged for an event that did not count after all (a batch
+        rolled back, to be decided again); never above ``burst``."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket[0] = min(self.limit.burst, bucket[0] + 1)
 
     def blocked(self, key) -> bool:
         """True while ``key`` has no token left (asking takes nothing)."""
