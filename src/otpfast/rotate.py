@@ -14,7 +14,8 @@
   stopped (they hold the old key). PostgreSQL with node chains: every chain is MACed again
   and this data dir's head files rewritten; every other node needs the new ``at-rest.key``
   and ``audit.head`` and must drop its ``audit.head.<N>`` files (MACed under the old key;
-  rewritten at its next commit).
+  rewritten at its next commit). A data dir with a share server's ``shares.db`` is refused
+  (that store is under the same key and not re-encrypted here).
 
 Files are replaced whole: written to a temporary name, fsynced, renamed, then the directory
 fsynced, so a crash leaves either the old file or the new one.
@@ -33,6 +34,7 @@ from .datadir import (CERT_FILE, HEAD_FILE, KEY_FILE, PRIVATE_FILE_MODE, RSA_FIL
 from .errors import InvalidParameter
 from .store import atrest
 from .store.chain import HeadFile
+from .store.shares import SHARES_FILE
 
 PENDING = ".new"        # suffix of the files of an at-rest rotation not yet settled
 log = logging.getLogger("otpfast.rotate")
@@ -134,6 +136,9 @@ def rotate_at_rest(datadir: DataDir) -> int:
     if os.environ.get(atrest.ENV_VAR):
         raise InvalidParameter("data-dir", f"the at-rest key comes from ${atrest.ENV_VAR}: rotate it with a key "
                                "file (unset it), or re-encrypt by hand")
+    if os.path.exists(datadir.file(SHARES_FILE)):
+        raise InvalidParameter("data-dir", f"it holds a share server's {SHARES_FILE}, which this rotation "
+                               "does not re-encrypt (it would no longer open): nothing changed")
     key_path, head_path = datadir.file(KEY_FILE), datadir.file(HEAD_FILE)
     store = datadir.open_store()        # settles an earlier interrupted rotation first
     root = atrest.new_key()

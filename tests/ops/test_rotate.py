@@ -171,6 +171,19 @@ def test_rotate_at_rest_refuses_a_tampered_store_and_changes_nothing(tmp_path):
     assert not os.path.exists(data_dir.file("at-rest.key.new"))
 
 
+def test_rotate_at_rest_refuses_a_share_server_data_dir_and_changes_nothing(tmp_path):
+    """shares.db is under the same at-rest key and not re-encrypted by the rotation: refused
+    (exit 2 naming --data-dir) rather than leaving a share store that no longer opens."""
+    data_dir = DataDir(str(tmp_path / "d"))
+    data_dir.init(rsa_bits=2048)
+    data_dir.share_server().store.close()         # the share-server role's store, created
+    before = (tmp_path / "d" / "at-rest.key").read_bytes()
+    code, out = _run("rotate", "at-rest", "--data-dir", data_dir.path)
+    assert code == 2 and "--data-dir" in out and "shares.db" in out, out
+    assert (tmp_path / "d" / "at-rest.key").read_bytes() == before
+    data_dir.share_server().store.close()         # still opens
+
+
 def test_rotate_at_rest_with_the_key_in_the_environment_exits_2(tmp_path, monkeypatch):
     monkeypatch.setenv(atrest.ENV_VAR, "11" * 32)
     data_dir = DataDir(str(tmp_path / "d"))
