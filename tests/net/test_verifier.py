@@ -258,6 +258,28 @@ def test_verifier_answers_only_after_sync_made_the_batch_durable(event_loop_name
     assert len(synced) == 2 and threading.get_ident() not in synced
 
 
+def test_verifier_tick_left_empty_by_a_call_does_not_stall_later_batches(event_loop_name):
+    """A call (Request, login) decides the pending verifications at once; the tick scheduled
+    for them then finds nothing while a sync runs, and must not leave later verifications
+    waiting for a tick that never comes."""
+    release = threading.Event()
+
+    async def main():
+        recorder = Recorder()
+        verifier = AsyncVerifier(recorder, sync=lambda: release.wait(10))
+        first = verifier.verify_future("a", "ok1", source="t")
+        await asyncio.sleep(0.05)                       # committed; its sync runs
+        second = verifier.verify_future("a", "ok2", source="t")
+        await verifier.call(lambda: None)               # decides `second` at once
+        await asyncio.sleep(0.05)                       # the empty tick runs during the sync
+        release.set()
+        assert await first is True and await second is True
+        third = verifier.verify_future("a", "ok3", source="t")
+        assert await asyncio.wait_for(third, 5) is True
+        await verifier.aclose()
+    run_on(event_loop_name, main())
+
+
 def test_verifier_full_batch_does_not_wait_for_the_running_sync(event_loop_name):
     """A batch that reached max_batch is committed at once even while a sync runs."""
     release = threading.Event()

@@ -167,6 +167,9 @@ class AsyncVerifier:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if not self._tick_batch:        # decided already (call_future flushes in order)
+            self._tick_scheduled = False
+            return
         if not wait and self._syncing is not None and len(self._tick_batch) < self.max_batch:
             # a sync is running: these replies would wait for the next one anyway, so the
             # batch grows until it ends (_synced runs it): fewer, larger transactions
