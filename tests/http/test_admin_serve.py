@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -189,6 +190,38 @@ def test_admin_lock_unlock_delete_user(served, api):
     for call in (api.get("/admin/users/lou"), api.delete("/admin/users/lou"),
                  api.post("/admin/users/lou/lock")):
         assert call.status_code == 404 and call.json()["error"]["field"] == "name"
+
+
+def test_admin_import_with_a_password_does_not_stall_the_server(served, api):
+    """A password-protected PSKC file costs up to MAX_PBKDF2_ITERATIONS rounds: they run in a
+    worker thread, so the loop answers other requests (here /healthz, a store call on the
+    loop) meanwhile instead of after the import."""
+    from otpfast.importers import TokenSpec
+    from otpfast.importers.pskc import MAX_PBKDF2_ITERATIONS, export_pskc
+
+    spec = TokenSpec(source="test", type="hotp", secret=bytes(range(20)), counter=0,
+                     serial="slow-1")
+    document = export_pskc([spec], password="correct horse", iterations=MAX_PBKDF2_ITERATIONS)
+    result = {}
+
+    def do_import():
+        started = time.perf_counter()
+        result["response"] = api.post("/admin/tokens/import", json={
+            "pskc": document.decode(), "password": "correct horse", "user": "slow"})
+        result["took"] = time.perf_counter() - started
+
+    worker = threading.Thread(target=do_import)
+    worker.start()
+    latencies = []
+    with httpx.Client(base_url=served["url"], verify=False, timeout=20) as other:
+        while worker.is_alive():
+            started = time.perf_counter()
+            assert other.get("/healthz").status_code == 200
+            latencies.append(time.perf_counter() - started)
+    worker.join()
+    assert result["response"].status_code == 201, result["response"].text
+    assert result["took"] > 0.2 and len(latencies) >= 3
+    assert max(latencies[1:]) < result["took"] / 2      # answered during the import
 
 
 def test_admin_import_pskc_with_key_in_the_body(served, api):

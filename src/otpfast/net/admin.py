@@ -3,21 +3,23 @@ CLI makes for the same command -> a JSON response.
 
 Every change is audited by the service, as the CLI's are, with the admin client's name and
 the peer address in place of "cli". The store calls run on the event loop, ordered after
-the verifications submitted before them (AsyncVerifier.call_future); they are short, but a
-PSKC file protected by a password costs its PBKDF2 rounds (bounded by
-importers.pskc.MAX_PBKDF2_ITERATIONS, about a second).
+the verifications submitted before them (AsyncVerifier.call_future); they are short. A PSKC
+file is read in a worker thread first: a password costs its PBKDF2 rounds (bounded by
+importers.pskc.MAX_PBKDF2_ITERATIONS, about a second), which must not stall the loop.
 
 Errors: a parameter the service refuses -> 400 naming it (404 for a user or token that
 does not exist, 409 for one that exists already); the store unavailable -> 503. Neither
 the request body nor a secret is logged.
 """
+import asyncio
+import functools
 import logging
 
 from ..errors import Conflict, InvalidParameter, InvalidToken, NotFound, StoreError
 from ..protocol import admin_api
 from ..services import admin as admin_service, audit
 from ..services.admin import Admin
-from ..services.bulk import Bulk
+from ..services.bulk import Bulk, read_data
 from ..services.usertokens import RESYNC_FAILED, TokenAdmin
 
 log = logging.getLogger("otpfast.net.admin")
@@ -43,27 +45,35 @@ class AdminApi:
 
     def future(self, call, client, source):
         """An asyncio future of the call's HttpResponse."""
+        if call.operation == "token_import":
+            return asyncio.ensure_future(self._token_import(call, client.name, source))
         return self._verifier.call_future(self.respond, call, client.name, source)
 
     def respond(self, call, client_name, source):
         """The HttpResponse of one call (every failure answered here, never raised)."""
+        failure, result = self._guarded(
+            call, lambda: getattr(self, "_" + call.operation)(call.params, client_name, source))
+        return failure or admin_api.respond(*result)
+
+    @staticmethod
+    def _guarded(call, work):
+        """(None, ``work()``), or (the error response its failure maps to, None)."""
         try:
-            status, body = getattr(self, "_" + call.operation)(call.params, client_name, source)
-            return admin_api.respond(status, body)
+            return None, work()
         except NotFound as exc:
-            return admin_api.error_response(404, exc.message, exc.field)
+            return admin_api.error_response(404, exc.message, exc.field), None
         except Conflict as exc:
-            return admin_api.error_response(409, exc.message, exc.field)
+            return admin_api.error_response(409, exc.message, exc.field), None
         except InvalidParameter as exc:
-            return admin_api.error_response(400, exc.message, exc.field)
+            return admin_api.error_response(400, exc.message, exc.field), None
         except InvalidToken:
-            return admin_api.error_response(400, RESYNC_FAILED, "otp1")
+            return admin_api.error_response(400, RESYNC_FAILED, "otp1"), None
         except StoreError as exc:
             log.warning("admin %s: store unavailable: %s", call.operation, type(exc).__name__)
-            return admin_api.error_response(503, "the store is unavailable")
+            return admin_api.error_response(503, "the store is unavailable"), None
         except Exception as exc:  # noqa: BLE001 - a bug answers 500 for this request only
             log.error("admin %s failed: %s", call.operation, type(exc).__name__)
-            return admin_api.error_response(500, "internal error")
+            return admin_api.error_response(500, "internal error"), None
 
     # -- the services, acting as the admin client from its peer address ------------------
     def _admin(self, client, source):
@@ -134,13 +144,24 @@ class AdminApi:
             body["recovery_codes"] = codes
         return 201, body
 
-    def _token_import(self, params, client, source):
-        """``token import --format pskc``: the document and its key in the body."""
-        bulk = Bulk(self._distribution.store, clock=self._distribution.clock, source=source,
-                    client=client)
-        done = bulk.import_data(params["pskc"].encode("utf-8"), "pskc", psk=params.get("psk"),
-                                password=params.get("password"), user=params.get("user"))
-        return 201, {"imported": done}
+    async def _token_import(self, call, client, source):
+        """``token import --format pskc``: the document and its key in the body. The file is
+        read in a worker thread (a password costs its PBKDF2 rounds, up to about a second:
+        verifications go on meanwhile), its tokens stored on the loop like any call."""
+        params = call.params
+        failure, specs = await asyncio.get_running_loop().run_in_executor(
+            None, self._guarded, call, functools.partial(
+                read_data, params["pskc"].encode("utf-8"), "pskc", psk=params.get("psk"),
+                password=params.get("password")))
+        if failure is not None:
+            return failure
+
+        def store():
+            bulk = Bulk(self._distribution.store, clock=self._distribution.clock, source=source,
+                        client=client)
+            return 201, {"imported": bulk.import_tokens(specs, user=params.get("user"))}
+        failure, result = await self._verifier.call_future(self._guarded, call, store)
+        return failure or admin_api.respond(*result)
 
     def _token_show(self, params, client, source):
         tokens = self._tokens(client, source)

@@ -43,6 +43,29 @@ def _token_params(spec) -> dict:
     return params
 
 
+def read_data(data: bytes, fmt: str, *, psk: str | None = None,
+              password: str | None = None) -> list:
+    """The tokens of a file (importers.read_tokens; ``psk``: the PSKC pre-shared key as hex),
+    touching no store (a password's PBKDF2 rounds may run in a worker thread). A file with
+    no token is refused (field ``file``)."""
+    from otpfast.importers import read_tokens
+
+    if psk is not None and password is not None:
+        raise InvalidParameter("psk", "give a pre-shared key or a password, not both")
+    key = None
+    if psk is not None:
+        text = psk.strip()
+        if not _HEX.fullmatch(text) or len(text) % 2:
+            raise InvalidParameter("psk", "the pre-shared key must be hex")
+        key = bytes.fromhex(text)
+    if password is not None and not password:
+        raise InvalidParameter("password", "is empty")
+    specs = read_tokens(data, fmt, psk=key, password=password)
+    if not specs:
+        raise InvalidParameter("file", "the file holds no token: nothing imported")
+    return specs
+
+
 class Bulk:
     """``source``/``client``: who acts, for the audit entries (as services.admin.Admin)."""
 
@@ -59,25 +82,9 @@ class Bulk:
     # -- import ---------------------------------------------------------------------------
     def import_data(self, data: bytes, fmt: str, *, psk: str | None = None,
                     password: str | None = None, user: str | None = None) -> list[dict]:
-        """Read a token file (importers.read_tokens; ``psk``: the PSKC pre-shared key as hex)
-        and import every token of it (:meth:`import_tokens`). A file with no token is
-        refused (field ``file``)."""
-        from otpfast.importers import read_tokens
-
-        if psk is not None and password is not None:
-            raise InvalidParameter("psk", "give a pre-shared key or a password, not both")
-        key = None
-        if psk is not None:
-            text = psk.strip()
-            if not _HEX.fullmatch(text) or len(text) % 2:
-                raise InvalidParameter("psk", "the pre-shared key must be hex")
-            key = bytes.fromhex(text)
-        if password is not None and not password:
-            raise InvalidParameter("password", "is empty")
-        specs = read_tokens(data, fmt, psk=key, password=password)
-        if not specs:
-            raise InvalidParameter("file", "the file holds no token: nothing imported")
-        return self.import_tokens(specs, user=user)
+        """Read a token file (:func:`read_data`) and import every token of it
+        (:meth:`import_tokens`)."""
+        return self.import_tokens(read_data(data, fmt, psk=psk, password=password), user=user)
 
     def import_tokens(self, specs, *, user: str | None = None) -> list[dict]:
         """Store every spec (importers.TokenSpec) in one transaction, or none: raises
