@@ -11,7 +11,8 @@ from otpfast.datadir import DataDir
 from otpfast.errors import InvalidParameter, StoreError
 from otpfast.services import audit, policy
 from otpfast.services.admin import describe, describe_authority, describe_client
-from otpfast_cli.options import DATA_DIR_ERRORS, POSITIVE_INT, bad_parameter, data_dir_error, data_dir_option
+from otpfast_cli.options import (DATA_DIR_ERRORS, POSITIVE_INT, bad_parameter, data_dir_error, data_dir_option,
+                                 exit_if_broken)
 
 
 def _usage_error(exc: InvalidParameter):
@@ -477,14 +478,7 @@ def audit_verify(data_dir, archives, as_json):
         sys.exit(0 if report.ok else 1)
     for line in lines:
         click.echo(line)
-    if report.first_bad is not None:
-        click.echo(f"audit log BROKEN at entry {report.first_bad}: {report.reason}", err=True)
-        sys.exit(1)
-    if report.bad_rows:
-        click.echo(f"store rows REFUSED ({len(report.bad_rows)}):", err=True)
-        for problem in report.bad_rows:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
+    exit_if_broken(report, log="audit log", entry="entry", rows="store rows")
     start = f", from archive anchor {report.anchor_seq}" if report.anchor_seq else ""
     click.echo(f"audit log intact: {report.entries} entries{start}, head {report.head_seq} "
                f"{report.head_hash.hex()}; rows intact")

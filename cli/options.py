@@ -1,4 +1,6 @@
 """Shared click parameter types and options."""
+import sys
+
 import click
 
 from otpfast.errors import InvalidParameter, NotInitialised, StoreOutdated
@@ -64,3 +66,16 @@ def warn_secret_in_argv(ctx, *names, env_hint):
             click.echo(f"warning: a secret on the command line is visible to other local users "
                        f"(process list, shell history); prefer {env_hint}", err=True)
             return
+
+
+def exit_if_broken(report, *, log: str, entry: str, rows: str) -> None:
+    """Exit 1 after naming what an integrity check (an AuditReport) found: the first broken
+    ``entry`` of ``log``, or the refused ``rows``."""
+    if report.first_bad is not None:
+        click.echo(f"{log} BROKEN at {entry} {report.first_bad}: {report.reason}", err=True)
+        sys.exit(1)
+    if report.bad_rows:
+        click.echo(f"{rows} REFUSED ({len(report.bad_rows)}):", err=True)
+        for problem in report.bad_rows:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)

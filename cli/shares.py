@@ -14,7 +14,7 @@ import click
 
 from otpfast.errors import InvalidParameter, Refused, StoreError
 from otpfast_cli.logs import configure_logging
-from otpfast_cli.options import bad_parameter, data_dir_option
+from otpfast_cli.options import bad_parameter, data_dir_option, exit_if_broken
 from otpfast_cli.servers import (_announce, _binding, _run, _run_until_signalled,
                                  listen_address, open_datadir, server_options)
 
@@ -218,14 +218,7 @@ def verify(data_dir):
         report = service.store.verify()
     finally:
         service.close()
-    if report.first_bad is not None:
-        click.echo(f"share store event log BROKEN at event {report.first_bad}: {report.reason}", err=True)
-        sys.exit(1)
-    if report.bad_rows:
-        click.echo(f"share store rows REFUSED ({len(report.bad_rows)}):", err=True)
-        for problem in report.bad_rows:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
+    exit_if_broken(report, log="share store event log", entry="event", rows="share store rows")
     click.echo(f"share store intact: {report.entries} events, head {report.head_seq} "
                f"{report.head_hash.hex()}; rows intact")
 

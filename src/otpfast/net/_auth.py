@@ -43,3 +43,16 @@ class Authentication:
             return None
         self.proved = True
         return self.exchange
+
+
+class AuthenticatingHandler:
+    """What every TLS handler with a challenge-response login shares: the peer's address
+    (``source``) and the server half of its login (``_auth``), bound to the connection."""
+
+    def __init__(self, kind, binding):
+        self._auth = Authentication(kind, binding)
+        self.source = "-"
+
+    def connection_made(self, transport):
+        self.source = peer_host(transport)
+        self._auth.connection_made(transport)

@@ -8,7 +8,7 @@ from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, Error, Is
                                  TryAgain, Verify, VerifyOnce)
 from ..services import credentials
 from . import tls
-from ._auth import Authentication, peer_host
+from ._auth import AuthenticatingHandler
 from ._stream import Reply, ServerLimits, error_reply, start_server
 
 _ACCEPT = Accept()
@@ -43,25 +43,20 @@ class _VerifyReply(Reply):
         return self.owner
 
 
-class DistributionHandler:
+class DistributionHandler(AuthenticatingHandler):
     """Per-connection handler; every service call goes through the AsyncVerifier (store on the
     loop's thread). ``binding``: the server certificate's channel binding (tls.end_point)."""
 
     def __init__(self, verifier, binding):
         self._verifier = verifier
         self._distribution = verifier.distribution
-        self._auth = Authentication(credentials.CLIENT, binding)
+        super().__init__(credentials.CLIENT, binding)
         self.metrics = verifier.metrics.native   # also counts the listener's refusals (net._stream)
         self.client = None
-        self.source = "-"
 
     @property
     def authenticated(self):
         return self.client is not None
-
-    def connection_made(self, transport):
-        self.source = peer_host(transport)
-        self._auth.connection_made(transport)
 
     def _authenticated(self, client):
         self.client = client

@@ -19,7 +19,7 @@ from ..protocol.messages import (AuthOk, AuthProof, AuthStart, Contribute, Error
 from ..services import credentials
 from ..services.throttle import Rate, RateLimiter
 from . import tls
-from ._auth import Authentication, peer_host
+from ._auth import AuthenticatingHandler
 from ._stream import Reply, ServerLimits, start_server
 
 log = logging.getLogger("otpfast.net")
@@ -68,25 +68,20 @@ def _transcript(signed):
     return Transcript(*signed)
 
 
-class KeyServerHandler:
+class KeyServerHandler(AuthenticatingHandler):
     """Per-connection handler; ``queue`` (a ContributionQueue) runs the service calls."""
 
     def __init__(self, keyserver, public_key_pem, queue, binding):
         self._keyserver = keyserver
         self._public_key = Reply(PublicKey(public_key_pem))
         self._queue = queue
-        self._auth = Authentication(credentials.AUTHORITY, binding)
+        super().__init__(credentials.AUTHORITY, binding)
         self.authority = None
-        self.source = "-"
         self._greeted = False
 
     @property
     def authenticated(self):
         return self.authority is not None
-
-    def connection_made(self, transport):
-        self.source = peer_host(transport)
-        self._auth.connection_made(transport)
 
     def _call(self, convert, fn, *args, **kwargs):
         future = self._queue.submit(fn, *args, **kwargs)

@@ -17,7 +17,7 @@ from ..protocol.messages import (Accept, AuthOk, AuthProof, AuthStart, CeremonyR
 from ..services import credentials
 from ..services.shares import CounterRefused
 from . import tls
-from ._auth import Authentication, peer_host
+from ._auth import AuthenticatingHandler
 from ._stream import Reply, ServerLimits, start_server
 
 
@@ -37,25 +37,20 @@ def _state(result):
     return ShareState(watermark, pack_counters(outstanding))
 
 
-class ShareServerHandler:
+class ShareServerHandler(AuthenticatingHandler):
     """Per-connection handler over a services.shares.ShareServer."""
 
     def __init__(self, service, public_key, executor, binding):
         self._service = service
         self._public_key = Reply(PublicKey(public_key))
         self._executor = executor
-        self._auth = Authentication(credentials.CLIENT, binding)
+        super().__init__(credentials.CLIENT, binding)
         self.principal = None
-        self.source = "-"
         self._greeted = False
 
     @property
     def authenticated(self):
         return self.principal is not None
-
-    def connection_made(self, transport):
-        self.source = peer_host(transport)
-        self._auth.connection_made(transport)
 
     def _call(self, convert, fn, *args, barrier=False):
         future = asyncio.wrap_future(self._executor.submit(functools.partial(fn, *args)))

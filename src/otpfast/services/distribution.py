@@ -353,18 +353,13 @@ class Distribution:
 def _revoked(tx, items) -> list:
     """The items of sessions whose client credential was rotated or deleted after they
     authenticated (the batch's clients read in ``tx``, once each)."""
-    sessions = [item.client for item in items
+    sessions = [item for item in items
                 if item.client is not None and item.client.credential_hash is not None]
     if not sessions:
         return []
-    current = tx.clients(client.name for client in sessions)
-    gone = {(client.name, client.credential_hash) for client in sessions
-            if (record := current.get(client.name)) is None
-            or record.credential_hash != client.credential_hash}
-    if not gone:
-        return []
-    return [item for item in items if item.client is not None
-            and (item.client.name, item.client.credential_hash) in gone]
+    current = tx.clients(item.client.name for item in sessions)
+    return [item for item in sessions if (record := current.get(item.client.name)) is None
+            or record.credential_hash != item.client.credential_hash]
 
 
 def _request_key(item: VerifyItem):

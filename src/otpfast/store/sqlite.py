@@ -411,18 +411,25 @@ class SQLiteStore(SqlReads, Store):
             if name not in tx.touched_accounts and cache.get(name) is not None:
                 cache[name] = record
 
+    def _connection_cache(self, name: str, valid) -> dict:
+        """This connection's cache ``name``, emptied when ``valid`` (what it was read under)
+        changed since, or when it grew past SECRET_CACHE_SIZE."""
+        local = self._local
+        cache = getattr(local, name, None)
+        if cache is None or getattr(local, name + "_valid") != valid or len(cache) > SECRET_CACHE_SIZE:
+            cache = {}
+            setattr(local, name, cache)
+            setattr(local, name + "_valid", valid)
+        return cache
+
     def _batch_clients(self, tx, names) -> dict:
         """``tx.clients(names)``: from a cache of this connection's client reads that holds
         while no other connection committed (``PRAGMA data_version``) and this one changed
         nothing but in committed transactions that wrote no client row (``total_changes``,
         see _committed_clients). Every verification batch asks for its clients (a session
         whose credential was rotated or deleted is refused)."""
-        local, conn = self._local, tx._conn
-        valid = (tx.data_version(), conn.total_changes)
-        cache = getattr(local, "clients", None)
-        if cache is None or local.clients_valid != valid or len(cache) > SECRET_CACHE_SIZE:
-            cache = local.clients = {}
-            local.clients_valid = valid
+        conn = tx._conn
+        cache = self._connection_cache("clients", (tx.data_version(), conn.total_changes))
         out = {}
         for name in dict.fromkeys(names):
             record = cache.get(name, cache)
@@ -449,12 +456,7 @@ class SQLiteStore(SqlReads, Store):
         ROLLBACK all are dropped). Inside the write transaction nobody
         else can commit, so what the cache returns is current. Saves the batch's account
         read while this process is the only writer."""
-        local = self._local
-        version = tx.data_version()
-        cache = getattr(local, "batch_accounts", None)
-        if cache is None or local.batch_accounts_version != version or len(cache) > SECRET_CACHE_SIZE:
-            cache = local.batch_accounts = {}
-            local.batch_accounts_version = version
+        cache = self._connection_cache("batch_accounts", tx.data_version())
         wanted = [name for name in dict.fromkeys(names) if isinstance(name, str)]
         missing = [name for name in wanted if name not in cache]
         if missing:
